@@ -1,0 +1,150 @@
+//! The command line (clap types only). Doc comments are the help text.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// sft: secure file transfer over TLS 1.3, with SHA-256 verified end to end.
+#[derive(Debug, Parser)]
+#[command(name = "sft", version, about, long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    pub conn: ConnArgs,
+    #[command(subcommand)]
+    pub cmd: Command,
+}
+
+/// How the client reaches and trusts a server (may come before or after the subcommand).
+#[derive(Debug, Args)]
+pub struct ConnArgs {
+    /// Server address, HOST:PORT
+    #[arg(long, global = true, env = "SFT_SERVER", value_name = "HOST:PORT")]
+    pub server: Option<String>,
+    /// Access token (prefer SFT_TOKEN or --token-file: arguments are visible to other users)
+    #[arg(long, global = true, env = "SFT_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// File holding the access token (mode 0600)
+    #[arg(long, global = true, env = "SFT_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Trust the server through this CA certificate (or the server's own certificate), PEM
+    #[arg(long, global = true, env = "SFT_CA", value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// Trust the server whose certificate has this SHA-256 fingerprint (printed by `sft serve`)
+    #[arg(long, global = true, env = "SFT_PIN", value_name = "SHA256")]
+    pub pin: Option<String>,
+    /// Deadline for connecting and for each reply
+    #[arg(long, global = true, env = "SFT_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server
+    Serve(ServeArgs),
+    /// List remote files: name, size, modification time, SHA-256
+    Ls {
+        /// Remote directory (default: the root)
+        dir: Option<String>,
+    },
+    /// Upload files; prints each one's SHA-256 and the name the server stored it under
+    Put {
+        /// Local files to upload
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Remote name (only with a single file)
+        #[arg(long = "as", value_name = "NAME")]
+        as_name: Option<String>,
+        /// Replace a remote file of the same name instead of storing "name (1).ext"
+        #[arg(long)]
+        overwrite: bool,
+    },
+    /// Download a file; saved under a new name "name (1).ext" if the target exists
+    Get {
+        /// Remote file name
+        name: String,
+        /// Local path or directory to save to (default: the current directory)
+        #[arg(short, long, value_name = "PATH")]
+        output: Option<PathBuf>,
+        /// Fail (exit 8) unless the file's SHA-256 is exactly this
+        #[arg(long, value_name = "HEX")]
+        sha256: Option<String>,
+        /// Replace an existing local file
+        #[arg(long)]
+        force: bool,
+    },
+    /// Remove a remote file
+    Rm {
+        /// Remote file name
+        name: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum FsyncArg {
+    /// fsync each upload and its directory before acknowledging it (default)
+    Always,
+    /// acknowledge once data is in the page cache: faster, but a crash can lose acknowledged uploads (scratch storage only)
+    Never,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Directory whose files are served (created if missing)
+    #[arg(long, default_value = "sft-data", value_name = "DIR")]
+    pub root: PathBuf,
+    /// Address to listen on; port 0 picks a free port (the first line printed is "listening on ADDR")
+    #[arg(long, default_value = "0.0.0.0:7373", value_name = "ADDR")]
+    pub listen: std::net::SocketAddr,
+    /// Certificate chain, PEM (default: a self-signed one kept in the state directory)
+    #[arg(long, value_name = "CERT.pem", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// Private key, PEM: RSA, ECDSA P-256/P-384 or Ed25519; PKCS#8, PKCS#1 or SEC1
+    #[arg(long, value_name = "KEY.pem", requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// Accepted access tokens, one per line (default: a generated token kept in the state directory)
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Where the server keeps its certificate, key and token (never inside --root)
+    #[arg(long, env = "SFT_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// When an acknowledged upload must be on stable storage
+    #[arg(long, value_enum, default_value = "always")]
+    pub fsync: FsyncArg,
+    /// Most clients served at once; more get "server busy"
+    #[arg(long, default_value_t = 256)]
+    pub max_connections: usize,
+    /// Deadline for the TLS handshake
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub handshake_timeout: Duration,
+    /// Deadline for HELLO and authentication after the handshake
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub auth_timeout: Duration,
+    /// Close sessions idle for this long between commands
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
+    /// Abort a transfer when no data arrives for this long
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub data_timeout: Duration,
+    /// On SIGTERM/SIGINT, how long transfers in flight may take to finish
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub grace: Duration,
+    /// Log format on stderr
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,637 @@
+//! The client: one TLS connection carrying a whole session, with typed
+//! methods for each command. Everything a server sends is treated as hostile
+//! input: names are validated, sizes are enforced, text is escaped.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{ReadHalf, WriteHalf};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+use crate::connection::{FrameReader, FrameWriter};
+use crate::error::{Error, Kind, Result};
+use crate::names;
+use crate::protocol::{self, Encoding, Entry, Msg, Role};
+use crate::tls::{self, PinVerifier, Trust};
+use crate::transfer::{self, Outgoing};
+
+/// The default port of `sft serve`.
+pub const DEFAULT_PORT: u16 = 7373;
+
+/// How to reach and trust a server.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub server: String,
+    pub trust: Trust,
+    pub token: String,
+    /// Deadline for connecting, the handshake and each reply.
+    pub timeout: Duration,
+}
+
+type Stream = TlsStream<TcpStream>;
+
+pub struct Client {
+    r: FrameReader<ReadHalf<Stream>>,
+    w: FrameWriter<WriteHalf<Stream>>,
+    timeout: Duration,
+    pub user: String,
+    pub role: Role,
+}
+
+/// The result of an upload.
+#[derive(Debug, Clone)]
+pub struct Uploaded {
+    pub name: String,
+    pub size: u64,
+    pub sha256: [u8; 32],
+    pub seconds: f64,
+}
+
+/// The result of a download.
+#[derive(Debug, Clone)]
+pub struct Downloaded {
+    pub path: PathBuf,
+    pub size: u64,
+    pub sha256: [u8; 32],
+    pub seconds: f64,
+}
+
+/// Split "host:port", "[v6]:port" or "host" (default port).
+pub fn split_host_port(s: &str) -> Result<(String, u16)> {
+    let bad = || {
+        Error::usage(format!(
+            "invalid server address {:?}: expected HOST:PORT, e.g. files.example.com:{DEFAULT_PORT}",
+            names::escape(s)
+        ))
+    };
+    let s = s.trim();
+    if s.is_empty() {
+        return Err(bad());
+    }
+    if let Some(rest) = s.strip_prefix('[') {
+        let (host, after) = rest.split_once(']').ok_or_else(bad)?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => p.parse().map_err(|_| bad())?,
+            None if after.is_empty() => DEFAULT_PORT,
+            None => return Err(bad()),
+        };
+        return Ok((host.to_string(), port));
+    }
+    match s.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => Ok((h.to_string(), p.parse().map_err(|_| bad())?)),
+        Some(_) => Ok((s.to_string(), DEFAULT_PORT)), // a bare IPv6 address
+        None => Ok((s.to_string(), DEFAULT_PORT)),
+    }
+}
+
+fn server_error(code: u16, message: &str) -> Error {
+    Error::new(Kind::from_wire(code), names::escape(message))
+}
+
+fn unexpected(m: &Msg, waiting_for: &str) -> Error {
+    match m {
+        Msg::Error { code, message } => server_error(*code, message),
+        other => Error::protocol(format!(
+            "the server sent {} while the client waited for {waiting_for}",
+            other.name()
+        )),
+    }
+}
+
+fn tls_error(
+    e: std::io::Error,
+    server: &str,
+    trust: &Trust,
+    pin: Option<&Arc<PinVerifier>>,
+) -> Error {
+    let Some(inner) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) else {
+        return Error::network(format!(
+            "TLS handshake with {server} failed: {}",
+            crate::error::describe_io(&e)
+        ));
+    };
+    match (inner, pin) {
+        (rustls::Error::InvalidCertificate(_), Some(p)) => Error::new(
+            Kind::Tls,
+            format!(
+                "server identity mismatch for {server}: expected certificate SHA-256 {}, but the server presented {}. The server's certificate changed or someone is intercepting the connection; if the change is expected, update --pin / SFT_PIN",
+                p.expected(),
+                p.seen().unwrap_or_else(|| "nothing".into())
+            ),
+        ),
+        (rustls::Error::InvalidCertificate(c), None) => {
+            let ca = match trust {
+                Trust::Ca(p) => p.display().to_string(),
+                Trust::Pin(_) => String::new(),
+            };
+            Error::new(
+                Kind::Tls,
+                format!(
+                    "the certificate of {server} is not trusted by --ca {ca}: {c:?}; check the CA file and that the certificate covers the name you connect to"
+                ),
+            )
+        }
+        (other, _) => Error::new(
+            Kind::Tls,
+            format!(
+                "TLS handshake with {server} failed: {other}; is it an sft server speaking TLS 1.3?"
+            ),
+        ),
+    }
+}
+
+impl Client {
+    /// Connect, verify the server, say HELLO and authenticate.
+    pub async fn connect(opts: &Options) -> Result<Client> {
+        let t = opts.timeout;
+        let (host, port) = split_host_port(&opts.server)?;
+        let shown = format!("{}:{port}", names::escape(&host));
+        let addrs: Vec<_> = tokio::time::timeout(t, tokio::net::lookup_host((host.as_str(), port)))
+            .await
+            .map_err(|_| Error::network(format!("resolving {shown} timed out")))?
+            .map_err(|e| {
+                Error::network(format!(
+                    "cannot resolve {shown}: {}",
+                    crate::error::describe_io(&e)
+                ))
+            })?
+            .collect();
+        let mut last = Error::network(format!("cannot resolve {shown}: no addresses"));
+        let mut tcp = None;
+        for a in addrs {
+            match tokio::time::timeout(t, TcpStream::connect(a)).await {
+                Ok(Ok(s)) => {
+                    tcp = Some(s);
+                    break;
+                }
+                Ok(Err(e)) => {
+                    last = Error::network(format!(
+                        "cannot connect to {shown}: {}; is the server running?",
+                        crate::error::describe_io(&e)
+                    ))
+                }
+                Err(_) => {
+                    last = Error::network(format!(
+                        "connecting to {shown} timed out after {}s",
+                        t.as_secs()
+                    ))
+                }
+            }
+        }
+        let tcp = tcp.ok_or(last)?;
+        let _ = tcp.set_nodelay(true);
+        let (cfg, pin) = tls::client_config(&opts.trust)?;
+        let name = rustls::pki_types::ServerName::try_from(host.clone())
+            .map_err(|_| Error::usage(format!("invalid server name {:?}", names::escape(&host))))?;
+        let tls = match tokio::time::timeout(t, TlsConnector::from(cfg).connect(name, tcp)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(tls_error(e, &shown, &opts.trust, pin.as_ref())),
+            Err(_) => {
+                return Err(Error::network(format!(
+                    "TLS handshake with {shown} timed out after {}s",
+                    t.as_secs()
+                )));
+            }
+        };
+        let (rd, wr) = tokio::io::split(tls);
+        let mut c = Client {
+            r: FrameReader::new(rd),
+            w: FrameWriter::new(wr),
+            timeout: t,
+            user: String::new(),
+            role: Role::Read,
+        };
+        c.w.send(&Msg::Hello {
+            min_version: protocol::VERSION,
+            max_version: protocol::VERSION,
+            features: 0,
+        })
+        .await?;
+        c.w.send_now(&Msg::Auth {
+            secret: opts.token.as_bytes().to_vec(),
+        })
+        .await?;
+        match c.r.expect_within(t, "WELCOME").await? {
+            Msg::Welcome { version, .. } if version == protocol::VERSION => {}
+            Msg::Welcome { version, .. } => {
+                return Err(Error::protocol(format!(
+                    "the server chose protocol version {version}, which this client does not speak"
+                )));
+            }
+            other => return Err(unexpected(&other, "WELCOME")),
+        }
+        match c.r.expect_within(t, "the authentication reply").await? {
+            Msg::AuthOk { role, user } => {
+                c.user = user;
+                c.role = role;
+            }
+            other => return Err(unexpected(&other, "the authentication reply")),
+        }
+        Ok(c)
+    }
+
+    /// End the session politely (BYE, then TLS close_notify).
+    pub async fn bye(&mut self) -> Result<()> {
+        self.w.send_now(&Msg::Bye).await?;
+        match self.r.expect_within(self.timeout, "BYE").await? {
+            Msg::Bye => {}
+            other => return Err(unexpected(&other, "BYE")),
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.w.shutdown()).await;
+        Ok(())
+    }
+
+    /// List a directory ("" for the root).
+    pub async fn list(&mut self, path: &str) -> Result<Vec<Entry>> {
+        if !path.is_empty() {
+            names::validate(path)?;
+        }
+        self.w
+            .send_now(&Msg::List {
+                path: path.to_string(),
+            })
+            .await?;
+        let mut out = Vec::new();
+        loop {
+            match self.r.expect_within(self.timeout, "the listing").await? {
+                Msg::Entry(e) => out.push(e),
+                Msg::ListEnd => return Ok(out),
+                other => return Err(unexpected(&other, "the listing")),
+            }
+        }
+    }
+
+    /// Remove a remote file.
+    pub async fn remove(&mut self, name: &str) -> Result<()> {
+        names::validate(name)?;
+        self.w
+            .send_now(&Msg::Remove {
+                name: name.to_string(),
+            })
+            .await?;
+        match self
+            .r
+            .expect_within(self.timeout, "the reply to REMOVE")
+            .await?
+        {
+            Msg::Done => Ok(()),
+            other => Err(unexpected(&other, "the reply to REMOVE")),
+        }
+    }
+
+    /// Upload a local file as `remote`. The server may store it under another
+    /// name ("name (1).ext"); the returned name is the one it chose.
+    pub async fn put(&mut self, local: &Path, remote: &str, overwrite: bool) -> Result<Uploaded> {
+        names::validate(remote)?;
+        let shown = local.display().to_string();
+        let file = File::open(local).map_err(|e| Error::io(format!("opening {shown}"), &e))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| Error::io(format!("reading {shown}"), &e))?;
+        if !meta.is_file() {
+            return Err(Error::usage(format!("{shown} is not a regular file")));
+        }
+        let size = meta.len();
+        let flags = if overwrite {
+            protocol::PUT_OVERWRITE
+        } else {
+            0
+        };
+        self.w
+            .send_now(&Msg::Put {
+                size,
+                flags,
+                name: remote.to_string(),
+            })
+            .await?;
+        match self
+            .r
+            .expect_within(self.timeout, "the reply to PUT")
+            .await?
+        {
+            Msg::PutReady { offset: 0 } => {}
+            Msg::PutReady { offset } => {
+                return Err(Error::protocol(format!(
+                    "the server asked to resume at {offset}, which this client did not request"
+                )));
+            }
+            other => return Err(unexpected(&other, "the reply to PUT")),
+        }
+        let started = Instant::now();
+        let mut rx = transfer::spawn_reader(file, size, shown.clone());
+        let sha256 = loop {
+            tokio::select! {
+                biased;
+                // the server may refuse mid-way (disk full); stop sending then
+                m = self.r.read_frame() => {
+                    let err = match m? {
+                        Some(other) => unexpected(&other, "the end of the upload"),
+                        None => Error::network("the server closed the connection during the upload"),
+                    };
+                    let _ = self.w.send_now(&Msg::Cancel).await;
+                    return Err(err);
+                }
+                item = rx.recv() => match item {
+                    Some(Outgoing::Frame(f)) => self.w.write_raw(&f).await?,
+                    Some(Outgoing::Done { sha256, .. }) => {
+                        self.w.send_now(&Msg::End { sha256 }).await?;
+                        break sha256;
+                    }
+                    Some(Outgoing::Failed(e)) => {
+                        self.w.send_now(&Msg::Cancel).await?;
+                        let _ = self.r.expect_within(self.timeout, "the reply to CANCEL").await;
+                        return Err(e);
+                    }
+                    None => return Err(Error::other("internal error: the file reader stopped")),
+                },
+            }
+        };
+        // the server verifies and syncs before it answers: allow for the disk
+        match self
+            .r
+            .expect_within(self.timeout * 4, "the upload acknowledgement")
+            .await?
+        {
+            Msg::PutOk {
+                size: got,
+                sha256: theirs,
+                name,
+            } => {
+                names::validate(&name).map_err(|e| {
+                    Error::protocol(format!("the server named the stored file badly: {e}"))
+                })?;
+                if got != size || !transfer::same_digest(&theirs, &sha256) {
+                    return Err(Error::integrity(format!(
+                        "the server acknowledged {got} bytes with SHA-256 {} but {size} bytes with SHA-256 {} were sent",
+                        hex::encode(theirs),
+                        hex::encode(sha256)
+                    )));
+                }
+                Ok(Uploaded {
+                    name,
+                    size,
+                    sha256,
+                    seconds: started.elapsed().as_secs_f64(),
+                })
+            }
+            other => Err(unexpected(&other, "the upload acknowledgement")),
+        }
+    }
+
+    /// Download `remote` to `dest`. The data goes to a temporary `.part` file
+    /// beside `dest` and is renamed into place only after its SHA-256 matches
+    /// what the server sent, what it recorded at upload time, and `expect`.
+    /// An existing file is never replaced unless `force`: the download is
+    /// saved as "name (1).ext" instead.
+    pub async fn get(
+        &mut self,
+        remote: &str,
+        dest: &Path,
+        force: bool,
+        expect: Option<[u8; 32]>,
+    ) -> Result<Downloaded> {
+        names::validate(remote)?;
+        self.w
+            .send_now(&Msg::Get {
+                offset: 0,
+                name: remote.to_string(),
+            })
+            .await?;
+        let (size, recorded) = match self
+            .r
+            .expect_within(self.timeout, "the reply to GET")
+            .await?
+        {
+            Msg::GetOk { size, sha256, .. } => (size, sha256),
+            other => return Err(unexpected(&other, "the reply to GET")),
+        };
+        let started = Instant::now();
+        let (part, file) = create_part(dest)?;
+        let result = self.receive(file, size, remote, &part).await;
+        let checked = result.and_then(|(n, digest, sent)| {
+            if n != size {
+                return Err(Error::protocol(format!("the server sent {n} bytes but announced {size}")));
+            }
+            if !transfer::same_digest(&digest, &sent) {
+                return Err(Error::integrity(format!(
+                    "SHA-256 mismatch for {}: the server sent {} but the data received hashes to {}; the file was not saved",
+                    names::quote(remote),
+                    hex::encode(sent),
+                    hex::encode(digest)
+                )));
+            }
+            if let Some(r) = recorded
+                && !transfer::same_digest(&digest, &r)
+            {
+                return Err(Error::integrity(format!(
+                    "SHA-256 mismatch for {}: recorded at upload as {} but received {}; the file was not saved",
+                    names::quote(remote),
+                    hex::encode(r),
+                    hex::encode(digest)
+                )));
+            }
+            if let Some(want) = expect
+                && !transfer::same_digest(&digest, &want)
+            {
+                return Err(Error::integrity(format!(
+                    "SHA-256 mismatch for {}: expected {} (--sha256) but the file is {}; the file was not saved",
+                    names::quote(remote),
+                    hex::encode(want),
+                    hex::encode(digest)
+                )));
+            }
+            Ok(digest)
+        });
+        let sha256 = match checked {
+            Ok(d) => d,
+            Err(e) => {
+                let _ = std::fs::remove_file(&part);
+                return Err(e);
+            }
+        };
+        let path = match place(&part, dest, force) {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = std::fs::remove_file(&part);
+                return Err(e);
+            }
+        };
+        Ok(Downloaded {
+            path,
+            size,
+            sha256,
+            seconds: started.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// Receive DATA frames into `file` until END; returns (bytes, hash of the
+    /// bytes, hash the server sent).
+    async fn receive(
+        &mut self,
+        file: File,
+        size: u64,
+        remote: &str,
+        part: &Path,
+    ) -> Result<(u64, [u8; 32], [u8; 32])> {
+        let (tx, writer) = transfer::spawn_writer(file, part.display().to_string(), false);
+        let mut received: u64 = 0;
+        let sent = loop {
+            match self.r.expect_within(self.timeout, "download data").await? {
+                Msg::Data {
+                    encoding,
+                    raw_len,
+                    payload,
+                } => {
+                    if encoding != Encoding::Raw {
+                        return Err(Error::protocol(
+                            "the server sent compressed data that was not negotiated",
+                        ));
+                    }
+                    received += u64::from(raw_len);
+                    if received > size {
+                        return Err(Error::protocol(format!(
+                            "the server sent more than the {size} bytes it announced for {}",
+                            names::quote(remote)
+                        )));
+                    }
+                    if tx.send(payload).await.is_err() {
+                        drop(tx);
+                        return Err(match writer.await {
+                            Ok(Err(e)) => e,
+                            _ => Error::other("internal error: the download writer stopped"),
+                        });
+                    }
+                }
+                Msg::End { sha256 } => break sha256,
+                other => return Err(unexpected(&other, "download data")),
+            }
+        };
+        drop(tx);
+        let (n, digest, _) = writer
+            .await
+            .map_err(|e| Error::other(format!("internal error: {e}")))??;
+        Ok((n, digest, sent))
+    }
+}
+
+/// Create the temporary file a download is written to, beside `dest`.
+fn create_part(dest: &Path) -> Result<(PathBuf, File)> {
+    let base = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "download".into());
+    let dir = dest
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    for _ in 0..16 {
+        let part = dir.join(format!(
+            ".{base}.{}.part",
+            crate::server::store::random_hex(4)
+        ));
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&part)
+        {
+            Ok(f) => return Ok((part, f)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => {
+                return Err(Error::io(
+                    format!("creating a file in {}", dir.display()),
+                    &e,
+                ));
+            }
+        }
+    }
+    Err(Error::other(format!(
+        "could not create a temporary file in {}",
+        dir.display()
+    )))
+}
+
+/// Move a verified download into place without replacing anything (unless
+/// `force`): `dest`, else `dest (1).ext`, `dest (2).ext`, …
+fn place(part: &Path, dest: &Path, force: bool) -> Result<PathBuf> {
+    let what = |e: std::io::Error, p: &Path| Error::io(format!("saving {}", p.display()), &e);
+    if force {
+        std::fs::rename(part, dest).map_err(|e| what(e, dest))?;
+        return Ok(dest.to_path_buf());
+    }
+    let base = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    for n in 0..10_000u32 {
+        let cand = if n == 0 {
+            dest.to_path_buf()
+        } else {
+            dest.with_file_name(names::numbered(&base, n))
+        };
+        match rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            part,
+            rustix::fs::CWD,
+            &cand,
+            rustix::fs::RenameFlags::NOREPLACE,
+        ) {
+            Ok(()) => return Ok(cand),
+            Err(rustix::io::Errno::EXIST) => continue,
+            // filesystems without RENAME_NOREPLACE: link (fails if taken), then unlink
+            Err(rustix::io::Errno::INVAL) => match std::fs::hard_link(part, &cand) {
+                Ok(()) => {
+                    let _ = std::fs::remove_file(part);
+                    return Ok(cand);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(what(e, &cand)),
+            },
+            Err(e) => return Err(what(e.into(), &cand)),
+        }
+    }
+    Err(Error::other(format!(
+        "too many files named like {}",
+        dest.display()
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_addresses_parse_like_people_write_them() {
+        assert_eq!(split_host_port("h:1").unwrap(), ("h".into(), 1));
+        assert_eq!(split_host_port("h").unwrap(), ("h".into(), DEFAULT_PORT));
+        assert_eq!(split_host_port("[::1]:9").unwrap(), ("::1".into(), 9));
+        assert_eq!(
+            split_host_port("[::1]").unwrap(),
+            ("::1".into(), DEFAULT_PORT)
+        );
+        assert_eq!(
+            split_host_port("::1").unwrap(),
+            ("::1".into(), DEFAULT_PORT)
+        );
+        assert!(split_host_port("h:x").is_err());
+        assert!(split_host_port("").is_err());
+    }
+
+    #[test]
+    fn placing_a_download_never_clobbers() {
+        let d = tempfile::tempdir().unwrap();
+        let dest = d.path().join("f.txt");
+        std::fs::write(&dest, b"old").unwrap();
+        let part = d.path().join("p");
+        std::fs::write(&part, b"new").unwrap();
+        let got = place(&part, &dest, false).unwrap();
+        assert_eq!(got, d.path().join("f (1).txt"));
+        assert_eq!(std::fs::read(&dest).unwrap(), b"old");
+        std::fs::write(&part, b"newer").unwrap();
+        assert_eq!(place(&part, &dest, true).unwrap(), dest);
+        assert_eq!(std::fs::read(&dest).unwrap(), b"newer");
+    }
+}

@@ -1,0 +1,178 @@
+//! Moves frames over any byte stream: a cancel-safe reader (bytes already
+//! received stay in its buffer, so `read_frame` may be a `select!` arm) and a
+//! buffered writer. Split so one task can read while another writes.
+
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::error::{Error, Result};
+use crate::protocol::{self, HEADER_LEN, Msg};
+
+/// Reads frames from a stream.
+pub struct FrameReader<R> {
+    rd: R,
+    buf: BytesMut,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    pub fn new(rd: R) -> Self {
+        FrameReader {
+            rd,
+            buf: BytesMut::with_capacity(256 * 1024),
+        }
+    }
+
+    /// Read the next frame. `Ok(None)` means the peer closed the stream cleanly
+    /// between frames; a close inside a frame is an error.
+    pub async fn read_frame(&mut self) -> Result<Option<Msg>> {
+        loop {
+            if let Some((ty, len)) = protocol::parse_header(&self.buf)? {
+                if self.buf.len() >= HEADER_LEN + len {
+                    self.buf.advance(HEADER_LEN);
+                    let body = self.buf.split_to(len).freeze();
+                    return Msg::decode(ty, body).map(Some);
+                }
+                // make room for the whole frame in one allocation
+                self.buf.reserve(HEADER_LEN + len - self.buf.len());
+            } else if self.buf.capacity() - self.buf.len() < 64 * 1024 {
+                self.buf.reserve(256 * 1024);
+            }
+            let n = self.rd.read_buf(&mut self.buf).await.map_err(|e| {
+                Error::network(format!(
+                    "connection lost: {}",
+                    crate::error::describe_io(&e)
+                ))
+            })?;
+            if n == 0 {
+                if self.buf.is_empty() {
+                    return Ok(None);
+                }
+                return Err(Error::network(
+                    "connection closed in the middle of a message",
+                ));
+            }
+        }
+    }
+
+    /// Like `read_frame` but a closed stream is an error naming what was expected.
+    pub async fn expect_frame(&mut self, what: &str) -> Result<Msg> {
+        match self.read_frame().await? {
+            Some(m) => Ok(m),
+            None => Err(Error::network(format!(
+                "connection closed by the peer while waiting for {what}"
+            ))),
+        }
+    }
+
+    /// `expect_frame` with a deadline; the error names the phase.
+    pub async fn expect_within(&mut self, limit: Duration, what: &str) -> Result<Msg> {
+        match tokio::time::timeout(limit, self.expect_frame(what)).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::network(format!(
+                "timed out after {}s waiting for {what}",
+                limit.as_secs()
+            ))),
+        }
+    }
+}
+
+/// Writes frames to a stream through a small buffer.
+pub struct FrameWriter<W> {
+    wr: W,
+    buf: Vec<u8>,
+}
+
+impl<W: AsyncWrite + Unpin> FrameWriter<W> {
+    pub fn new(wr: W) -> Self {
+        FrameWriter {
+            wr,
+            buf: Vec::with_capacity(8 * 1024),
+        }
+    }
+
+    /// Queue a message; it is sent on the next `flush` (or when the buffer fills).
+    pub async fn send(&mut self, msg: &Msg) -> Result<()> {
+        msg.encode(&mut self.buf);
+        if self.buf.len() >= 64 * 1024 {
+            self.flush_buf().await?;
+        }
+        Ok(())
+    }
+
+    /// Queue a message and flush.
+    pub async fn send_now(&mut self, msg: &Msg) -> Result<()> {
+        self.send(msg).await?;
+        self.flush().await
+    }
+
+    /// Write an already-encoded frame (for DATA: header and payload built in
+    /// one buffer, so there is no extra copy and one TLS write).
+    pub async fn write_raw(&mut self, frame: &[u8]) -> Result<()> {
+        self.flush_buf().await?;
+        self.wr.write_all(frame).await.map_err(lost)
+    }
+
+    async fn flush_buf(&mut self) -> Result<()> {
+        if !self.buf.is_empty() {
+            self.wr.write_all(&self.buf).await.map_err(lost)?;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+
+    pub async fn flush(&mut self) -> Result<()> {
+        self.flush_buf().await?;
+        self.wr.flush().await.map_err(lost)
+    }
+
+    /// Flush and shut the stream down (TLS close_notify).
+    pub async fn shutdown(&mut self) -> Result<()> {
+        self.flush().await?;
+        self.wr.shutdown().await.map_err(lost)
+    }
+}
+
+fn lost(e: std::io::Error) -> Error {
+    Error::network(format!(
+        "connection lost: {}",
+        crate::error::describe_io(&e)
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn frames_cross_a_stream_in_order() {
+        let (a, b) = tokio::io::duplex(64);
+        let mut w = FrameWriter::new(a);
+        let mut r = FrameReader::new(b);
+        let writer = tokio::spawn(async move {
+            w.send(&Msg::List { path: "x".into() }).await.unwrap();
+            w.send(&Msg::Bye).await.unwrap();
+            w.shutdown().await.unwrap();
+        });
+        assert_eq!(
+            r.read_frame().await.unwrap(),
+            Some(Msg::List { path: "x".into() })
+        );
+        assert_eq!(r.read_frame().await.unwrap(), Some(Msg::Bye));
+        assert_eq!(r.read_frame().await.unwrap(), None);
+        writer.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_stream_cut_inside_a_frame_is_an_error() {
+        let (mut a, b) = tokio::io::duplex(64);
+        let mut r = FrameReader::new(b);
+        a.write_all(&[protocol::ty::LIST, 0, 0, 0, 10, 0])
+            .await
+            .unwrap();
+        drop(a);
+        let e = r.read_frame().await.unwrap_err();
+        assert!(e.message.contains("middle of a message"), "{e}");
+    }
+}

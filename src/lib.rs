@@ -1,0 +1,26 @@
+//! sft: secure file transfer over TLS 1.3.
+//!
+//! Layers, bottom up:
+//! - [`protocol`]: frames and messages, bytes in and out, no I/O (PROTOCOL.md).
+//! - [`connection`]: moves frames over any async stream.
+//! - [`transfer`]: the streaming pipeline: read/hash/write on blocking threads.
+//! - [`names`]: the one name validator, "name (1).ext", terminal escaping.
+//! - [`tls`] and [`certs`]: TLS 1.3 configuration, trust (pin / CA), rcgen.
+//! - [`server`]: listener, sessions, root-confined storage, tokens, state.
+//! - [`client`]: a typed client over one session.
+//! - [`cli`] and [`app`]: the command line.
+//! - [`error`]: one error type; kinds map to wire codes and exit codes.
+
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod certs;
+pub mod cli;
+pub mod client;
+pub mod connection;
+pub mod error;
+pub mod names;
+pub mod protocol;
+pub mod server;
+pub mod tls;
+pub mod transfer;

@@ -1,0 +1,178 @@
+//! The server: the accept loop with its connection limit, graceful shutdown
+//! on SIGTERM/SIGINT, certificate reload on SIGHUP, and the shared state every
+//! session uses.
+
+pub mod auth;
+pub mod session;
+pub mod state;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+use tracing::{info, warn};
+
+use crate::error::{Error, Result};
+use crate::tls::{self, CertSlot};
+
+/// Deadlines and limits; every one is configurable from the command line.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub handshake: Duration,
+    pub auth: Duration,
+    pub idle: Duration,
+    pub data: Duration,
+    pub grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 256,
+            handshake: Duration::from_secs(10),
+            auth: Duration::from_secs(10),
+            idle: Duration::from_secs(300),
+            data: Duration::from_secs(60),
+            grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Everything `run` needs, validated.
+pub struct Config {
+    pub root: PathBuf,
+    pub listen: SocketAddr,
+    pub fsync: store::Fsync,
+    pub tokens: auth::Tokens,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub limits: Limits,
+    /// Printed to stdout after the "listening on" line (zero-config help).
+    pub banner: Option<Box<dyn Fn(SocketAddr) -> String + Send>>,
+}
+
+/// State shared by all sessions.
+pub struct Shared {
+    pub store: store::Store,
+    pub tokens: auth::Tokens,
+    pub limits: Limits,
+    /// Becomes true when the server starts shutting down.
+    pub stop: watch::Receiver<bool>,
+}
+
+fn load_cert(cfg: &Config) -> Result<Arc<rustls::sign::CertifiedKey>> {
+    tls::certified_key(tls::load_certs(&cfg.cert)?, tls::load_key(&cfg.key)?)
+}
+
+/// Run the server until SIGTERM or SIGINT, then drain within the grace period.
+pub async fn run(cfg: Config) -> Result<()> {
+    let store = store::Store::open(&cfg.root, cfg.fsync)?;
+    match store.sweep() {
+        Ok(0) => {}
+        Ok(n) => info!("removed {n} leftover temporary files"),
+        Err(e) => warn!("could not sweep leftover temporary files: {e}"),
+    }
+    let slot = CertSlot::new(load_cert(&cfg)?);
+    let acceptor = TlsAcceptor::from(tls::server_config(slot.clone())?);
+    let listener = TcpListener::bind(cfg.listen).await.map_err(|e| {
+        Error::io(format!("listening on {}", cfg.listen), &e)
+            .context("is another server using that port? choose one with --listen")
+    })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::io("reading the listening address", &e))?;
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "listening on {addr}");
+        if let Some(b) = &cfg.banner {
+            let _ = write!(out, "{}", b(addr));
+        }
+        let _ = out.flush();
+    }
+    let limits = cfg.limits.clone();
+    info!(%addr, root = %cfg.root.display(), "serving");
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let shared = Arc::new(Shared {
+        store,
+        tokens: cfg.tokens.clone(),
+        limits: limits.clone(),
+        stop: stop_rx,
+    });
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    // a few extra slots just to tell clients over TLS that the server is busy
+    let busy_permits = Arc::new(Semaphore::new(16));
+    let mut tasks = JoinSet::new();
+    let sig = |k| signal(k).map_err(|e| Error::io("installing signal handlers", &e));
+    let (mut sigterm, mut sigint, mut sighup) = (
+        sig(SignalKind::terminate())?,
+        sig(SignalKind::interrupt())?,
+        sig(SignalKind::hangup())?,
+    );
+    loop {
+        tokio::select! {
+            r = listener.accept() => match r {
+                Ok((tcp, peer)) => {
+                    let _ = tcp.set_nodelay(true);
+                    let (acceptor, shared) = (acceptor.clone(), shared.clone());
+                    if let Ok(permit) = permits.clone().try_acquire_owned() {
+                        tasks.spawn(async move {
+                            session::serve(tcp, peer, acceptor, shared, false).await;
+                            drop(permit);
+                        });
+                    } else if let Ok(permit) = busy_permits.clone().try_acquire_owned() {
+                        tasks.spawn(async move {
+                            session::serve(tcp, peer, acceptor, shared, true).await;
+                            drop(permit);
+                        });
+                    } else {
+                        drop(tcp);
+                    }
+                }
+                Err(e) => {
+                    // e.g. out of file descriptors: back off instead of spinning
+                    warn!("accept failed: {}", crate::error::describe_io(&e));
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            _ = sigterm.recv() => { info!("SIGTERM received"); break; }
+            _ = sigint.recv() => { info!("SIGINT received"); break; }
+            _ = sighup.recv() => match load_cert(&cfg) {
+                Ok(ck) => {
+                    slot.replace(ck);
+                    info!(cert = %cfg.cert.display(), "certificate reloaded");
+                }
+                Err(e) => warn!("certificate reload failed, keeping the old one: {e}"),
+            },
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+        }
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    info!(
+        connections = tasks.len(),
+        grace_s = limits.grace.as_secs(),
+        "shutting down: no new connections; waiting for transfers in flight"
+    );
+    let drained = tokio::time::timeout(limits.grace, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        warn!(
+            aborted = tasks.len(),
+            "grace period over; aborting the transfers still running (their uploads are discarded)"
+        );
+        tasks.shutdown().await;
+    }
+    info!("server stopped");
+    Ok(())
+}

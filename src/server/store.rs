@@ -1,0 +1,622 @@
+//! The server's files, confined to its root by the kernel: every path is
+//! resolved with openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS) against a
+//! handle on the root, so no name (and no symlink planted or swapped in
+//! mid-operation) can reach anything outside it.
+//!
+//! Uploads are written to an unnamed O_TMPFILE inode in the target directory:
+//! invisible while in flight, freed by the kernel if the server dies, and made
+//! visible with a `linkat` that never replaces an existing name (which is what
+//! makes "name (1).ext" race-free). Each file's SHA-256 is kept in the
+//! `user.sft.sha256` extended attribute together with the size and mtime it
+//! was computed for, so a file changed by hand is noticed and hashed again.
+
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::Path;
+
+use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags};
+use rustix::io::Errno;
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Kind, Result};
+use crate::names;
+use crate::protocol::{Entry, EntryKind};
+
+/// Components with this prefix are the server's own short-lived names (used
+/// only while replacing a file); clients can neither see nor use them.
+pub const RESERVED_PREFIX: &str = ".sft-tmp-";
+const XATTR: &str = "user.sft.sha256";
+const MAX_NUMBERED: u32 = 10_000;
+
+/// Whether an acknowledged upload must already be on stable storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fsync {
+    /// fsync the file and its directory before acknowledging (the default).
+    Always,
+    /// Acknowledge once the data is in the page cache (scratch storage only).
+    Never,
+}
+
+/// Facts about a file being read.
+#[derive(Debug, Clone, Copy)]
+pub struct FileInfo {
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub sha256: Option<[u8; 32]>,
+}
+
+/// An upload in progress: an unnamed file in its target directory.
+pub struct Upload {
+    pub file: File,
+    dir: OwnedFd,
+    parent: String,
+    component: String,
+}
+
+pub struct Store {
+    root: OwnedFd,
+    pub fsync: Fsync,
+}
+
+fn resolve() -> ResolveFlags {
+    ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS
+}
+
+fn fs_err(what: &str, name: &str, e: Errno) -> Error {
+    let shown = names::quote(name);
+    match e {
+        Errno::NOENT => Error::not_found(format!("{what} {shown}: no such file or directory")),
+        Errno::LOOP => Error::new(
+            Kind::Usage,
+            format!(
+                "{what} {shown}: the path goes through a symbolic link, which the server does not follow"
+            ),
+        ),
+        Errno::XDEV => Error::new(
+            Kind::Usage,
+            format!("{what} {shown}: the path leaves the server's root"),
+        ),
+        Errno::NOTDIR => Error::not_found(format!("{what} {shown}: a parent is not a directory")),
+        Errno::ISDIR => Error::new(Kind::Usage, format!("{what} {shown}: is a directory")),
+        Errno::NOSPC | Errno::DQUOT => Error::new(
+            Kind::Space,
+            format!("{what} {shown}: the server's storage is full"),
+        ),
+        Errno::ACCESS | Errno::PERM | Errno::ROFS => Error::other(format!(
+            "{what} {shown}: the server has no permission to do this"
+        )),
+        Errno::NAMETOOLONG => Error::usage(format!(
+            "{what} {shown}: name too long for the server's filesystem"
+        )),
+        other => Error::other(format!(
+            "{what} {shown}: {}",
+            crate::error::describe_io(&other.into())
+        )),
+    }
+}
+
+impl Store {
+    /// Open (creating if needed) the root directory.
+    pub fn open(root: &Path, fsync: Fsync) -> Result<Store> {
+        std::fs::create_dir_all(root)
+            .map_err(|e| Error::io(format!("creating root directory {}", root.display()), &e))?;
+        let fd = rustix::fs::open(
+            root,
+            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| {
+            Error::io(
+                format!("opening root directory {}", root.display()),
+                &e.into(),
+            )
+        })?;
+        let store = Store { root: fd, fsync };
+        store.check_tmpfile_support(root)?;
+        Ok(store)
+    }
+
+    fn check_tmpfile_support(&self, root: &Path) -> Result<()> {
+        match rustix::fs::openat(
+            &self.root,
+            ".",
+            OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        ) {
+            Ok(_) => Ok(()),
+            Err(Errno::OPNOTSUPP) | Err(Errno::ISDIR) | Err(Errno::INVAL) => {
+                Err(Error::other(format!(
+                    "the filesystem of {} does not support O_TMPFILE, which sft needs for atomic uploads; use a local filesystem such as ext4, xfs, btrfs or tmpfs",
+                    root.display()
+                )))
+            }
+            Err(e) => Err(Error::io(
+                format!("checking that {} is writable", root.display()),
+                &e.into(),
+            )),
+        }
+    }
+
+    /// Open a directory beneath the root ("" is the root itself).
+    fn open_dir(&self, rel: &str) -> Result<OwnedFd> {
+        let path = if rel.is_empty() { "." } else { rel };
+        rustix::fs::openat2(
+            &self.root,
+            path,
+            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+            resolve(),
+        )
+        .map_err(|e| fs_err("opening directory", rel, e))
+    }
+
+    /// Open a directory, creating any missing components on the way.
+    fn make_dirs(&self, rel: &str) -> Result<OwnedFd> {
+        let mut fd = self.open_dir("")?;
+        if rel.is_empty() {
+            return Ok(fd);
+        }
+        for comp in rel.split('/') {
+            match rustix::fs::mkdirat(&fd, comp, Mode::from_raw_mode(0o755)) {
+                Ok(()) | Err(Errno::EXIST) => {}
+                Err(e) => return Err(fs_err("creating directory", rel, e)),
+            }
+            fd = rustix::fs::openat2(
+                &fd,
+                comp,
+                OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+                Mode::empty(),
+                resolve(),
+            )
+            .map_err(|e| fs_err("opening directory", rel, e))?;
+        }
+        Ok(fd)
+    }
+
+    /// The entries of a directory, sorted by name. Symbolic links, special
+    /// files and names that break the naming rules are not listed.
+    pub fn list(&self, rel: &str) -> Result<Vec<Entry>> {
+        if !rel.is_empty() {
+            check_client_name(rel)?;
+        }
+        let dirfd = self.open_dir(rel)?;
+        let dir = rustix::fs::Dir::read_from(&dirfd).map_err(|e| fs_err("listing", rel, e))?;
+        let mut out = Vec::new();
+        for ent in dir {
+            let ent = ent.map_err(|e| fs_err("listing", rel, e))?;
+            let Ok(name) = ent.file_name().to_str() else {
+                continue;
+            };
+            if name == "."
+                || name == ".."
+                || name.starts_with(RESERVED_PREFIX)
+                || names::validate(name).is_err()
+            {
+                continue;
+            }
+            let Ok(st) = rustix::fs::statat(&dirfd, name, AtFlags::SYMLINK_NOFOLLOW) else {
+                continue;
+            };
+            let ft = rustix::fs::FileType::from_raw_mode(st.st_mode);
+            let mtime_ns = mtime_ns(&st);
+            let entry = match ft {
+                rustix::fs::FileType::Directory => Entry {
+                    kind: EntryKind::Dir,
+                    size: 0,
+                    mtime_ns,
+                    sha256: None,
+                    name: name.to_string(),
+                },
+                rustix::fs::FileType::RegularFile => {
+                    let Ok(fd) = rustix::fs::openat2(
+                        &dirfd,
+                        name,
+                        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+                        Mode::empty(),
+                        resolve(),
+                    ) else {
+                        continue;
+                    };
+                    let file = File::from(fd);
+                    let info = file_info(&file)?;
+                    let sha256 = match info.sha256 {
+                        Some(d) => Some(d),
+                        None => hash_and_remember(&file, &info).ok(),
+                    };
+                    Entry {
+                        kind: EntryKind::File,
+                        size: info.size,
+                        mtime_ns: info.mtime_ns,
+                        sha256,
+                        name: name.to_string(),
+                    }
+                }
+                _ => continue,
+            };
+            out.push(entry);
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// Open a regular file for reading.
+    pub fn open_read(&self, name: &str) -> Result<(File, FileInfo)> {
+        check_client_name(name)?;
+        let fd = rustix::fs::openat2(
+            &self.root,
+            name,
+            OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+            Mode::empty(),
+            resolve(),
+        )
+        .map_err(|e| fs_err("opening", name, e))?;
+        let file = File::from(fd);
+        let st = rustix::fs::fstat(&file).map_err(|e| fs_err("opening", name, e))?;
+        if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
+            return Err(Error::usage(format!(
+                "{} is not a regular file",
+                names::quote(name)
+            )));
+        }
+        let info = file_info(&file)?;
+        Ok((file, info))
+    }
+
+    /// Remember a digest computed while serving a file that had none.
+    pub fn remember_digest(&self, file: &File, info: &FileInfo, sha256: &[u8; 32]) {
+        let _ = set_digest_xattr(file, info.size, info.mtime_ns, sha256);
+    }
+
+    /// Start an upload of `name`: an unnamed file in its (created) directory.
+    pub fn begin_upload(&self, name: &str) -> Result<Upload> {
+        check_client_name(name)?;
+        let (parent, component) = names::split_parent(name);
+        let dir = self.make_dirs(parent)?;
+        let fd = rustix::fs::openat(
+            &dir,
+            ".",
+            OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o644),
+        )
+        .map_err(|e| fs_err("creating upload for", name, e))?;
+        Ok(Upload {
+            file: File::from(fd),
+            dir,
+            parent: parent.to_string(),
+            component: component.to_string(),
+        })
+    }
+
+    /// Make a complete, verified upload visible and return its final name.
+    /// Without `overwrite` an existing name is never replaced: the upload gets
+    /// the first free "name (n).ext". With it, the old file is replaced
+    /// atomically. Under `Fsync::Always` the file and directory are on stable
+    /// storage when this returns.
+    pub fn commit(&self, up: Upload, sha256: &[u8; 32], overwrite: bool) -> Result<String> {
+        let shown = join(&up.parent, &up.component);
+        let st =
+            rustix::fs::fstat(&up.file).map_err(|e| fs_err("finishing upload of", &shown, e))?;
+        let _ = set_digest_xattr(&up.file, st.st_size as u64, mtime_ns(&st), sha256);
+        if self.fsync == Fsync::Always {
+            rustix::fs::fdatasync(&up.file).map_err(|e| fs_err("writing", &shown, e))?;
+        }
+        let final_component = if overwrite {
+            let tmp = format!("{RESERVED_PREFIX}{}", random_hex(8));
+            link_tmpfile(&up.file, &up.dir, &tmp).map_err(|e| fs_err("storing", &shown, e))?;
+            if let Err(e) =
+                rustix::fs::renameat(&up.dir, tmp.as_str(), &up.dir, up.component.as_str())
+            {
+                let _ = rustix::fs::unlinkat(&up.dir, tmp.as_str(), AtFlags::empty());
+                return Err(fs_err("replacing", &shown, e));
+            }
+            up.component.clone()
+        } else {
+            let mut n = 0;
+            loop {
+                let candidate = if n == 0 {
+                    up.component.clone()
+                } else {
+                    names::numbered(&up.component, n)
+                };
+                match link_tmpfile(&up.file, &up.dir, &candidate) {
+                    Ok(()) => break candidate,
+                    Err(Errno::EXIST) if n < MAX_NUMBERED => n += 1,
+                    Err(Errno::EXIST) => {
+                        return Err(Error::other(format!(
+                            "storing {}: {MAX_NUMBERED} numbered copies already exist; remove some",
+                            names::quote(&shown)
+                        )));
+                    }
+                    Err(e) => return Err(fs_err("storing", &shown, e)),
+                }
+            }
+        };
+        if self.fsync == Fsync::Always {
+            rustix::fs::fsync(&up.dir).map_err(|e| fs_err("syncing directory of", &shown, e))?;
+        }
+        Ok(join(&up.parent, &final_component))
+    }
+
+    /// Remove a file (not a directory).
+    pub fn remove(&self, name: &str) -> Result<()> {
+        check_client_name(name)?;
+        let (parent, component) = names::split_parent(name);
+        let dir = self.open_dir(parent).map_err(|e| {
+            if e.kind == Kind::NotFound {
+                Error::not_found(format!("no such file: {}", names::quote(name)))
+            } else {
+                e
+            }
+        })?;
+        let st = rustix::fs::statat(&dir, component, AtFlags::SYMLINK_NOFOLLOW).map_err(
+            |e| match e {
+                Errno::NOENT => Error::not_found(format!("no such file: {}", names::quote(name))),
+                e => fs_err("removing", name, e),
+            },
+        )?;
+        if rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory {
+            return Err(Error::usage(format!(
+                "{} is a directory; sft rm removes files",
+                names::quote(name)
+            )));
+        }
+        rustix::fs::unlinkat(&dir, component, AtFlags::empty()).map_err(|e| match e {
+            Errno::NOENT => Error::not_found(format!("no such file: {}", names::quote(name))),
+            e => fs_err("removing", name, e),
+        })?;
+        if self.fsync == Fsync::Always {
+            let _ = rustix::fs::fsync(&dir);
+        }
+        Ok(())
+    }
+
+    /// Remove leftovers of an interrupted overwrite (reserved names) anywhere
+    /// under the root. Upload data itself needs no sweeping: unnamed O_TMPFILE
+    /// inodes vanish with the process. Returns how many were removed.
+    pub fn sweep(&self) -> Result<usize> {
+        let mut removed = 0;
+        let mut stack = vec![self.open_dir("")?];
+        while let Some(dirfd) = stack.pop() {
+            let Ok(dir) = rustix::fs::Dir::read_from(&dirfd) else {
+                continue;
+            };
+            for ent in dir.flatten() {
+                let name = ent.file_name().to_bytes();
+                if name == b"." || name == b".." {
+                    continue;
+                }
+                if ent.file_type() == rustix::fs::FileType::Directory {
+                    if let Ok(sub) = rustix::fs::openat2(
+                        &dirfd,
+                        ent.file_name(),
+                        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+                        Mode::empty(),
+                        resolve(),
+                    ) {
+                        stack.push(sub);
+                    }
+                } else if name.starts_with(RESERVED_PREFIX.as_bytes())
+                    && rustix::fs::unlinkat(&dirfd, ent.file_name(), AtFlags::empty()).is_ok()
+                {
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// Validate a client-supplied name, including the server's reserved prefix.
+pub fn check_client_name(name: &str) -> Result<()> {
+    names::validate(name)?;
+    if name.split('/').any(|c| c.starts_with(RESERVED_PREFIX)) {
+        return Err(Error::usage(format!(
+            "invalid name {}: names starting with {RESERVED_PREFIX} are reserved by the server",
+            names::quote(name)
+        )));
+    }
+    Ok(())
+}
+
+fn join(parent: &str, comp: &str) -> String {
+    if parent.is_empty() {
+        comp.to_string()
+    } else {
+        format!("{parent}/{comp}")
+    }
+}
+
+/// Give an O_TMPFILE inode a name in `dir`; fails with EEXIST if taken.
+fn link_tmpfile(file: &File, dir: &OwnedFd, name: &str) -> std::result::Result<(), Errno> {
+    match rustix::fs::linkat(file.as_fd(), "", dir, name, AtFlags::EMPTY_PATH) {
+        Ok(()) => Ok(()),
+        // AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH on older kernels; the
+        // /proc/self/fd route works for everyone.
+        Err(Errno::PERM) | Err(Errno::NOENT) | Err(Errno::INVAL) => {
+            let proc_path = format!("/proc/self/fd/{}", file.as_raw_fd());
+            rustix::fs::linkat(
+                rustix::fs::CWD,
+                proc_path.as_str(),
+                dir,
+                name,
+                AtFlags::SYMLINK_FOLLOW,
+            )
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn mtime_ns(st: &rustix::fs::Stat) -> i64 {
+    (st.st_mtime as i64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(st.st_mtime_nsec as i64)
+}
+
+/// Size, mtime and the remembered digest (if still valid) of an open file.
+fn file_info(file: &File) -> Result<FileInfo> {
+    let st = rustix::fs::fstat(file).map_err(|e| Error::from(e).context("reading file status"))?;
+    let size = st.st_size as u64;
+    let mtime = mtime_ns(&st);
+    let mut buf = [0u8; 64];
+    let sha256 = match rustix::fs::fgetxattr(file, XATTR, &mut buf[..]) {
+        Ok(48) => {
+            let rec_size = u64::from_be_bytes(buf[32..40].try_into().unwrap_or_default());
+            let rec_mtime = i64::from_be_bytes(buf[40..48].try_into().unwrap_or_default());
+            let mut d = [0u8; 32];
+            d.copy_from_slice(&buf[..32]);
+            (rec_size == size && rec_mtime == mtime).then_some(d)
+        }
+        _ => None,
+    };
+    Ok(FileInfo {
+        size,
+        mtime_ns: mtime,
+        sha256,
+    })
+}
+
+fn set_digest_xattr(
+    file: &File,
+    size: u64,
+    mtime_ns: i64,
+    sha256: &[u8; 32],
+) -> std::result::Result<(), Errno> {
+    let mut v = [0u8; 48];
+    v[..32].copy_from_slice(sha256);
+    v[32..40].copy_from_slice(&size.to_be_bytes());
+    v[40..48].copy_from_slice(&mtime_ns.to_be_bytes());
+    rustix::fs::fsetxattr(file, XATTR, &v, rustix::fs::XattrFlags::empty())
+}
+
+/// Hash a file that has no remembered digest (placed by hand) and remember it.
+fn hash_and_remember(file: &File, info: &FileInfo) -> Result<[u8; 32]> {
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut f = file;
+    loop {
+        let n = f
+            .read(&mut buf)
+            .map_err(|e| Error::io("hashing file", &e))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    let d: [u8; 32] = h.finalize().into();
+    let _ = set_digest_xattr(file, info.size, info.mtime_ns, &d);
+    Ok(d)
+}
+
+/// `n` random bytes as hex.
+pub fn random_hex(n: usize) -> String {
+    let mut b = vec![0u8; n];
+    // getrandom only fails if the OS has no randomness source at all
+    if getrandom::fill(&mut b).is_err() {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        b.iter_mut()
+            .enumerate()
+            .for_each(|(i, x)| *x = (t >> (i % 16 * 8)) as u8 ^ std::process::id() as u8);
+    }
+    hex::encode(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path(), Fsync::Never).unwrap();
+        (d, s)
+    }
+
+    fn upload(s: &Store, name: &str, data: &[u8], overwrite: bool) -> Result<String> {
+        let mut up = s.begin_upload(name)?;
+        up.file.write_all(data).unwrap();
+        let d: [u8; 32] = Sha256::digest(data).into();
+        s.commit(up, &d, overwrite)
+    }
+
+    #[test]
+    fn an_upload_is_invisible_until_committed() {
+        let (dir, s) = store();
+        let mut up = s.begin_upload("a.txt").unwrap();
+        up.file.write_all(b"hello").unwrap();
+        assert!(s.list("").unwrap().is_empty());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        drop(up);
+        assert!(s.list("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn taken_names_get_numbered_and_overwrite_replaces() {
+        let (dir, s) = store();
+        assert_eq!(upload(&s, "r.pdf", b"1", false).unwrap(), "r.pdf");
+        assert_eq!(upload(&s, "r.pdf", b"2", false).unwrap(), "r (1).pdf");
+        assert_eq!(upload(&s, "r.pdf", b"3", false).unwrap(), "r (2).pdf");
+        assert_eq!(upload(&s, "r.pdf", b"4", true).unwrap(), "r.pdf");
+        assert_eq!(std::fs::read(dir.path().join("r.pdf")).unwrap(), b"4");
+        assert_eq!(std::fs::read(dir.path().join("r (1).pdf")).unwrap(), b"2");
+        let listed: Vec<_> = s.list("").unwrap().into_iter().map(|e| e.name).collect();
+        assert_eq!(listed, ["r (1).pdf", "r (2).pdf", "r.pdf"]);
+    }
+
+    #[test]
+    fn digests_are_remembered_and_invalidated_by_changes() {
+        let (dir, s) = store();
+        upload(&s, "f", b"abc", false).unwrap();
+        let e = &s.list("").unwrap()[0];
+        assert_eq!(
+            e.sha256.map(hex::encode).as_deref(),
+            Some("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        );
+        std::fs::write(dir.path().join("f"), b"changed by hand").unwrap();
+        let e = &s.list("").unwrap()[0];
+        assert_eq!(e.sha256, Some(Sha256::digest(b"changed by hand").into()));
+    }
+
+    #[test]
+    fn symlinks_never_lead_out_of_the_root() {
+        let (dir, s) = store();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), b"x").unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("link")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret"), dir.path().join("s")).unwrap();
+        assert!(s.open_read("link/secret").is_err());
+        assert!(s.open_read("s").is_err());
+        assert!(s.begin_upload("link/new").is_err());
+        assert!(s.list("link").is_err());
+        assert!(!outside.path().join("new").exists());
+        // links are not listed
+        assert!(s.list("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn uploads_create_directories_and_remove_refuses_them() {
+        let (dir, s) = store();
+        assert_eq!(upload(&s, "a/b/c.txt", b"x", false).unwrap(), "a/b/c.txt");
+        assert!(dir.path().join("a/b/c.txt").is_file());
+        assert_eq!(s.remove("a").unwrap_err().kind, Kind::Usage);
+        s.remove("a/b/c.txt").unwrap();
+        assert_eq!(s.remove("a/b/c.txt").unwrap_err().kind, Kind::NotFound);
+    }
+
+    #[test]
+    fn reserved_names_are_refused_and_swept() {
+        let (dir, s) = store();
+        assert_eq!(
+            s.begin_upload(".sft-tmp-x").err().unwrap().kind,
+            Kind::Usage
+        );
+        std::fs::create_dir(dir.path().join("d")).unwrap();
+        std::fs::write(dir.path().join("d/.sft-tmp-abc"), b"left over").unwrap();
+        assert!(s.list("d").unwrap().is_empty());
+        assert_eq!(s.sweep().unwrap(), 1);
+        assert!(!dir.path().join("d/.sft-tmp-abc").exists());
+    }
+}

@@ -1,0 +1,282 @@
+//! TLS 1.3 configuration for both ends: PEM loading, the server's certificate
+//! (reloadable), and how the client decides to trust a server (pin or CA).
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Kind, Result};
+use crate::protocol::ALPN;
+
+/// The crypto provider: ring, TLS 1.3 suites only, AES-128-GCM first (the
+/// fastest on CPUs with AES-NI, and no weaker in practice than AES-256).
+pub fn provider() -> Arc<CryptoProvider> {
+    use rustls::crypto::ring::cipher_suite::*;
+    let mut p = rustls::crypto::ring::default_provider();
+    p.cipher_suites = vec![
+        TLS13_AES_128_GCM_SHA256,
+        TLS13_AES_256_GCM_SHA384,
+        TLS13_CHACHA20_POLY1305_SHA256,
+    ];
+    Arc::new(p)
+}
+
+/// SHA-256 of a certificate's DER bytes, lower-case hex: the pin.
+pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
+    hex::encode(Sha256::digest(cert.as_ref()))
+}
+
+/// Normalise a pin as users type it: optional `sha256:` prefix, colons, any case.
+pub fn parse_pin(pin: &str) -> Result<[u8; 32]> {
+    let p = pin.trim();
+    let p = p
+        .strip_prefix("sha256:")
+        .or_else(|| p.strip_prefix("SHA256:"))
+        .unwrap_or(p);
+    let hexed: String = p
+        .chars()
+        .filter(|c| *c != ':')
+        .collect::<String>()
+        .to_ascii_lowercase();
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(&hexed, &mut out).map_err(|_| {
+        Error::usage(format!(
+            "invalid --pin {:?}: expected the 64 hex digits of the server certificate's SHA-256 fingerprint, as printed by 'sft serve'",
+            crate::names::escape(pin)
+        ))
+    })?;
+    Ok(out)
+}
+
+/// Read a PEM certificate chain; the error names the file.
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
+    let what = format!("reading certificates from {}", path.display());
+    let iter = CertificateDer::pem_file_iter(path).map_err(|e| pem_error(&what, e))?;
+    let certs = iter
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| pem_error(&what, e))?;
+    if certs.is_empty() {
+        return Err(Error::usage(format!(
+            "{what}: no CERTIFICATE block found; expected a PEM file"
+        )));
+    }
+    Ok(certs)
+}
+
+/// Read a PEM private key: PKCS#8, PKCS#1 (RSA) or SEC1 (EC).
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>> {
+    let what = format!("reading private key from {}", path.display());
+    PrivateKeyDer::from_pem_file(path).map_err(|e| pem_error(&what, e))
+}
+
+fn pem_error(what: &str, e: rustls::pki_types::pem::Error) -> Error {
+    use rustls::pki_types::pem::Error as P;
+    match e {
+        P::Io(io) => Error::io(what, &io),
+        P::NoItemsFound => Error::usage(format!(
+            "{what}: no matching PEM block found (expected a PRIVATE KEY / CERTIFICATE in PEM form)"
+        )),
+        other => Error::usage(format!("{what}: {other:?}; expected a PEM file")),
+    }
+}
+
+/// Build the certified key (chain + signer) for the server.
+pub fn certified_key(
+    certs: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<Arc<CertifiedKey>> {
+    let signer = provider().key_provider.load_private_key(key).map_err(|e| {
+        Error::usage(format!(
+            "unsupported private key: {e}; use an RSA, ECDSA P-256/P-384 or Ed25519 key"
+        ))
+    })?;
+    let ck = CertifiedKey::new(certs, signer);
+    ck.keys_match().map_err(|e| {
+        Error::usage(format!(
+            "the private key does not belong to the certificate: {e}"
+        ))
+    })?;
+    Ok(Arc::new(ck))
+}
+
+/// Serves one certificate that can be replaced while the server runs.
+#[derive(Debug)]
+pub struct CertSlot(RwLock<Arc<CertifiedKey>>);
+
+impl CertSlot {
+    pub fn new(ck: Arc<CertifiedKey>) -> Arc<Self> {
+        Arc::new(CertSlot(RwLock::new(ck)))
+    }
+    pub fn replace(&self, ck: Arc<CertifiedKey>) {
+        if let Ok(mut g) = self.0.write() {
+            *g = ck;
+        }
+    }
+    pub fn current(&self) -> Option<Arc<CertifiedKey>> {
+        self.0.read().ok().map(|g| g.clone())
+    }
+}
+
+impl ResolvesServerCert for CertSlot {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.current()
+    }
+}
+
+/// TLS 1.3-only server configuration (no 0-RTT; ALPN sft/1).
+pub fn server_config(slot: Arc<CertSlot>) -> Result<Arc<rustls::ServerConfig>> {
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| Error::other(format!("TLS configuration: {e}")))?
+        .with_no_client_auth()
+        .with_cert_resolver(slot);
+    cfg.alpn_protocols = vec![ALPN.to_vec()];
+    cfg.max_early_data_size = 0;
+    Ok(Arc::new(cfg))
+}
+
+/// How the client decides that the server is the right one.
+#[derive(Debug, Clone)]
+pub enum Trust {
+    /// The SHA-256 of the server's certificate.
+    Pin([u8; 32]),
+    /// A CA certificate (or the server's own certificate), PEM file.
+    Ca(std::path::PathBuf),
+}
+
+/// The client configuration, and the pin verifier when pinning (to report
+/// what was seen on a mismatch).
+pub fn client_config(
+    trust: &Trust,
+) -> Result<(Arc<rustls::ClientConfig>, Option<Arc<PinVerifier>>)> {
+    let prov = provider();
+    let builder = rustls::ClientConfig::builder_with_provider(prov.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| Error::other(format!("TLS configuration: {e}")))?;
+    let (mut cfg, pin) = match trust {
+        Trust::Pin(pin) => {
+            let v = Arc::new(PinVerifier {
+                pin: *pin,
+                algs: prov.signature_verification_algorithms,
+                seen: Mutex::new(None),
+            });
+            let cfg = builder
+                .dangerous()
+                .with_custom_certificate_verifier(v.clone())
+                .with_no_client_auth();
+            (cfg, Some(v))
+        }
+        Trust::Ca(path) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in load_certs(path).map_err(|e| Error::new(Kind::Usage, format!("{e} (--ca)")))? {
+                roots.add(c).map_err(|e| {
+                    Error::usage(format!(
+                        "{}: not a usable CA certificate: {e}",
+                        path.display()
+                    ))
+                })?;
+            }
+            (
+                builder.with_root_certificates(roots).with_no_client_auth(),
+                None,
+            )
+        }
+    };
+    cfg.alpn_protocols = vec![ALPN.to_vec()];
+    Ok((Arc::new(cfg), pin))
+}
+
+/// Accepts exactly one certificate, by its SHA-256, and checks the handshake
+/// signature against it. Host names are not checked: the pin is the identity.
+#[derive(Debug)]
+pub struct PinVerifier {
+    pin: [u8; 32],
+    algs: WebPkiSupportedAlgorithms,
+    seen: Mutex<Option<String>>,
+}
+
+impl PinVerifier {
+    /// The fingerprint the server presented, if a handshake got that far.
+    pub fn seen(&self) -> Option<String> {
+        self.seen.lock().ok().and_then(|g| g.clone())
+    }
+    pub fn expected(&self) -> String {
+        hex::encode(self.pin)
+    }
+}
+
+impl ServerCertVerifier for PinVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        let got: [u8; 32] = Sha256::digest(end_entity.as_ref()).into();
+        if let Ok(mut s) = self.seen.lock() {
+            *s = Some(hex::encode(got));
+        }
+        if subtle::ConstantTimeEq::ct_eq(&got[..], &self.pin[..]).into() {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _m: &[u8],
+        _c: &CertificateDer<'_>,
+        _d: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::PeerIncompatible(
+            rustls::PeerIncompatible::Tls12NotOffered,
+        ))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algs.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pins_are_accepted_in_the_forms_people_paste() {
+        let hexed = "ab".repeat(32);
+        let want = [0xab; 32];
+        assert_eq!(parse_pin(&hexed).unwrap(), want);
+        assert_eq!(
+            parse_pin(&format!("sha256:{}", hexed.to_uppercase())).unwrap(),
+            want
+        );
+        let colons: Vec<&str> = std::iter::repeat_n("AB", 32).collect();
+        assert_eq!(parse_pin(&colons.join(":")).unwrap(), want);
+        let e = parse_pin("1234").unwrap_err();
+        assert_eq!(e.kind, Kind::Usage);
+        assert!(e.message.contains("64 hex digits"));
+    }
+}

@@ -1,0 +1,211 @@
+//! The streaming pipeline shared by client and server: a blocking thread reads
+//! a file, hashes it and turns it into ready-to-send DATA frames; another
+//! hashes and writes received blocks to a file. Channels between them and the
+//! network task are bounded, so memory per transfer is a few MiB whatever the
+//! file size, and hashing, disk and TLS work overlap.
+
+use std::fs::File;
+use std::io::{Read, Write};
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use crate::error::{Error, Result};
+use crate::protocol::{self, DATA_PREFIX_LEN, Encoding, HEADER_LEN};
+
+/// Bytes of file data per DATA frame.
+pub const CHUNK: usize = 256 * 1024;
+/// Frames buffered between a disk thread and the network task.
+pub const DEPTH: usize = 8;
+/// Start write-back of an upload in the background every this many bytes,
+/// so the final fsync has little left to do.
+const SYNC_EVERY: u64 = 32 << 20;
+
+/// What the reading thread produces.
+pub enum Outgoing {
+    /// A whole DATA frame, header included.
+    Frame(Vec<u8>),
+    /// All `size` bytes were read; their SHA-256.
+    Done {
+        size: u64,
+        sha256: [u8; 32],
+    },
+    Failed(Error),
+}
+
+/// Read exactly `size` bytes of `file` on a blocking thread, as DATA frames.
+/// A file that ends early (or changed under us) yields `Failed`.
+pub fn spawn_reader(mut file: File, size: u64, what: String) -> mpsc::Receiver<Outgoing> {
+    let (tx, rx) = mpsc::channel(DEPTH);
+    tokio::task::spawn_blocking(move || {
+        let mut h = Sha256::new();
+        let mut left = size;
+        let off = HEADER_LEN + DATA_PREFIX_LEN;
+        while left > 0 {
+            let want = (left.min(CHUNK as u64)) as usize;
+            let mut buf = vec![0u8; off + want];
+            let mut got = 0;
+            while got < want {
+                match file.read(&mut buf[off + got..]) {
+                    Ok(0) => {
+                        let _ = tx.blocking_send(Outgoing::Failed(Error::other(format!(
+                            "reading {what}: the file is shorter than when the transfer started; was it changed during the transfer?"
+                        ))));
+                        return;
+                    }
+                    Ok(n) => got += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        let _ = tx.blocking_send(Outgoing::Failed(Error::io(
+                            format!("reading {what}"),
+                            &e,
+                        )));
+                        return;
+                    }
+                }
+            }
+            h.update(&buf[off..]);
+            buf[..off].copy_from_slice(&protocol::data_header(Encoding::Raw, want as u32, want));
+            left -= want as u64;
+            if tx.blocking_send(Outgoing::Frame(buf)).is_err() {
+                return; // the network side gave up
+            }
+        }
+        let _ = tx.blocking_send(Outgoing::Done {
+            size,
+            sha256: h.finalize().into(),
+        });
+    });
+    rx
+}
+
+/// The result of a writing thread: bytes written and their SHA-256.
+pub type WriteResult = Result<(u64, [u8; 32], File)>;
+
+/// Write blocks to `file` on a blocking thread, hashing as they pass. With
+/// `background_sync`, write-back is started every 32 MiB on a helper thread so
+/// the data is mostly on disk by the time the caller syncs.
+pub fn spawn_writer(
+    file: File,
+    what: String,
+    background_sync: bool,
+) -> (mpsc::Sender<Bytes>, tokio::task::JoinHandle<WriteResult>) {
+    let (tx, mut rx) = mpsc::channel::<Bytes>(DEPTH);
+    let handle = tokio::task::spawn_blocking(move || {
+        let mut file = file;
+        let mut h = Sha256::new();
+        let mut n: u64 = 0;
+        let mut synced_at: u64 = 0;
+        let syncer = if background_sync {
+            Syncer::start(&file)
+        } else {
+            None
+        };
+        while let Some(block) = rx.blocking_recv() {
+            h.update(&block);
+            file.write_all(&block)
+                .map_err(|e| Error::io(format!("writing {what}"), &e))?;
+            n += block.len() as u64;
+            if n - synced_at >= SYNC_EVERY {
+                synced_at = n;
+                if let Some(s) = &syncer {
+                    s.kick();
+                }
+            }
+        }
+        drop(syncer);
+        Ok((n, h.finalize().into(), file))
+    });
+    (tx, handle)
+}
+
+/// A helper thread that runs fdatasync on request, so write-back overlaps the
+/// transfer. A request made while one is running is merged into the next.
+struct Syncer {
+    tx: std::sync::mpsc::SyncSender<()>,
+}
+
+impl Syncer {
+    fn start(file: &File) -> Option<Syncer> {
+        let clone = file.try_clone().ok()?;
+        let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
+        std::thread::Builder::new()
+            .name("sft-sync".into())
+            .spawn(move || {
+                while rx.recv().is_ok() {
+                    let _ = rustix::fs::fdatasync(&clone);
+                }
+            })
+            .ok()?;
+        Some(Syncer { tx })
+    }
+    fn kick(&self) {
+        let _ = self.tx.try_send(());
+    }
+}
+
+/// Compare two digests in constant time.
+pub fn same_digest(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    subtle::ConstantTimeEq::ct_eq(&a[..], &b[..]).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn reader_and_writer_agree_with_sha256sum() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        let data: Vec<u8> = (0..(CHUNK * 3 + 17))
+            .map(|i| (i * 31 % 251) as u8)
+            .collect();
+        std::fs::write(&src, &data).unwrap();
+        let mut rx = spawn_reader(File::open(&src).unwrap(), data.len() as u64, "src".into());
+        let (tx, h) = spawn_writer(
+            File::create(dir.path().join("dst")).unwrap(),
+            "dst".into(),
+            true,
+        );
+        let mut frames = 0;
+        let sent = loop {
+            match rx.recv().await.unwrap() {
+                Outgoing::Frame(f) => {
+                    frames += 1;
+                    let (ty, len) = protocol::parse_header(&f).unwrap().unwrap();
+                    let m = protocol::Msg::decode(
+                        ty,
+                        Bytes::copy_from_slice(&f[HEADER_LEN..HEADER_LEN + len]),
+                    )
+                    .unwrap();
+                    let protocol::Msg::Data { payload, .. } = m else {
+                        panic!("not data")
+                    };
+                    tx.send(payload).await.unwrap();
+                }
+                Outgoing::Done { size, sha256 } => break (size, sha256),
+                Outgoing::Failed(e) => panic!("{e}"),
+            }
+        };
+        drop(tx);
+        let (n, digest, _) = h.await.unwrap().unwrap();
+        assert_eq!(frames, 4);
+        assert_eq!(n, data.len() as u64);
+        assert_eq!(sent, (n, digest));
+        assert_eq!(digest, <[u8; 32]>::from(Sha256::digest(&data)));
+        assert_eq!(std::fs::read(dir.path().join("dst")).unwrap(), data);
+    }
+
+    #[tokio::test]
+    async fn a_file_shorter_than_declared_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::write(&src, b"short").unwrap();
+        let mut rx = spawn_reader(File::open(&src).unwrap(), 100, "src".into());
+        match rx.recv().await.unwrap() {
+            Outgoing::Failed(e) => assert!(e.message.contains("shorter")),
+            _ => panic!("expected failure"),
+        }
+    }
+}
