@@ -131,6 +131,9 @@ impl Error {
                 _ => Kind::Other,
             },
         };
+        if kind == Kind::Space {
+            return Error::new(kind, format!("{what}: the storage is full (no space left on the device); nothing was stored"));
+        }
         Error::new(kind, format!("{what}: {}", describe_io(e)))
     }
 }
