@@ -4,47 +4,120 @@
 
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::error::{Error, Result};
-use crate::protocol::{self, HEADER_LEN, Msg};
+use crate::protocol::{self, DATA_PREFIX_LEN, HEADER_LEN, Msg};
+use crate::transfer::Pool;
+
+/// A DATA payload being read straight into a pooled buffer.
+struct Pending {
+    encoding: u8,
+    raw_len: u32,
+    len: usize,
+    buf: Vec<u8>,
+}
 
 /// Reads frames from a stream.
 pub struct FrameReader<R> {
     rd: R,
     buf: BytesMut,
+    pool: Pool,
+    pending: Option<Pending>,
 }
+
+/// DATA payloads at least this large bypass the frame buffer.
+const DIRECT_MIN: usize = 16 * 1024;
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     pub fn new(rd: R) -> Self {
         FrameReader {
             rd,
-            buf: BytesMut::with_capacity(256 * 1024),
+            buf: BytesMut::with_capacity(64 * 1024),
+            pool: Pool::new(),
+            pending: None,
+        }
+    }
+
+    /// The pool DATA payload buffers come from; whoever consumes a payload
+    /// should give its buffer back (see [`Pool::recycle`]).
+    pub fn pool(&self) -> Pool {
+        self.pool.clone()
+    }
+
+    /// Read the rest of a large DATA payload directly into its own buffer, so
+    /// bulk data is copied once out of TLS and buffers are reused.
+    async fn finish_pending(&mut self) -> Result<Msg> {
+        loop {
+            let Some(p) = self.pending.as_mut() else {
+                return Err(Error::other("internal error: no pending DATA"));
+            };
+            let need = p.len - p.buf.len();
+            if need == 0 {
+                let Some(p) = self.pending.take() else {
+                    return Err(Error::other("internal error: no pending DATA"));
+                };
+                let encoding = protocol::check_data_prefix(p.encoding, p.raw_len, p.buf.len())?;
+                return Ok(Msg::Data {
+                    encoding,
+                    raw_len: p.raw_len,
+                    payload: Bytes::from(p.buf),
+                });
+            }
+            let n = self
+                .rd
+                .read_buf(&mut (&mut p.buf).limit(need))
+                .await
+                .map_err(lost)?;
+            if n == 0 {
+                return Err(Error::network(
+                    "connection closed in the middle of a message",
+                ));
+            }
         }
     }
 
     /// Read the next frame. `Ok(None)` means the peer closed the stream cleanly
-    /// between frames; a close inside a frame is an error.
+    /// between frames; a close inside a frame is an error. Cancel-safe: a
+    /// partly received frame stays in the reader.
     pub async fn read_frame(&mut self) -> Result<Option<Msg>> {
+        if self.pending.is_some() {
+            return self.finish_pending().await.map(Some);
+        }
         loop {
             if let Some((ty, len)) = protocol::parse_header(&self.buf)? {
+                if ty == protocol::ty::DATA
+                    && len >= DIRECT_MIN + DATA_PREFIX_LEN
+                    && self.buf.len() >= HEADER_LEN + DATA_PREFIX_LEN
+                {
+                    let b = &self.buf;
+                    let encoding = b[HEADER_LEN];
+                    let raw_len = u32::from_be_bytes([b[6], b[7], b[8], b[9]]);
+                    self.buf.advance(HEADER_LEN + DATA_PREFIX_LEN);
+                    let len = len - DATA_PREFIX_LEN;
+                    let mut buf = self.pool.take(len);
+                    let have = self.buf.len().min(len);
+                    buf.extend_from_slice(&self.buf[..have]);
+                    self.buf.advance(have);
+                    self.pending = Some(Pending {
+                        encoding,
+                        raw_len,
+                        len,
+                        buf,
+                    });
+                    return self.finish_pending().await.map(Some);
+                }
                 if self.buf.len() >= HEADER_LEN + len {
                     self.buf.advance(HEADER_LEN);
                     let body = self.buf.split_to(len).freeze();
                     return Msg::decode(ty, body).map(Some);
                 }
-                // make room for the whole frame in one allocation
                 self.buf.reserve(HEADER_LEN + len - self.buf.len());
-            } else if self.buf.capacity() - self.buf.len() < 64 * 1024 {
-                self.buf.reserve(256 * 1024);
+            } else if self.buf.capacity() - self.buf.len() < 4096 {
+                self.buf.reserve(64 * 1024);
             }
-            let n = self.rd.read_buf(&mut self.buf).await.map_err(|e| {
-                Error::network(format!(
-                    "connection lost: {}",
-                    crate::error::describe_io(&e)
-                ))
-            })?;
+            let n = self.rd.read_buf(&mut self.buf).await.map_err(lost)?;
             if n == 0 {
                 if self.buf.is_empty() {
                     return Ok(None);

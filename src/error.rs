@@ -132,7 +132,12 @@ impl Error {
             },
         };
         if kind == Kind::Space {
-            return Error::new(kind, format!("{what}: the storage is full (no space left on the device); nothing was stored"));
+            return Error::new(
+                kind,
+                format!(
+                    "{what}: the storage is full (no space left on the device); nothing was stored"
+                ),
+            );
         }
         Error::new(kind, format!("{what}: {}", describe_io(e)))
     }

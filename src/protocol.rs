@@ -533,6 +533,27 @@ impl Msg {
     }
 }
 
+/// Validate a DATA body's prefix (encoding byte, raw length) against the
+/// payload length that follows it.
+pub fn check_data_prefix(encoding: u8, raw_len: u32, payload_len: usize) -> Result<Encoding> {
+    let encoding = match encoding {
+        0 => Encoding::Raw,
+        1 => Encoding::Zstd,
+        other => return Err(Error::protocol(format!("unknown DATA encoding {other}"))),
+    };
+    if raw_len as usize > MAX_BLOCK {
+        return Err(Error::protocol(format!(
+            "DATA block declares {raw_len} raw bytes, more than the limit of {MAX_BLOCK}"
+        )));
+    }
+    if encoding == Encoding::Raw && payload_len != raw_len as usize {
+        return Err(Error::protocol(
+            "raw DATA block length does not match its payload",
+        ));
+    }
+    Ok(encoding)
+}
+
 /// Cut `s` to at most `max` bytes on a character boundary.
 pub fn truncate_utf8(s: &str, max: usize) -> &str {
     if s.len() <= max {

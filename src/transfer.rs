@@ -22,6 +22,46 @@ pub const DEPTH: usize = 8;
 /// so the final fsync has little left to do.
 const SYNC_EVERY: u64 = 32 << 20;
 
+/// A small free list of chunk buffers shared by the network task and a disk
+/// thread, so steady-state transfers allocate (and page-fault) nothing.
+#[derive(Clone, Default)]
+pub struct Pool(std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>);
+
+impl Pool {
+    pub fn new() -> Pool {
+        Pool::default()
+    }
+
+    /// An empty buffer with room for `cap` bytes.
+    pub fn take(&self, cap: usize) -> Vec<u8> {
+        let mut v = self
+            .0
+            .lock()
+            .ok()
+            .and_then(|mut p| p.pop())
+            .unwrap_or_default();
+        v.clear();
+        v.reserve(cap);
+        v
+    }
+
+    /// Give a buffer back (kept only while the pool is small).
+    pub fn give(&self, v: Vec<u8>) {
+        if let Ok(mut p) = self.0.lock()
+            && p.len() < DEPTH + 4
+        {
+            p.push(v);
+        }
+    }
+
+    /// Give back the buffer behind a payload, if nobody else holds it.
+    pub fn recycle(&self, b: Bytes) {
+        if let Ok(m) = b.try_into_mut() {
+            self.give(Vec::from(m));
+        }
+    }
+}
+
 /// What the reading thread produces.
 pub enum Outgoing {
     /// A whole DATA frame, header included.
@@ -36,7 +76,13 @@ pub enum Outgoing {
 
 /// Read exactly `size` bytes of `file` on a blocking thread, as DATA frames.
 /// A file that ends early (or changed under us) yields `Failed`.
-pub fn spawn_reader(mut file: File, size: u64, what: String) -> mpsc::Receiver<Outgoing> {
+/// Frames may be handed back through `pool` once sent, to be reused.
+pub fn spawn_reader(
+    mut file: File,
+    size: u64,
+    what: String,
+    pool: Pool,
+) -> mpsc::Receiver<Outgoing> {
     let (tx, rx) = mpsc::channel(DEPTH);
     tokio::task::spawn_blocking(move || {
         let mut h = Sha256::new();
@@ -44,7 +90,8 @@ pub fn spawn_reader(mut file: File, size: u64, what: String) -> mpsc::Receiver<O
         let off = HEADER_LEN + DATA_PREFIX_LEN;
         while left > 0 {
             let want = (left.min(CHUNK as u64)) as usize;
-            let mut buf = vec![0u8; off + want];
+            let mut buf = pool.take(off + CHUNK);
+            buf.resize(off + want, 0);
             let mut got = 0;
             while got < want {
                 match file.read(&mut buf[off + got..]) {
@@ -86,10 +133,12 @@ pub type WriteResult = Result<(u64, [u8; 32], File)>;
 /// Write blocks to `file` on a blocking thread, hashing as they pass. With
 /// `background_sync`, write-back is started every 32 MiB on a helper thread so
 /// the data is mostly on disk by the time the caller syncs.
+/// Each block's buffer goes back to `pool` once written.
 pub fn spawn_writer(
     file: File,
     what: String,
     background_sync: bool,
+    pool: Pool,
 ) -> (mpsc::Sender<Bytes>, tokio::task::JoinHandle<WriteResult>) {
     let (tx, mut rx) = mpsc::channel::<Bytes>(DEPTH);
     let handle = tokio::task::spawn_blocking(move || {
@@ -107,6 +156,7 @@ pub fn spawn_writer(
             file.write_all(&block)
                 .map_err(|e| Error::io(format!("writing {what}"), &e))?;
             n += block.len() as u64;
+            pool.recycle(block);
             if n - synced_at >= SYNC_EVERY {
                 synced_at = n;
                 if let Some(s) = &syncer {
@@ -162,12 +212,11 @@ mod tests {
             .map(|i| (i * 31 % 251) as u8)
             .collect();
         std::fs::write(&src, &data).unwrap();
-        let mut rx = spawn_reader(File::open(&src).unwrap(), data.len() as u64, "src".into());
-        let (tx, h) = spawn_writer(
-            File::create(dir.path().join("dst")).unwrap(),
-            "dst".into(),
-            true,
-        );
+        let pool = Pool::new();
+        let size = data.len() as u64;
+        let mut rx = spawn_reader(File::open(&src).unwrap(), size, "src".into(), pool.clone());
+        let dst = File::create(dir.path().join("dst")).unwrap();
+        let (tx, h) = spawn_writer(dst, "dst".into(), true, pool.clone());
         let mut frames = 0;
         let sent = loop {
             match rx.recv().await.unwrap() {
@@ -202,7 +251,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let src = dir.path().join("src");
         std::fs::write(&src, b"short").unwrap();
-        let mut rx = spawn_reader(File::open(&src).unwrap(), 100, "src".into());
+        let mut rx = spawn_reader(File::open(&src).unwrap(), 100, "src".into(), Pool::new());
         match rx.recv().await.unwrap() {
             Outgoing::Failed(e) => assert!(e.message.contains("shorter")),
             _ => panic!("expected failure"),

@@ -20,10 +20,28 @@ fn still_serves(s: &Server) {
     let src = work.path().join("probe.bin");
     let data = noise(300_000, 77);
     std::fs::write(&src, &data).unwrap();
-    let out = s.client().arg("put").arg(&src).assert().success().get_output().stdout.clone();
-    let name = String::from_utf8(out).unwrap().trim_end().split_once("  ").unwrap().1.to_string();
+    let out = s
+        .client()
+        .arg("put")
+        .arg(&src)
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let name = String::from_utf8(out)
+        .unwrap()
+        .trim_end()
+        .split_once("  ")
+        .unwrap()
+        .1
+        .to_string();
     let dst = work.path().join("back");
-    s.client().args(["get", &name, "-o"]).arg(&dst).assert().success();
+    s.client()
+        .args(["get", &name, "-o"])
+        .arg(&dst)
+        .assert()
+        .success();
     assert_eq!(std::fs::read(&dst).unwrap(), data);
     s.client().args(["rm", &name]).assert().success();
 }
@@ -32,7 +50,13 @@ fn still_serves(s: &Server) {
 async fn an_upload_cut_off_halfway_leaves_no_file() {
     let s = Server::start();
     let mut r = s.raw().await;
-    r.w.send_now(&Msg::Put { size: 4 << 20, flags: 0, name: "half.bin".into() }).await.unwrap();
+    r.w.send_now(&Msg::Put {
+        size: 4 << 20,
+        flags: 0,
+        name: "half.bin".into(),
+    })
+    .await
+    .unwrap();
     assert!(matches!(r.next().await, Msg::PutReady { .. }));
     r.data(&noise(1 << 20, 1)).await;
     r.data(&noise(1 << 20, 2)).await;
@@ -77,7 +101,13 @@ async fn a_wrong_digest_stores_nothing_and_the_session_goes_on() {
     let s = Server::start();
     let mut r = s.raw().await;
     let data = noise(100_000, 5);
-    r.w.send_now(&Msg::Put { size: data.len() as u64, flags: 0, name: "bad.bin".into() }).await.unwrap();
+    r.w.send_now(&Msg::Put {
+        size: data.len() as u64,
+        flags: 0,
+        name: "bad.bin".into(),
+    })
+    .await
+    .unwrap();
     assert!(matches!(r.next().await, Msg::PutReady { .. }));
     r.data(&data).await;
     let mut wrong = digest(&data);
@@ -91,7 +121,11 @@ async fn a_wrong_digest_stores_nothing_and_the_session_goes_on() {
         other => panic!("{other:?}"),
     }
     assert!(s.files().is_empty());
-    r.w.send_now(&Msg::List { path: String::new() }).await.unwrap();
+    r.w.send_now(&Msg::List {
+        path: String::new(),
+    })
+    .await
+    .unwrap();
     assert_eq!(r.next().await, Msg::ListEnd);
 }
 
@@ -100,12 +134,28 @@ async fn a_short_or_cancelled_upload_stores_nothing() {
     let s = Server::start();
     let mut r = s.raw().await;
     let data = noise(1000, 6);
-    r.w.send_now(&Msg::Put { size: 2000, flags: 0, name: "short.bin".into() }).await.unwrap();
+    r.w.send_now(&Msg::Put {
+        size: 2000,
+        flags: 0,
+        name: "short.bin".into(),
+    })
+    .await
+    .unwrap();
     assert!(matches!(r.next().await, Msg::PutReady { .. }));
     r.data(&data).await;
-    r.w.send_now(&Msg::End { sha256: digest(&data) }).await.unwrap();
+    r.w.send_now(&Msg::End {
+        sha256: digest(&data),
+    })
+    .await
+    .unwrap();
     assert!(matches!(r.next().await, Msg::Error { code: 9, .. }));
-    r.w.send_now(&Msg::Put { size: 2000, flags: 0, name: "cancel.bin".into() }).await.unwrap();
+    r.w.send_now(&Msg::Put {
+        size: 2000,
+        flags: 0,
+        name: "cancel.bin".into(),
+    })
+    .await
+    .unwrap();
     assert!(matches!(r.next().await, Msg::PutReady { .. }));
     r.data(&data).await;
     r.w.send_now(&Msg::Cancel).await.unwrap();
@@ -117,7 +167,13 @@ async fn a_short_or_cancelled_upload_stores_nothing() {
 async fn more_data_than_declared_closes_that_connection_only() {
     let s = Server::start();
     let mut r = s.raw().await;
-    r.w.send_now(&Msg::Put { size: 10, flags: 0, name: "over.bin".into() }).await.unwrap();
+    r.w.send_now(&Msg::Put {
+        size: 10,
+        flags: 0,
+        name: "over.bin".into(),
+    })
+    .await
+    .unwrap();
     assert!(matches!(r.next().await, Msg::PutReady { .. }));
     r.data(&[0u8; 11]).await;
     r.w.flush().await.unwrap();
@@ -131,12 +187,12 @@ async fn more_data_than_declared_closes_that_connection_only() {
 async fn malformed_and_oversized_frames_are_refused_without_harm() {
     let s = Server::start();
     let frames: Vec<Vec<u8>> = vec![
-        vec![0x99, 0, 0, 0, 0],                      // unknown type
-        vec![0x22, 0xff, 0xff, 0xff, 0xff],          // DATA claiming 4 GiB
-        vec![0x10, 0x00, 0x10, 0x00, 0x01],          // LIST over the control limit
-        vec![0x20, 0, 0, 0, 3, 1, 2, 3],             // truncated PUT
-        vec![0x40, 0, 0, 0, 4, 0, 2, 0xff, 0xfe],    // REMOVE with invalid UTF-8
-        vec![0x7f, 0, 0, 0, 1, 0],                   // BYE with trailing bytes
+        vec![0x99, 0, 0, 0, 0],                            // unknown type
+        vec![0x22, 0xff, 0xff, 0xff, 0xff],                // DATA claiming 4 GiB
+        vec![0x10, 0x00, 0x10, 0x00, 0x01],                // LIST over the control limit
+        vec![0x20, 0, 0, 0, 3, 1, 2, 3],                   // truncated PUT
+        vec![0x40, 0, 0, 0, 4, 0, 2, 0xff, 0xfe],          // REMOVE with invalid UTF-8
+        vec![0x7f, 0, 0, 0, 1, 0],                         // BYE with trailing bytes
         vec![0x22, 0, 0, 0, 5, 1, 0xff, 0xff, 0xff, 0xff], // zstd block, not negotiated, absurd raw length
     ];
     for f in frames {
@@ -147,13 +203,22 @@ async fn malformed_and_oversized_frames_are_refused_without_harm() {
             Some(Msg::Error { code: 9, .. }) => {}
             other => panic!("{f:02x?}: {other:?}"),
         }
-        assert_eq!(r.next_or_closed().await, None, "{f:02x?}: connection closed");
+        assert_eq!(
+            r.next_or_closed().await,
+            None,
+            "{f:02x?}: connection closed"
+        );
     }
     // garbage before HELLO
     let mut r = common::Raw::tls(&s.addr, &s.trust()).await;
-    r.w.write_raw(b"\x01\x00\x00\x00\x0cNOTSFT123456").await.unwrap();
+    r.w.write_raw(b"\x01\x00\x00\x00\x0cNOTSFT123456")
+        .await
+        .unwrap();
     r.w.flush().await.unwrap();
-    assert!(matches!(r.next_or_closed().await, Some(Msg::Error { code: 9, .. })));
+    assert!(matches!(
+        r.next_or_closed().await,
+        Some(Msg::Error { code: 9, .. })
+    ));
     assert!(s.log_text().lines().all(|l| !l.contains("panicked")));
     still_serves(&s);
 }
@@ -171,12 +236,26 @@ fn a_bit_flipped_at_rest_is_caught_on_download() {
     let mut bytes = std::fs::read(&stored).unwrap();
     bytes[123_456] ^= 0x10;
     std::fs::write(&stored, &bytes).unwrap();
-    std::fs::File::options().write(true).open(&stored).unwrap().set_modified(mtime).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&stored)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
     let dst = work.path().join("out");
-    let a = s.client().args(["get", "rot.bin", "-o"]).arg(&dst).assert().code(8);
+    let a = s
+        .client()
+        .args(["get", "rot.bin", "-o"])
+        .arg(&dst)
+        .assert()
+        .code(8);
     assert!(String::from_utf8_lossy(&a.get_output().stderr).contains("corrupted"));
     assert!(!dst.exists());
-    assert_eq!(std::fs::read_dir(work.path()).unwrap().count(), 1, "no partial download left");
+    assert_eq!(
+        std::fs::read_dir(work.path()).unwrap().count(),
+        1,
+        "no partial download left"
+    );
 }
 
 #[test]
@@ -194,21 +273,36 @@ fn a_busy_server_says_so_with_exit_3() {
 #[tokio::test(flavor = "multi_thread")]
 async fn silent_peers_are_timed_out_at_each_phase() {
     use tokio::io::AsyncReadExt;
-    let s = Server::start_args(&["--handshake-timeout", "1s", "--auth-timeout", "1s", "--idle-timeout", "1s"]);
+    let s = Server::start_args(&[
+        "--handshake-timeout",
+        "1s",
+        "--auth-timeout",
+        "1s",
+        "--idle-timeout",
+        "1s",
+    ]);
     // TCP connection that never starts TLS
     let started = Instant::now();
     let mut tcp = tokio::net::TcpStream::connect(&s.addr).await.unwrap();
     let mut buf = [0u8; 16];
-    let n = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut buf)).await.unwrap().unwrap_or(0);
+    let n = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap_or(0);
     assert_eq!(n, 0);
     assert!(started.elapsed() < Duration::from_secs(8));
     // TLS but no HELLO
     let mut r = common::Raw::tls(&s.addr, &s.trust()).await;
-    assert!(matches!(r.next_or_closed().await, Some(Msg::Error { code: 3, .. }) | None));
+    assert!(matches!(
+        r.next_or_closed().await,
+        Some(Msg::Error { code: 3, .. }) | None
+    ));
     // authenticated but idle
     let mut r = s.raw().await;
     match r.next().await {
-        Msg::Error { code: 3, message } => assert!(message.contains("without a command"), "{message}"),
+        Msg::Error { code: 3, message } => {
+            assert!(message.contains("without a command"), "{message}")
+        }
         other => panic!("{other:?}"),
     }
     still_serves(&s);
@@ -220,9 +314,19 @@ fn cannot_connect_is_exit_3() {
     let addr = l.local_addr().unwrap().to_string();
     drop(l);
     let mut c = assert_cmd::Command::new(common::bin());
-    let a = c.env("SFT_SERVER", &addr).env("SFT_PIN", "ab".repeat(32)).env("SFT_TOKEN", "t").arg("ls").timeout(Duration::from_secs(20)).assert().code(3);
+    let a = c
+        .env("SFT_SERVER", &addr)
+        .env("SFT_PIN", "ab".repeat(32))
+        .env("SFT_TOKEN", "t")
+        .arg("ls")
+        .timeout(Duration::from_secs(20))
+        .assert()
+        .code(3);
     let msg = String::from_utf8_lossy(&a.get_output().stderr).into_owned();
-    assert!(msg.starts_with("sft: error: cannot connect") && msg.lines().count() == 1, "{msg}");
+    assert!(
+        msg.starts_with("sft: error: cannot connect") && msg.lines().count() == 1,
+        "{msg}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -230,7 +334,13 @@ async fn sigterm_lets_an_upload_in_flight_finish_then_exits_0() {
     let mut s = Server::start();
     let mut r = s.raw().await;
     let data = noise(3 << 20, 11);
-    r.w.send_now(&Msg::Put { size: data.len() as u64, flags: 0, name: "inflight.bin".into() }).await.unwrap();
+    r.w.send_now(&Msg::Put {
+        size: data.len() as u64,
+        flags: 0,
+        name: "inflight.bin".into(),
+    })
+    .await
+    .unwrap();
     assert!(matches!(r.next().await, Msg::PutReady { .. }));
     r.data(&data[..1 << 20]).await;
     r.w.flush().await.unwrap();
@@ -239,7 +349,11 @@ async fn sigterm_lets_an_upload_in_flight_finish_then_exits_0() {
     // new connections are refused at once
     assert!(tokio::net::TcpStream::connect(&s.addr).await.is_err());
     r.data_chunks(&data[1 << 20..]).await;
-    r.w.send_now(&Msg::End { sha256: digest(&data) }).await.unwrap();
+    r.w.send_now(&Msg::End {
+        sha256: digest(&data),
+    })
+    .await
+    .unwrap();
     assert!(matches!(r.next().await, Msg::PutOk { .. }));
     // then it is told the server is going away
     assert!(matches!(r.next().await, Msg::Error { code: 3, .. }));
@@ -251,7 +365,13 @@ async fn sigterm_lets_an_upload_in_flight_finish_then_exits_0() {
 async fn a_grace_period_shorter_than_the_transfer_leaves_no_partial_file() {
     let mut s = Server::start_args(&["--grace", "1s"]);
     let mut r = s.raw().await;
-    r.w.send_now(&Msg::Put { size: 10 << 20, flags: 0, name: "slow.bin".into() }).await.unwrap();
+    r.w.send_now(&Msg::Put {
+        size: 10 << 20,
+        flags: 0,
+        name: "slow.bin".into(),
+    })
+    .await
+    .unwrap();
     assert!(matches!(r.next().await, Msg::PutReady { .. }));
     r.data(&noise(1 << 20, 12)).await;
     r.w.flush().await.unwrap();
@@ -279,12 +399,18 @@ fn a_full_disk_is_reported_as_exit_7_and_leaves_nothing() {
     struct Unmount(std::path::PathBuf);
     impl Drop for Unmount {
         fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
         }
     }
     let _guard = Unmount(mnt.path().to_path_buf());
     let root = mnt.path().join("root");
-    let s = Server::start_with(common::Opts { root: Some(root.clone()), ..Default::default() });
+    let s = Server::start_with(common::Opts {
+        root: Some(root.clone()),
+        ..Default::default()
+    });
     let work = tempfile::tempdir().unwrap();
     let src = work.path().join("huge.bin");
     std::fs::write(&src, noise(16 << 20, 13)).unwrap();
@@ -316,6 +442,9 @@ fn only_tls_1_3_is_spoken() {
     assert!(text.contains("TLSv1.3"), "{text}");
     let v12 = probe("-tls1_2").unwrap();
     assert!(!v12.status.success(), "TLS 1.2 must be refused");
-    assert!(!String::from_utf8_lossy(&v12.stdout).contains("Cipher is ECDHE"), "no TLS 1.2 session");
+    assert!(
+        !String::from_utf8_lossy(&v12.stdout).contains("Cipher is ECDHE"),
+        "no TLS 1.2 session"
+    );
     still_serves(&s);
 }

@@ -14,15 +14,27 @@ fn stderr_of(a: &assert_cmd::assert::Assert) -> String {
 #[test]
 fn a_wrong_token_is_refused_and_logged_without_the_token() {
     let s = Server::start();
-    let a = s.client().env("SFT_TOKEN", "not-the-token-xyz").arg("ls").assert().code(5);
+    let a = s
+        .client()
+        .env("SFT_TOKEN", "not-the-token-xyz")
+        .arg("ls")
+        .assert()
+        .code(5);
     let msg = stderr_of(&a);
     assert!(msg.contains("authentication failed"), "{msg}");
     assert_eq!(msg.lines().count(), 1, "one line: {msg}");
-    s.client().env("SFT_TOKEN", "second-token").arg("ls").assert().success();
+    s.client()
+        .env("SFT_TOKEN", "second-token")
+        .arg("ls")
+        .assert()
+        .success();
     std::thread::sleep(std::time::Duration::from_millis(200));
     let log = s.log_text();
     assert!(log.contains("authentication failed"), "{log}");
-    assert!(!log.contains("not-the-token-xyz"), "a presented token leaked into the log");
+    assert!(
+        !log.contains("not-the-token-xyz"),
+        "a presented token leaked into the log"
+    );
     assert!(!log.contains(TOKEN), "a token leaked into the log");
 }
 
@@ -30,19 +42,47 @@ fn a_wrong_token_is_refused_and_logged_without_the_token() {
 async fn empty_and_oversized_tokens_are_refused() {
     let s = Server::start();
     let mut r = common::Raw::tls(&s.addr, &s.trust()).await;
-    r.w.send(&Msg::Hello { min_version: 1, max_version: 1, features: 0 }).await.unwrap();
-    r.w.send_now(&Msg::Auth { secret: Vec::new() }).await.unwrap();
+    r.w.send(&Msg::Hello {
+        min_version: 1,
+        max_version: 1,
+        features: 0,
+    })
+    .await
+    .unwrap();
+    r.w.send_now(&Msg::Auth { secret: Vec::new() })
+        .await
+        .unwrap();
     assert!(matches!(r.next().await, Msg::Welcome { .. }));
     assert!(matches!(r.next().await, Msg::Error { code: 5, .. }));
     let mut r = common::Raw::tls(&s.addr, &s.trust()).await;
-    r.w.send(&Msg::Hello { min_version: 1, max_version: 1, features: 0 }).await.unwrap();
-    r.w.send_now(&Msg::Auth { secret: vec![b'a'; 5000] }).await.unwrap();
+    r.w.send(&Msg::Hello {
+        min_version: 1,
+        max_version: 1,
+        features: 0,
+    })
+    .await
+    .unwrap();
+    r.w.send_now(&Msg::Auth {
+        secret: vec![b'a'; 5000],
+    })
+    .await
+    .unwrap();
     assert!(matches!(r.next().await, Msg::Welcome { .. }));
     assert!(matches!(r.next().await, Msg::Error { code: 9, .. }));
     // commands before authentication are refused
     let mut r = common::Raw::tls(&s.addr, &s.trust()).await;
-    r.w.send(&Msg::Hello { min_version: 1, max_version: 1, features: 0 }).await.unwrap();
-    r.w.send_now(&Msg::List { path: String::new() }).await.unwrap();
+    r.w.send(&Msg::Hello {
+        min_version: 1,
+        max_version: 1,
+        features: 0,
+    })
+    .await
+    .unwrap();
+    r.w.send_now(&Msg::List {
+        path: String::new(),
+    })
+    .await
+    .unwrap();
     assert!(matches!(r.next().await, Msg::Welcome { .. }));
     assert!(matches!(r.next().await, Msg::Error { code: 9, .. }));
     assert_eq!(r.next_or_closed().await, None);
@@ -74,24 +114,51 @@ fn ca_signed_certificates_are_checked_by_name() {
     let ca_file = work.path().join("ca.pem");
     std::fs::write(&ca_file, &ca.cert).unwrap();
     let good = sft::certs::signed_by(&ca, &["localhost".into(), "127.0.0.1".into()]).unwrap();
-    let s = Server::start_with(Opts { pem: Some(good), ..Default::default() });
-    s.client().env_remove("SFT_PIN").env("SFT_CA", &ca_file).arg("ls").assert().success();
+    let s = Server::start_with(Opts {
+        pem: Some(good),
+        ..Default::default()
+    });
+    s.client()
+        .env_remove("SFT_PIN")
+        .env("SFT_CA", &ca_file)
+        .arg("ls")
+        .assert()
+        .success();
     // a certificate for another name, from the same CA
     let other = sft::certs::signed_by(&ca, &["files.example.com".into()]).unwrap();
-    let s2 = Server::start_with(Opts { pem: Some(other), ..Default::default() });
-    let a = s2.client().env_remove("SFT_PIN").env("SFT_CA", &ca_file).arg("ls").assert().code(4);
+    let s2 = Server::start_with(Opts {
+        pem: Some(other),
+        ..Default::default()
+    });
+    let a = s2
+        .client()
+        .env_remove("SFT_PIN")
+        .env("SFT_CA", &ca_file)
+        .arg("ls")
+        .assert()
+        .code(4);
     assert!(stderr_of(&a).contains("not trusted"), "{}", stderr_of(&a));
     // a different CA
     let ca2 = sft::certs::ca("other ca").unwrap();
     let ca2_file = work.path().join("ca2.pem");
     std::fs::write(&ca2_file, &ca2.cert).unwrap();
-    s.client().env_remove("SFT_PIN").env("SFT_CA", &ca2_file).arg("ls").assert().code(4);
+    s.client()
+        .env_remove("SFT_PIN")
+        .env("SFT_CA", &ca2_file)
+        .arg("ls")
+        .assert()
+        .code(4);
 }
 
 #[test]
 fn the_servers_own_certificate_works_as_ca() {
     let s = Server::start();
-    s.client().env_remove("SFT_PIN").env("SFT_CA", &s.cert).arg("ls").assert().success();
+    s.client()
+        .env_remove("SFT_PIN")
+        .env("SFT_CA", &s.cert)
+        .arg("ls")
+        .assert()
+        .success();
 }
 
 #[test]
@@ -102,12 +169,36 @@ fn every_name_rule_is_refused_with_exit_2() {
     std::fs::write(&src, "x").unwrap();
     let long = "x".repeat(256);
     let deep = vec!["d".repeat(250); 17].join("/");
-    for bad in ["", "/abs", "a\\b", "a\nb", "\x1b[31mred", "a//b", "a/", ".", "..", "../x", "a/../../x", long.as_str(), deep.as_str()] {
-        let a = s.client().arg("put").arg(&src).args(["--as", bad]).assert().code(2);
+    for bad in [
+        "",
+        "/abs",
+        "a\\b",
+        "a\nb",
+        "\x1b[31mred",
+        "a//b",
+        "a/",
+        ".",
+        "..",
+        "../x",
+        "a/../../x",
+        long.as_str(),
+        deep.as_str(),
+    ] {
+        let a = s
+            .client()
+            .arg("put")
+            .arg(&src)
+            .args(["--as", bad])
+            .assert()
+            .code(2);
         let msg = stderr_of(&a);
         assert!(msg.contains("invalid name"), "{bad:?}: {msg}");
         assert!(!msg.contains('\x1b'), "escape sequences are shown escaped");
-        s.client().args(["get", bad]).current_dir(work.path()).assert().code(2);
+        s.client()
+            .args(["get", bad])
+            .current_dir(work.path())
+            .assert()
+            .code(2);
         s.client().args(["rm", bad]).assert().code(2);
     }
     assert!(s.files().is_empty());
@@ -117,14 +208,42 @@ fn every_name_rule_is_refused_with_exit_2() {
 async fn the_server_refuses_bad_names_itself() {
     let s = Server::start();
     let mut r = s.raw().await;
-    for bad in ["../escape", "/etc/passwd", "a/../../x", "x\0y", ".sft-tmp-1", "d/.sft-tmp-2"] {
-        r.w.send_now(&Msg::Put { size: 1, flags: 0, name: bad.into() }).await.unwrap();
-        assert!(matches!(r.next().await, Msg::Error { code: 2, .. }), "{bad:?}");
-        r.w.send_now(&Msg::Get { offset: 0, name: bad.into() }).await.unwrap();
-        assert!(matches!(r.next().await, Msg::Error { code: 2, .. }), "{bad:?}");
+    for bad in [
+        "../escape",
+        "/etc/passwd",
+        "a/../../x",
+        "x\0y",
+        ".sft-tmp-1",
+        "d/.sft-tmp-2",
+    ] {
+        r.w.send_now(&Msg::Put {
+            size: 1,
+            flags: 0,
+            name: bad.into(),
+        })
+        .await
+        .unwrap();
+        assert!(
+            matches!(r.next().await, Msg::Error { code: 2, .. }),
+            "{bad:?}"
+        );
+        r.w.send_now(&Msg::Get {
+            offset: 0,
+            name: bad.into(),
+        })
+        .await
+        .unwrap();
+        assert!(
+            matches!(r.next().await, Msg::Error { code: 2, .. }),
+            "{bad:?}"
+        );
     }
     // the session is still usable
-    r.w.send_now(&Msg::List { path: String::new() }).await.unwrap();
+    r.w.send_now(&Msg::List {
+        path: String::new(),
+    })
+    .await
+    .unwrap();
     assert_eq!(r.next().await, Msg::ListEnd);
     assert!(s.files().is_empty());
     assert!(!s.dir.path().join("escape").exists());
@@ -138,17 +257,44 @@ async fn symlinks_in_the_root_never_lead_outside() {
     std::os::unix::fs::symlink(outside.path(), s.root.join("door")).unwrap();
     std::os::unix::fs::symlink(outside.path().join("secret"), s.root.join("s.txt")).unwrap();
     let work = tempfile::tempdir().unwrap();
-    s.client().current_dir(work.path()).args(["get", "door/secret"]).assert().failure();
-    s.client().current_dir(work.path()).args(["get", "s.txt"]).assert().failure();
+    s.client()
+        .current_dir(work.path())
+        .args(["get", "door/secret"])
+        .assert()
+        .failure();
+    s.client()
+        .current_dir(work.path())
+        .args(["get", "s.txt"])
+        .assert()
+        .failure();
     let src = work.path().join("f");
     std::fs::write(&src, "x").unwrap();
-    s.client().arg("put").arg(&src).args(["--as", "door/planted"]).assert().failure();
+    s.client()
+        .arg("put")
+        .arg(&src)
+        .args(["--as", "door/planted"])
+        .assert()
+        .failure();
     s.client().args(["rm", "door/secret"]).assert().failure();
     assert!(!outside.path().join("planted").exists());
     assert!(outside.path().join("secret").exists());
-    assert_eq!(std::fs::read_dir(work.path()).unwrap().count(), 1, "nothing was downloaded");
-    let ls = s.client().arg("ls").assert().success().get_output().stdout.clone();
-    assert!(String::from_utf8(ls).unwrap().is_empty(), "links are not listed");
+    assert_eq!(
+        std::fs::read_dir(work.path()).unwrap().count(),
+        1,
+        "nothing was downloaded"
+    );
+    let ls = s
+        .client()
+        .arg("ls")
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    assert!(
+        String::from_utf8(ls).unwrap().is_empty(),
+        "links are not listed"
+    );
 }
 
 #[test]
@@ -158,10 +304,21 @@ fn a_token_file_readable_by_others_is_refused() {
     let tf = work.path().join("tok");
     std::fs::write(&tf, TOKEN).unwrap();
     std::fs::set_permissions(&tf, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let a = s.client().env_remove("SFT_TOKEN").env("SFT_TOKEN_FILE", &tf).arg("ls").assert().code(2);
+    let a = s
+        .client()
+        .env_remove("SFT_TOKEN")
+        .env("SFT_TOKEN_FILE", &tf)
+        .arg("ls")
+        .assert()
+        .code(2);
     assert!(stderr_of(&a).contains("chmod 600"));
     std::fs::set_permissions(&tf, std::fs::Permissions::from_mode(0o600)).unwrap();
-    s.client().env_remove("SFT_TOKEN").env("SFT_TOKEN_FILE", &tf).arg("ls").assert().success();
+    s.client()
+        .env_remove("SFT_TOKEN")
+        .env("SFT_TOKEN_FILE", &tf)
+        .arg("ls")
+        .assert()
+        .success();
 }
 
 #[test]
@@ -171,7 +328,14 @@ fn zero_config_state_is_private_and_reused() {
     let start = || {
         let mut c = std::process::Command::new(common::bin());
         c.current_dir(work.path())
-            .args(["serve", "--listen", "127.0.0.1:0", "--fsync", "never", "--state-dir"])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--fsync",
+                "never",
+                "--state-dir",
+            ])
             .arg(&state)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null());
@@ -190,14 +354,29 @@ fn zero_config_state_is_private_and_reused() {
     };
     let (mut child, banner) = start();
     assert!(banner.starts_with("listening on 127.0.0.1:"), "{banner}");
-    let fp = banner.lines().find_map(|l| l.strip_prefix("certificate sha256: ")).unwrap().to_string();
-    let export = banner.lines().find(|l| l.trim_start().starts_with("export ")).unwrap().to_string();
+    let fp = banner
+        .lines()
+        .find_map(|l| l.strip_prefix("certificate sha256: "))
+        .unwrap()
+        .to_string();
+    let export = banner
+        .lines()
+        .find(|l| l.trim_start().starts_with("export "))
+        .unwrap()
+        .to_string();
     assert!(export.contains(&format!("SFT_PIN={fp}")));
     for f in ["cert.pem", "key.pem", "token"] {
-        let mode = std::fs::metadata(state.join(f)).unwrap().permissions().mode() & 0o777;
+        let mode = std::fs::metadata(state.join(f))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(mode, 0o600, "{f}");
     }
-    assert!(work.path().join("sft-data").is_dir(), "serves ./sft-data by default");
+    assert!(
+        work.path().join("sft-data").is_dir(),
+        "serves ./sft-data by default"
+    );
     // the printed command connects
     let vars: Vec<(String, String)> = export
         .trim_start()
@@ -224,7 +403,15 @@ fn a_state_directory_inside_the_root_is_refused() {
     let mut c = assert_cmd::Command::new(common::bin());
     let a = c
         .current_dir(work.path())
-        .args(["serve", "--listen", "127.0.0.1:0", "--root", "data", "--state-dir", "data/.state"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--root",
+            "data",
+            "--state-dir",
+            "data/.state",
+        ])
         .timeout(std::time::Duration::from_secs(20))
         .assert()
         .code(2);
@@ -238,8 +425,15 @@ async fn plaintext_to_the_tls_port_gets_nothing_and_the_server_carries_on() {
     let mut tcp = tokio::net::TcpStream::connect(&s.addr).await.unwrap();
     tcp.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
     let mut buf = Vec::new();
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), tcp.read_to_end(&mut buf)).await;
-    assert!(!String::from_utf8_lossy(&buf).contains("sft"), "nothing is said before TLS");
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        tcp.read_to_end(&mut buf),
+    )
+    .await;
+    assert!(
+        !String::from_utf8_lossy(&buf).contains("sft"),
+        "nothing is said before TLS"
+    );
     s.client().arg("ls").assert().success();
 }
 
@@ -255,6 +449,12 @@ fn a_client_pointed_at_a_plaintext_server_fails_with_a_tls_error() {
         }
     });
     let mut c = assert_cmd::Command::new(common::bin());
-    c.env("SFT_SERVER", &addr).env("SFT_PIN", "ab".repeat(32)).env("SFT_TOKEN", "t").arg("ls").timeout(std::time::Duration::from_secs(20)).assert().code(4);
+    c.env("SFT_SERVER", &addr)
+        .env("SFT_PIN", "ab".repeat(32))
+        .env("SFT_TOKEN", "t")
+        .arg("ls")
+        .timeout(std::time::Duration::from_secs(20))
+        .assert()
+        .code(4);
     t.join().unwrap();
 }

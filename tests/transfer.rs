@@ -9,22 +9,51 @@ fn put_get_round_trip(s: &Server, name: &str, data: &[u8]) {
     let src = work.path().join(name);
     std::fs::write(&src, data).unwrap();
     let want = sha256_hex(data);
-    let out = s.client().arg("put").arg(&src).assert().success().get_output().stdout.clone();
+    let out = s
+        .client()
+        .arg("put")
+        .arg(&src)
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
     assert_eq!(String::from_utf8(out).unwrap(), format!("{want}  {name}\n"));
     // stored bytes on the server are exactly the file
     assert_eq!(std::fs::read(s.root.join(name)).unwrap(), data);
     let dst = work.path().join("back");
-    s.client().args(["get", name, "-o"]).arg(&dst).arg("--sha256").arg(&want).assert().success();
+    s.client()
+        .args(["get", name, "-o"])
+        .arg(&dst)
+        .arg("--sha256")
+        .arg(&want)
+        .assert()
+        .success();
     assert_eq!(sha256_hex(&std::fs::read(&dst).unwrap()), want, "{name}");
     // no temporary files left beside the download
-    let left: Vec<_> = std::fs::read_dir(work.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+    let left: Vec<_> = std::fs::read_dir(work.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
     assert_eq!(left.len(), 2, "{left:?}");
 }
 
 #[test]
 fn round_trips_of_edge_sizes_keep_every_byte() {
     let s = Server::start();
-    for (i, len) in [0usize, 1, 65535, 65536, 65537, 256 * 1024 + 1, 3 * 1024 * 1024 + 7].into_iter().enumerate() {
+    for (i, len) in [
+        0usize,
+        1,
+        65535,
+        65536,
+        65537,
+        256 * 1024 + 1,
+        3 * 1024 * 1024 + 7,
+    ]
+    .into_iter()
+    .enumerate()
+    {
         put_get_round_trip(&s, &format!("f{i}.bin"), &noise(len, i as u64));
     }
     let text = "line of text ünïcode\r\n".repeat(10_000);
@@ -43,12 +72,30 @@ fn digest_matches_sha256sum() {
     let work = tempfile::tempdir().unwrap();
     let src = work.path().join("x.dat");
     std::fs::write(&src, noise(1_000_003, 9)).unwrap();
-    let sum = std::process::Command::new("sha256sum").arg(&src).output().unwrap();
+    let sum = std::process::Command::new("sha256sum")
+        .arg(&src)
+        .output()
+        .unwrap();
     let sum = String::from_utf8(sum.stdout).unwrap();
     let sum = sum.split_whitespace().next().unwrap().to_string();
-    let out = s.client().arg("put").arg(&src).assert().success().get_output().stdout.clone();
+    let out = s
+        .client()
+        .arg("put")
+        .arg(&src)
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
     assert!(String::from_utf8(out).unwrap().starts_with(&sum));
-    let ls = s.client().arg("ls").assert().success().get_output().stdout.clone();
+    let ls = s
+        .client()
+        .arg("ls")
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
     let ls = String::from_utf8(ls).unwrap();
     assert!(ls.starts_with(&sum), "ls shows the digest: {ls}");
     assert!(ls.contains("1000003"), "ls shows the size: {ls}");
@@ -60,20 +107,55 @@ fn taken_names_are_numbered_and_overwrite_is_explicit() {
     let s = Server::start();
     let work = tempfile::tempdir().unwrap();
     let src = work.path().join("report.pdf");
-    for (i, expect) in ["report.pdf", "report (1).pdf", "report (2).pdf"].iter().enumerate() {
+    for (i, expect) in ["report.pdf", "report (1).pdf", "report (2).pdf"]
+        .iter()
+        .enumerate()
+    {
         std::fs::write(&src, format!("v{i}")).unwrap();
-        let out = s.client().arg("put").arg(&src).assert().success().get_output().stdout.clone();
+        let out = s
+            .client()
+            .arg("put")
+            .arg(&src)
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone();
         assert!(String::from_utf8(out).unwrap().trim_end().ends_with(expect));
     }
     let tgz = work.path().join("a.tar.gz");
     std::fs::write(&tgz, "t").unwrap();
     s.client().arg("put").arg(&tgz).assert().success();
-    let out = s.client().arg("put").arg(&tgz).assert().success().get_output().stdout.clone();
-    assert!(String::from_utf8(out).unwrap().trim_end().ends_with("a (1).tar.gz"));
+    let out = s
+        .client()
+        .arg("put")
+        .arg(&tgz)
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    assert!(
+        String::from_utf8(out)
+            .unwrap()
+            .trim_end()
+            .ends_with("a (1).tar.gz")
+    );
     std::fs::write(&src, "replaced").unwrap();
-    s.client().arg("put").arg(&src).arg("--overwrite").assert().success();
-    assert_eq!(std::fs::read_to_string(s.root.join("report.pdf")).unwrap(), "replaced");
-    assert_eq!(std::fs::read_to_string(s.root.join("report (1).pdf")).unwrap(), "v1");
+    s.client()
+        .arg("put")
+        .arg(&src)
+        .arg("--overwrite")
+        .assert()
+        .success();
+    assert_eq!(
+        std::fs::read_to_string(s.root.join("report.pdf")).unwrap(),
+        "replaced"
+    );
+    assert_eq!(
+        std::fs::read_to_string(s.root.join("report (1).pdf")).unwrap(),
+        "v1"
+    );
     assert_eq!(s.files().len(), 5);
 }
 
@@ -89,7 +171,12 @@ fn twenty_concurrent_uploads_of_one_name_make_twenty_files() {
         digests.push(sha256_hex(&data));
         std::fs::write(&p, &data).unwrap();
         let mut c = std::process::Command::new(common::bin());
-        c.env("SFT_SERVER", &s.addr).env("SFT_PIN", &s.pin).env("SFT_TOKEN", common::TOKEN).arg("put").arg(&p).args(["--as", "same.txt"]);
+        c.env("SFT_SERVER", &s.addr)
+            .env("SFT_PIN", &s.pin)
+            .env("SFT_TOKEN", common::TOKEN)
+            .arg("put")
+            .arg(&p)
+            .args(["--as", "same.txt"]);
         c.stdout(std::process::Stdio::piped());
         children.push(c.spawn().unwrap());
     }
@@ -104,13 +191,20 @@ fn twenty_concurrent_uploads_of_one_name_make_twenty_files() {
     expected.sort();
     assert_eq!(s.files(), expected);
     // every upload is there, intact, under the name it was told
-    let mut on_disk: Vec<String> = s.files().iter().map(|f| sha256_hex(&std::fs::read(s.root.join(f)).unwrap())).collect();
+    let mut on_disk: Vec<String> = s
+        .files()
+        .iter()
+        .map(|f| sha256_hex(&std::fs::read(s.root.join(f)).unwrap()))
+        .collect();
     on_disk.sort();
     digests.sort();
     assert_eq!(on_disk, digests);
     for line in reported {
         let (digest, name) = line.trim_end().split_once("  ").unwrap();
-        assert_eq!(sha256_hex(&std::fs::read(s.root.join(name)).unwrap()), digest);
+        assert_eq!(
+            sha256_hex(&std::fs::read(s.root.join(name)).unwrap()),
+            digest
+        );
     }
 }
 
@@ -120,20 +214,52 @@ fn get_never_clobbers_a_local_file_unless_forced() {
     let work = tempfile::tempdir().unwrap();
     let src = work.path().join("up.txt");
     std::fs::write(&src, "remote").unwrap();
-    s.client().arg("put").arg(&src).args(["--as", "doc.txt"]).assert().success();
+    s.client()
+        .arg("put")
+        .arg(&src)
+        .args(["--as", "doc.txt"])
+        .assert()
+        .success();
     let local = work.path().join("doc.txt");
     std::fs::write(&local, "precious").unwrap();
-    let out = s.client().current_dir(work.path()).args(["get", "doc.txt"]).assert().success().get_output().stdout.clone();
-    assert!(String::from_utf8(out).unwrap().trim_end().ends_with("doc (1).txt"));
+    let out = s
+        .client()
+        .current_dir(work.path())
+        .args(["get", "doc.txt"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    assert!(
+        String::from_utf8(out)
+            .unwrap()
+            .trim_end()
+            .ends_with("doc (1).txt")
+    );
     assert_eq!(std::fs::read_to_string(&local).unwrap(), "precious");
-    assert_eq!(std::fs::read_to_string(work.path().join("doc (1).txt")).unwrap(), "remote");
-    s.client().current_dir(work.path()).args(["get", "doc.txt", "--force"]).assert().success();
+    assert_eq!(
+        std::fs::read_to_string(work.path().join("doc (1).txt")).unwrap(),
+        "remote"
+    );
+    s.client()
+        .current_dir(work.path())
+        .args(["get", "doc.txt", "--force"])
+        .assert()
+        .success();
     assert_eq!(std::fs::read_to_string(&local).unwrap(), "remote");
     // into a directory
     let sub = work.path().join("sub");
     std::fs::create_dir(&sub).unwrap();
-    s.client().args(["get", "doc.txt", "-o"]).arg(&sub).assert().success();
-    assert_eq!(std::fs::read_to_string(sub.join("doc.txt")).unwrap(), "remote");
+    s.client()
+        .args(["get", "doc.txt", "-o"])
+        .arg(&sub)
+        .assert()
+        .success();
+    assert_eq!(
+        std::fs::read_to_string(sub.join("doc.txt")).unwrap(),
+        "remote"
+    );
 }
 
 #[test]
@@ -146,7 +272,11 @@ fn rm_removes_and_reports_missing_files() {
     s.client().args(["rm", "gone.txt"]).assert().success();
     assert!(s.files().is_empty());
     s.client().args(["rm", "gone.txt"]).assert().code(6);
-    s.client().args(["get", "gone.txt"]).current_dir(work.path()).assert().code(6);
+    s.client()
+        .args(["get", "gone.txt"])
+        .current_dir(work.path())
+        .assert()
+        .code(6);
 }
 
 #[test]
@@ -155,11 +285,30 @@ fn subdirectories_are_created_and_listed() {
     let work = tempfile::tempdir().unwrap();
     let src = work.path().join("n.txt");
     std::fs::write(&src, "nested").unwrap();
-    s.client().arg("put").arg(&src).args(["--as", "a/b/n.txt"]).assert().success();
+    s.client()
+        .arg("put")
+        .arg(&src)
+        .args(["--as", "a/b/n.txt"])
+        .assert()
+        .success();
     assert_eq!(s.files(), ["a/b/n.txt"]);
-    let ls = s.client().arg("ls").assert().success().get_output().stdout.clone();
+    let ls = s
+        .client()
+        .arg("ls")
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
     assert!(String::from_utf8(ls).unwrap().trim_end().ends_with("a/"));
-    let ls = s.client().args(["ls", "a/b"]).assert().success().get_output().stdout.clone();
+    let ls = s
+        .client()
+        .args(["ls", "a/b"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
     assert!(String::from_utf8(ls).unwrap().trim_end().ends_with("n.txt"));
 }
 
@@ -170,14 +319,25 @@ async fn one_session_carries_many_commands_then_ends_cleanly() {
     let mut r = s.raw().await;
     for i in 0..5u8 {
         let data = vec![i; 1000];
-        r.w.send_now(&Msg::Put { size: 1000, flags: 0, name: format!("s{i}") }).await.unwrap();
+        r.w.send_now(&Msg::Put {
+            size: 1000,
+            flags: 0,
+            name: format!("s{i}"),
+        })
+        .await
+        .unwrap();
         assert!(matches!(r.next().await, Msg::PutReady { offset: 0 }));
         r.data(&data).await;
-        let digest: [u8; 32] = sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(&data)).into();
+        let digest: [u8; 32] =
+            sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(&data)).into();
         r.w.send_now(&Msg::End { sha256: digest }).await.unwrap();
         assert!(matches!(r.next().await, Msg::PutOk { size: 1000, .. }));
     }
-    r.w.send_now(&Msg::List { path: String::new() }).await.unwrap();
+    r.w.send_now(&Msg::List {
+        path: String::new(),
+    })
+    .await
+    .unwrap();
     let mut n = 0;
     while let Msg::Entry(_) = r.next().await {
         n += 1;

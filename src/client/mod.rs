@@ -32,7 +32,7 @@ pub struct Options {
     pub timeout: Duration,
 }
 
-type Stream = TlsStream<TcpStream>;
+type Stream = TlsStream<crate::server::session::Socket>;
 
 pub struct Client {
     r: FrameReader<ReadHalf<Stream>>,
@@ -187,7 +187,8 @@ impl Client {
         let (cfg, pin) = tls::client_config(&opts.trust)?;
         let name = rustls::pki_types::ServerName::try_from(host.clone())
             .map_err(|_| Error::usage(format!("invalid server name {:?}", names::escape(&host))))?;
-        let tls = match tokio::time::timeout(t, TlsConnector::from(cfg).connect(name, tcp)).await {
+        let sock = tokio::io::BufReader::with_capacity(crate::server::session::SOCKET_BUFFER, tcp);
+        let tls = match tokio::time::timeout(t, TlsConnector::from(cfg).connect(name, sock)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => return Err(tls_error(e, &shown, &opts.trust, pin.as_ref())),
             Err(_) => {
@@ -322,7 +323,8 @@ impl Client {
             other => return Err(unexpected(&other, "the reply to PUT")),
         }
         let started = Instant::now();
-        let mut rx = transfer::spawn_reader(file, size, shown.clone());
+        let pool = transfer::Pool::new();
+        let mut rx = transfer::spawn_reader(file, size, shown.clone(), pool.clone());
         let sha256 = loop {
             tokio::select! {
                 biased;
@@ -336,7 +338,10 @@ impl Client {
                     return Err(err);
                 }
                 item = rx.recv() => match item {
-                    Some(Outgoing::Frame(f)) => self.w.write_raw(&f).await?,
+                    Some(Outgoing::Frame(f)) => {
+                        self.w.write_raw(&f).await?;
+                        pool.give(f);
+                    }
                     Some(Outgoing::Done { sha256, .. }) => {
                         self.w.send_now(&Msg::End { sha256 }).await?;
                         break sha256;
@@ -477,7 +482,8 @@ impl Client {
         remote: &str,
         part: &Path,
     ) -> Result<(u64, [u8; 32], [u8; 32])> {
-        let (tx, writer) = transfer::spawn_writer(file, part.display().to_string(), false);
+        let (tx, writer) =
+            transfer::spawn_writer(file, part.display().to_string(), false, self.r.pool());
         let mut received: u64 = 0;
         let sent = loop {
             match self.r.expect_within(self.timeout, "download data").await? {

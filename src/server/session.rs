@@ -21,7 +21,12 @@ use crate::names;
 use crate::protocol::{self, Encoding, Msg};
 use crate::transfer::{self, Outgoing};
 
-type Stream = TlsStream<TcpStream>;
+/// rustls pulls at most one TLS record per read; a large buffer below it turns
+/// that into few, large socket reads (measured: far fewer syscalls per GiB).
+pub type Socket = tokio::io::BufReader<TcpStream>;
+pub const SOCKET_BUFFER: usize = 256 * 1024;
+
+type Stream = TlsStream<Socket>;
 
 struct Session {
     r: FrameReader<ReadHalf<Stream>>,
@@ -41,7 +46,8 @@ pub async fn serve(
     busy: bool,
 ) {
     let limits = shared.limits.clone();
-    let tls = match tokio::time::timeout(limits.handshake, acceptor.accept(tcp)).await {
+    let sock = tokio::io::BufReader::with_capacity(SOCKET_BUFFER, tcp);
+    let tls = match tokio::time::timeout(limits.handshake, acceptor.accept(sock)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             info!(%peer, "TLS handshake failed: {}", crate::error::describe_io(&e));
@@ -272,8 +278,12 @@ impl Session {
         self.w.send_now(&Msg::PutReady { offset: 0 }).await?;
         let started = Instant::now();
         let background_sync = self.shared.store.fsync == super::store::Fsync::Always;
-        let (tx, writer) =
-            transfer::spawn_writer(writer_file, names::quote(&name), background_sync);
+        let (tx, writer) = transfer::spawn_writer(
+            writer_file,
+            names::quote(&name),
+            background_sync,
+            self.r.pool(),
+        );
         let mut tx = Some(tx);
         let mut writer = Some(writer);
         let mut failed: Option<Error> = None;
@@ -410,10 +420,14 @@ impl Session {
             })
             .await?;
         let started = Instant::now();
-        let mut rx = transfer::spawn_reader(file, info.size, names::quote(&name));
+        let pool = transfer::Pool::new();
+        let mut rx = transfer::spawn_reader(file, info.size, names::quote(&name), pool.clone());
         let outcome = loop {
             match rx.recv().await {
-                Some(Outgoing::Frame(f)) => self.w.write_raw(&f).await?,
+                Some(Outgoing::Frame(f)) => {
+                    self.w.write_raw(&f).await?;
+                    pool.give(f);
+                }
                 Some(Outgoing::Done { sha256, .. }) => match info.sha256 {
                     Some(stored) if !transfer::same_digest(&stored, &sha256) => {
                         break Err(Error::integrity(format!(
@@ -425,7 +439,8 @@ impl Session {
                         if stored.is_none() {
                             let _ = self
                                 .blocking(move |s| {
-                                    Ok(s.store.remember_digest(&keep, &info, &sha256))
+                                    s.store.remember_digest(&keep, &info, &sha256);
+                                    Ok(())
                                 })
                                 .await;
                         }

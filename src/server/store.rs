@@ -448,7 +448,7 @@ fn link_tmpfile(file: &File, dir: &OwnedFd, name: &str) -> std::result::Result<(
 }
 
 fn mtime_ns(st: &rustix::fs::Stat) -> i64 {
-    (st.st_mtime as i64)
+    st.st_mtime
         .saturating_mul(1_000_000_000)
         .saturating_add(st.st_mtime_nsec as i64)
 }

@@ -10,9 +10,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
 use sft::connection::{FrameReader, FrameWriter};
 use sft::protocol::Msg;
+use sha2::{Digest, Sha256};
 
 pub const TOKEN: &str = "test-token-0123456789abcdef";
 
@@ -55,6 +55,7 @@ pub struct Server {
     pub log: PathBuf,
 }
 
+#[derive(Default)]
 pub struct Opts<'a> {
     pub extra: &'a [&'a str],
     /// certificate names (default localhost + 127.0.0.1)
@@ -63,26 +64,25 @@ pub struct Opts<'a> {
     pub root: Option<PathBuf>,
 }
 
-impl Default for Opts<'_> {
-    fn default() -> Self {
-        Opts { extra: &[], pem: None, root: None }
-    }
-}
-
 impl Server {
     pub fn start() -> Server {
         Self::start_with(Opts::default())
     }
 
     pub fn start_args(extra: &[&str]) -> Server {
-        Self::start_with(Opts { extra, ..Default::default() })
+        Self::start_with(Opts {
+            extra,
+            ..Default::default()
+        })
     }
 
     pub fn start_with(o: Opts) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let root = o.root.clone().unwrap_or_else(|| dir.path().join("root"));
         std::fs::create_dir_all(&root).unwrap();
-        let pem = o.pem.unwrap_or_else(|| sft::certs::self_signed(&["localhost".into(), "127.0.0.1".into()]).unwrap());
+        let pem = o.pem.unwrap_or_else(|| {
+            sft::certs::self_signed(&["localhost".into(), "127.0.0.1".into()]).unwrap()
+        });
         let cert = dir.path().join("cert.pem");
         let key = dir.path().join("key.pem");
         std::fs::write(&cert, &pem.cert).unwrap();
@@ -91,13 +91,26 @@ impl Server {
         write_private(&tokens, format!("{TOKEN}\nsecond-token\n").as_bytes());
         let pin = sft::tls::fingerprint(&sft::tls::load_certs(&cert).unwrap()[0]);
         let log = dir.path().join("server.log");
-        let mut s = Server { child: spawn_placeholder(), addr: String::new(), dir, root, cert, key, pin, log };
+        let mut s = Server {
+            child: spawn_placeholder(),
+            addr: String::new(),
+            dir,
+            root,
+            cert,
+            key,
+            pin,
+            log,
+        };
         s.launch(&tokens, o.extra);
         s
     }
 
     fn launch(&mut self, tokens: &Path, extra: &[&str]) {
-        let logf = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let logf = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
         let mut cmd = Command::new(bin());
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--fsync", "never"])
             .arg("--root")
@@ -123,10 +136,18 @@ impl Server {
             }
             for _ in lines {} // keep draining
         });
-        let first = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| {
-            panic!("server did not start: {}", std::fs::read_to_string(&self.log).unwrap_or_default())
-        });
-        self.addr = first.strip_prefix("listening on ").expect("first line names the address").to_string();
+        let first = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "server did not start: {}",
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                )
+            });
+        self.addr = first
+            .strip_prefix("listening on ")
+            .expect("first line names the address")
+            .to_string();
         let old = std::mem::replace(&mut self.child, child);
         drop(old);
     }
@@ -156,7 +177,10 @@ impl Server {
     }
 
     pub fn send_signal(&self, sig: &str) {
-        let status = Command::new("kill").args([&format!("-{sig}"), &self.child.id().to_string()]).status().unwrap();
+        let status = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
         assert!(status.success());
     }
 
@@ -179,8 +203,18 @@ impl Server {
     /// A raw protocol session (TLS, HELLO, AUTH done).
     pub async fn raw(&self) -> Raw {
         let mut r = Raw::tls(&self.addr, &self.trust()).await;
-        r.w.send(&Msg::Hello { min_version: 1, max_version: 1, features: 0 }).await.unwrap();
-        r.w.send_now(&Msg::Auth { secret: TOKEN.as_bytes().to_vec() }).await.unwrap();
+        r.w.send(&Msg::Hello {
+            min_version: 1,
+            max_version: 1,
+            features: 0,
+        })
+        .await
+        .unwrap();
+        r.w.send_now(&Msg::Auth {
+            secret: TOKEN.as_bytes().to_vec(),
+        })
+        .await
+        .unwrap();
         assert!(matches!(r.next().await, Msg::Welcome { .. }));
         assert!(matches!(r.next().await, Msg::AuthOk { .. }));
         r
@@ -223,21 +257,31 @@ impl Raw {
         let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
         let (cfg, _) = sft::tls::client_config(trust).unwrap();
         let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-        let tls = tokio_rustls::TlsConnector::from(cfg).connect(name, tcp).await.unwrap();
+        let tls = tokio_rustls::TlsConnector::from(cfg)
+            .connect(name, tcp)
+            .await
+            .unwrap();
         let (rd, wr) = tokio::io::split(tls);
-        Raw { r: FrameReader::new(rd), w: FrameWriter::new(wr) }
+        Raw {
+            r: FrameReader::new(rd),
+            w: FrameWriter::new(wr),
+        }
     }
 
     pub async fn next(&mut self) -> Msg {
-        tokio::time::timeout(Duration::from_secs(30), self.r.read_frame()).await.expect("reply in time").expect("a frame").expect("not closed")
+        tokio::time::timeout(Duration::from_secs(30), self.r.read_frame())
+            .await
+            .expect("reply in time")
+            .expect("a frame")
+            .expect("not closed")
     }
 
     /// The next frame, or None if the server closed the connection.
     pub async fn next_or_closed(&mut self) -> Option<Msg> {
-        match tokio::time::timeout(Duration::from_secs(30), self.r.read_frame()).await.expect("reply in time") {
-            Ok(m) => m,
-            Err(_) => None,
-        }
+        tokio::time::timeout(Duration::from_secs(30), self.r.read_frame())
+            .await
+            .expect("reply in time")
+            .unwrap_or_default()
     }
 
     /// Send bytes as DATA frames of at most 1 MiB.
@@ -248,7 +292,12 @@ impl Raw {
     }
 
     pub async fn data(&mut self, bytes: &[u8]) {
-        let mut f = sft::protocol::data_header(sft::protocol::Encoding::Raw, bytes.len() as u32, bytes.len()).to_vec();
+        let mut f = sft::protocol::data_header(
+            sft::protocol::Encoding::Raw,
+            bytes.len() as u32,
+            bytes.len(),
+        )
+        .to_vec();
         f.extend_from_slice(bytes);
         self.w.write_raw(&f).await.unwrap();
     }
