@@ -175,23 +175,94 @@ pub fn client_config(
             (cfg, Some(v))
         }
         Trust::Ca(path) => {
+            let certs =
+                load_certs(path).map_err(|e| Error::new(Kind::Usage, format!("{e} (--ca)")))?;
             let mut roots = rustls::RootCertStore::empty();
-            for c in load_certs(path).map_err(|e| Error::new(Kind::Usage, format!("{e} (--ca)")))? {
-                roots.add(c).map_err(|e| {
+            for c in &certs {
+                roots.add(c.clone()).map_err(|e| {
                     Error::usage(format!(
                         "{}: not a usable CA certificate: {e}",
                         path.display()
                     ))
                 })?;
             }
-            (
-                builder.with_root_certificates(roots).with_no_client_auth(),
-                None,
+            let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
+                Arc::new(roots),
+                prov.clone(),
             )
+            .build()
+            .map_err(|e| Error::usage(format!("{}: {e}", path.display())))?;
+            let v = Arc::new(CaVerifier {
+                inner,
+                exact: certs,
+            });
+            let cfg = builder
+                .dangerous()
+                .with_custom_certificate_verifier(v)
+                .with_no_client_auth();
+            (cfg, None)
         }
     };
     cfg.alpn_protocols = vec![ALPN.to_vec()];
     Ok((Arc::new(cfg), pin))
+}
+
+/// Ordinary CA verification, plus one case people hit with certificates made
+/// by `openssl req -x509`: the file given as CA *is* the server's own
+/// certificate, but marked CA:TRUE, which WebPKI refuses as an end entity. A
+/// leaf byte-identical to a certificate the user gave is accepted, still only
+/// for the names it covers.
+#[derive(Debug)]
+struct CaVerifier {
+    inner: Arc<rustls::client::WebPkiServerVerifier>,
+    exact: Vec<CertificateDer<'static>>,
+}
+
+impl ServerCertVerifier for CaVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        match self
+            .inner
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+        {
+            Ok(v) => Ok(v),
+            Err(e) if self.exact.iter().any(|c| c.as_ref() == end_entity.as_ref()) => {
+                let parsed =
+                    rustls::server::ParsedCertificate::try_from(end_entity).map_err(|_| e)?;
+                rustls::client::verify_server_name(&parsed, server_name)?;
+                Ok(ServerCertVerified::assertion())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(m, c, d)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(m, c, d)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
 }
 
 /// Accepts exactly one certificate, by its SHA-256, and checks the handshake

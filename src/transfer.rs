@@ -45,6 +45,14 @@ impl Pool {
         v
     }
 
+    /// A buffer of exactly `len` bytes whose contents are unspecified (a
+    /// recycled buffer is reused as it is: no zero-filling per chunk).
+    pub fn take_len(&self, len: usize) -> Vec<u8> {
+        let mut v = self.0.lock().ok().and_then(|mut p| p.pop()).unwrap_or_default();
+        v.resize(len, 0);
+        v
+    }
+
     /// Give a buffer back (kept only while the pool is small).
     pub fn give(&self, v: Vec<u8>) {
         if let Ok(mut p) = self.0.lock()
@@ -90,8 +98,7 @@ pub fn spawn_reader(
         let off = HEADER_LEN + DATA_PREFIX_LEN;
         while left > 0 {
             let want = (left.min(CHUNK as u64)) as usize;
-            let mut buf = pool.take(off + CHUNK);
-            buf.resize(off + want, 0);
+            let mut buf = pool.take_len(off + want);
             let mut got = 0;
             while got < want {
                 match file.read(&mut buf[off + got..]) {

@@ -458,3 +458,47 @@ fn a_client_pointed_at_a_plaintext_server_fails_with_a_tls_error() {
         .code(4);
     t.join().unwrap();
 }
+
+#[test]
+fn a_self_signed_certificate_marked_ca_works_as_its_own_ca_for_its_names_only() {
+    // what `openssl req -x509` makes: CA:TRUE, used directly as the server certificate
+    let mut params =
+        rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let pem = sft::certs::Pem {
+        cert: cert.pem(),
+        key: key.serialize_pem(),
+    };
+    let s = Server::start_with(Opts {
+        pem: Some(pem),
+        ..Default::default()
+    });
+    s.client()
+        .env_remove("SFT_PIN")
+        .env("SFT_CA", &s.cert)
+        .arg("ls")
+        .assert()
+        .success();
+    // a certificate that does not cover the address connected to is still refused
+    let mut params = rcgen::CertificateParams::new(vec!["files.example.com".to_string()]).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let pem = sft::certs::Pem {
+        cert: cert.pem(),
+        key: key.serialize_pem(),
+    };
+    let s2 = Server::start_with(Opts {
+        pem: Some(pem),
+        ..Default::default()
+    });
+    s2.client()
+        .env_remove("SFT_PIN")
+        .env("SFT_CA", &s2.cert)
+        .arg("ls")
+        .assert()
+        .code(4);
+}

@@ -1,0 +1,37 @@
+# sft cases for ../shared/bench/peers.sh (sourced through EXTRA_CASES by benches/peers.sh).
+# Two servers per link: uploads land in $SRV/up (port 9443), downloads come from $DATA (9444).
+# Both use the peers' own TLS certificate and --fsync never, as scp and nginx do not fsync either.
+SFT=${SFT:?set SFT to the sft binary}
+SFT_TOKENS=$CONF/sft-tokens
+
+case_sft() {
+    local d=$1 s=$2 t=$3
+    local env=(env SFT_CA="$CACERT" SFT_TOKEN_FILE="$SFT_TOKENS")
+    if [[ $d == up ]]; then
+        $NSX "${env[@]}" "$SFT" --server "$HOSTIP:9443" put "$s" --as "${t#"$SRV/up/"}" --overwrite
+    else
+        $NSX "${env[@]}" "$SFT" --server "$HOSTIP:9444" get "${s#"$DATA/"}" -o "$t" --force
+    fi
+}
+
+extra_start() {
+    if [[ ! -s $SFT_TOKENS ]]; then
+        (umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$SFT_TOKENS")
+    fi
+    local common=(--cert "$CACERT" --key "$CONF/tls/key.pem" --token-file "$SFT_TOKENS" --fsync never)
+    case $1 in
+    lo)
+        bg_start sft_up_lo "$SFT" serve --root "$SRV/up" --listen 127.0.0.1:9443 "${common[@]}"
+        bg_start sft_down_lo "$SFT" serve --root "$DATA" --listen 127.0.0.1:9444 "${common[@]}"
+        wait_port "" 127.0.0.1 9443
+        wait_port "" 127.0.0.1 9444
+        ;;
+    ns)
+        bg_start sft_up_ns ip netns exec "$NS_S" "$SFT" serve --root "$SRV/up" --listen 0.0.0.0:9443 "${common[@]}"
+        wait_port "$NS_C" "$IP1_S" 9443
+        ;;
+    esac
+}
+
+LO_CASES+=(sft)
+NS_CASES+=(sft)
