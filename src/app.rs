@@ -18,7 +18,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Serve(args) => serve(args).await,
         cmd => {
             let opts = client_options(&cli.conn)?;
-            client_command(&opts, cmd).await
+            client_command(&opts, cmd, cli.conn.stats).await
         }
     }
 }
@@ -72,10 +72,11 @@ fn client_options(c: &ConnArgs) -> Result<client::Options> {
         trust,
         token,
         timeout: c.timeout,
+        compress: crate::compress::Mode::parse(&c.compress)?,
     })
 }
 
-async fn client_command(opts: &client::Options, cmd: Command) -> Result<()> {
+async fn client_command(opts: &client::Options, cmd: Command, stats: bool) -> Result<()> {
     // check arguments before connecting
     match &cmd {
         Command::Put { files, as_name, .. } => {
@@ -99,7 +100,7 @@ async fn client_command(opts: &client::Options, cmd: Command) -> Result<()> {
         _ => {}
     }
     let mut c = Client::connect(opts).await?;
-    let result = run_on(&mut c, cmd).await;
+    let result = run_on(&mut c, cmd, stats).await;
     match &result {
         // the session is still in step after a refused request: end it politely
         Err(e)
@@ -116,7 +117,7 @@ async fn client_command(opts: &client::Options, cmd: Command) -> Result<()> {
     result
 }
 
-async fn run_on(c: &mut Client, cmd: Command) -> Result<()> {
+async fn run_on(c: &mut Client, cmd: Command, stats: bool) -> Result<()> {
     match cmd {
         Command::Ls { dir } => {
             for e in c.list(dir.as_deref().unwrap_or("")).await? {
@@ -143,6 +144,9 @@ async fn run_on(c: &mut Client, cmd: Command) -> Result<()> {
                     None => default_remote_name(f)?,
                 };
                 let up = c.put(f, &remote, overwrite).await?;
+                if stats {
+                    print_stats(&up.name, up.size, up.wire, up.seconds);
+                }
                 out(&format!(
                     "{}  {}",
                     hex::encode(up.sha256),
@@ -159,6 +163,9 @@ async fn run_on(c: &mut Client, cmd: Command) -> Result<()> {
             let expect = sha256.as_deref().map(parse_sha256).transpose()?;
             let dest = local_destination(&name, output.as_deref());
             let got = c.get(&name, &dest, force, expect).await?;
+            if stats {
+                print_stats(&name, got.size, got.wire, got.seconds);
+            }
             out(&format!(
                 "{}  {}",
                 hex::encode(got.sha256),
@@ -169,6 +176,24 @@ async fn run_on(c: &mut Client, cmd: Command) -> Result<()> {
         Command::Serve(_) => {}
     }
     Ok(())
+}
+
+/// What crossed the wire for one file, on stderr (stdout carries results).
+fn print_stats(name: &str, size: u64, wire: u64, secs: f64) {
+    let ratio = if wire == 0 {
+        1.0
+    } else {
+        size as f64 / wire as f64
+    };
+    let rate = if secs > 0.0 {
+        size as f64 / secs / 1e6
+    } else {
+        0.0
+    };
+    eprintln!(
+        "stats: {}: file {size} bytes, wire {wire} bytes, ratio {ratio:.2}, {secs:.2} s, {rate:.1} MB/s",
+        names::escape(name)
+    );
 }
 
 /// The remote name for a local file: its file name.
@@ -312,6 +337,8 @@ async fn serve(a: ServeArgs) -> Result<()> {
         cert,
         key,
         limits,
+        compression: a.compression == crate::cli::OnOff::On,
+        max_level: a.max_compress_level,
         banner: Some(Box::new(banner)),
     })
     .await

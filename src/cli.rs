@@ -36,6 +36,18 @@ pub struct ConnArgs {
     /// Deadline for connecting and for each reply
     #[arg(long, global = true, env = "SFT_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
+    /// zstd on the wire: auto (adapts; raw for incompressible data), off, or a level 1-19
+    #[arg(
+        long,
+        global = true,
+        env = "SFT_COMPRESS",
+        default_value = "auto",
+        value_name = "auto|off|LEVEL"
+    )]
+    pub compress: String,
+    /// After each transfer, print file bytes, wire bytes, ratio, time and MB/s on stderr
+    #[arg(long, global = true)]
+    pub stats: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -88,6 +100,12 @@ pub enum FsyncArg {
     Never,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -135,6 +153,12 @@ pub struct ServeArgs {
     /// On SIGTERM/SIGINT, how long transfers in flight may take to finish
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub grace: Duration,
+    /// Offer zstd compression on the wire to clients that ask for it
+    #[arg(long, value_enum, default_value = "on")]
+    pub compression: OnOff,
+    /// Highest zstd level the server spends CPU on for downloads (1-19)
+    #[arg(long, default_value_t = 19, value_parser = clap::value_parser!(i32).range(1..=19))]
+    pub max_compress_level: i32,
     /// Log format on stderr
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,

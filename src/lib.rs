@@ -4,6 +4,7 @@
 //! - [`protocol`]: frames and messages, bytes in and out, no I/O (PROTOCOL.md).
 //! - [`connection`]: moves frames over any async stream.
 //! - [`transfer`]: the streaming pipeline: read/hash/write on blocking threads.
+//! - [`compress`]: zstd blocks on the wire and the adaptive `auto` policy.
 //! - [`names`]: the one name validator, "name (1).ext", terminal escaping.
 //! - [`tls`] and [`certs`]: TLS 1.3 configuration, trust (pin / CA), rcgen.
 //! - [`server`]: listener, sessions, root-confined storage, tokens, state.
@@ -17,6 +18,7 @@ pub mod app;
 pub mod certs;
 pub mod cli;
 pub mod client;
+pub mod compress;
 pub mod connection;
 pub mod error;
 pub mod names;

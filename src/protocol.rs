@@ -149,6 +149,8 @@ pub enum Msg {
     Cancel,
     Get {
         offset: u64,
+        /// Compression the receiver asks for: 0 off, 1..=19 a zstd level, 255 auto.
+        compress: u8,
         name: String,
     },
     GetOk {
@@ -379,8 +381,13 @@ impl Msg {
                 w.bytes(sha256);
                 w.str(name.as_bytes());
             }
-            Msg::Get { offset, name } => {
+            Msg::Get {
+                offset,
+                compress,
+                name,
+            } => {
                 w.u64(*offset);
+                w.u8(*compress);
                 w.str(name.as_bytes());
             }
             Msg::GetOk {
@@ -512,6 +519,7 @@ impl Msg {
             ty::CANCEL => Msg::Cancel,
             ty::GET => Msg::Get {
                 offset: r.u64()?,
+                compress: r.u8()?,
                 name: r.string()?,
             },
             ty::GET_OK => Msg::GetOk {
@@ -720,6 +728,7 @@ mod tests {
             Msg::Cancel,
             Msg::Get {
                 offset: 0,
+                compress: 255,
                 name: "x".into(),
             },
             Msg::GetOk {

@@ -6,11 +6,13 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
+use std::time::Instant;
 
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
+use crate::compress::{Decoder, Encoder, Policy};
 use crate::error::{Error, Result};
 use crate::protocol::{self, DATA_PREFIX_LEN, Encoding, HEADER_LEN};
 
@@ -48,7 +50,12 @@ impl Pool {
     /// A buffer of exactly `len` bytes whose contents are unspecified (a
     /// recycled buffer is reused as it is: no zero-filling per chunk).
     pub fn take_len(&self, len: usize) -> Vec<u8> {
-        let mut v = self.0.lock().ok().and_then(|mut p| p.pop()).unwrap_or_default();
+        let mut v = self
+            .0
+            .lock()
+            .ok()
+            .and_then(|mut p| p.pop())
+            .unwrap_or_default();
         v.resize(len, 0);
         v
     }
@@ -82,49 +89,71 @@ pub enum Outgoing {
     Failed(Error),
 }
 
-/// Read exactly `size` bytes of `file` on a blocking thread, as DATA frames.
-/// A file that ends early (or changed under us) yields `Failed`.
-/// Frames may be handed back through `pool` once sent, to be reused.
+/// Read exactly `size` bytes of `file` on a blocking thread, hash them, and
+/// turn them into ready-to-send DATA frames, compressed block by block as
+/// `policy` decides. A file that ends early (or changed under us) yields
+/// `Failed`. Frames may be handed back through `pool` once sent.
 pub fn spawn_reader(
     mut file: File,
     size: u64,
     what: String,
     pool: Pool,
+    mut policy: Policy,
 ) -> mpsc::Receiver<Outgoing> {
     let (tx, rx) = mpsc::channel(DEPTH);
     tokio::task::spawn_blocking(move || {
         let mut h = Sha256::new();
         let mut left = size;
         let off = HEADER_LEN + DATA_PREFIX_LEN;
+        let mut encoder = Encoder::new();
+        let mut raw = Vec::new();
         while left > 0 {
-            let want = (left.min(CHUNK as u64)) as usize;
-            let mut buf = pool.take_len(off + want);
-            let mut got = 0;
-            while got < want {
-                match file.read(&mut buf[off + got..]) {
-                    Ok(0) => {
-                        let _ = tx.blocking_send(Outgoing::Failed(Error::other(format!(
-                            "reading {what}: the file is shorter than when the transfer started; was it changed during the transfer?"
-                        ))));
-                        return;
-                    }
-                    Ok(n) => got += n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        let _ = tx.blocking_send(Outgoing::Failed(Error::io(
-                            format!("reading {what}"),
-                            &e,
-                        )));
-                        return;
-                    }
-                }
+            let started = Instant::now();
+            let want = (left.min(policy.block_size() as u64)) as usize;
+            let level = policy.next_level();
+            // raw blocks are read straight into the frame; others via `raw`
+            let mut buf = if level.is_none() {
+                pool.take_len(off + want)
+            } else {
+                std::mem::take(&mut raw)
+            };
+            let start = if level.is_none() { off } else { 0 };
+            buf.resize(start + want, 0);
+            if let Err(e) = read_full(&mut file, &mut buf[start..], &what) {
+                let _ = tx.blocking_send(Outgoing::Failed(e));
+                return;
             }
-            h.update(&buf[off..]);
-            buf[..off].copy_from_slice(&protocol::data_header(Encoding::Raw, want as u32, want));
+            h.update(&buf[start..]);
+            let frame = match level {
+                None => {
+                    buf[..off].copy_from_slice(&protocol::data_header(
+                        Encoding::Raw,
+                        want as u32,
+                        want,
+                    ));
+                    buf
+                }
+                Some(l) => {
+                    raw = buf;
+                    let (encoding, body): (Encoding, &[u8]) = match encoder.compress(&raw, l) {
+                        Some(c) if policy.record_attempt(want, c.len()) => (Encoding::Zstd, c),
+                        _ => (Encoding::Raw, &raw[..]),
+                    };
+                    let mut f = pool.take_len(off);
+                    f[..off].copy_from_slice(&protocol::data_header(
+                        encoding,
+                        want as u32,
+                        body.len(),
+                    ));
+                    f.extend_from_slice(body);
+                    f
+                }
+            };
             left -= want as u64;
-            if tx.blocking_send(Outgoing::Frame(buf)).is_err() {
+            if tx.blocking_send(Outgoing::Frame(frame)).is_err() {
                 return; // the network side gave up
             }
+            policy.observe(want, started.elapsed());
         }
         let _ = tx.blocking_send(Outgoing::Done {
             size,
@@ -132,6 +161,31 @@ pub fn spawn_reader(
         });
     });
     rx
+}
+
+/// Fill `buf` from `file`; a file that ends first is an error.
+fn read_full(file: &mut File, buf: &mut [u8], what: &str) -> Result<()> {
+    let mut got = 0;
+    while got < buf.len() {
+        match file.read(&mut buf[got..]) {
+            Ok(0) => {
+                return Err(Error::other(format!(
+                    "reading {what}: the file is shorter than when the transfer started; was it changed during the transfer?"
+                )));
+            }
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::io(format!("reading {what}"), &e)),
+        }
+    }
+    Ok(())
+}
+
+/// One received DATA block, as it came off the wire.
+pub struct Block {
+    pub encoding: Encoding,
+    pub raw_len: u32,
+    pub payload: Bytes,
 }
 
 /// The result of a writing thread: bytes written and their SHA-256.
@@ -146,24 +200,33 @@ pub fn spawn_writer(
     what: String,
     background_sync: bool,
     pool: Pool,
-) -> (mpsc::Sender<Bytes>, tokio::task::JoinHandle<WriteResult>) {
-    let (tx, mut rx) = mpsc::channel::<Bytes>(DEPTH);
+) -> (mpsc::Sender<Block>, tokio::task::JoinHandle<WriteResult>) {
+    let (tx, mut rx) = mpsc::channel::<Block>(DEPTH);
     let handle = tokio::task::spawn_blocking(move || {
         let mut file = file;
         let mut h = Sha256::new();
         let mut n: u64 = 0;
         let mut synced_at: u64 = 0;
+        let mut decoder = Decoder::new();
+        let mut inflated = Vec::new();
         let syncer = if background_sync {
             Syncer::start(&file)
         } else {
             None
         };
         while let Some(block) = rx.blocking_recv() {
-            h.update(&block);
-            file.write_all(&block)
+            let data: &[u8] = match block.encoding {
+                Encoding::Raw if block.payload.len() == block.raw_len as usize => &block.payload,
+                encoding => {
+                    decoder.decode(encoding, block.raw_len, &block.payload, &mut inflated)?;
+                    &inflated
+                }
+            };
+            h.update(data);
+            file.write_all(data)
                 .map_err(|e| Error::io(format!("writing {what}"), &e))?;
-            n += block.len() as u64;
-            pool.recycle(block);
+            n += data.len() as u64;
+            pool.recycle(block.payload);
             if n - synced_at >= SYNC_EVERY {
                 synced_at = n;
                 if let Some(s) = &syncer {
@@ -211,34 +274,46 @@ pub fn same_digest(a: &[u8; 32], b: &[u8; 32]) -> bool {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn reader_and_writer_agree_with_sha256sum() {
+    /// Push `data` through reader and writer threads; (frames, wire bytes).
+    async fn pipeline(data: &[u8], mode: crate::compress::Mode) -> (usize, usize) {
         let dir = tempfile::tempdir().unwrap();
         let src = dir.path().join("src");
-        let data: Vec<u8> = (0..(CHUNK * 3 + 17))
-            .map(|i| (i * 31 % 251) as u8)
-            .collect();
-        std::fs::write(&src, &data).unwrap();
+        std::fs::write(&src, data).unwrap();
         let pool = Pool::new();
         let size = data.len() as u64;
-        let mut rx = spawn_reader(File::open(&src).unwrap(), size, "src".into(), pool.clone());
+        let policy = Policy::new(mode, crate::compress::MAX_LEVEL);
+        let mut rx = spawn_reader(
+            File::open(&src).unwrap(),
+            size,
+            "src".into(),
+            pool.clone(),
+            policy,
+        );
         let dst = File::create(dir.path().join("dst")).unwrap();
         let (tx, h) = spawn_writer(dst, "dst".into(), true, pool.clone());
-        let mut frames = 0;
+        let (mut frames, mut wire) = (0, 0);
         let sent = loop {
             match rx.recv().await.unwrap() {
                 Outgoing::Frame(f) => {
                     frames += 1;
+                    wire += f.len();
                     let (ty, len) = protocol::parse_header(&f).unwrap().unwrap();
-                    let m = protocol::Msg::decode(
-                        ty,
-                        Bytes::copy_from_slice(&f[HEADER_LEN..HEADER_LEN + len]),
-                    )
-                    .unwrap();
-                    let protocol::Msg::Data { payload, .. } = m else {
+                    let body = Bytes::copy_from_slice(&f[HEADER_LEN..HEADER_LEN + len]);
+                    let protocol::Msg::Data {
+                        encoding,
+                        raw_len,
+                        payload,
+                    } = protocol::Msg::decode(ty, body).unwrap()
+                    else {
                         panic!("not data")
                     };
-                    tx.send(payload).await.unwrap();
+                    tx.send(Block {
+                        encoding,
+                        raw_len,
+                        payload,
+                    })
+                    .await
+                    .unwrap();
                 }
                 Outgoing::Done { size, sha256 } => break (size, sha256),
                 Outgoing::Failed(e) => panic!("{e}"),
@@ -246,11 +321,63 @@ mod tests {
         };
         drop(tx);
         let (n, digest, _) = h.await.unwrap().unwrap();
-        assert_eq!(frames, 4);
-        assert_eq!(n, data.len() as u64);
+        assert_eq!(n, size);
         assert_eq!(sent, (n, digest));
-        assert_eq!(digest, <[u8; 32]>::from(Sha256::digest(&data)));
+        assert_eq!(digest, <[u8; 32]>::from(Sha256::digest(data)));
         assert_eq!(std::fs::read(dir.path().join("dst")).unwrap(), data);
+        (frames, wire)
+    }
+
+    fn text(n: usize) -> Vec<u8> {
+        let mut v = Vec::new();
+        let mut i = 0u64;
+        while v.len() < n {
+            v.extend_from_slice(format!("line {} of some source text {}\n", i, i % 97).as_bytes());
+            i += 1;
+        }
+        v.truncate(n);
+        v
+    }
+
+    #[tokio::test]
+    async fn raw_transfers_are_bit_exact() {
+        use crate::compress::Mode;
+        let data: Vec<u8> = (0..(CHUNK * 3 + 17))
+            .map(|i| (i * 31 % 251) as u8)
+            .collect();
+        let (frames, wire) = pipeline(&data, Mode::Off).await;
+        assert_eq!(frames, 4);
+        assert_eq!(wire, data.len() + 4 * (HEADER_LEN + DATA_PREFIX_LEN));
+        assert_eq!(pipeline(&[], Mode::Auto).await, (0, 0));
+    }
+
+    #[tokio::test]
+    async fn compressed_transfers_are_bit_exact_and_smaller() {
+        use crate::compress::Mode;
+        let data = text(5 << 20);
+        let (_, wire) = pipeline(&data, Mode::Level(3)).await;
+        assert!(wire < data.len() / 4, "{wire}");
+        let (_, wire) = pipeline(&data, Mode::Auto).await;
+        assert!(wire < data.len() / 2, "{wire}");
+    }
+
+    #[tokio::test]
+    async fn auto_sends_random_data_raw() {
+        use crate::compress::Mode;
+        let mut x: u64 = 1;
+        let data: Vec<u8> = (0..(8 << 20))
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let (_, wire) = pipeline(&data, Mode::Auto).await;
+        assert!(
+            wire >= data.len() && wire < data.len() + data.len() / 100,
+            "{wire}"
+        );
     }
 
     #[tokio::test]
@@ -258,7 +385,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let src = dir.path().join("src");
         std::fs::write(&src, b"short").unwrap();
-        let mut rx = spawn_reader(File::open(&src).unwrap(), 100, "src".into(), Pool::new());
+        let mut rx = spawn_reader(
+            File::open(&src).unwrap(),
+            100,
+            "src".into(),
+            Pool::new(),
+            Policy::new(crate::compress::Mode::Off, 0),
+        );
         match rx.recv().await.unwrap() {
             Outgoing::Failed(e) => assert!(e.message.contains("shorter")),
             _ => panic!("expected failure"),

@@ -229,6 +229,7 @@ async fn the_server_refuses_bad_names_itself() {
         );
         r.w.send_now(&Msg::Get {
             offset: 0,
+            compress: 0,
             name: bad.into(),
         })
         .await

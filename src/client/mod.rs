@@ -12,6 +12,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
+use crate::compress::{Mode, Policy};
 use crate::connection::{FrameReader, FrameWriter};
 use crate::error::{Error, Kind, Result};
 use crate::names;
@@ -30,6 +31,8 @@ pub struct Options {
     pub token: String,
     /// Deadline for connecting, the handshake and each reply.
     pub timeout: Duration,
+    /// Compression for uploads, and asked of the server for downloads.
+    pub compress: Mode,
 }
 
 type Stream = TlsStream<crate::server::session::Socket>;
@@ -40,11 +43,18 @@ pub struct Client {
     timeout: Duration,
     pub user: String,
     pub role: Role,
+    /// Whether the server agreed to zstd DATA blocks.
+    pub zstd: bool,
+    compress: Mode,
+    /// DATA bytes (headers included) of the transfer in progress.
+    wire: u64,
 }
 
 /// The result of an upload.
 #[derive(Debug, Clone)]
 pub struct Uploaded {
+    /// Bytes of DATA frames sent (what crossed the wire for the file).
+    pub wire: u64,
     pub name: String,
     pub size: u64,
     pub sha256: [u8; 32],
@@ -54,6 +64,8 @@ pub struct Uploaded {
 /// The result of a download.
 #[derive(Debug, Clone)]
 pub struct Downloaded {
+    /// Bytes of DATA frames received.
+    pub wire: u64,
     pub path: PathBuf,
     pub size: u64,
     pub sha256: [u8; 32],
@@ -205,11 +217,14 @@ impl Client {
             timeout: t,
             user: String::new(),
             role: Role::Read,
+            zstd: false,
+            compress: opts.compress,
+            wire: 0,
         };
         c.w.send(&Msg::Hello {
             min_version: protocol::VERSION,
             max_version: protocol::VERSION,
-            features: 0,
+            features: protocol::FEATURE_ZSTD,
         })
         .await?;
         c.w.send_now(&Msg::Auth {
@@ -217,7 +232,9 @@ impl Client {
         })
         .await?;
         match c.r.expect_within(t, "WELCOME").await? {
-            Msg::Welcome { version, .. } if version == protocol::VERSION => {}
+            Msg::Welcome {
+                version, features, ..
+            } if version == protocol::VERSION => c.zstd = features & protocol::FEATURE_ZSTD != 0,
             Msg::Welcome { version, .. } => {
                 return Err(Error::protocol(format!(
                     "the server chose protocol version {version}, which this client does not speak"
@@ -324,7 +341,10 @@ impl Client {
         }
         let started = Instant::now();
         let pool = transfer::Pool::new();
-        let mut rx = transfer::spawn_reader(file, size, shown.clone(), pool.clone());
+        let mode = if self.zstd { self.compress } else { Mode::Off };
+        let policy = Policy::new(mode, crate::compress::MAX_LEVEL);
+        let mut rx = transfer::spawn_reader(file, size, shown.clone(), pool.clone(), policy);
+        let mut wire: u64 = 0;
         let sha256 = loop {
             tokio::select! {
                 biased;
@@ -340,6 +360,7 @@ impl Client {
                 item = rx.recv() => match item {
                     Some(Outgoing::Frame(f)) => {
                         self.w.write_raw(&f).await?;
+                        wire += f.len() as u64;
                         pool.give(f);
                     }
                     Some(Outgoing::Done { sha256, .. }) => {
@@ -380,6 +401,7 @@ impl Client {
                     name,
                     size,
                     sha256,
+                    wire,
                     seconds: started.elapsed().as_secs_f64(),
                 })
             }
@@ -403,6 +425,11 @@ impl Client {
         self.w
             .send_now(&Msg::Get {
                 offset: 0,
+                compress: if self.zstd {
+                    self.compress.to_wire()
+                } else {
+                    0
+                },
                 name: remote.to_string(),
             })
             .await?;
@@ -469,6 +496,7 @@ impl Client {
             path,
             size,
             sha256,
+            wire: self.wire,
             seconds: started.elapsed().as_secs_f64(),
         })
     }
@@ -485,6 +513,7 @@ impl Client {
         let (tx, writer) =
             transfer::spawn_writer(file, part.display().to_string(), false, self.r.pool());
         let mut received: u64 = 0;
+        self.wire = 0;
         let sent = loop {
             match self.r.expect_within(self.timeout, "download data").await? {
                 Msg::Data {
@@ -492,11 +521,13 @@ impl Client {
                     raw_len,
                     payload,
                 } => {
-                    if encoding != Encoding::Raw {
+                    if encoding != Encoding::Raw && !self.zstd {
                         return Err(Error::protocol(
                             "the server sent compressed data that was not negotiated",
                         ));
                     }
+                    self.wire +=
+                        (protocol::HEADER_LEN + protocol::DATA_PREFIX_LEN + payload.len()) as u64;
                     received += u64::from(raw_len);
                     if received > size {
                         return Err(Error::protocol(format!(
@@ -504,7 +535,12 @@ impl Client {
                             names::quote(remote)
                         )));
                     }
-                    if tx.send(payload).await.is_err() {
+                    let block = transfer::Block {
+                        encoding,
+                        raw_len,
+                        payload,
+                    };
+                    if tx.send(block).await.is_err() {
                         drop(tx);
                         return Err(match writer.await {
                             Ok(Err(e)) => e,

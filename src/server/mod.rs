@@ -55,6 +55,10 @@ pub struct Config {
     pub cert: PathBuf,
     pub key: PathBuf,
     pub limits: Limits,
+    /// Offer zstd DATA blocks to clients that support them.
+    pub compression: bool,
+    /// Highest zstd level this server spends CPU on for downloads.
+    pub max_level: i32,
     /// Printed to stdout after the "listening on" line (zero-config help).
     pub banner: Option<Box<dyn Fn(SocketAddr) -> String + Send>>,
 }
@@ -64,6 +68,8 @@ pub struct Shared {
     pub store: store::Store,
     pub tokens: auth::Tokens,
     pub limits: Limits,
+    pub compression: bool,
+    pub max_level: i32,
     /// Becomes true when the server starts shutting down.
     pub stop: watch::Receiver<bool>,
 }
@@ -105,6 +111,8 @@ pub async fn run(cfg: Config) -> Result<()> {
         store,
         tokens: cfg.tokens.clone(),
         limits: limits.clone(),
+        compression: cfg.compression,
+        max_level: cfg.max_level,
         stop: stop_rx,
     });
     let permits = Arc::new(Semaphore::new(limits.max_connections));

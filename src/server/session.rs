@@ -15,6 +15,7 @@ use tracing::{debug, info, warn};
 
 use super::Shared;
 use super::auth::Identity;
+use crate::compress::{Mode, Policy};
 use crate::connection::{FrameReader, FrameWriter};
 use crate::error::{Error, Kind, Result};
 use crate::names;
@@ -34,6 +35,8 @@ struct Session {
     shared: Arc<Shared>,
     peer: SocketAddr,
     who: Option<Identity>,
+    /// zstd DATA blocks were negotiated in HELLO/WELCOME.
+    zstd: bool,
 }
 
 /// Serve one accepted TCP connection to the end. With `busy`, the client only
@@ -65,6 +68,7 @@ pub async fn serve(
         shared,
         peer,
         who: None,
+        zstd: false,
     };
     if busy {
         warn!(%peer, "refused: server busy ({} connections)", limits.max_connections);
@@ -112,8 +116,9 @@ impl Session {
             Msg::Hello {
                 min_version,
                 max_version,
-                ..
+                features,
             } => {
+                self.zstd = features & protocol::FEATURE_ZSTD != 0 && self.shared.compression;
                 if protocol::VERSION < min_version || protocol::VERSION > max_version {
                     return Err(Error::protocol(format!(
                         "protocol version mismatch: this server speaks version {}, the client {min_version}..{max_version}; upgrade the older side",
@@ -131,7 +136,7 @@ impl Session {
         self.w
             .send_now(&Msg::Welcome {
                 version: protocol::VERSION,
-                features: 0,
+                features: if self.zstd { protocol::FEATURE_ZSTD } else { 0 },
                 max_block: protocol::MAX_BLOCK as u32,
             })
             .await?;
@@ -199,7 +204,11 @@ impl Session {
             match msg {
                 Msg::List { path } => self.list(path).await?,
                 Msg::Put { size, flags, name } => self.put(size, flags, name).await?,
-                Msg::Get { offset, name } => self.get(offset, name).await?,
+                Msg::Get {
+                    offset,
+                    compress,
+                    name,
+                } => self.get(offset, compress, name).await?,
                 Msg::Remove { name } => self.remove(name).await?,
                 Msg::Bye => {
                     debug!(peer = %self.peer, "end of session");
@@ -299,7 +308,7 @@ impl Session {
                     if failed.is_some() {
                         continue; // discarding the rest of a failed upload
                     }
-                    if encoding != Encoding::Raw {
+                    if encoding != Encoding::Raw && !self.zstd {
                         return Err(Error::protocol(
                             "compressed DATA was not negotiated for this session",
                         ));
@@ -312,7 +321,14 @@ impl Session {
                         )));
                     }
                     let sent = match &tx {
-                        Some(t) => t.send(payload).await.is_ok(),
+                        Some(t) => t
+                            .send(transfer::Block {
+                                encoding,
+                                raw_len,
+                                payload,
+                            })
+                            .await
+                            .is_ok(),
                         None => false,
                     };
                     if !sent {
@@ -393,7 +409,7 @@ impl Session {
         }
     }
 
-    async fn get(&mut self, offset: u64, name: String) -> Result<()> {
+    async fn get(&mut self, offset: u64, compress: u8, name: String) -> Result<()> {
         if offset != 0 {
             return self
                 .reply_error(&Error::usage(
@@ -421,7 +437,14 @@ impl Session {
             .await?;
         let started = Instant::now();
         let pool = transfer::Pool::new();
-        let mut rx = transfer::spawn_reader(file, info.size, names::quote(&name), pool.clone());
+        let mode = if self.zstd {
+            Mode::from_wire(compress).capped(self.shared.max_level)
+        } else {
+            Mode::Off
+        };
+        let policy = Policy::new(mode, self.shared.max_level);
+        let mut rx =
+            transfer::spawn_reader(file, info.size, names::quote(&name), pool.clone(), policy);
         let outcome = loop {
             match rx.recv().await {
                 Some(Outgoing::Frame(f)) => {

@@ -1,0 +1,478 @@
+//! zstd on the wire: blocks are compressed only when it pays, decompressed
+//! without ever producing more than the block declares, and the `auto` mode
+//! adapts its level to whatever limits the transfer (in the spirit of
+//! `zstd --adapt`). Pure logic: no sockets, no files.
+
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::protocol::{Encoding, MAX_BLOCK};
+
+/// Raw bytes per block when compressing (bigger blocks compress better).
+pub const BLOCK: usize = MAX_BLOCK;
+/// Highest level `auto` climbs to.
+pub const AUTO_MAX_LEVEL: i32 = 12;
+/// Highest level anyone may ask for.
+pub const MAX_LEVEL: i32 = 19;
+/// A block is sent compressed only if it shrinks below this fraction.
+const PAYS: f64 = 0.97;
+/// Blocks per `auto` measurement window.
+const WINDOW: u32 = 8;
+
+/// What the user asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Off,
+    Auto,
+    Level(i32),
+}
+
+impl Mode {
+    /// Parse `auto`, `off` or a level 1..=19.
+    pub fn parse(s: &str) -> Result<Mode> {
+        match s.trim() {
+            "auto" => Ok(Mode::Auto),
+            "off" | "0" | "none" => Ok(Mode::Off),
+            n => match n.parse::<i32>() {
+                Ok(l) if (1..=MAX_LEVEL).contains(&l) => Ok(Mode::Level(l)),
+                _ => Err(Error::usage(format!(
+                    "invalid --compress {:?}: use auto, off, or a zstd level from 1 to {MAX_LEVEL}",
+                    crate::names::escape(s)
+                ))),
+            },
+        }
+    }
+
+    /// The GET hint byte: 0 off, 1..=19 a level, 255 auto.
+    pub fn to_wire(self) -> u8 {
+        match self {
+            Mode::Off => 0,
+            Mode::Auto => 255,
+            Mode::Level(l) => l.clamp(1, MAX_LEVEL) as u8,
+        }
+    }
+
+    pub fn from_wire(b: u8) -> Mode {
+        match b {
+            0 => Mode::Off,
+            255 => Mode::Auto,
+            l => Mode::Level(i32::from(l).min(MAX_LEVEL)),
+        }
+    }
+
+    /// The same mode with any level capped at `max` (a server's limit).
+    pub fn capped(self, max: i32) -> Mode {
+        match self {
+            _ if max < 1 => Mode::Off,
+            Mode::Level(l) => Mode::Level(l.min(max)),
+            m => m,
+        }
+    }
+}
+
+/// Chooses, block by block, whether and how hard to compress.
+#[derive(Debug)]
+pub struct Policy {
+    mode: Mode,
+    max: i32,
+    /// Current level; 0 means send raw.
+    level: i32,
+    /// Blocks left to send raw without trying (after incompressible data).
+    skip: u32,
+    /// Next skip length (doubles while data stays incompressible).
+    backoff: u32,
+    /// Consecutive blocks that did not shrink.
+    streak: u32,
+    // auto: hill climbing on the raw throughput of each window
+    win_blocks: u32,
+    win_bytes: u64,
+    win_time: Duration,
+    last_rate: f64,
+    step: i32,
+}
+
+impl Policy {
+    pub fn new(mode: Mode, max: i32) -> Policy {
+        let max = max.clamp(0, MAX_LEVEL);
+        let level = match mode {
+            Mode::Off => 0,
+            Mode::Auto => 3.min(max),
+            Mode::Level(l) => l.min(max),
+        };
+        Policy {
+            mode,
+            max,
+            level,
+            skip: 0,
+            backoff: 8,
+            streak: 0,
+            win_blocks: 0,
+            win_bytes: 0,
+            win_time: Duration::ZERO,
+            last_rate: 0.0,
+            step: 1,
+        }
+    }
+
+    /// Raw bytes to read for the next block.
+    pub fn block_size(&self) -> usize {
+        if self.mode == Mode::Off {
+            crate::transfer::CHUNK
+        } else {
+            BLOCK
+        }
+    }
+
+    /// The level to try for the next block, or None to send it raw.
+    pub fn next_level(&mut self) -> Option<i32> {
+        if self.level == 0 {
+            return None;
+        }
+        if self.skip > 0 {
+            self.skip -= 1;
+            return None;
+        }
+        Some(self.level)
+    }
+
+    /// Whether a compression attempt paid; incompressible data backs off.
+    pub fn record_attempt(&mut self, raw: usize, compressed: usize) -> bool {
+        let paid = (compressed as f64) < PAYS * raw as f64;
+        if paid {
+            self.streak = 0;
+            self.backoff = 8;
+        } else {
+            self.streak += 1;
+            if self.streak >= 2 {
+                self.skip = self.backoff;
+                self.backoff = (self.backoff * 2).min(256);
+                self.streak = 0;
+            }
+        }
+        paid
+    }
+
+    /// Feedback for `auto`: a block of `raw` bytes took `elapsed` from read
+    /// to hand-off (including time blocked on the network). Each window the
+    /// level moves one step; it keeps going while throughput improves and
+    /// turns round when it falls.
+    pub fn observe(&mut self, raw: usize, elapsed: Duration) {
+        if self.mode != Mode::Auto || self.max == 0 {
+            return;
+        }
+        self.win_blocks += 1;
+        self.win_bytes += raw as u64;
+        self.win_time += elapsed;
+        if self.win_blocks < WINDOW {
+            return;
+        }
+        let rate = self.win_bytes as f64 / self.win_time.as_secs_f64().max(1e-9);
+        if rate < self.last_rate {
+            self.step = -self.step;
+        }
+        self.last_rate = rate;
+        self.level = (self.level + self.step).clamp(0, self.max.min(AUTO_MAX_LEVEL));
+        if self.level == 0 {
+            self.step = 1; // from raw the only way is up
+        }
+        self.win_blocks = 0;
+        self.win_bytes = 0;
+        self.win_time = Duration::ZERO;
+    }
+
+    pub fn level(&self) -> i32 {
+        self.level
+    }
+}
+
+/// Compresses blocks with a reused zstd context.
+pub struct Encoder {
+    ctx: Option<zstd::bulk::Compressor<'static>>,
+    ctx_level: i32,
+    out: Vec<u8>,
+}
+
+impl Default for Encoder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Encoder {
+    pub fn new() -> Encoder {
+        Encoder {
+            ctx: None,
+            ctx_level: 0,
+            out: Vec::new(),
+        }
+    }
+
+    /// Compress `raw` at `level`; the compressed bytes, or None if zstd failed.
+    pub fn compress(&mut self, raw: &[u8], level: i32) -> Option<&[u8]> {
+        if self.ctx.is_none() || self.ctx_level != level {
+            match &mut self.ctx {
+                Some(c) => c.set_compression_level(level).ok()?,
+                None => self.ctx = Some(zstd::bulk::Compressor::new(level).ok()?),
+            }
+            self.ctx_level = level;
+        }
+        let ctx = self.ctx.as_mut()?;
+        self.out.clear();
+        self.out.reserve(zstd::zstd_safe::compress_bound(raw.len()));
+        let n = ctx.compress_to_buffer(raw, &mut self.out).ok()?;
+        Some(&self.out[..n])
+    }
+}
+
+/// Decompresses blocks, never producing more than a block declares.
+pub struct Decoder {
+    ctx: Option<zstd::bulk::Decompressor<'static>>,
+}
+
+impl Default for Decoder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Decoder {
+    pub fn new() -> Decoder {
+        Decoder { ctx: None }
+    }
+
+    /// Decode one block into `out` (resized to exactly `raw_len`). A zstd
+    /// payload must inflate to exactly `raw_len` bytes, which the caller has
+    /// already checked is at most `MAX_BLOCK`: output is written into a
+    /// buffer of that size and zstd stops at its end.
+    pub fn decode(
+        &mut self,
+        encoding: Encoding,
+        raw_len: u32,
+        payload: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        let raw_len = raw_len as usize;
+        if raw_len > MAX_BLOCK {
+            return Err(Error::protocol(format!(
+                "a block declares {raw_len} bytes, more than the limit of {MAX_BLOCK}"
+            )));
+        }
+        match encoding {
+            Encoding::Raw => {
+                if payload.len() != raw_len {
+                    return Err(Error::protocol(
+                        "raw DATA block length does not match its payload",
+                    ));
+                }
+                out.clear();
+                out.extend_from_slice(payload);
+                Ok(())
+            }
+            Encoding::Zstd => {
+                if self.ctx.is_none() {
+                    let mut d = zstd::bulk::Decompressor::new()
+                        .map_err(|e| Error::other(format!("zstd: {e}")))?;
+                    // a block is at most 1 MiB: refuse frames that want a larger window
+                    d.set_parameter(zstd::zstd_safe::DParameter::WindowLogMax(21))
+                        .map_err(|e| Error::other(format!("zstd: {e}")))?;
+                    self.ctx = Some(d);
+                }
+                let ctx = self
+                    .ctx
+                    .as_mut()
+                    .ok_or_else(|| Error::other("zstd context missing"))?;
+                if let Ok(Some(declared)) = zstd::zstd_safe::get_frame_content_size(payload)
+                    && declared > raw_len as u64
+                {
+                    return Err(Error::protocol(
+                        "decompressed data exceeds the declared size",
+                    ));
+                }
+                out.clear();
+                out.resize(raw_len, 0);
+                match ctx.decompress_to_buffer(payload, &mut out[..]) {
+                    Ok(n) if n == raw_len => Ok(()),
+                    Ok(_) => Err(Error::protocol(
+                        "decompressed data is shorter than the declared size",
+                    )),
+                    Err(e) if e.to_string().contains("too small") => Err(Error::protocol(
+                        "decompressed data exceeds the declared size",
+                    )),
+                    Err(e) => Err(Error::protocol(format!(
+                        "invalid zstd data in a DATA block: {e}"
+                    ))),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(n: usize) -> Vec<u8> {
+        let words = [
+            "lorem ",
+            "ipsum ",
+            "dolor ",
+            "sit ",
+            "amet\n",
+            "consectetur ",
+            "adipiscing ",
+        ];
+        let mut v = Vec::new();
+        let mut i = 0usize;
+        while v.len() < n {
+            v.extend_from_slice(words[(i * 7 + i / 3) % words.len()].as_bytes());
+            i += 1;
+        }
+        v.truncate(n);
+        v
+    }
+
+    fn noise(n: usize) -> Vec<u8> {
+        let mut x: u64 = 88172645463325252;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn modes_parse_and_round_trip_on_the_wire() {
+        assert_eq!(Mode::parse("auto").unwrap(), Mode::Auto);
+        assert_eq!(Mode::parse("off").unwrap(), Mode::Off);
+        assert_eq!(Mode::parse("7").unwrap(), Mode::Level(7));
+        assert!(Mode::parse("23").is_err());
+        assert!(
+            Mode::parse("fast")
+                .unwrap_err()
+                .message
+                .contains("auto, off")
+        );
+        for m in [Mode::Off, Mode::Auto, Mode::Level(1), Mode::Level(19)] {
+            assert_eq!(Mode::from_wire(m.to_wire()), m);
+        }
+        assert_eq!(Mode::Level(15).capped(9), Mode::Level(9));
+        assert_eq!(Mode::Auto.capped(0), Mode::Off);
+    }
+
+    #[test]
+    fn blocks_round_trip() {
+        let mut e = Encoder::new();
+        let mut d = Decoder::new();
+        let raw = text(BLOCK);
+        let c = e.compress(&raw, 3).unwrap().to_vec();
+        assert!(c.len() < raw.len() / 3);
+        let mut out = Vec::new();
+        d.decode(Encoding::Zstd, raw.len() as u32, &c, &mut out)
+            .unwrap();
+        assert_eq!(out, raw);
+    }
+
+    #[test]
+    fn a_bomb_never_produces_more_than_declared() {
+        let mut e = Encoder::new();
+        let mut d = Decoder::new();
+        let raw = vec![0u8; 100 * 1000];
+        let c = e.compress(&raw, 3).unwrap().to_vec();
+        let mut out = Vec::new();
+        // declares 1000 bytes but inflates to 100x that
+        let err = d.decode(Encoding::Zstd, 1000, &c, &mut out).unwrap_err();
+        assert_eq!(err.kind, crate::error::Kind::Protocol);
+        assert!(err.message.contains("exceeds the declared size"), "{err}");
+        assert!(out.len() <= 1000);
+        // huge claimed length
+        assert!(d.decode(Encoding::Zstd, u32::MAX, &c, &mut out).is_err());
+        // truncated
+        let err = d
+            .decode(
+                Encoding::Zstd,
+                raw.len() as u32,
+                &c[..c.len() / 2],
+                &mut out,
+            )
+            .unwrap_err();
+        assert_eq!(err.kind, crate::error::Kind::Protocol);
+        // garbage
+        let err = d
+            .decode(Encoding::Zstd, 1000, b"definitely not zstd", &mut out)
+            .unwrap_err();
+        assert_eq!(err.kind, crate::error::Kind::Protocol);
+        // shorter than declared
+        let err = d
+            .decode(Encoding::Zstd, raw.len() as u32 + 1, &c, &mut out)
+            .unwrap_err();
+        assert!(err.message.contains("shorter"), "{err}");
+    }
+
+    #[test]
+    fn a_bomb_without_a_content_size_is_stopped_at_the_declared_size() {
+        // a frame that does not record its size, so only the buffer bound stops it
+        let mut c = zstd::bulk::Compressor::new(3).unwrap();
+        c.set_parameter(zstd::zstd_safe::CParameter::ContentSizeFlag(false))
+            .unwrap();
+        let big = c.compress(&vec![b'a'; 900_000]).unwrap();
+        let mut out = Vec::new();
+        let err = Decoder::new()
+            .decode(Encoding::Zstd, 9_000, &big, &mut out)
+            .unwrap_err();
+        assert!(err.message.contains("exceeds the declared size"), "{err}");
+    }
+
+    #[test]
+    fn incompressible_data_backs_off_and_recovers() {
+        let mut p = Policy::new(Mode::Auto, 19);
+        let mut e = Encoder::new();
+        let raw = noise(BLOCK);
+        let mut tried = 0;
+        for _ in 0..200 {
+            if let Some(l) = p.next_level() {
+                tried += 1;
+                let n = e.compress(&raw, l).unwrap().len();
+                assert!(!p.record_attempt(raw.len(), n));
+            }
+        }
+        assert!(tried < 20, "random data is tried rarely: {tried} of 200");
+        // compressible data is taken up again at the next probe
+        let raw = text(BLOCK);
+        let mut paid = false;
+        for _ in 0..300 {
+            if let Some(l) = p.next_level() {
+                let n = e.compress(&raw, l).unwrap().len();
+                paid |= p.record_attempt(raw.len(), n);
+            }
+        }
+        assert!(paid);
+    }
+
+    #[test]
+    fn auto_climbs_while_throughput_improves_and_turns_when_it_falls() {
+        let mut p = Policy::new(Mode::Auto, 19);
+        assert_eq!(p.level(), 3);
+        // each window faster than the last: keep climbing
+        for w in 1..=4u32 {
+            for _ in 0..WINDOW {
+                p.observe(BLOCK, Duration::from_millis(100 / u64::from(w)));
+            }
+        }
+        assert_eq!(p.level(), 7);
+        // slower: turn round
+        for _ in 0..WINDOW {
+            p.observe(BLOCK, Duration::from_millis(500));
+        }
+        assert_eq!(p.level(), 6);
+        // fixed levels never move
+        let mut f = Policy::new(Mode::Level(5), 19);
+        for _ in 0..100 {
+            f.observe(BLOCK, Duration::from_millis(1));
+        }
+        assert_eq!(f.level(), 5);
+        assert_eq!(Policy::new(Mode::Off, 19).next_level(), None);
+    }
+}
