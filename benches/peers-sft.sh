@@ -4,15 +4,24 @@
 SFT=${SFT:?set SFT to the sft binary}
 SFT_TOKENS=$CONF/sft-tokens
 
-case_sft() {
-    local d=$1 s=$2 t=$3
-    local env=(env SFT_CA="$CACERT" SFT_TOKEN_FILE="$SFT_TOKENS")
+# sft_run CASE COMPRESS DIR SRC DST: one transfer; its --stats line (file and wire bytes) is
+# appended to $RES/sft-wire.log with the link and case, for wire-byte comparisons.
+sft_run() {
+    local c=$1 z=$2 d=$3 s=$4 t=$5
+    local env=(env SFT_CA="$CACERT" SFT_TOKEN_FILE="$SFT_TOKENS" SFT_COMPRESS="$z")
+    local stats=$RES/sft-wire.log
     if [[ $d == up ]]; then
-        $NSX "${env[@]}" "$SFT" --server "$HOSTIP:9443" put "$s" --as "${t#"$SRV/up/"}" --overwrite
+        $NSX "${env[@]}" "$SFT" --stats --server "$HOSTIP:9443" put "$s" --as "${t#"$SRV/up/"}" --overwrite 2>"$stats.tmp"
     else
-        $NSX "${env[@]}" "$SFT" --server "$HOSTIP:9444" get "${s#"$DATA/"}" -o "$t" --force
+        $NSX "${env[@]}" "$SFT" --stats --server "$HOSTIP:9444" get "${s#"$DATA/"}" -o "$t" --force 2>"$stats.tmp"
     fi
+    local rc=$?
+    sed "s|^|$LINK\t$c\t$d\t|" "$stats.tmp" >>"$stats"
+    return $rc
 }
+case_sft() { sft_run sft auto "$@"; }            # the default: adaptive
+case_sft_off() { sft_run sft_off off "$@"; }     # never compress
+case_sft_z3() { sft_run sft_z3 3 "$@"; }         # fixed zstd level 3
 
 extra_start() {
     if [[ ! -s $SFT_TOKENS ]]; then
@@ -33,5 +42,5 @@ extra_start() {
     esac
 }
 
-LO_CASES+=(sft)
-NS_CASES+=(sft)
+LO_CASES+=(sft sft_off sft_z3)
+NS_CASES+=(sft sft_off sft_z3)

@@ -17,7 +17,7 @@ pub const MAX_LEVEL: i32 = 19;
 /// A block is sent compressed only if it shrinks below this fraction.
 const PAYS: f64 = 0.97;
 /// Blocks per `auto` measurement window.
-const WINDOW: u32 = 8;
+const WINDOW: u32 = 4;
 
 /// What the user asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,7 +70,24 @@ impl Mode {
     }
 }
 
+/// A move of the `auto` level, judged after one window.
+#[derive(Debug, Clone, Copy)]
+struct Trial {
+    from: i32,
+    rate: f64,
+    up: bool,
+}
+
 /// Chooses, block by block, whether and how hard to compress.
+///
+/// `auto` follows the idea of `zstd --adapt`: the reading thread measures how
+/// long it waits to hand blocks to the network. Mostly waiting means the
+/// network is the bottleneck and there is CPU to spare: try one level up.
+/// Hardly waiting means the CPU is the bottleneck: try one level down (0 is
+/// raw). Every move is a trial: if the next window's throughput is lower, the
+/// move is undone and that direction is banned for 2, 4, 8 … 64 windows. So
+/// on a slow link the level climbs to where compression speed meets the link,
+/// and on loopback it settles at raw with rare, cheap probes.
 #[derive(Debug)]
 pub struct Policy {
     mode: Mode,
@@ -83,12 +100,15 @@ pub struct Policy {
     backoff: u32,
     /// Consecutive blocks that did not shrink.
     streak: u32,
-    // auto: hill climbing on the raw throughput of each window
     win_blocks: u32,
     win_bytes: u64,
     win_time: Duration,
-    last_rate: f64,
-    step: i32,
+    win_blocked: Duration,
+    trial: Option<Trial>,
+    /// Windows left during which moving up / down is not tried.
+    ban: [u32; 2],
+    /// Length of the next ban per direction.
+    ban_next: [u32; 2],
 }
 
 impl Policy {
@@ -109,8 +129,10 @@ impl Policy {
             win_blocks: 0,
             win_bytes: 0,
             win_time: Duration::ZERO,
-            last_rate: 0.0,
-            step: 1,
+            win_blocked: Duration::ZERO,
+            trial: None,
+            ban: [0, 0],
+            ban_next: [2, 2],
         }
     }
 
@@ -152,32 +174,57 @@ impl Policy {
         paid
     }
 
-    /// Feedback for `auto`: a block of `raw` bytes took `elapsed` from read
-    /// to hand-off (including time blocked on the network). Each window the
-    /// level moves one step; it keeps going while throughput improves and
-    /// turns round when it falls.
-    pub fn observe(&mut self, raw: usize, elapsed: Duration) {
+    /// Feedback for `auto`: a block of `raw` bytes took `elapsed` from read to
+    /// hand-off, of which `blocked` waiting for the network to take it.
+    pub fn observe(&mut self, raw: usize, elapsed: Duration, blocked: Duration) {
         if self.mode != Mode::Auto || self.max == 0 {
             return;
         }
         self.win_blocks += 1;
         self.win_bytes += raw as u64;
         self.win_time += elapsed;
+        self.win_blocked += blocked;
         if self.win_blocks < WINDOW {
             return;
         }
-        let rate = self.win_bytes as f64 / self.win_time.as_secs_f64().max(1e-9);
-        if rate < self.last_rate {
-            self.step = -self.step;
-        }
-        self.last_rate = rate;
-        self.level = (self.level + self.step).clamp(0, self.max.min(AUTO_MAX_LEVEL));
-        if self.level == 0 {
-            self.step = 1; // from raw the only way is up
-        }
+        let secs = self.win_time.as_secs_f64().max(1e-9);
+        let rate = self.win_bytes as f64 / secs;
+        let waiting = self.win_blocked.as_secs_f64() / secs;
         self.win_blocks = 0;
         self.win_bytes = 0;
         self.win_time = Duration::ZERO;
+        self.win_blocked = Duration::ZERO;
+        for b in &mut self.ban {
+            *b = b.saturating_sub(1);
+        }
+        let top = self.max.min(AUTO_MAX_LEVEL);
+        if let Some(t) = self.trial.take() {
+            let d = usize::from(!t.up);
+            if rate < t.rate * 0.97 {
+                self.level = t.from;
+                self.ban[d] = self.ban_next[d];
+                self.ban_next[d] = (self.ban_next[d] * 2).min(64);
+            } else {
+                self.ban_next[d] = 2;
+            }
+            return;
+        }
+        let up = if waiting > 0.5 && self.level < top {
+            true
+        } else if waiting < 0.1 && self.level > 0 {
+            false
+        } else {
+            return;
+        };
+        if self.ban[usize::from(!up)] > 0 {
+            return;
+        }
+        self.trial = Some(Trial {
+            from: self.level,
+            rate,
+            up,
+        });
+        self.level += if up { 1 } else { -1 };
     }
 
     pub fn level(&self) -> i32 {
@@ -451,28 +498,57 @@ mod tests {
         assert!(paid);
     }
 
+    /// Feed one window with this rate (bytes/s) and waiting fraction.
+    fn window(p: &mut Policy, rate: f64, waiting: f64) {
+        let per_block = Duration::from_secs_f64(BLOCK as f64 / rate);
+        for _ in 0..WINDOW {
+            p.observe(BLOCK, per_block, per_block.mul_f64(waiting));
+        }
+    }
+
     #[test]
-    fn auto_climbs_while_throughput_improves_and_turns_when_it_falls() {
+    fn auto_climbs_while_the_network_is_the_bottleneck() {
+        // a slow link: throughput grows with the level until level 7
         let mut p = Policy::new(Mode::Auto, 19);
         assert_eq!(p.level(), 3);
-        // each window faster than the last: keep climbing
-        for w in 1..=4u32 {
-            for _ in 0..WINDOW {
-                p.observe(BLOCK, Duration::from_millis(100 / u64::from(w)));
+        for _ in 0..40 {
+            let l = p.level();
+            let rate = if l <= 7 {
+                10.0 + f64::from(l)
+            } else {
+                17.0 - f64::from(l - 7) * 2.0
+            };
+            window(&mut p, rate, if l <= 7 { 0.9 } else { 0.0 });
+        }
+        assert!((6..=8).contains(&p.level()), "{}", p.level());
+    }
+
+    #[test]
+    fn auto_settles_at_raw_when_compression_only_costs_cpu() {
+        // loopback: raw is fastest; the sender waits on the network at raw, so
+        // it keeps trying level 1, which is slower, and backs off
+        let mut p = Policy::new(Mode::Auto, 19);
+        let mut at_raw = 0;
+        for _ in 0..200 {
+            let l = p.level();
+            if l == 0 {
+                at_raw += 1;
             }
+            let rate = 700.0 - 150.0 * f64::from(l);
+            window(&mut p, rate, if l == 0 { 0.8 } else { 0.02 });
         }
-        assert_eq!(p.level(), 7);
-        // slower: turn round
-        for _ in 0..WINDOW {
-            p.observe(BLOCK, Duration::from_millis(500));
-        }
-        assert_eq!(p.level(), 6);
-        // fixed levels never move
+        assert_eq!(p.level(), 0);
+        assert!(at_raw > 185, "{at_raw} of 200 windows raw");
+    }
+
+    #[test]
+    fn fixed_levels_and_off_never_move() {
         let mut f = Policy::new(Mode::Level(5), 19);
         for _ in 0..100 {
-            f.observe(BLOCK, Duration::from_millis(1));
+            f.observe(BLOCK, Duration::from_millis(1), Duration::ZERO);
         }
         assert_eq!(f.level(), 5);
         assert_eq!(Policy::new(Mode::Off, 19).next_level(), None);
+        assert_eq!(Policy::new(Mode::Level(15), 9).level(), 9);
     }
 }

@@ -787,6 +787,21 @@ mod tests {
             hex::encode(data_header(Encoding::Raw, 3, 3)),
             "22000000080000000003"
         );
+        assert_eq!(
+            hex::encode(data_header(Encoding::Zstd, 1 << 20, 1234)),
+            "22000004d70100100000"
+        );
+        b.clear();
+        Msg::Get {
+            offset: 0,
+            compress: 255,
+            name: "a.txt".into(),
+        }
+        .encode(&mut b);
+        assert_eq!(
+            hex::encode(&b),
+            "300000001000000000000000 00ff0005612e747874".replace(' ', "")
+        );
     }
 
     #[test]

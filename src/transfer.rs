@@ -150,10 +150,11 @@ pub fn spawn_reader(
                 }
             };
             left -= want as u64;
+            let handoff = Instant::now();
             if tx.blocking_send(Outgoing::Frame(frame)).is_err() {
                 return; // the network side gave up
             }
-            policy.observe(want, started.elapsed());
+            policy.observe(want, started.elapsed(), handoff.elapsed());
         }
         let _ = tx.blocking_send(Outgoing::Done {
             size,
