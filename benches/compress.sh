@@ -20,8 +20,11 @@ ONLY='^(sft|sft_off|sft_z3|rsync_zstd)$' NS2_DATASETS="B256.tar" RESULTS=$R/c-10
 ONLY='^(sft|sft_off|rsync_zstd|rsync_zstd_t2)$' NS1_DATASETS="B.tar" RESULTS=$R/c-1g.tsv "$here/peers.sh" ns-1g
 for f in c-lo c-100m c-1g; do RESULTS=$R/$f.tsv "$here/peers.sh" table 2>/dev/null | sed -n '/== transfers/,/^$/p'; done
 echo "== wire bytes reported by sft --stats (median per link, case, direction and file size)"
-awk -F'\t' '{ split($4, a, " "); file=a[3]; wire=a[6]; k=$1" "$2" "$3" file="file; n[k]++; w[k]=w[k]" "wire }
-    END { for (k in n) { m=split(w[k], v, " "); asort(v); printf "%s wire=%s ratio=%.3f\n", k, v[int((m+1)/2)], substr(k, index(k,"file=")+5)/v[int((m+1)/2)] } }' \
-    "$R/sft-wire.log" | sort
+# one line per transfer: link case dir file wire; then the median wire per key
+awk -F'\t' '{ n=split($4, a, " "); for (i=1;i<=n;i++) { if (a[i]=="file") f=a[i+1]; if (a[i]=="wire") w=a[i+1] }
+              print $1" "$2" "$3" file="f, w }' "$R/sft-wire.log" | sort -k1,4 -k5,5n |
+    awk '{ k=$1" "$2" "$3" "$4; v[k]=v[k]" "$5; n[k]++ }
+         END { for (k in n) { split(v[k], x, " "); m=x[int((n[k]+1)/2)]; f=k; sub(/.*file=/, "", f);
+               printf "%s wire=%s ratio=%.3f (n=%d)\n", k, m, f/m, n[k] } }' | sort
 echo "== zstd -3 of the same files (whole-file, from peers.sh data)"
 cat "$BENCH_DIR/data/sizes.txt"

@@ -90,78 +90,116 @@ pub enum Outgoing {
 }
 
 /// Read exactly `size` bytes of `file` on a blocking thread, hash them, and
-/// turn them into ready-to-send DATA frames, compressed block by block as
-/// `policy` decides. A file that ends early (or changed under us) yields
-/// `Failed`. Frames may be handed back through `pool` once sent.
+/// turn them into ready-to-send DATA frames. A file that ends early (or
+/// changed under us) yields `Failed`. Frames may be handed back through `pool`
+/// once sent. Unless `policy` is off, a second thread compresses blocks as the
+/// policy decides, so hashing and compression run on different cores.
 pub fn spawn_reader(
-    mut file: File,
+    file: File,
     size: u64,
     what: String,
     pool: Pool,
-    mut policy: Policy,
+    policy: Policy,
 ) -> mpsc::Receiver<Outgoing> {
-    let (tx, rx) = mpsc::channel(DEPTH);
-    tokio::task::spawn_blocking(move || {
-        let mut h = Sha256::new();
-        let mut left = size;
-        let off = HEADER_LEN + DATA_PREFIX_LEN;
-        let mut encoder = Encoder::new();
-        let mut raw = Vec::new();
-        while left > 0 {
-            let started = Instant::now();
-            let want = (left.min(policy.block_size() as u64)) as usize;
-            let level = policy.next_level();
-            // raw blocks are read straight into the frame; others via `raw`
-            let mut buf = if level.is_none() {
-                pool.take_len(off + want)
-            } else {
-                std::mem::take(&mut raw)
-            };
-            let start = if level.is_none() { off } else { 0 };
-            buf.resize(start + want, 0);
-            if let Err(e) = read_full(&mut file, &mut buf[start..], &what) {
-                let _ = tx.blocking_send(Outgoing::Failed(e));
-                return;
-            }
-            h.update(&buf[start..]);
-            let frame = match level {
-                None => {
-                    buf[..off].copy_from_slice(&protocol::data_header(
-                        Encoding::Raw,
-                        want as u32,
-                        want,
-                    ));
-                    buf
-                }
-                Some(l) => {
-                    raw = buf;
-                    let (encoding, body): (Encoding, &[u8]) = match encoder.compress(&raw, l) {
-                        Some(c) if policy.record_attempt(want, c.len()) => (Encoding::Zstd, c),
-                        _ => (Encoding::Raw, &raw[..]),
-                    };
-                    let mut f = pool.take_len(off);
-                    f[..off].copy_from_slice(&protocol::data_header(
-                        encoding,
-                        want as u32,
-                        body.len(),
-                    ));
-                    f.extend_from_slice(body);
-                    f
-                }
-            };
-            left -= want as u64;
-            let handoff = Instant::now();
-            if tx.blocking_send(Outgoing::Frame(frame)).is_err() {
-                return; // the network side gave up
-            }
-            policy.observe(want, started.elapsed(), handoff.elapsed());
-        }
-        let _ = tx.blocking_send(Outgoing::Done {
-            size,
-            sha256: h.finalize().into(),
+    let block = policy.block_size();
+    if !policy.may_compress() {
+        let (tx, rx) = mpsc::channel(DEPTH);
+        tokio::task::spawn_blocking(move || {
+            read_blocks(file, size, &what, block, &pool, |item| {
+                tx.blocking_send(item).is_ok()
+            })
         });
+        return rx;
+    }
+    // reader -> compressor -> network; few 1 MiB blocks in flight
+    let (tx, rx) = mpsc::channel(4);
+    let (raw_tx, raw_rx) = std::sync::mpsc::sync_channel::<Outgoing>(2);
+    let p2 = pool.clone();
+    tokio::task::spawn_blocking(move || {
+        read_blocks(file, size, &what, block, &p2, |item| {
+            raw_tx.send(item).is_ok()
+        })
     });
+    tokio::task::spawn_blocking(move || compress_blocks(raw_rx, tx, policy, pool));
     rx
+}
+
+/// Read, hash and frame (raw) the blocks of a file; `emit` returns false when
+/// the consumer is gone.
+fn read_blocks(
+    mut file: File,
+    size: u64,
+    what: &str,
+    block: usize,
+    pool: &Pool,
+    mut emit: impl FnMut(Outgoing) -> bool,
+) {
+    let mut h = Sha256::new();
+    let mut left = size;
+    let off = HEADER_LEN + DATA_PREFIX_LEN;
+    while left > 0 {
+        let want = (left.min(block as u64)) as usize;
+        let mut buf = pool.take_len(off + want);
+        if let Err(e) = read_full(&mut file, &mut buf[off..], what) {
+            emit(Outgoing::Failed(e));
+            return;
+        }
+        h.update(&buf[off..]);
+        buf[..off].copy_from_slice(&protocol::data_header(Encoding::Raw, want as u32, want));
+        left -= want as u64;
+        if !emit(Outgoing::Frame(buf)) {
+            return;
+        }
+    }
+    emit(Outgoing::Done {
+        size,
+        sha256: h.finalize().into(),
+    });
+}
+
+/// Turn raw frames into zstd frames where the policy says so and it pays.
+fn compress_blocks(
+    raw: std::sync::mpsc::Receiver<Outgoing>,
+    tx: mpsc::Sender<Outgoing>,
+    mut policy: Policy,
+    pool: Pool,
+) {
+    let off = HEADER_LEN + DATA_PREFIX_LEN;
+    let mut encoder = Encoder::new();
+    let mut started = Instant::now();
+    while let Ok(item) = raw.recv() {
+        let Outgoing::Frame(frame) = item else {
+            let _ = tx.blocking_send(item);
+            return;
+        };
+        let want = frame.len() - off;
+        let frame = match policy.next_level() {
+            None => frame,
+            Some(level) => {
+                let data = &frame[off..];
+                match encoder.compress(data, level) {
+                    Some(c) if policy.record_attempt(want, c.len()) => {
+                        let mut f = pool.take_len(off);
+                        f[..off].copy_from_slice(&protocol::data_header(
+                            Encoding::Zstd,
+                            want as u32,
+                            c.len(),
+                        ));
+                        f.extend_from_slice(c);
+                        pool.give(frame);
+                        f
+                    }
+                    _ => frame,
+                }
+            }
+        };
+        let handoff = Instant::now();
+        if tx.blocking_send(Outgoing::Frame(frame)).is_err() {
+            return; // the network side gave up
+        }
+        policy.observe(want, started.elapsed(), handoff.elapsed());
+        started = Instant::now();
+    }
 }
 
 /// Fill `buf` from `file`; a file that ends first is an error.
