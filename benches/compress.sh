@@ -12,7 +12,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 export BENCH_DIR=${BENCH_DIR:-/srv/sft-bench} REPS=${REPS:-3}
 R=$BENCH_DIR/results
 mkdir -p "$R"
-rm -f "$R/sft-wire.log"
+rm -f "$R/sft-wire.log" "$R"/c-lo.tsv "$R"/c-100m.tsv "$R"/c-1g.tsv
 "$here/peers.sh" install data conf
 trap '"$here/peers.sh" down >/dev/null 2>&1 || true' EXIT
 ONLY='^(sft|sft_off|sft_z3)$' LO_DATASETS="A.bin B.tar" RESULTS=$R/c-lo.tsv "$here/peers.sh" lo-up loopback

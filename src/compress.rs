@@ -125,12 +125,13 @@ fn read_cpu_times() -> Option<(u64, u64)> {
 /// compressing thread waits to hand blocks to the network (waiting means the
 /// network is the bottleneck), and how much CPU the machine has idle
 /// (compression can only use CPU nobody else needs: on loopback the peer
-/// shares it). Not waiting while the machine has under a quarter of a core
-/// idle: compression only steals CPU, step one level down (0 is raw). Waiting
-/// with half a core idle: try one level up. An upward move is a trial, judged
-/// by throughput over a window after one settling window (buffers absorb data
-/// right after a change); unless it raised throughput by 2 % it is undone and further
-/// climbing is banned for 4, 16, 64 … windows. Windows last at least 50 ms.
+/// shares it). Waiting with half a core idle: try a higher level (two steps
+/// while the network is clearly the bottleneck). Not waiting while the machine
+/// has under a quarter of a core idle: try one level lower (0 is raw). Every
+/// move is a trial, judged by throughput over a window after one settling
+/// window (buffers absorb data right after a change): a climb that did not
+/// raise throughput by 2 %, or a descent that lowered it by 2 %, is undone and
+/// that direction is banned for 4, 16, 64 … windows. Windows last ≥ 50 ms.
 #[derive(Debug)]
 pub struct Policy {
     mode: Mode,
@@ -265,8 +266,14 @@ impl Policy {
                 self.trial = Some(t);
                 return;
             }
+            // climbing must pay for itself; stepping down must not cost
+            let keep = if t.up {
+                rate >= t.rate * 1.02
+            } else {
+                rate >= t.rate * 0.98
+            };
             let d = usize::from(!t.up);
-            if rate < t.rate * 1.02 {
+            if !keep {
                 self.level = t.from;
                 self.ban[d] = self.ban_next[d];
                 self.ban_next[d] = (self.ban_next[d] * 4).min(256);
@@ -275,22 +282,29 @@ impl Policy {
             self.ban_next[d] = 4;
         }
         let top = self.max.min(AUTO_MAX_LEVEL);
-        // compressing only steals CPU the rest of the pipeline needs: step
-        // down at once (hysteresis: up needs half a core idle, down less
-        // than a quarter)
-        if waiting < 0.1 && idle.is_some_and(|i| i < 0.25) && self.level > 0 {
-            self.level -= 1;
+        // hysteresis on idle CPU: up needs half a core idle, down less than a
+        // quarter (compressing would only steal CPU the pipeline needs)
+        let (up, step) = if waiting > 0.5 && idle.is_none_or(|i| i >= 0.5) && self.level < top {
+            (true, if waiting > 0.8 { 2 } else { 1 })
+        } else if waiting < 0.1 && idle.is_some_and(|i| i < 0.25) && self.level > 0 {
+            (false, 1)
+        } else {
+            return;
+        };
+        if self.ban[usize::from(!up)] > 0 {
             return;
         }
-        if waiting > 0.5 && idle.is_none_or(|i| i >= 0.5) && self.level < top && self.ban[0] == 0 {
-            self.trial = Some(Trial {
-                from: self.level,
-                rate,
-                up: true,
-                settle: 1,
-            });
-            self.level += 1;
-        }
+        self.trial = Some(Trial {
+            from: self.level,
+            rate,
+            up,
+            settle: 1,
+        });
+        self.level = if up {
+            (self.level + step).min(top)
+        } else {
+            self.level - step
+        };
     }
 
     pub fn level(&self) -> i32 {
