@@ -208,7 +208,13 @@ impl Policy {
             self.skip -= 1;
             return None;
         }
-        Some(self.level)
+        // while the data has been incompressible, probe cheaply
+        Some(if self.incompressible() { 1 } else { self.level })
+    }
+
+    /// Recent blocks did not shrink: the back-off is in force.
+    fn incompressible(&self) -> bool {
+        self.backoff > 8 || self.streak > 0
     }
 
     /// Whether a compression attempt paid; incompressible data backs off.
@@ -284,13 +290,16 @@ impl Policy {
         let top = self.max.min(AUTO_MAX_LEVEL);
         // hysteresis on idle CPU: up needs half a core idle, down less than a
         // quarter (compressing would only steal CPU the pipeline needs)
-        let (up, step) = if waiting > 0.5 && idle.is_none_or(|i| i >= 0.5) && self.level < top {
-            (true, if waiting > 0.8 { 2 } else { 1 })
-        } else if waiting < 0.1 && idle.is_some_and(|i| i < 0.25) && self.level > 0 {
-            (false, 1)
-        } else {
-            return;
-        };
+        // the level means nothing for data that does not compress: hold it
+        let climb = !self.incompressible();
+        let (up, step) =
+            if climb && waiting > 0.5 && idle.is_none_or(|i| i >= 0.5) && self.level < top {
+                (true, if waiting > 0.8 { 2 } else { 1 })
+            } else if waiting < 0.1 && idle.is_some_and(|i| i < 0.25) && self.level > 0 {
+                (false, 1)
+            } else {
+                return;
+            };
         if self.ban[usize::from(!up)] > 0 {
             return;
         }
@@ -566,6 +575,12 @@ mod tests {
             }
         }
         assert!(tried < 20, "random data is tried rarely: {tried} of 200");
+        // and the network waiting with CPU to spare does not make it climb
+        for _ in 0..20 {
+            p.decide(100.0, 0.95, Some(1.5));
+        }
+        assert_eq!(p.level(), 1);
+        assert_eq!(p.next_level().unwrap_or(1), 1);
         // compressible data is taken up again at the next probe
         let raw = text(BLOCK);
         let mut paid = false;
