@@ -190,15 +190,6 @@ impl Policy {
         self.mode != Mode::Off && self.max > 0
     }
 
-    /// Raw bytes per block for this transfer.
-    pub fn block_size(&self) -> usize {
-        if self.may_compress() {
-            BLOCK
-        } else {
-            crate::transfer::CHUNK
-        }
-    }
-
     /// The level to try for the next block, or None to send it raw.
     pub fn next_level(&mut self) -> Option<i32> {
         if self.level == 0 {

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
-use crate::compress::{Decoder, Encoder, Policy};
+use crate::compress::{BLOCK, Decoder, Encoder, Policy};
 use crate::error::{Error, Result};
 use crate::protocol::{self, DATA_PREFIX_LEN, Encoding, HEADER_LEN};
 
@@ -101,7 +101,7 @@ pub fn spawn_reader(
     pool: Pool,
     policy: Policy,
 ) -> mpsc::Receiver<Outgoing> {
-    let block = policy.block_size();
+    let block = CHUNK;
     if !policy.may_compress() {
         let (tx, rx) = mpsc::channel(DEPTH);
         tokio::task::spawn_blocking(move || {
@@ -111,9 +111,9 @@ pub fn spawn_reader(
         });
         return rx;
     }
-    // reader -> compressor -> network; few 1 MiB blocks in flight
-    let (tx, rx) = mpsc::channel(4);
-    let (raw_tx, raw_rx) = std::sync::mpsc::sync_channel::<Outgoing>(2);
+    // reader -> compressor -> network
+    let (tx, rx) = mpsc::channel(DEPTH);
+    let (raw_tx, raw_rx) = std::sync::mpsc::sync_channel::<Outgoing>(DEPTH);
     let p2 = pool.clone();
     tokio::task::spawn_blocking(move || {
         read_blocks(file, size, &what, block, &p2, |item| {
@@ -158,6 +158,10 @@ fn read_blocks(
 }
 
 /// Turn raw frames into zstd frames where the policy says so and it pays.
+/// Raw frames arrive in CHUNK-sized blocks and are forwarded as they are when
+/// not compressing, so raw data flows exactly as with compression off; to
+/// compress, up to `BLOCK` bytes of them are gathered into one zstd block,
+/// and if that does not pay the original frames go out unchanged.
 fn compress_blocks(
     raw: std::sync::mpsc::Receiver<Outgoing>,
     tx: mpsc::Sender<Outgoing>,
@@ -166,39 +170,81 @@ fn compress_blocks(
 ) {
     let off = HEADER_LEN + DATA_PREFIX_LEN;
     let mut encoder = Encoder::new();
+    let mut gathered: Vec<Vec<u8>> = Vec::new();
+    let mut input: Vec<u8> = Vec::new();
+    let mut level: Option<i32> = None;
     let mut started = Instant::now();
-    while let Ok(item) = raw.recv() {
-        let Outgoing::Frame(frame) = item else {
-            let _ = tx.blocking_send(item);
-            return;
-        };
-        let want = frame.len() - off;
-        let frame = match policy.next_level() {
-            None => frame,
-            Some(level) => {
-                let data = &frame[off..];
-                match encoder.compress(data, level) {
-                    Some(c) if policy.record_attempt(want, c.len()) => {
-                        let mut f = pool.take_len(off);
-                        f[..off].copy_from_slice(&protocol::data_header(
-                            Encoding::Zstd,
-                            want as u32,
-                            c.len(),
-                        ));
-                        f.extend_from_slice(c);
-                        pool.give(frame);
-                        f
-                    }
-                    _ => frame,
-                }
+    // send frames in order, measuring how long the network makes us wait
+    let send = |frames: Vec<Vec<u8>>, policy: &mut Policy, started: &mut Instant| -> bool {
+        let raw_bytes: usize = frames.iter().map(|f| f.len() - off).sum();
+        let mut blocked = std::time::Duration::ZERO;
+        for f in frames {
+            let t = Instant::now();
+            if tx.blocking_send(Outgoing::Frame(f)).is_err() {
+                return false;
             }
-        };
-        let handoff = Instant::now();
-        if tx.blocking_send(Outgoing::Frame(frame)).is_err() {
-            return; // the network side gave up
+            blocked += t.elapsed();
         }
-        policy.observe(want, started.elapsed(), handoff.elapsed());
-        started = Instant::now();
+        policy.observe(raw_bytes, started.elapsed(), blocked);
+        *started = Instant::now();
+        true
+    };
+    loop {
+        // a frame, or the end (Done / Failed, or the reader gone)
+        let (frame, end) = match raw.recv() {
+            Ok(Outgoing::Frame(f)) => (Some(f), None),
+            Ok(other) => (None, Some(other)),
+            Err(_) => (None, None),
+        };
+        let more = frame.is_some();
+        if let Some(f) = frame {
+            if gathered.is_empty() {
+                level = policy.next_level();
+            }
+            if level.is_none() {
+                if !send(vec![f], &mut policy, &mut started) {
+                    return;
+                }
+                continue;
+            }
+            gathered.push(f);
+            let have: usize = gathered.iter().map(|f| f.len() - off).sum();
+            if have + CHUNK <= BLOCK {
+                continue; // gather more
+            }
+        }
+        // compress what was gathered (a full block, or the tail at the end)
+        if let (Some(l), false) = (level, gathered.is_empty()) {
+            input.clear();
+            for f in &gathered {
+                input.extend_from_slice(&f[off..]);
+            }
+            let frames = match encoder.compress(&input, l) {
+                Some(c) if policy.record_attempt(input.len(), c.len()) => {
+                    let mut z = pool.take_len(off);
+                    z[..off].copy_from_slice(&protocol::data_header(
+                        Encoding::Zstd,
+                        input.len() as u32,
+                        c.len(),
+                    ));
+                    z.extend_from_slice(c);
+                    for f in gathered.drain(..) {
+                        pool.give(f);
+                    }
+                    vec![z]
+                }
+                _ => std::mem::take(&mut gathered),
+            };
+            if !send(frames, &mut policy, &mut started) {
+                return;
+            }
+        }
+        if !more {
+            if let Some(end) = end {
+                let _ = tx.blocking_send(end);
+            }
+            return;
+        }
     }
 }
 
