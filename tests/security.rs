@@ -460,21 +460,24 @@ fn a_client_pointed_at_a_plaintext_server_fails_with_a_tls_error() {
     t.join().unwrap();
 }
 
-#[test]
-fn a_self_signed_certificate_marked_ca_works_as_its_own_ca_for_its_names_only() {
-    // what `openssl req -x509` makes: CA:TRUE, used directly as the server certificate
+/// What `openssl req -x509` makes: a self-signed certificate marked CA:TRUE.
+fn self_signed_ca_flagged(names: &[&str]) -> sft::certs::Pem {
     let mut params =
-        rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+        rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
             .unwrap();
     params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     let key = rcgen::KeyPair::generate().unwrap();
     let cert = params.self_signed(&key).unwrap();
-    let pem = sft::certs::Pem {
+    sft::certs::Pem {
         cert: cert.pem(),
         key: key.serialize_pem(),
-    };
+    }
+}
+
+#[test]
+fn a_self_signed_certificate_marked_ca_works_as_its_own_ca_for_its_names_only() {
     let s = Server::start_with(Opts {
-        pem: Some(pem),
+        pem: Some(self_signed_ca_flagged(&["localhost", "127.0.0.1"])),
         ..Default::default()
     });
     s.client()
@@ -484,16 +487,8 @@ fn a_self_signed_certificate_marked_ca_works_as_its_own_ca_for_its_names_only() 
         .assert()
         .success();
     // a certificate that does not cover the address connected to is still refused
-    let mut params = rcgen::CertificateParams::new(vec!["files.example.com".to_string()]).unwrap();
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = params.self_signed(&key).unwrap();
-    let pem = sft::certs::Pem {
-        cert: cert.pem(),
-        key: key.serialize_pem(),
-    };
     let s2 = Server::start_with(Opts {
-        pem: Some(pem),
+        pem: Some(self_signed_ca_flagged(&["files.example.com"])),
         ..Default::default()
     });
     s2.client()
@@ -502,4 +497,42 @@ fn a_self_signed_certificate_marked_ca_works_as_its_own_ca_for_its_names_only() 
         .arg("ls")
         .assert()
         .code(4);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_reloads_the_certificate_without_dropping_sessions() {
+    let s = Server::start();
+    let old_pin = s.pin.clone();
+    // a session opened before the reload
+    let mut before = s.raw().await;
+    let fresh = sft::certs::self_signed(&["localhost".into(), "127.0.0.1".into()]).unwrap();
+    std::fs::write(&s.cert, &fresh.cert).unwrap();
+    common::write_private(&s.key, fresh.key.as_bytes());
+    let new_pin = sft::tls::fingerprint(&sft::tls::load_certs(&s.cert).unwrap()[0]);
+    assert_ne!(new_pin, old_pin);
+    s.send_signal("HUP");
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !s.log_text().contains("certificate reloaded") && std::time::Instant::now() < until {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // new clients see the new certificate; the old pin is now refused
+    s.client()
+        .env("SFT_PIN", &new_pin)
+        .arg("ls")
+        .assert()
+        .success();
+    s.client()
+        .env("SFT_PIN", &old_pin)
+        .arg("ls")
+        .assert()
+        .code(4);
+    // the earlier session still works
+    before
+        .w
+        .send_now(&Msg::List {
+            path: String::new(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(before.next().await, Msg::ListEnd);
 }
