@@ -48,6 +48,15 @@ pub struct ConnArgs {
     /// After each transfer, print file bytes, wire bytes, ratio, time and MB/s on stderr
     #[arg(long, global = true)]
     pub stats: bool,
+    /// Servers trusted earlier, as in OpenSSH's known_hosts (default ~/.config/sft/known_servers)
+    #[arg(long, global = true, env = "SFT_KNOWN_SERVERS", value_name = "FILE")]
+    pub known_servers: Option<PathBuf>,
+    /// Without a terminal, trust and record a server not yet in known_servers (its fingerprint is printed)
+    #[arg(long, global = true)]
+    pub trust_on_first_use: bool,
+    /// Limit the transfer rate, bytes per second (e.g. 10MB, 1.5GiB)
+    #[arg(long, global = true, env = "SFT_LIMIT_RATE", value_name = "RATE")]
+    pub limit_rate: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -85,11 +94,153 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
-    /// Remove a remote file
+    /// Remove a remote file (write role: only files you uploaded)
     Rm {
         /// Remote file name
         name: String,
     },
+    /// Trust a server: record its certificate fingerprint in known_servers, list or remove entries
+    Trust(TrustArgs),
+    /// Make certificates: a CA, server certificates it signs, or a self-signed one
+    #[command(subcommand)]
+    Cert(CertCmd),
+    /// Manage the users file of a server (run where the server's files are)
+    #[command(subcommand)]
+    User(UserCmd),
+    /// Administer a running server (admin role)
+    #[command(subcommand)]
+    Admin(AdminCmd),
+}
+
+#[derive(Debug, Args)]
+pub struct TrustArgs {
+    /// The server, HOST:PORT (default: --server / SFT_SERVER); with --pin, no connection is made
+    #[arg(value_name = "HOST:PORT")]
+    pub host: Option<String>,
+    /// List the trusted servers
+    #[arg(long, conflicts_with_all = ["host", "remove"])]
+    pub list: bool,
+    /// Forget a server
+    #[arg(long)]
+    pub remove: bool,
+    /// Replace a different fingerprint already recorded for this server
+    #[arg(long)]
+    pub replace: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertCmd {
+    /// Make a certificate authority: DIR/ca.pem and DIR/ca.key (0600)
+    Ca {
+        /// Directory to write to
+        #[arg(long, default_value = "certs", value_name = "DIR")]
+        out: PathBuf,
+        /// The CA's common name
+        #[arg(long, default_value = "sft CA")]
+        cn: String,
+        /// Replace existing files
+        #[arg(long)]
+        force: bool,
+    },
+    /// Make a server certificate signed by a CA: DIR/server.pem and DIR/server.key (0600)
+    Server {
+        /// Directory holding ca.pem and ca.key
+        #[arg(long, value_name = "DIR")]
+        ca: PathBuf,
+        /// DNS name the certificate is for (repeatable)
+        #[arg(long = "name", value_name = "DNS")]
+        names: Vec<String>,
+        /// IP address the certificate is for (repeatable)
+        #[arg(long = "ip", value_name = "IP")]
+        ips: Vec<std::net::IpAddr>,
+        /// Directory to write to (default: the CA's directory)
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Replace existing files
+        #[arg(long)]
+        force: bool,
+    },
+    /// Make a self-signed server certificate: DIR/server.pem and DIR/server.key (0600)
+    SelfSigned {
+        /// DNS name (repeatable; default: localhost and this host's name)
+        #[arg(long = "name", value_name = "DNS")]
+        names: Vec<String>,
+        /// IP address (repeatable; default: 127.0.0.1 and ::1)
+        #[arg(long = "ip", value_name = "IP")]
+        ips: Vec<std::net::IpAddr>,
+        /// Directory to write to
+        #[arg(long, default_value = "certs", value_name = "DIR")]
+        out: PathBuf,
+        /// Replace existing files
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RoleArg {
+    /// ls and get
+    Read,
+    /// read, plus put, and rm of the files it uploaded
+    Write,
+    /// everything: rm of any file, shutdown, status
+    Admin,
+}
+
+#[derive(Debug, Args)]
+pub struct UsersFileArg {
+    /// The users file (TOML) that `sft serve --users` reads
+    #[arg(long, env = "SFT_USERS", value_name = "FILE")]
+    pub users: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCmd {
+    /// Add a user and print its token (shown once; only its SHA-256 is stored)
+    Add {
+        name: String,
+        #[arg(long, value_enum)]
+        role: RoleArg,
+        /// Storage limit, e.g. 10GiB
+        #[arg(long, value_name = "SIZE")]
+        quota: Option<String>,
+        /// Most files the user may own
+        #[arg(long, value_name = "N")]
+        max_files: Option<u64>,
+        #[command(flatten)]
+        file: UsersFileArg,
+    },
+    /// List users: name, role, limits
+    List {
+        #[command(flatten)]
+        file: UsersFileArg,
+    },
+    /// Remove a user (its sessions end at their next command)
+    Rm {
+        name: String,
+        #[command(flatten)]
+        file: UsersFileArg,
+    },
+    /// Give a user a new token (the old one stops working) and print it
+    Token {
+        name: String,
+        #[command(flatten)]
+        file: UsersFileArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCmd {
+    /// Stop the server: no new connections, transfers in flight get the grace period
+    Shutdown {
+        /// How long transfers in flight may take (default: the server's --grace)
+        #[arg(long, value_parser = humantime::parse_duration)]
+        grace: Option<Duration>,
+    },
+    /// Uptime, connections, transfers in flight, bytes in/out, storage used
+    Status,
+    /// Reload the server's certificate and users file now
+    Reload,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -126,9 +277,12 @@ pub struct ServeArgs {
     /// Private key, PEM: RSA, ECDSA P-256/P-384 or Ed25519; PKCS#8, PKCS#1 or SEC1
     #[arg(long, value_name = "KEY.pem", requires = "cert")]
     pub key: Option<PathBuf>,
-    /// Accepted access tokens, one per line (default: a generated token kept in the state directory)
+    /// Accepted access tokens, one per line, each an admin (default: a generated token kept in the state directory)
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+    /// Users with roles (TOML, made with `sft user add`); re-read when it changes
+    #[arg(long, value_name = "FILE")]
+    pub users: Option<PathBuf>,
     /// Where the server keeps its certificate, key and token (never inside --root)
     #[arg(long, env = "SFT_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,

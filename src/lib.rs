@@ -26,3 +26,4 @@ pub mod protocol;
 pub mod server;
 pub mod tls;
 pub mod transfer;
+pub mod units;

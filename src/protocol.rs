@@ -53,6 +53,10 @@ pub mod ty {
     pub const GET_OK: u8 = 0x31;
     pub const REMOVE: u8 = 0x40;
     pub const DONE: u8 = 0x41;
+    pub const SHUTDOWN: u8 = 0x50;
+    pub const STATUS: u8 = 0x51;
+    pub const STATUS_OK: u8 = 0x52;
+    pub const RELOAD: u8 = 0x53;
     pub const ERROR: u8 = 0x7E;
     pub const BYE: u8 = 0x7F;
 }
@@ -98,6 +102,20 @@ pub struct Entry {
     pub mtime_ns: i64,
     pub sha256: Option<[u8; 32]>,
     pub name: String,
+    /// Who uploaded the file ("" when unknown, e.g. placed by hand).
+    pub owner: String,
+}
+
+/// What `sft admin status` shows.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Status {
+    pub uptime_s: u64,
+    pub connections: u32,
+    pub transfers: u32,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub storage_bytes: u64,
+    pub files: u64,
 }
 
 /// Every message of the protocol.
@@ -162,6 +180,13 @@ pub enum Msg {
         name: String,
     },
     Done,
+    Shutdown {
+        /// Milliseconds transfers in flight may take; `u64::MAX` for the server's default.
+        grace_ms: u64,
+    },
+    StatusReq,
+    StatusOk(Status),
+    Reload,
     Error {
         code: u16,
         message: String,
@@ -189,6 +214,10 @@ pub fn max_body(ty: u8) -> Result<usize> {
         | ty::GET_OK
         | ty::REMOVE
         | ty::DONE
+        | ty::SHUTDOWN
+        | ty::STATUS
+        | ty::STATUS_OK
+        | ty::RELOAD
         | ty::ERROR
         | ty::BYE => Ok(MAX_CONTROL_BODY),
         other => Err(Error::protocol(format!("unknown frame type 0x{other:02x}"))),
@@ -288,6 +317,10 @@ impl Msg {
             Msg::GetOk { .. } => ty::GET_OK,
             Msg::Remove { .. } => ty::REMOVE,
             Msg::Done => ty::DONE,
+            Msg::Shutdown { .. } => ty::SHUTDOWN,
+            Msg::StatusReq => ty::STATUS,
+            Msg::StatusOk(_) => ty::STATUS_OK,
+            Msg::Reload => ty::RELOAD,
             Msg::Error { .. } => ty::ERROR,
             Msg::Bye => ty::BYE,
         }
@@ -313,6 +346,10 @@ impl Msg {
             Msg::GetOk { .. } => "GET_OK",
             Msg::Remove { .. } => "REMOVE",
             Msg::Done => "DONE",
+            Msg::Shutdown { .. } => "SHUTDOWN",
+            Msg::StatusReq => "STATUS",
+            Msg::StatusOk(_) => "STATUS_OK",
+            Msg::Reload => "RELOAD",
             Msg::Error { .. } => "ERROR",
             Msg::Bye => "BYE",
         }
@@ -358,8 +395,19 @@ impl Msg {
                 w.i64(e.mtime_ns);
                 w.digest(&e.sha256);
                 w.str(e.name.as_bytes());
+                w.str(e.owner.as_bytes());
             }
-            Msg::ListEnd | Msg::Cancel | Msg::Done | Msg::Bye => {}
+            Msg::ListEnd | Msg::Cancel | Msg::Done | Msg::Bye | Msg::StatusReq | Msg::Reload => {}
+            Msg::Shutdown { grace_ms } => w.u64(*grace_ms),
+            Msg::StatusOk(st) => {
+                w.u64(st.uptime_s);
+                w.u32(st.connections);
+                w.u32(st.transfers);
+                w.u64(st.bytes_in);
+                w.u64(st.bytes_out);
+                w.u64(st.storage_bytes);
+                w.u64(st.files);
+            }
             Msg::Put { size, flags, name } => {
                 w.u64(*size);
                 w.u32(*flags);
@@ -475,6 +523,7 @@ impl Msg {
                     mtime_ns: r.i64()?,
                     sha256: r.digest()?,
                     name: r.string()?,
+                    owner: r.string()?,
                 })
             }
             ty::LIST_END => Msg::ListEnd,
@@ -529,6 +578,18 @@ impl Msg {
             },
             ty::REMOVE => Msg::Remove { name: r.string()? },
             ty::DONE => Msg::Done,
+            ty::SHUTDOWN => Msg::Shutdown { grace_ms: r.u64()? },
+            ty::STATUS => Msg::StatusReq,
+            ty::STATUS_OK => Msg::StatusOk(Status {
+                uptime_s: r.u64()?,
+                connections: r.u32()?,
+                transfers: r.u32()?,
+                bytes_in: r.u64()?,
+                bytes_out: r.u64()?,
+                storage_bytes: r.u64()?,
+                files: r.u64()?,
+            }),
+            ty::RELOAD => Msg::Reload,
             ty::ERROR => Msg::Error {
                 code: r.u16()?,
                 message: String::from_utf8_lossy(&r.bytes_u16()?).into_owned(),
@@ -694,6 +755,7 @@ mod tests {
                 mtime_ns: -3,
                 sha256: d,
                 name: "a b.txt".into(),
+                owner: "alice".into(),
             }),
             Msg::Entry(Entry {
                 kind: EntryKind::Dir,
@@ -701,6 +763,7 @@ mod tests {
                 mtime_ns: 0,
                 sha256: None,
                 name: "dir".into(),
+                owner: String::new(),
             }),
             Msg::ListEnd,
             Msg::Put {
@@ -738,6 +801,18 @@ mod tests {
             },
             Msg::Remove { name: "x".into() },
             Msg::Done,
+            Msg::Shutdown { grace_ms: u64::MAX },
+            Msg::StatusReq,
+            Msg::StatusOk(Status {
+                uptime_s: 1,
+                connections: 2,
+                transfers: 3,
+                bytes_in: 4,
+                bytes_out: 5,
+                storage_bytes: 6,
+                files: 7,
+            }),
+            Msg::Reload,
             Msg::Error {
                 code: 6,
                 message: "not found: 'x'".into(),

@@ -143,13 +143,38 @@ pub fn server_config(slot: Arc<CertSlot>) -> Result<Arc<rustls::ServerConfig>> {
     Ok(Arc::new(cfg))
 }
 
+/// Decides, after the handshake and before any secret is sent, whether to
+/// trust a server seen for the first time (given its fingerprint, hex).
+pub type FirstUse = Arc<dyn Fn(&str) -> Result<()> + Send + Sync>;
+
 /// How the client decides that the server is the right one.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum Trust {
     /// The SHA-256 of the server's certificate.
     Pin([u8; 32]),
     /// A CA certificate (or the server's own certificate), PEM file.
     Ca(std::path::PathBuf),
+    /// The fingerprint recorded for this server in a known-servers file.
+    Known {
+        pin: [u8; 32],
+        file: std::path::PathBuf,
+    },
+    /// A server not seen before: any certificate completes the handshake
+    /// (its signature still checked), then the callback decides.
+    FirstUse(FirstUse),
+}
+
+impl std::fmt::Debug for Trust {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Trust::Pin(p) => write!(f, "Pin({})", hex::encode(p)),
+            Trust::Ca(p) => write!(f, "Ca({})", p.display()),
+            Trust::Known { pin, file } => {
+                write!(f, "Known({}, {})", hex::encode(pin), file.display())
+            }
+            Trust::FirstUse(_) => write!(f, "FirstUse"),
+        }
+    }
 }
 
 /// The client configuration, and the pin verifier when pinning (to report
@@ -162,9 +187,13 @@ pub fn client_config(
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| Error::other(format!("TLS configuration: {e}")))?;
     let (mut cfg, pin) = match trust {
-        Trust::Pin(pin) => {
+        Trust::Pin(_) | Trust::Known { .. } | Trust::FirstUse(_) => {
+            let pin = match trust {
+                Trust::Pin(p) | Trust::Known { pin: p, .. } => Some(*p),
+                _ => None,
+            };
             let v = Arc::new(PinVerifier {
-                pin: *pin,
+                pin,
                 algs: prov.signature_verification_algorithms,
                 seen: Mutex::new(None),
             });
@@ -267,9 +296,11 @@ impl ServerCertVerifier for CaVerifier {
 
 /// Accepts exactly one certificate, by its SHA-256, and checks the handshake
 /// signature against it. Host names are not checked: the pin is the identity.
+/// Without a pin (first use) any certificate is accepted and remembered, for
+/// the caller to decide on before sending anything.
 #[derive(Debug)]
 pub struct PinVerifier {
-    pin: [u8; 32],
+    pin: Option<[u8; 32]>,
     algs: WebPkiSupportedAlgorithms,
     seen: Mutex<Option<String>>,
 }
@@ -280,7 +311,7 @@ impl PinVerifier {
         self.seen.lock().ok().and_then(|g| g.clone())
     }
     pub fn expected(&self) -> String {
-        hex::encode(self.pin)
+        self.pin.map(hex::encode).unwrap_or_default()
     }
 }
 
@@ -297,7 +328,11 @@ impl ServerCertVerifier for PinVerifier {
         if let Ok(mut s) = self.seen.lock() {
             *s = Some(hex::encode(got));
         }
-        if subtle::ConstantTimeEq::ct_eq(&got[..], &self.pin[..]).into() {
+        let ok = match &self.pin {
+            Some(pin) => subtle::ConstantTimeEq::ct_eq(&got[..], &pin[..]).into(),
+            None => true,
+        };
+        if ok {
             Ok(ServerCertVerified::assertion())
         } else {
             Err(rustls::Error::InvalidCertificate(

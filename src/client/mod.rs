@@ -12,6 +12,8 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
+pub mod known;
+
 use crate::compress::{Mode, Policy};
 use crate::connection::{FrameReader, FrameWriter};
 use crate::error::{Error, Kind, Result};
@@ -33,6 +35,39 @@ pub struct Options {
     pub timeout: Duration,
     /// Compression for uploads, and asked of the server for downloads.
     pub compress: Mode,
+    /// Most bytes per second to move (file bytes), if limited.
+    pub limit_rate: Option<u64>,
+}
+
+/// The raw length a DATA frame (header included) carries.
+fn frame_raw_len(f: &[u8]) -> u64 {
+    f.get(6..10)
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .map_or(0, |b| u64::from(u32::from_be_bytes(b)))
+}
+
+/// Keeps a transfer at or below a rate by sleeping between frames.
+struct Pacer {
+    rate: Option<u64>,
+    start: Instant,
+    bytes: u64,
+}
+
+impl Pacer {
+    fn new(rate: Option<u64>) -> Pacer {
+        Pacer {
+            rate: rate.filter(|r| *r > 0),
+            start: Instant::now(),
+            bytes: 0,
+        }
+    }
+
+    async fn pace(&mut self, n: u64) {
+        let Some(rate) = self.rate else { return };
+        self.bytes += n;
+        let due = self.start + Duration::from_secs_f64(self.bytes as f64 / rate as f64);
+        tokio::time::sleep_until(due.into()).await;
+    }
 }
 
 type Stream = TlsStream<crate::server::session::Socket>;
@@ -46,6 +81,7 @@ pub struct Client {
     /// Whether the server agreed to zstd DATA blocks.
     pub zstd: bool,
     compress: Mode,
+    limit_rate: Option<u64>,
     /// DATA bytes (headers included) of the transfer in progress.
     wire: u64,
 }
@@ -127,6 +163,20 @@ fn tls_error(
         ));
     };
     match (inner, pin) {
+        (rustls::Error::InvalidCertificate(_), Some(p)) if matches!(trust, Trust::Known { .. }) => {
+            let file = match trust {
+                Trust::Known { file, .. } => file.display().to_string(),
+                _ => String::new(),
+            };
+            let seen = p.seen().unwrap_or_else(|| "nothing".into());
+            Error::new(
+                Kind::Tls,
+                format!(
+                    "WARNING: SERVER IDENTITY HAS CHANGED for {server}: {file} records certificate SHA-256 {} but the server presented {seen}. Someone may be intercepting the connection, or the server's certificate was replaced. Nothing was sent. If the change is expected, run: sft trust {server} --pin {seen} --replace",
+                    p.expected()
+                ),
+            )
+        }
         (rustls::Error::InvalidCertificate(_), Some(p)) => Error::new(
             Kind::Tls,
             format!(
@@ -138,7 +188,7 @@ fn tls_error(
         (rustls::Error::InvalidCertificate(c), None) => {
             let ca = match trust {
                 Trust::Ca(p) => p.display().to_string(),
-                Trust::Pin(_) => String::new(),
+                _ => String::new(),
             };
             Error::new(
                 Kind::Tls,
@@ -156,60 +206,89 @@ fn tls_error(
     }
 }
 
+/// Connect and complete the TLS handshake, verifying the server as `trust`
+/// says; also returns the pin verifier (for the fingerprint seen).
+async fn open_tls(
+    server: &str,
+    trust: &Trust,
+    t: Duration,
+) -> Result<(Stream, Option<Arc<PinVerifier>>)> {
+    let (host, port) = split_host_port(server)?;
+    let shown = format!("{}:{port}", names::escape(&host));
+    let addrs: Vec<_> = tokio::time::timeout(t, tokio::net::lookup_host((host.as_str(), port)))
+        .await
+        .map_err(|_| Error::network(format!("resolving {shown} timed out")))?
+        .map_err(|e| {
+            Error::network(format!(
+                "cannot resolve {shown}: {}",
+                crate::error::describe_io(&e)
+            ))
+        })?
+        .collect();
+    let mut last = Error::network(format!("cannot resolve {shown}: no addresses"));
+    let mut tcp = None;
+    for a in addrs {
+        match tokio::time::timeout(t, TcpStream::connect(a)).await {
+            Ok(Ok(s)) => {
+                tcp = Some(s);
+                break;
+            }
+            Ok(Err(e)) => {
+                last = Error::network(format!(
+                    "cannot connect to {shown}: {}; is the server running?",
+                    crate::error::describe_io(&e)
+                ))
+            }
+            Err(_) => {
+                last = Error::network(format!(
+                    "connecting to {shown} timed out after {}s",
+                    t.as_secs()
+                ))
+            }
+        }
+    }
+    let tcp = tcp.ok_or(last)?;
+    let _ = tcp.set_nodelay(true);
+    let (cfg, pin) = tls::client_config(trust)?;
+    let name = rustls::pki_types::ServerName::try_from(host.clone())
+        .map_err(|_| Error::usage(format!("invalid server name {:?}", names::escape(&host))))?;
+    let sock = tokio::io::BufReader::with_capacity(crate::server::session::SOCKET_BUFFER, tcp);
+    match tokio::time::timeout(t, TlsConnector::from(cfg).connect(name, sock)).await {
+        Ok(Ok(s)) => Ok((s, pin)),
+        Ok(Err(e)) => Err(tls_error(e, &shown, trust, pin.as_ref())),
+        Err(_) => Err(Error::network(format!(
+            "TLS handshake with {shown} timed out after {}s",
+            t.as_secs()
+        ))),
+    }
+}
+
+/// The SHA-256 fingerprint of a server's certificate (hex), learned from a
+/// handshake that sends nothing else.
+pub async fn fingerprint_of(server: &str, t: Duration) -> Result<String> {
+    let trust = Trust::FirstUse(Arc::new(|_| Ok(())));
+    let (mut tls, pin) = open_tls(server, &trust, t).await?;
+    let _ = tokio::time::timeout(
+        Duration::from_secs(2),
+        tokio::io::AsyncWriteExt::shutdown(&mut tls),
+    )
+    .await;
+    pin.and_then(|p| p.seen())
+        .ok_or_else(|| Error::other("the server presented no certificate"))
+}
+
 impl Client {
     /// Connect, verify the server, say HELLO and authenticate.
     pub async fn connect(opts: &Options) -> Result<Client> {
         let t = opts.timeout;
-        let (host, port) = split_host_port(&opts.server)?;
-        let shown = format!("{}:{port}", names::escape(&host));
-        let addrs: Vec<_> = tokio::time::timeout(t, tokio::net::lookup_host((host.as_str(), port)))
-            .await
-            .map_err(|_| Error::network(format!("resolving {shown} timed out")))?
-            .map_err(|e| {
-                Error::network(format!(
-                    "cannot resolve {shown}: {}",
-                    crate::error::describe_io(&e)
-                ))
-            })?
-            .collect();
-        let mut last = Error::network(format!("cannot resolve {shown}: no addresses"));
-        let mut tcp = None;
-        for a in addrs {
-            match tokio::time::timeout(t, TcpStream::connect(a)).await {
-                Ok(Ok(s)) => {
-                    tcp = Some(s);
-                    break;
-                }
-                Ok(Err(e)) => {
-                    last = Error::network(format!(
-                        "cannot connect to {shown}: {}; is the server running?",
-                        crate::error::describe_io(&e)
-                    ))
-                }
-                Err(_) => {
-                    last = Error::network(format!(
-                        "connecting to {shown} timed out after {}s",
-                        t.as_secs()
-                    ))
-                }
-            }
+        let (tls, pin) = open_tls(&opts.server, &opts.trust, t).await?;
+
+        if let Trust::FirstUse(decide) = &opts.trust {
+            // decided before HELLO: nothing, least of all the token, goes to
+            // a server the user has not accepted
+            let seen = pin.as_ref().and_then(|p| p.seen()).unwrap_or_default();
+            decide(&seen)?;
         }
-        let tcp = tcp.ok_or(last)?;
-        let _ = tcp.set_nodelay(true);
-        let (cfg, pin) = tls::client_config(&opts.trust)?;
-        let name = rustls::pki_types::ServerName::try_from(host.clone())
-            .map_err(|_| Error::usage(format!("invalid server name {:?}", names::escape(&host))))?;
-        let sock = tokio::io::BufReader::with_capacity(crate::server::session::SOCKET_BUFFER, tcp);
-        let tls = match tokio::time::timeout(t, TlsConnector::from(cfg).connect(name, sock)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(tls_error(e, &shown, &opts.trust, pin.as_ref())),
-            Err(_) => {
-                return Err(Error::network(format!(
-                    "TLS handshake with {shown} timed out after {}s",
-                    t.as_secs()
-                )));
-            }
-        };
         let (rd, wr) = tokio::io::split(tls);
         let mut c = Client {
             r: FrameReader::new(rd),
@@ -219,6 +298,7 @@ impl Client {
             role: Role::Read,
             zstd: false,
             compress: opts.compress,
+            limit_rate: opts.limit_rate,
             wire: 0,
         };
         c.w.send(&Msg::Hello {
@@ -261,6 +341,47 @@ impl Client {
         }
         let _ = tokio::time::timeout(Duration::from_secs(2), self.w.shutdown()).await;
         Ok(())
+    }
+
+    /// Ask the server to shut down (admin), giving transfers in flight
+    /// `grace` (the server's default if None).
+    pub async fn shutdown(&mut self, grace: Option<Duration>) -> Result<()> {
+        let grace_ms = grace.map_or(u64::MAX, |g| g.as_millis().min(u64::MAX as u128 - 1) as u64);
+        self.w.send_now(&Msg::Shutdown { grace_ms }).await?;
+        match self
+            .r
+            .expect_within(self.timeout, "the reply to SHUTDOWN")
+            .await?
+        {
+            Msg::Done => Ok(()),
+            other => Err(unexpected(&other, "the reply to SHUTDOWN")),
+        }
+    }
+
+    /// The server's counters (admin).
+    pub async fn status(&mut self) -> Result<protocol::Status> {
+        self.w.send_now(&Msg::StatusReq).await?;
+        match self
+            .r
+            .expect_within(self.timeout * 4, "the reply to STATUS")
+            .await?
+        {
+            Msg::StatusOk(st) => Ok(st),
+            other => Err(unexpected(&other, "the reply to STATUS")),
+        }
+    }
+
+    /// Make the server reload its certificate and users file (admin).
+    pub async fn reload(&mut self) -> Result<()> {
+        self.w.send_now(&Msg::Reload).await?;
+        match self
+            .r
+            .expect_within(self.timeout, "the reply to RELOAD")
+            .await?
+        {
+            Msg::Done => Ok(()),
+            other => Err(unexpected(&other, "the reply to RELOAD")),
+        }
     }
 
     /// List a directory ("" for the root).
@@ -345,6 +466,7 @@ impl Client {
         let policy = Policy::new(mode, crate::compress::MAX_LEVEL);
         let mut rx = transfer::spawn_reader(file, size, shown.clone(), pool.clone(), policy);
         let mut wire: u64 = 0;
+        let mut pacer = Pacer::new(self.limit_rate);
         let sha256 = loop {
             tokio::select! {
                 biased;
@@ -361,6 +483,7 @@ impl Client {
                     Some(Outgoing::Frame(f)) => {
                         self.w.write_raw(&f).await?;
                         wire += f.len() as u64;
+                        pacer.pace(frame_raw_len(&f)).await;
                         pool.give(f);
                     }
                     Some(Outgoing::Done { sha256, .. }) => {
@@ -514,6 +637,7 @@ impl Client {
             transfer::spawn_writer(file, part.display().to_string(), false, self.r.pool());
         let mut received: u64 = 0;
         self.wire = 0;
+        let mut pacer = Pacer::new(self.limit_rate);
         let sent = loop {
             match self.r.expect_within(self.timeout, "download data").await? {
                 Msg::Data {
@@ -529,6 +653,7 @@ impl Client {
                     self.wire +=
                         (protocol::HEADER_LEN + protocol::DATA_PREFIX_LEN + payload.len()) as u64;
                     received += u64::from(raw_len);
+                    pacer.pace(u64::from(raw_len)).await;
                     if received > size {
                         return Err(Error::protocol(format!(
                             "the server sent more than the {size} bytes it announced for {}",

@@ -6,15 +6,17 @@ pub mod auth;
 pub mod session;
 pub mod state;
 pub mod store;
+pub mod users;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
@@ -52,6 +54,8 @@ pub struct Config {
     pub listen: SocketAddr,
     pub fsync: store::Fsync,
     pub tokens: auth::Tokens,
+    /// A users file, re-read whenever it changes.
+    pub users: Option<PathBuf>,
     pub cert: PathBuf,
     pub key: PathBuf,
     pub limits: Limits,
@@ -63,15 +67,54 @@ pub struct Config {
     pub banner: Option<Box<dyn Fn(SocketAddr) -> String + Send>>,
 }
 
+/// Counters for `sft admin status`.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub connections: AtomicU64,
+    pub transfers: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+}
+
+/// Counts one thing in progress (a connection, a transfer) while alive.
+pub struct Gauge<'a>(&'a AtomicU64);
+
+impl<'a> Gauge<'a> {
+    pub fn new(c: &'a AtomicU64) -> Gauge<'a> {
+        c.fetch_add(1, Ordering::Relaxed);
+        Gauge(c)
+    }
+}
+
+impl Drop for Gauge<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Requests from sessions to the accept loop.
+pub enum Control {
+    /// Stop accepting, drain within `grace` (the server's default if None), exit.
+    Shutdown { grace: Option<Duration>, by: String },
+    /// Reload the certificate and the users file now.
+    Reload { done: oneshot::Sender<Result<()>> },
+}
+
 /// State shared by all sessions.
 pub struct Shared {
     pub store: store::Store,
-    pub tokens: auth::Tokens,
+    pub accounts: auth::Accounts,
     pub limits: Limits,
     pub compression: bool,
     pub max_level: i32,
-    /// Becomes true when the server starts shutting down.
+    pub started: Instant,
+    pub stats: Stats,
+    pub control: mpsc::Sender<Control>,
+    /// Becomes true when the server starts shutting down: idle sessions end.
     pub stop: watch::Receiver<bool>,
+    /// Becomes true when the grace period is over: transfers still running
+    /// are aborted (their uploads discarded) with a message to the client.
+    pub abort: watch::Receiver<bool>,
 }
 
 fn load_cert(cfg: &Config) -> Result<Arc<rustls::sign::CertifiedKey>> {
@@ -85,6 +128,12 @@ pub async fn run(cfg: Config) -> Result<()> {
         Ok(0) => {}
         Ok(n) => info!("removed {n} leftover temporary files"),
         Err(e) => warn!("could not sweep leftover temporary files: {e}"),
+    }
+    let accounts = auth::Accounts::new(cfg.tokens.clone(), cfg.users.as_deref())?;
+    if accounts.is_empty() {
+        return Err(Error::usage(
+            "no users: the token file and the users file name nobody; add one with: sft user add NAME --role admin --users FILE",
+        ));
     }
     let slot = CertSlot::new(load_cert(&cfg)?);
     let acceptor = TlsAcceptor::from(tls::server_config(slot.clone())?);
@@ -107,14 +156,30 @@ pub async fn run(cfg: Config) -> Result<()> {
     let limits = cfg.limits.clone();
     info!(%addr, root = %cfg.root.display(), "serving");
     let (stop_tx, stop_rx) = watch::channel(false);
+    let (abort_tx, abort_rx) = watch::channel(false);
+    let (control_tx, mut control_rx) = mpsc::channel(8);
     let shared = Arc::new(Shared {
         store,
-        tokens: cfg.tokens.clone(),
+        accounts,
         limits: limits.clone(),
         compression: cfg.compression,
         max_level: cfg.max_level,
+        started: Instant::now(),
+        stats: Stats::default(),
+        control: control_tx,
         stop: stop_rx,
+        abort: abort_rx,
     });
+    let reload = |shared: &Shared| -> Result<()> {
+        let ck = load_cert(&cfg).map_err(|e| e.context("reloading the certificate"))?;
+        slot.replace(ck);
+        shared
+            .accounts
+            .reload()
+            .map_err(|e| e.context("reloading the users file"))?;
+        Ok(())
+    };
+    let mut grace = limits.grace;
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     // a few extra slots just to tell clients over TLS that the server is busy
     let busy_permits = Arc::new(Semaphore::new(16));
@@ -151,14 +216,28 @@ pub async fn run(cfg: Config) -> Result<()> {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             },
-            _ = sigterm.recv() => { info!("SIGTERM received"); break; }
-            _ = sigint.recv() => { info!("SIGINT received"); break; }
-            _ = sighup.recv() => match load_cert(&cfg) {
-                Ok(ck) => {
-                    slot.replace(ck);
-                    info!(cert = %cfg.cert.display(), "certificate reloaded");
+            _ = sigterm.recv() => { info!(event = "shutdown", by = "SIGTERM", "SIGTERM received"); break; }
+            _ = sigint.recv() => { info!(event = "shutdown", by = "SIGINT", "SIGINT received"); break; }
+            _ = sighup.recv() => match reload(&shared) {
+                Ok(()) => info!(event = "reload", by = "SIGHUP", cert = %cfg.cert.display(), "certificate and users reloaded"),
+                Err(e) => warn!(event = "reload", by = "SIGHUP", "reload failed, keeping the old settings: {e}"),
+            },
+            Some(c) = control_rx.recv() => match c {
+                Control::Shutdown { grace: g, by } => {
+                    if let Some(g) = g {
+                        grace = g;
+                    }
+                    info!(event = "shutdown", by = %by, grace_s = grace.as_secs_f64(), "shutdown requested by an admin");
+                    break;
                 }
-                Err(e) => warn!("certificate reload failed, keeping the old one: {e}"),
+                Control::Reload { done } => {
+                    let r = reload(&shared);
+                    match &r {
+                        Ok(()) => info!(event = "reload", by = "admin", "certificate and users reloaded"),
+                        Err(e) => warn!(event = "reload", by = "admin", "reload failed, keeping the old settings: {e}"),
+                    }
+                    let _ = done.send(r);
+                }
             },
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
         }
@@ -167,19 +246,26 @@ pub async fn run(cfg: Config) -> Result<()> {
     let _ = stop_tx.send(true);
     info!(
         connections = tasks.len(),
-        grace_s = limits.grace.as_secs(),
+        grace_s = grace.as_secs_f64(),
         "shutting down: no new connections; waiting for transfers in flight"
     );
-    let drained = tokio::time::timeout(limits.grace, async {
-        while tasks.join_next().await.is_some() {}
-    })
-    .await;
+    let drained =
+        tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
     if drained.is_err() {
         warn!(
             aborted = tasks.len(),
             "grace period over; aborting the transfers still running (their uploads are discarded)"
         );
-        tasks.shutdown().await;
+        // sessions tell their clients and discard their uploads; stragglers
+        // (a peer that stopped reading) are dropped after a short wait
+        let _ = abort_tx.send(true);
+        let finished = tokio::time::timeout(Duration::from_secs(3), async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if finished.is_err() {
+            tasks.shutdown().await;
+        }
     }
     info!("server stopped");
     Ok(())

@@ -13,13 +13,13 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tracing::{debug, info, warn};
 
-use super::Shared;
 use super::auth::Identity;
+use super::{Control, Gauge, Shared};
 use crate::compress::{Mode, Policy};
 use crate::connection::{FrameReader, FrameWriter};
 use crate::error::{Error, Kind, Result};
 use crate::names;
-use crate::protocol::{self, Encoding, Msg};
+use crate::protocol::{self, Encoding, Msg, Role};
 use crate::transfer::{self, Outgoing};
 
 /// rustls pulls at most one TLS record per read; a large buffer below it turns
@@ -49,6 +49,9 @@ pub async fn serve(
     busy: bool,
 ) {
     let limits = shared.limits.clone();
+    let counted = shared.clone();
+    let _connection = Gauge::new(&counted.stats.connections);
+    info!(event = "connection", %peer, "connection");
     let sock = tokio::io::BufReader::with_capacity(SOCKET_BUFFER, tcp);
     let tls = match tokio::time::timeout(limits.handshake, acceptor.accept(sock)).await {
         Ok(Ok(s)) => s,
@@ -78,7 +81,6 @@ pub async fn serve(
         ));
         let _ = s.reply_error(&e).await;
     } else {
-        debug!(%peer, "connection");
         match s.run().await {
             Ok(()) => {}
             Err(e) => {
@@ -107,6 +109,69 @@ impl Session {
 
     fn user(&self) -> &str {
         self.who.as_ref().map(|w| w.user.as_str()).unwrap_or("-")
+    }
+
+    /// The session's user as the users file says now: a changed role applies
+    /// to the next command, and a removed user's session ends.
+    fn refresh_identity(&mut self) -> Result<Identity> {
+        let Some(old) = &self.who else {
+            return Err(Error::protocol("command before authentication"));
+        };
+        match self.shared.accounts.current(&old.user) {
+            Some(now) => {
+                self.who = Some(now.clone());
+                Ok(now)
+            }
+            None => {
+                let e = Error::new(
+                    Kind::Auth,
+                    format!(
+                        "permission denied: user {} no longer exists on this server",
+                        old.user
+                    ),
+                );
+                info!(event = "denied", peer = %self.peer, user = %old.user, "user removed; closing the session");
+                Err(e)
+            }
+        }
+    }
+
+    fn identity(&self) -> Identity {
+        self.who
+            .clone()
+            .unwrap_or_else(|| Identity::new("-", Role::Read))
+    }
+
+    async fn status(&mut self) -> Result<()> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let usage = self.blocking(|s| s.store.usage()).await?;
+        let st = &self.shared.stats;
+        let status = protocol::Status {
+            uptime_s: self.shared.started.elapsed().as_secs(),
+            connections: st.connections.load(Relaxed).min(u32::MAX as u64) as u32,
+            transfers: st.transfers.load(Relaxed).min(u32::MAX as u64) as u32,
+            bytes_in: st.bytes_in.load(Relaxed),
+            bytes_out: st.bytes_out.load(Relaxed),
+            storage_bytes: usage.values().map(|v| v.0).sum(),
+            files: usage.values().map(|v| v.1).sum(),
+        };
+        self.w.send_now(&Msg::StatusOk(status)).await
+    }
+
+    /// Tell the client its transfer was cut off by the end of the grace
+    /// period, and end the session (the caller discards the upload).
+    async fn aborted(&mut self, what: &str) -> Result<()> {
+        let e = Error::network(format!(
+            "server is shutting down: the grace period ended before this {what} finished{}; try again later",
+            if what == "upload" {
+                " and nothing was stored"
+            } else {
+                ""
+            }
+        ));
+        info!(event = what, peer = %self.peer, user = self.user(), outcome = "aborted", "{e}");
+        let _ = self.reply_error(&e).await;
+        Err(Error::network("transfer aborted at shutdown"))
     }
 
     async fn run(&mut self) -> Result<()> {
@@ -142,9 +207,9 @@ impl Session {
             .await?;
         let left = deadline.saturating_duration_since(Instant::now());
         match self.r.expect_within(left, "AUTH").await? {
-            Msg::Auth { secret } => match self.shared.tokens.check(&secret) {
+            Msg::Auth { secret } => match self.shared.accounts.check(&secret) {
                 Some(who) => {
-                    info!(peer = %self.peer, user = %who.user, role = who.role.name(), "authenticated");
+                    info!(event = "auth", peer = %self.peer, user = %who.user, role = who.role.name(), outcome = "ok", "authenticated");
                     self.w
                         .send_now(&Msg::AuthOk {
                             role: who.role,
@@ -154,7 +219,7 @@ impl Session {
                     self.who = Some(who);
                 }
                 None => {
-                    warn!(peer = %self.peer, "authentication failed: token not accepted");
+                    warn!(event = "auth", peer = %self.peer, outcome = "denied", "authentication failed: token not accepted");
                     let e = Error::new(
                         Kind::Auth,
                         "authentication failed: the token was not accepted; check --token, --token-file or SFT_TOKEN",
@@ -201,6 +266,27 @@ impl Session {
                 debug!(peer = %self.peer, "client left without BYE");
                 return Ok(());
             };
+            let who = self.refresh_identity()?;
+            let need = match &msg {
+                Msg::Put { .. } => Some((Role::Write, "put")),
+                Msg::Remove { .. } => Some((Role::Write, "rm")),
+                Msg::Shutdown { .. } => Some((Role::Admin, "shut the server down")),
+                Msg::StatusReq => Some((Role::Admin, "see the server status")),
+                Msg::Reload => Some((Role::Admin, "reload the server")),
+                _ => None,
+            };
+            if let Some((role, op)) = need
+                && let Err(e) = who.require(role, op)
+            {
+                warn!(event = "denied", peer = %self.peer, user = %who.user, role = who.role.name(), op, "{e}");
+                self.reply_error(&e).await?;
+                if let Msg::Put { .. } = msg {
+                    // the client may already be sending data; this session
+                    // is out of step, so end it after the reply
+                    return Err(Error::network("permission denied"));
+                }
+                continue;
+            }
             match msg {
                 Msg::List { path } => self.list(path).await?,
                 Msg::Put { size, flags, name } => self.put(size, flags, name).await?,
@@ -210,6 +296,38 @@ impl Session {
                     name,
                 } => self.get(offset, compress, name).await?,
                 Msg::Remove { name } => self.remove(name).await?,
+                Msg::Shutdown { grace_ms } => {
+                    let grace =
+                        (grace_ms != u64::MAX).then(|| std::time::Duration::from_millis(grace_ms));
+                    let by = who.user.clone();
+                    info!(event = "shutdown_request", peer = %self.peer, user = %by, "admin asked the server to shut down");
+                    if self
+                        .shared
+                        .control
+                        .send(Control::Shutdown { grace, by })
+                        .await
+                        .is_err()
+                    {
+                        let e = Error::network("the server is already shutting down");
+                        self.reply_error(&e).await?;
+                    } else {
+                        self.w.send_now(&Msg::Done).await?;
+                    }
+                }
+                Msg::StatusReq => self.status().await?,
+                Msg::Reload => {
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    let r = match self.shared.control.send(Control::Reload { done: tx }).await {
+                        Ok(()) => rx
+                            .await
+                            .unwrap_or_else(|_| Err(Error::network("the server is shutting down"))),
+                        Err(_) => Err(Error::network("the server is shutting down")),
+                    };
+                    match r {
+                        Ok(()) => self.w.send_now(&Msg::Done).await?,
+                        Err(e) => self.reply_error(&e).await?,
+                    }
+                }
                 Msg::Bye => {
                     debug!(peer = %self.peer, "end of session");
                     return self.w.send_now(&Msg::Bye).await;
@@ -250,13 +368,21 @@ impl Session {
 
     async fn remove(&mut self, name: String) -> Result<()> {
         let n = name.clone();
-        let res = self.blocking(move |s| s.store.remove(&n)).await;
+        let who = self.identity();
+        let res = self
+            .blocking(move |s| {
+                if who.role < Role::Admin {
+                    check_owner(&who, s.store.owner_of(&n)?, &n, "rm")?;
+                }
+                s.store.remove(&n)
+            })
+            .await;
         match &res {
             Ok(()) => {
-                info!(peer = %self.peer, user = self.user(), op = "rm", name = %names::escape(&name), outcome = "ok")
+                info!(event = "rm", peer = %self.peer, user = self.user(), name = %names::escape(&name), outcome = "ok")
             }
             Err(e) => {
-                info!(peer = %self.peer, user = self.user(), op = "rm", name = %names::escape(&name), outcome = e.kind.name(), "{e}")
+                info!(event = "rm", peer = %self.peer, user = self.user(), name = %names::escape(&name), outcome = e.kind.name(), "{e}")
             }
         }
         match res {
@@ -273,10 +399,22 @@ impl Session {
         }
         let overwrite = flags & protocol::PUT_OVERWRITE != 0;
         let n = name.clone();
-        let upload = match self.blocking(move |s| s.store.begin_upload(&n)).await {
+        let who = self.identity();
+        let upload = match self
+            .blocking(move |s| {
+                if overwrite && who.role < Role::Admin {
+                    // replacing another user's file would be removing it
+                    if let Some(owner) = s.store.owner_of(&n)? {
+                        check_owner(&who, Some(owner), &n, "overwrite")?;
+                    }
+                }
+                s.store.begin_upload(&n)
+            })
+            .await
+        {
             Ok(u) => u,
             Err(e) => {
-                info!(peer = %self.peer, user = self.user(), op = "put", name = %names::escape(&name), size, outcome = e.kind.name(), "{e}");
+                info!(event = "put", peer = %self.peer, user = self.user(), name = %names::escape(&name), size, outcome = e.kind.name(), "{e}");
                 return self.reply_error(&e).await;
             }
         };
@@ -298,8 +436,19 @@ impl Session {
         let mut failed: Option<Error> = None;
         let mut received: u64 = 0;
         let data_timeout = self.shared.limits.data;
+        let shared = self.shared.clone();
+        let _transfer = Gauge::new(&shared.stats.transfers);
+        let mut abort = self.shared.abort.clone();
         let end = loop {
-            match self.r.expect_within(data_timeout, "upload data").await? {
+            let next = tokio::select! {
+                biased;
+                _ = abort.wait_for(|a| *a) => None,
+                m = self.r.expect_within(data_timeout, "upload data") => Some(m),
+            };
+            let Some(next) = next else {
+                return self.aborted("upload").await;
+            };
+            match next? {
                 Msg::Data {
                     encoding,
                     raw_len,
@@ -314,6 +463,10 @@ impl Session {
                         ));
                     }
                     received += u64::from(raw_len);
+                    shared
+                        .stats
+                        .bytes_in
+                        .fetch_add(u64::from(raw_len), std::sync::atomic::Ordering::Relaxed);
                     if received > size {
                         return Err(Error::protocol(format!(
                             "upload of {} sent more data than its declared size of {size} bytes",
@@ -341,7 +494,7 @@ impl Session {
                             },
                             None => Error::other("internal error: the upload writer stopped"),
                         };
-                        info!(peer = %self.peer, user = self.user(), op = "put", name = %names::escape(&name), size, outcome = e.kind.name(), "{e}");
+                        info!(event = "put", peer = %self.peer, user = self.user(), name = %names::escape(&name), size, outcome = e.kind.name(), "{e}");
                         self.reply_error(&e).await?;
                         failed = Some(e);
                     }
@@ -386,14 +539,15 @@ impl Session {
                     hex::encode(digest)
                 )));
             }
-            let stored = self.blocking(move |s| s.store.commit(upload, &digest, overwrite)).await?;
+            let owner = self.user().to_string();
+            let stored = self.blocking(move |s| s.store.commit(upload, &digest, overwrite, &owner)).await?;
             Ok((stored, digest))
         }
         .await;
         let secs = started.elapsed().as_secs_f64();
         match outcome {
             Ok((stored, digest)) => {
-                info!(peer = %self.peer, user = self.user(), op = "put", name = %names::escape(&stored), size, sha256 = %hex::encode(digest), seconds = secs, outcome = "ok");
+                info!(event = "put", peer = %self.peer, user = self.user(), name = %names::escape(&stored), size, sha256 = %hex::encode(digest), seconds = secs, outcome = "ok");
                 self.w
                     .send_now(&Msg::PutOk {
                         size,
@@ -403,7 +557,7 @@ impl Session {
                     .await
             }
             Err(e) => {
-                info!(peer = %self.peer, user = self.user(), op = "put", name = %names::escape(&name), size, outcome = e.kind.name(), "{e}");
+                info!(event = "put", peer = %self.peer, user = self.user(), name = %names::escape(&name), size, outcome = e.kind.name(), "{e}");
                 self.reply_error(&e).await
             }
         }
@@ -421,7 +575,7 @@ impl Session {
         let (file, info) = match self.blocking(move |s| s.store.open_read(&n)).await {
             Ok(x) => x,
             Err(e) => {
-                info!(peer = %self.peer, user = self.user(), op = "get", name = %names::escape(&name), outcome = e.kind.name(), "{e}");
+                info!(event = "get", peer = %self.peer, user = self.user(), name = %names::escape(&name), outcome = e.kind.name(), "{e}");
                 return self.reply_error(&e).await;
             }
         };
@@ -445,10 +599,25 @@ impl Session {
         let policy = Policy::new(mode, self.shared.max_level);
         let mut rx =
             transfer::spawn_reader(file, info.size, names::quote(&name), pool.clone(), policy);
+        let shared = self.shared.clone();
+        let _transfer = Gauge::new(&shared.stats.transfers);
+        let mut abort = self.shared.abort.clone();
         let outcome = loop {
-            match rx.recv().await {
+            let next = tokio::select! {
+                biased;
+                _ = abort.wait_for(|a| *a) => None,
+                m = rx.recv() => Some(m),
+            };
+            let Some(next) = next else {
+                return self.aborted("download").await;
+            };
+            match next {
                 Some(Outgoing::Frame(f)) => {
                     self.w.write_raw(&f).await?;
+                    shared
+                        .stats
+                        .bytes_out
+                        .fetch_add(f.len() as u64, std::sync::atomic::Ordering::Relaxed);
                     pool.give(f);
                 }
                 Some(Outgoing::Done { sha256, .. }) => match info.sha256 {
@@ -477,13 +646,37 @@ impl Session {
         let secs = started.elapsed().as_secs_f64();
         match outcome {
             Ok(sha256) => {
-                info!(peer = %self.peer, user = self.user(), op = "get", name = %names::escape(&name), size = info.size, sha256 = %hex::encode(sha256), seconds = secs, outcome = "ok");
+                info!(event = "get", peer = %self.peer, user = self.user(), name = %names::escape(&name), size = info.size, sha256 = %hex::encode(sha256), seconds = secs, outcome = "ok");
                 self.w.send_now(&Msg::End { sha256 }).await
             }
             Err(e) => {
-                warn!(peer = %self.peer, user = self.user(), op = "get", name = %names::escape(&name), outcome = e.kind.name(), "{e}");
+                warn!(event = "get", peer = %self.peer, user = self.user(), name = %names::escape(&name), outcome = e.kind.name(), "{e}");
                 self.reply_error(&e).await
             }
+        }
+    }
+}
+
+/// A non-admin may remove or replace only the files it uploaded.
+fn check_owner(who: &Identity, owner: Option<String>, name: &str, op: &str) -> Result<()> {
+    match owner {
+        None => Ok(()), // no such file: the operation reports that itself
+        Some(o) if o == who.user => Ok(()),
+        Some(o) => {
+            let by = if o.is_empty() {
+                "it was not uploaded through sft".to_string()
+            } else {
+                format!("it was uploaded by {o}")
+            };
+            Err(Error::new(
+                Kind::Auth,
+                format!(
+                    "permission denied: user {} (role {}) cannot {op} {}: {by}; only its owner or an admin can",
+                    who.user,
+                    who.role.name(),
+                    names::quote(name)
+                ),
+            ))
         }
     }
 }

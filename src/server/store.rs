@@ -27,6 +27,8 @@ use crate::protocol::{Entry, EntryKind};
 /// only while replacing a file); clients can neither see nor use them.
 pub const RESERVED_PREFIX: &str = ".sft-tmp-";
 const XATTR: &str = "user.sft.sha256";
+/// Who uploaded a file (the user name, UTF-8).
+const OWNER_XATTR: &str = "user.sft.owner";
 const MAX_NUMBERED: u32 = 10_000;
 
 /// Whether an acknowledged upload must already be on stable storage.
@@ -207,6 +209,7 @@ impl Store {
                     mtime_ns,
                     sha256: None,
                     name: name.to_string(),
+                    owner: String::new(),
                 },
                 rustix::fs::FileType::RegularFile => {
                     let Ok(fd) = rustix::fs::openat2(
@@ -230,6 +233,7 @@ impl Store {
                         mtime_ns: info.mtime_ns,
                         sha256,
                         name: name.to_string(),
+                        owner: read_owner(&file).unwrap_or_default(),
                     }
                 }
                 _ => continue,
@@ -293,11 +297,25 @@ impl Store {
     /// the first free "name (n).ext". With it, the old file is replaced
     /// atomically. Under `Fsync::Always` the file and directory are on stable
     /// storage when this returns.
-    pub fn commit(&self, up: Upload, sha256: &[u8; 32], overwrite: bool) -> Result<String> {
+    pub fn commit(
+        &self,
+        up: Upload,
+        sha256: &[u8; 32],
+        overwrite: bool,
+        owner: &str,
+    ) -> Result<String> {
         let shown = join(&up.parent, &up.component);
         let st =
             rustix::fs::fstat(&up.file).map_err(|e| fs_err("finishing upload of", &shown, e))?;
         let _ = set_digest_xattr(&up.file, st.st_size as u64, mtime_ns(&st), sha256);
+        if !owner.is_empty() {
+            let _ = rustix::fs::fsetxattr(
+                &up.file,
+                OWNER_XATTR,
+                owner.as_bytes(),
+                rustix::fs::XattrFlags::empty(),
+            );
+        }
         if self.fsync == Fsync::Always {
             rustix::fs::fdatasync(&up.file).map_err(|e| fs_err("writing", &shown, e))?;
         }
@@ -336,6 +354,67 @@ impl Store {
             rustix::fs::fsync(&up.dir).map_err(|e| fs_err("syncing directory of", &shown, e))?;
         }
         Ok(join(&up.parent, &final_component))
+    }
+
+    /// Who uploaded an existing file: `Ok(None)` if there is no such file,
+    /// `Some("")` if it was not uploaded through sft.
+    pub fn owner_of(&self, name: &str) -> Result<Option<String>> {
+        check_client_name(name)?;
+        match rustix::fs::openat2(
+            &self.root,
+            name,
+            OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NONBLOCK,
+            Mode::empty(),
+            resolve(),
+        ) {
+            Ok(fd) => Ok(Some(read_owner(&File::from(fd)).unwrap_or_default())),
+            Err(Errno::NOENT) | Err(Errno::NOTDIR) => Ok(None),
+            Err(e) => Err(fs_err("opening", name, e)),
+        }
+    }
+
+    /// Bytes and files under the root, per owner ("" for files without one).
+    /// Reserved temporary names are not counted.
+    pub fn usage(&self) -> Result<std::collections::BTreeMap<String, (u64, u64)>> {
+        let mut out = std::collections::BTreeMap::new();
+        let mut stack = vec![self.open_dir("")?];
+        while let Some(dirfd) = stack.pop() {
+            let Ok(dir) = rustix::fs::Dir::read_from(&dirfd) else {
+                continue;
+            };
+            for ent in dir.flatten() {
+                let name = ent.file_name();
+                let bytes = name.to_bytes();
+                if bytes == b"." || bytes == b".." || bytes.starts_with(RESERVED_PREFIX.as_bytes())
+                {
+                    continue;
+                }
+                let Ok(fd) = rustix::fs::openat2(
+                    &dirfd,
+                    name,
+                    OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NONBLOCK,
+                    Mode::empty(),
+                    resolve(),
+                ) else {
+                    continue;
+                };
+                let Ok(st) = rustix::fs::fstat(&fd) else {
+                    continue;
+                };
+                match rustix::fs::FileType::from_raw_mode(st.st_mode) {
+                    rustix::fs::FileType::Directory => stack.push(fd),
+                    rustix::fs::FileType::RegularFile => {
+                        let file = File::from(fd);
+                        let owner = read_owner(&file).unwrap_or_default();
+                        let e = out.entry(owner).or_insert((0u64, 0u64));
+                        e.0 += st.st_size as u64;
+                        e.1 += 1;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Remove a file (not a directory).
@@ -476,6 +555,15 @@ fn file_info(file: &File) -> Result<FileInfo> {
     })
 }
 
+/// The owner recorded on a file, if any.
+fn read_owner(file: &File) -> Option<String> {
+    let mut buf = [0u8; 256];
+    match rustix::fs::fgetxattr(file, OWNER_XATTR, &mut buf[..]) {
+        Ok(n) => std::str::from_utf8(&buf[..n]).ok().map(str::to_string),
+        Err(_) => None,
+    }
+}
+
 fn set_digest_xattr(
     file: &File,
     size: u64,
@@ -539,7 +627,7 @@ mod tests {
         let mut up = s.begin_upload(name)?;
         up.file.write_all(data).unwrap();
         let d: [u8; 32] = Sha256::digest(data).into();
-        s.commit(up, &d, overwrite)
+        s.commit(up, &d, overwrite, "")
     }
 
     #[test]

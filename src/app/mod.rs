@@ -4,18 +4,25 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::cli::{Cli, Command, ConnArgs, FsyncArg, ServeArgs};
+mod cert;
+mod trust;
+mod user;
+
+use crate::cli::{AdminCmd, Cli, Command, ConnArgs, FsyncArg, ServeArgs};
 use crate::client::{self, Client};
 use crate::error::{Error, Result};
 use crate::names;
 use crate::protocol::EntryKind;
 use crate::server::{self, auth::Tokens, state, store::Fsync};
-use crate::tls::{self, Trust};
+use crate::tls;
 
 /// Run a parsed command line.
 pub async fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Command::Serve(args) => serve(args).await,
+        Command::Cert(c) => cert::command(c),
+        Command::User(c) => user::command(c),
+        Command::Trust(a) => trust::command(&cli.conn, a).await,
         cmd => {
             let opts = client_options(&cli.conn)?;
             client_command(&opts, cmd, cli.conn.stats).await
@@ -24,7 +31,7 @@ pub async fn run(cli: Cli) -> Result<()> {
 }
 
 /// Write to stdout; a closed pipe (`sft ls | head`) is not an error.
-fn out(line: &str) -> Result<()> {
+pub(crate) fn out(line: &str) -> Result<()> {
     let mut o = std::io::stdout().lock();
     match writeln!(o, "{line}").and_then(|_| o.flush()) {
         Ok(()) => Ok(()),
@@ -38,16 +45,7 @@ fn client_options(c: &ConnArgs) -> Result<client::Options> {
         .server
         .clone()
         .unwrap_or_else(|| format!("127.0.0.1:{}", client::DEFAULT_PORT));
-    let trust = match (&c.pin, &c.ca) {
-        (Some(_), Some(_)) => return Err(Error::usage("give either --pin or --ca, not both")),
-        (Some(p), None) => Trust::Pin(tls::parse_pin(p)?),
-        (None, Some(ca)) => Trust::Ca(ca.clone()),
-        (None, None) => {
-            return Err(Error::usage(
-                "no way to verify the server: pass --pin SHA256 (printed by 'sft serve') or --ca FILE, or set SFT_PIN / SFT_CA",
-            ));
-        }
-    };
+    let trust = trust::resolve(c, &server)?;
     let token = match (&c.token, &c.token_file) {
         (Some(t), _) => t.trim().to_string(),
         (None, Some(f)) => state::read_private(f)?
@@ -73,6 +71,12 @@ fn client_options(c: &ConnArgs) -> Result<client::Options> {
         token,
         timeout: c.timeout,
         compress: crate::compress::Mode::parse(&c.compress)?,
+        limit_rate: c
+            .limit_rate
+            .as_deref()
+            .map(crate::units::parse_size)
+            .transpose()
+            .map_err(|e| e.context("--limit-rate"))?,
     })
 }
 
@@ -126,8 +130,13 @@ async fn run_on(c: &mut Client, cmd: Command, stats: bool) -> Result<()> {
                     EntryKind::Dir => format!("{}/", names::escape(&e.name)),
                     EntryKind::File => names::escape(&e.name),
                 };
+                let owner = if e.owner.is_empty() {
+                    "-".to_string()
+                } else {
+                    names::escape(&e.owner)
+                };
                 out(&format!(
-                    "{digest}  {:>14}  {}  {name}",
+                    "{digest}  {:>14}  {}  {owner:<12}  {name}",
                     e.size,
                     format_time(e.mtime_ns)
                 ))?;
@@ -173,7 +182,42 @@ async fn run_on(c: &mut Client, cmd: Command, stats: bool) -> Result<()> {
             ))?;
         }
         Command::Rm { name } => c.remove(&name).await?,
-        Command::Serve(_) => {}
+        Command::Admin(AdminCmd::Shutdown { grace }) => {
+            c.shutdown(grace).await?;
+            eprintln!(
+                "sft: the server is shutting down: no new connections; transfers in flight get {}",
+                match grace {
+                    Some(g) => humantime::format_duration(g).to_string(),
+                    None => "the server's grace period".to_string(),
+                }
+            );
+        }
+        Command::Admin(AdminCmd::Reload) => {
+            c.reload().await?;
+            eprintln!("sft: the server reloaded its certificate and users file");
+        }
+        Command::Admin(AdminCmd::Status) => {
+            let st = c.status().await?;
+            out(&format!(
+                "uptime: {}
+connections: {}
+transfers in flight: {}
+bytes in: {} ({})
+bytes out: {} ({})
+storage used: {} in {} files ({})",
+                humantime::format_duration(std::time::Duration::from_secs(st.uptime_s)),
+                st.connections,
+                st.transfers,
+                st.bytes_in,
+                crate::units::human(st.bytes_in),
+                st.bytes_out,
+                crate::units::human(st.bytes_out),
+                st.storage_bytes,
+                st.files,
+                crate::units::human(st.storage_bytes),
+            ))?;
+        }
+        Command::Serve(_) | Command::Cert(_) | Command::User(_) | Command::Trust(_) => {}
     }
     Ok(())
 }
@@ -246,7 +290,7 @@ async fn serve(a: ServeArgs) -> Result<()> {
     let state_dir = a.state_dir.clone().unwrap_or_else(state::default_dir);
     std::fs::create_dir_all(&a.root)
         .map_err(|e| Error::io(format!("creating root directory {}", a.root.display()), &e))?;
-    let needs_state = a.cert.is_none() || a.token_file.is_none();
+    let needs_state = a.cert.is_none() || (a.token_file.is_none() && a.users.is_none());
     if needs_state {
         state::ensure_dir(&state_dir)?;
         state::check_separate(&a.root, &state_dir)?;
@@ -264,6 +308,7 @@ async fn serve(a: ServeArgs) -> Result<()> {
         }
     };
     let (tokens, generated) = match &a.token_file {
+        None if a.users.is_some() => (Tokens::default(), None),
         Some(f) => {
             let t = Tokens::from_lines(&state::read_private(f)?);
             if t.is_empty() {
@@ -334,6 +379,7 @@ async fn serve(a: ServeArgs) -> Result<()> {
             FsyncArg::Never => Fsync::Never,
         },
         tokens,
+        users: a.users.clone(),
         cert,
         key,
         limits,

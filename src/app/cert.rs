@@ -1,0 +1,191 @@
+//! `sft cert`: a CA, server certificates it signs, and self-signed ones,
+//! made with rcgen. Keys are written 0600 and never printed.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::certs::{self, Pem};
+use crate::cli::CertCmd;
+use crate::error::{Error, Result};
+use crate::tls;
+
+/// Write a file with `mode`; an existing one is replaced only with `force`
+/// (atomically, through a temporary file).
+fn write_file(path: &Path, contents: &str, mode: u32, force: bool) -> Result<()> {
+    if path.exists() && !force {
+        return Err(Error::usage(format!(
+            "{} already exists; use --force to replace it",
+            path.display()
+        )));
+    }
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let tmp = dir.join(format!(
+        ".sft-cert.{}.tmp",
+        crate::server::store::random_hex(6)
+    ));
+    let res = (|| -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)?;
+        f.write_all(contents.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = res {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::io(format!("writing {}", path.display()), &e));
+    }
+    Ok(())
+}
+
+fn make_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), &e))
+}
+
+/// Write NAME.pem and NAME.key into `dir`; both are checked before either is written.
+fn write_pair(dir: &Path, stem: &str, pem: &Pem, force: bool) -> Result<(PathBuf, PathBuf)> {
+    make_dir(dir)?;
+    let cert = dir.join(format!("{stem}.pem"));
+    let key = dir.join(format!("{stem}.key"));
+    for p in [&cert, &key] {
+        if p.exists() && !force {
+            return Err(Error::usage(format!(
+                "{} already exists; use --force to replace it",
+                p.display()
+            )));
+        }
+    }
+    write_file(&key, &pem.key, 0o600, force)?;
+    write_file(&cert, &pem.cert, 0o644, force)?;
+    Ok((cert, key))
+}
+
+fn fingerprint(pem: &Pem) -> Result<String> {
+    let der = rustls::pki_types::CertificateDer::from_pem_slice(pem.cert.as_bytes())
+        .map_err(|e| Error::other(format!("reading the new certificate: {e}")))?;
+    Ok(tls::fingerprint(&der))
+}
+
+use rustls::pki_types::pem::PemObject;
+
+/// The CA's certificate and key: `--ca` names the directory holding
+/// ca.pem and ca.key, or the ca.pem file itself (its key beside it, .key).
+fn load_ca(ca: &Path) -> Result<(Pem, PathBuf)> {
+    let (cert, key) = if ca.is_dir() {
+        (ca.join("ca.pem"), ca.join("ca.key"))
+    } else {
+        (ca.to_path_buf(), ca.with_extension("key"))
+    };
+    let read = |p: &Path| {
+        std::fs::read_to_string(p).map_err(|e| {
+            Error::io(format!("reading {}", p.display()), &e)
+                .context("make a CA first with: sft cert ca --out DIR")
+        })
+    };
+    let cert_text = read(&cert)?;
+    crate::server::state::check_private(&key)?;
+    let key_text = read(&key)?;
+    let dir = cert
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    Ok((
+        Pem {
+            cert: cert_text,
+            key: key_text,
+        },
+        dir,
+    ))
+}
+
+fn san_list(names: &[String], ips: &[std::net::IpAddr]) -> Result<Vec<String>> {
+    let mut v = Vec::new();
+    for n in names {
+        let n = n.trim();
+        if n.is_empty()
+            || n.parse::<std::net::IpAddr>().is_ok()
+            || rustls::pki_types::DnsName::try_from(n).is_err()
+        {
+            return Err(Error::usage(format!(
+                "invalid --name {:?}: give a DNS name such as files.example.com (IP addresses go in --ip)",
+                crate::names::escape(n)
+            )));
+        }
+        v.push(n.to_ascii_lowercase());
+    }
+    v.extend(ips.iter().map(|ip| ip.to_string()));
+    Ok(v)
+}
+
+fn report(what: &str, cert: &Path, key: &Path, fp: &str) -> Result<()> {
+    super::out(&format!(
+        "{what}: {}\nprivate key (0600, keep secret): {}\ncertificate sha256: {fp}",
+        cert.display(),
+        key.display()
+    ))
+}
+
+pub fn command(cmd: CertCmd) -> Result<()> {
+    match cmd {
+        CertCmd::Ca { out, cn, force } => {
+            let pem = certs::ca(&cn)?;
+            let (cert, key) = write_pair(&out, "ca", &pem, force)?;
+            report("CA certificate", &cert, &key, &fingerprint(&pem)?)?;
+            super::out(&format!(
+                "next: sft cert server --ca {} --name HOST [--ip ADDR]; clients trust it with --ca {}",
+                out.display(),
+                cert.display()
+            ))
+        }
+        CertCmd::Server {
+            ca,
+            names,
+            ips,
+            out,
+            force,
+        } => {
+            let sans = san_list(&names, &ips)?;
+            if sans.is_empty() {
+                return Err(Error::usage(
+                    "name the server: --name DNS and/or --ip ADDR (what clients will connect to)",
+                ));
+            }
+            let (ca_pem, ca_dir) = load_ca(&ca)?;
+            let pem = certs::signed_by(&ca_pem, &sans)?;
+            let out = out.unwrap_or(ca_dir);
+            let (cert, key) = write_pair(&out, "server", &pem, force)?;
+            report("server certificate", &cert, &key, &fingerprint(&pem)?)?;
+            super::out(&format!(
+                "serve with: sft serve --cert {} --key {}",
+                cert.display(),
+                key.display()
+            ))
+        }
+        CertCmd::SelfSigned {
+            names,
+            ips,
+            out,
+            force,
+        } => {
+            let mut sans = san_list(&names, &ips)?;
+            if sans.is_empty() {
+                sans = certs::default_names();
+            }
+            let pem = certs::self_signed(&sans)?;
+            let (cert, key) = write_pair(&out, "server", &pem, force)?;
+            let fp = fingerprint(&pem)?;
+            report("self-signed certificate", &cert, &key, &fp)?;
+            super::out(&format!(
+                "serve with: sft serve --cert {} --key {}\nclients: --pin {fp}",
+                cert.display(),
+                key.display()
+            ))
+        }
+    }
+}
