@@ -204,7 +204,7 @@ connections: {}
 transfers in flight: {}
 bytes in: {} ({})
 bytes out: {} ({})
-storage used: {} in {} files ({})",
+storage used: {} bytes in {} files ({})",
                 humantime::format_duration(std::time::Duration::from_secs(st.uptime_s)),
                 st.connections,
                 st.transfers,

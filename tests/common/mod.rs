@@ -62,6 +62,8 @@ pub struct Opts<'a> {
     pub pem: Option<sft::certs::Pem>,
     /// storage root (default: a fresh directory)
     pub root: Option<PathBuf>,
+    /// SFT_LOG for the server (default "info")
+    pub log_level: Option<&'a str>,
 }
 
 impl Server {
@@ -101,11 +103,11 @@ impl Server {
             pin,
             log,
         };
-        s.launch(&tokens, o.extra);
+        s.launch(&tokens, o.extra, o.log_level.unwrap_or("info"));
         s
     }
 
-    fn launch(&mut self, tokens: &Path, extra: &[&str]) {
+    fn launch(&mut self, tokens: &Path, extra: &[&str], log_level: &str) {
         let logf = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -122,7 +124,7 @@ impl Server {
             .arg("--token-file")
             .arg(tokens)
             .args(extra)
-            .env("SFT_LOG", "info")
+            .env("SFT_LOG", log_level)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(logf));
@@ -301,4 +303,31 @@ impl Raw {
         f.extend_from_slice(bytes);
         self.w.write_raw(&f).await.unwrap();
     }
+}
+
+/// Add a user to a users file through `sft user add`; its token.
+pub fn add_user(users: &Path, name: &str, role: &str) -> String {
+    let out = Command::new(bin())
+        .args(["user", "add", name, "--role", role, "--users"])
+        .arg(users)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "sft user add: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(token.starts_with("sft_") && token.len() == 68, "{token}");
+    token
+}
+
+/// stderr of a finished assert_cmd run, as text.
+pub fn stderr_text(a: &assert_cmd::assert::Assert) -> String {
+    String::from_utf8_lossy(&a.get_output().stderr).into_owned()
+}
+
+/// stdout of a finished assert_cmd run, as text.
+pub fn stdout_text(a: &assert_cmd::assert::Assert) -> String {
+    String::from_utf8_lossy(&a.get_output().stdout).into_owned()
 }
