@@ -345,7 +345,7 @@ fn sigterm_drains_like_admin_shutdown() {
 
 #[test]
 fn the_audit_log_has_one_line_per_event_and_never_a_token() {
-    let t = team_with(&["--log-format", "json"], Some("debug"));
+    let mut t = team_with(&["--log-format", "json"], Some("debug"));
     let work = tempfile::tempdir().unwrap();
     let a = file(work.path(), "a.txt", b"audit me\n");
     t.as_user(&t.writer).arg("put").arg(&a).assert().success();
@@ -364,6 +364,7 @@ fn the_audit_log_has_one_line_per_event_and_never_a_token() {
         .args(["admin", "shutdown"])
         .assert()
         .success();
+    assert_eq!(t.s.wait_exit(Duration::from_secs(30)), Some(0));
     let log = t.s.log_text();
     for secret in [TOKEN, &t.reader, &t.writer, &t.writer2, &t.admin, wrong] {
         assert!(!log.contains(secret), "a token leaked into the log");

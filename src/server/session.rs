@@ -279,12 +279,8 @@ impl Session {
                 && let Err(e) = who.require(role, op)
             {
                 warn!(event = "denied", peer = %self.peer, user = %who.user, role = who.role.name(), op, "{e}");
+                // like any refusal before PUT_READY, the session goes on
                 self.reply_error(&e).await?;
-                if let Msg::Put { .. } = msg {
-                    // the client may already be sending data; this session
-                    // is out of step, so end it after the reply
-                    return Err(Error::network("permission denied"));
-                }
                 continue;
             }
             match msg {
