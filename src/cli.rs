@@ -62,7 +62,7 @@ pub struct ConnArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// List remote files: name, size, modification time, SHA-256
     Ls {
         /// Remote directory (default: the root)
@@ -98,6 +98,12 @@ pub enum Command {
     Rm {
         /// Remote file name
         name: String,
+    },
+    /// Storage used, reserved and allowed: yours, or (admin) the server's and every user's
+    Df {
+        /// Exact byte counts instead of KiB/MiB/GiB
+        #[arg(long)]
+        bytes: bool,
     },
     /// Trust a server: record its certificate fingerprint in known_servers, list or remove entries
     Trust(TrustArgs),
@@ -313,9 +319,22 @@ pub struct ServeArgs {
     /// Highest zstd level the server spends CPU on for downloads (1-19)
     #[arg(long, default_value_t = 19, value_parser = clap::value_parser!(i32).range(1..=19))]
     pub max_compress_level: i32,
+    /// Most bytes stored in all, e.g. 50GiB (per-user limits are in the users file)
+    #[arg(long, value_name = "SIZE", value_parser = parse_size_arg)]
+    pub quota: Option<u64>,
+    /// Most files stored in all
+    #[arg(long, value_name = "N")]
+    pub max_files: Option<u64>,
+    /// Refuse uploads that would leave less free space than this on the root's filesystem
+    #[arg(long, value_name = "SIZE", default_value = "0", value_parser = parse_size_arg)]
+    pub min_free: u64,
     /// Log format on stderr
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
+}
+
+fn parse_size_arg(s: &str) -> Result<u64, String> {
+    crate::units::parse_size(s).map_err(|e| e.message)
 }
 
 #[cfg(test)]

@@ -57,6 +57,8 @@ pub mod ty {
     pub const STATUS: u8 = 0x51;
     pub const STATUS_OK: u8 = 0x52;
     pub const RELOAD: u8 = 0x53;
+    pub const USAGE: u8 = 0x54;
+    pub const USAGE_OK: u8 = 0x55;
     pub const ERROR: u8 = 0x7E;
     pub const BYE: u8 = 0x7F;
 }
@@ -104,6 +106,31 @@ pub struct Entry {
     pub name: String,
     /// Who uploaded the file ("" when unknown, e.g. placed by hand).
     pub owner: String,
+}
+
+/// Most rows in one USAGE_OK (keeps it well inside a control frame).
+pub const MAX_USAGE_ROWS: usize = 400;
+
+/// Storage accounting of one user, or of the whole server (`name` empty).
+/// Limits of `u64::MAX` mean "none".
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UsageRow {
+    pub name: String,
+    pub bytes: u64,
+    pub reserved: u64,
+    pub files: u64,
+    pub quota: u64,
+    pub max_files: u64,
+}
+
+/// What `sft df` shows.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Usage {
+    /// Free space on the server's filesystem (statvfs, for unprivileged users).
+    pub disk_free: u64,
+    /// Space uploads must leave free (`--min-free`).
+    pub min_free: u64,
+    pub rows: Vec<UsageRow>,
 }
 
 /// What `sft admin status` shows.
@@ -187,6 +214,8 @@ pub enum Msg {
     StatusReq,
     StatusOk(Status),
     Reload,
+    UsageReq,
+    UsageOk(Usage),
     Error {
         code: u16,
         message: String,
@@ -218,6 +247,8 @@ pub fn max_body(ty: u8) -> Result<usize> {
         | ty::STATUS
         | ty::STATUS_OK
         | ty::RELOAD
+        | ty::USAGE
+        | ty::USAGE_OK
         | ty::ERROR
         | ty::BYE => Ok(MAX_CONTROL_BODY),
         other => Err(Error::protocol(format!("unknown frame type 0x{other:02x}"))),
@@ -321,6 +352,8 @@ impl Msg {
             Msg::StatusReq => ty::STATUS,
             Msg::StatusOk(_) => ty::STATUS_OK,
             Msg::Reload => ty::RELOAD,
+            Msg::UsageReq => ty::USAGE,
+            Msg::UsageOk(_) => ty::USAGE_OK,
             Msg::Error { .. } => ty::ERROR,
             Msg::Bye => ty::BYE,
         }
@@ -350,6 +383,8 @@ impl Msg {
             Msg::StatusReq => "STATUS",
             Msg::StatusOk(_) => "STATUS_OK",
             Msg::Reload => "RELOAD",
+            Msg::UsageReq => "USAGE",
+            Msg::UsageOk(_) => "USAGE_OK",
             Msg::Error { .. } => "ERROR",
             Msg::Bye => "BYE",
         }
@@ -397,7 +432,27 @@ impl Msg {
                 w.str(e.name.as_bytes());
                 w.str(e.owner.as_bytes());
             }
-            Msg::ListEnd | Msg::Cancel | Msg::Done | Msg::Bye | Msg::StatusReq | Msg::Reload => {}
+            Msg::ListEnd
+            | Msg::Cancel
+            | Msg::Done
+            | Msg::Bye
+            | Msg::StatusReq
+            | Msg::Reload
+            | Msg::UsageReq => {}
+            Msg::UsageOk(u) => {
+                w.u64(u.disk_free);
+                w.u64(u.min_free);
+                let rows = &u.rows[..u.rows.len().min(MAX_USAGE_ROWS)];
+                w.u16(rows.len() as u16);
+                for r in rows {
+                    w.str(truncate_utf8(&r.name, 64).as_bytes());
+                    w.u64(r.bytes);
+                    w.u64(r.reserved);
+                    w.u64(r.files);
+                    w.u64(r.quota);
+                    w.u64(r.max_files);
+                }
+            }
             Msg::Shutdown { grace_ms } => w.u64(*grace_ms),
             Msg::StatusOk(st) => {
                 w.u64(st.uptime_s);
@@ -590,6 +645,33 @@ impl Msg {
                 files: r.u64()?,
             }),
             ty::RELOAD => Msg::Reload,
+            ty::USAGE => Msg::UsageReq,
+            ty::USAGE_OK => {
+                let disk_free = r.u64()?;
+                let min_free = r.u64()?;
+                let n = r.u16()? as usize;
+                if n > MAX_USAGE_ROWS {
+                    return Err(Error::protocol(format!(
+                        "USAGE_OK with {n} rows, more than the limit of {MAX_USAGE_ROWS}"
+                    )));
+                }
+                let mut rows = Vec::with_capacity(n);
+                for _ in 0..n {
+                    rows.push(UsageRow {
+                        name: r.string()?,
+                        bytes: r.u64()?,
+                        reserved: r.u64()?,
+                        files: r.u64()?,
+                        quota: r.u64()?,
+                        max_files: r.u64()?,
+                    });
+                }
+                Msg::UsageOk(Usage {
+                    disk_free,
+                    min_free,
+                    rows,
+                })
+            }
             ty::ERROR => Msg::Error {
                 code: r.u16()?,
                 message: String::from_utf8_lossy(&r.bytes_u16()?).into_owned(),
@@ -813,6 +895,29 @@ mod tests {
                 files: 7,
             }),
             Msg::Reload,
+            Msg::UsageReq,
+            Msg::UsageOk(Usage {
+                disk_free: 1 << 40,
+                min_free: 1 << 30,
+                rows: vec![
+                    UsageRow {
+                        name: String::new(),
+                        bytes: 10,
+                        reserved: 5,
+                        files: 2,
+                        quota: u64::MAX,
+                        max_files: 100,
+                    },
+                    UsageRow {
+                        name: "ci".into(),
+                        bytes: 10,
+                        reserved: 0,
+                        files: 2,
+                        quota: 50 << 30,
+                        max_files: u64::MAX,
+                    },
+                ],
+            }),
             Msg::Error {
                 code: 6,
                 message: "not found: 'x'".into(),

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Server, noise, sha256_hex};
+use common::{Server, bin, noise, sha256_hex};
 use sft::protocol::Msg;
 
 fn digest(data: &[u8]) -> [u8; 32] {
@@ -412,12 +412,43 @@ fn a_full_disk_is_reported_as_exit_7_and_leaves_nothing() {
         ..Default::default()
     });
     let work = tempfile::tempdir().unwrap();
+    // larger than the filesystem: refused up front, before any data
     let src = work.path().join("huge.bin");
     std::fs::write(&src, noise(16 << 20, 13)).unwrap();
     let a = s.client().arg("put").arg(&src).assert().code(7);
-    assert!(String::from_utf8_lossy(&a.get_output().stderr).contains("full"));
+    assert!(
+        String::from_utf8_lossy(&a.get_output().stderr).contains("not enough free space"),
+        "{}",
+        String::from_utf8_lossy(&a.get_output().stderr)
+    );
+    // fits when it starts, but the disk fills up under it (ENOSPC mid-write)
+    let mid = work.path().join("mid.bin");
+    std::fs::write(&mid, noise(3 << 20, 15)).unwrap();
+    let put = std::process::Command::new(bin())
+        .env_clear()
+        .env("SFT_SERVER", &s.addr)
+        .env("SFT_PIN", &s.pin)
+        .env("SFT_TOKEN", common::TOKEN)
+        .args(["--compress", "off", "--limit-rate", "1MB", "put"])
+        .arg(&mid)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let filler = mnt.path().join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let block = vec![7u8; 64 << 10];
+        while f.write_all(&block).is_ok() {}
+    }
+    let out = put.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(7), "{err}");
+    assert!(err.contains("full"), "{err}");
     let left: Vec<_> = std::fs::read_dir(&root).unwrap().flatten().collect();
     assert!(left.is_empty(), "{left:?}");
+    std::fs::remove_file(&filler).unwrap();
     // space is back: a small file still goes through
     let small = work.path().join("small.bin");
     std::fs::write(&small, noise(100_000, 14)).unwrap();

@@ -19,7 +19,7 @@ use crate::tls;
 /// Run a parsed command line.
 pub async fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
-        Command::Serve(args) => serve(args).await,
+        Command::Serve(args) => serve(*args).await,
         Command::Cert(c) => cert::command(c),
         Command::User(c) => user::command(c),
         Command::Trust(a) => trust::command(&cli.conn, a).await,
@@ -191,6 +191,55 @@ async fn run_on(c: &mut Client, cmd: Command, stats: bool) -> Result<()> {
                     None => "the server's grace period".to_string(),
                 }
             );
+        }
+        Command::Df { bytes } => {
+            let u = c.usage().await?;
+            let size = |n: u64| {
+                if n == u64::MAX {
+                    "-".to_string()
+                } else if bytes {
+                    n.to_string()
+                } else {
+                    crate::units::human(n)
+                }
+            };
+            let count = |n: u64| {
+                if n == u64::MAX {
+                    "-".to_string()
+                } else {
+                    n.to_string()
+                }
+            };
+            out(&format!(
+                "{:<24} {:>12} {:>12} {:>12} {:>12} {:>9} {:>9}",
+                "NAME", "USED", "RESERVED", "LIMIT", "LEFT", "FILES", "MAX_FILES"
+            ))?;
+            for r in &u.rows {
+                let name = if r.name.is_empty() {
+                    "(server)".to_string()
+                } else {
+                    names::escape(&r.name)
+                };
+                let left = if r.quota == u64::MAX {
+                    u64::MAX
+                } else {
+                    r.quota.saturating_sub(r.bytes.saturating_add(r.reserved))
+                };
+                out(&format!(
+                    "{name:<24} {:>12} {:>12} {:>12} {:>12} {:>9} {:>9}",
+                    size(r.bytes),
+                    size(r.reserved),
+                    size(r.quota),
+                    size(left),
+                    r.files,
+                    count(r.max_files)
+                ))?;
+            }
+            out(&format!(
+                "disk: {} free on the server, {} kept free (--min-free)",
+                size(u.disk_free),
+                size(u.min_free)
+            ))?;
         }
         Command::Admin(AdminCmd::Reload) => {
             c.reload().await?;
@@ -383,6 +432,11 @@ async fn serve(a: ServeArgs) -> Result<()> {
         cert,
         key,
         limits,
+        quota: server::quota::Limits {
+            quota: a.quota,
+            max_files: a.max_files,
+            min_free: a.min_free,
+        },
         compression: a.compression == crate::cli::OnOff::On,
         max_level: a.max_compress_level,
         banner: Some(Box::new(banner)),

@@ -371,6 +371,19 @@ impl Client {
         }
     }
 
+    /// Storage accounting: own usage, or everyone's for an admin.
+    pub async fn usage(&mut self) -> Result<protocol::Usage> {
+        self.w.send_now(&Msg::UsageReq).await?;
+        match self
+            .r
+            .expect_within(self.timeout, "the reply to USAGE")
+            .await?
+        {
+            Msg::UsageOk(u) => Ok(u),
+            other => Err(unexpected(&other, "the reply to USAGE")),
+        }
+    }
+
     /// Make the server reload its certificate and users file (admin).
     pub async fn reload(&mut self) -> Result<()> {
         self.w.send_now(&Msg::Reload).await?;

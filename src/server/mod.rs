@@ -3,6 +3,7 @@
 //! session uses.
 
 pub mod auth;
+pub mod quota;
 pub mod session;
 pub mod state;
 pub mod store;
@@ -59,6 +60,8 @@ pub struct Config {
     pub cert: PathBuf,
     pub key: PathBuf,
     pub limits: Limits,
+    /// Storage limits.
+    pub quota: quota::Limits,
     /// Offer zstd DATA blocks to clients that support them.
     pub compression: bool,
     /// Highest zstd level this server spends CPU on for downloads.
@@ -103,6 +106,7 @@ pub enum Control {
 /// State shared by all sessions.
 pub struct Shared {
     pub store: store::Store,
+    pub ledger: Arc<quota::Ledger>,
     pub accounts: auth::Accounts,
     pub limits: Limits,
     pub compression: bool,
@@ -129,6 +133,12 @@ pub async fn run(cfg: Config) -> Result<()> {
         Ok(n) => info!("removed {n} leftover temporary files"),
         Err(e) => warn!("could not sweep leftover temporary files: {e}"),
     }
+    // usage is rebuilt from what is on disk, so a crash never leaks quota
+    let on_disk = store.usage()?;
+    let ledger = Arc::new(quota::Ledger::new(
+        cfg.quota,
+        on_disk.into_iter().map(|(o, (b, f))| (o, b, f)),
+    ));
     let accounts = auth::Accounts::new(cfg.tokens.clone(), cfg.users.as_deref())?;
     if accounts.is_empty() {
         return Err(Error::usage(
@@ -160,6 +170,7 @@ pub async fn run(cfg: Config) -> Result<()> {
     let (control_tx, mut control_rx) = mpsc::channel(8);
     let shared = Arc::new(Shared {
         store,
+        ledger,
         accounts,
         limits: limits.clone(),
         compression: cfg.compression,

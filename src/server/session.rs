@@ -142,9 +142,31 @@ impl Session {
             .unwrap_or_else(|| Identity::new("-", Role::Read))
     }
 
+    /// `sft df`: the caller's usage and limits; for an admin, the server's
+    /// totals and every user's.
+    async fn usage(&mut self, who: &Identity) -> Result<()> {
+        let all = who.role == Role::Admin;
+        let users: Vec<(String, Option<u64>, Option<u64>)> = if all {
+            let mut v: Vec<_> = self
+                .shared
+                .accounts
+                .all()
+                .into_iter()
+                .map(|u| (u.user, u.quota, u.max_files))
+                .collect();
+            v.sort();
+            v
+        } else {
+            vec![(who.user.clone(), who.quota, who.max_files)]
+        };
+        let free = self.shared.store.free_space().unwrap_or(0);
+        let report = self.shared.ledger.report(&users, all, free);
+        self.w.send_now(&Msg::UsageOk(report)).await
+    }
+
     async fn status(&mut self) -> Result<()> {
         use std::sync::atomic::Ordering::Relaxed;
-        let usage = self.blocking(|s| s.store.usage()).await?;
+        let total = self.shared.ledger.usage("");
         let st = &self.shared.stats;
         let status = protocol::Status {
             uptime_s: self.shared.started.elapsed().as_secs(),
@@ -152,8 +174,8 @@ impl Session {
             transfers: st.transfers.load(Relaxed).min(u32::MAX as u64) as u32,
             bytes_in: st.bytes_in.load(Relaxed),
             bytes_out: st.bytes_out.load(Relaxed),
-            storage_bytes: usage.values().map(|v| v.0).sum(),
-            files: usage.values().map(|v| v.1).sum(),
+            storage_bytes: total.bytes,
+            files: total.files,
         };
         self.w.send_now(&Msg::StatusOk(status)).await
     }
@@ -311,6 +333,7 @@ impl Session {
                     }
                 }
                 Msg::StatusReq => self.status().await?,
+                Msg::UsageReq => self.usage(&who).await?,
                 Msg::Reload => {
                     let (tx, rx) = tokio::sync::oneshot::channel();
                     let r = match self.shared.control.send(Control::Reload { done: tx }).await {
@@ -368,9 +391,12 @@ impl Session {
         let res = self
             .blocking(move |s| {
                 if who.role < Role::Admin {
-                    check_owner(&who, s.store.owner_of(&n)?, &n, "rm")?;
+                    let owner = s.store.existing(&n)?.map(|(_, o)| o);
+                    check_owner(&who, owner, &n, "rm")?;
                 }
-                s.store.remove(&n)
+                let (size, owner) = s.store.remove(&n)?;
+                s.ledger.removed(&owner, size);
+                Ok(())
             })
             .await;
         match &res {
@@ -396,15 +422,35 @@ impl Session {
         let overwrite = flags & protocol::PUT_OVERWRITE != 0;
         let n = name.clone();
         let who = self.identity();
-        let upload = match self
+        let (upload, reservation) = match self
             .blocking(move |s| {
-                if overwrite && who.role < Role::Admin {
+                let old = if overwrite {
+                    s.store.existing(&n)?
+                } else {
+                    None
+                };
+                if let Some((_, owner)) = &old
+                    && who.role < Role::Admin
+                {
                     // replacing another user's file would be removing it
-                    if let Some(owner) = s.store.owner_of(&n)? {
-                        check_owner(&who, Some(owner), &n, "overwrite")?;
-                    }
+                    check_owner(&who, Some(owner.clone()), &n, "overwrite")?;
                 }
-                s.store.begin_upload(&n)
+                // space is reserved before a single data byte is accepted
+                let request = super::quota::Request {
+                    user: who.user.clone(),
+                    user_quota: who.quota,
+                    user_max_files: who.max_files,
+                    bytes: match &old {
+                        Some((old_size, owner)) if *owner == who.user => {
+                            size.saturating_sub(*old_size)
+                        }
+                        _ => size,
+                    },
+                    files: u64::from(old.is_none()),
+                    disk_bytes: size,
+                };
+                let reservation = s.ledger.reserve(&request, s.store.free_space())?;
+                Ok((s.store.begin_upload(&n)?, reservation))
             })
             .await
         {
@@ -536,7 +582,11 @@ impl Session {
                 )));
             }
             let owner = self.user().to_string();
-            let stored = self.blocking(move |s| s.store.commit(upload, &digest, overwrite, &owner)).await?;
+            let stored = self.blocking(move |s| {
+                let (stored, replaced) = s.store.commit(upload, &digest, overwrite, &owner)?;
+                reservation.commit(size, replaced.map(|(sz, o)| (o, sz)));
+                Ok(stored)
+            }).await?;
             Ok((stored, digest))
         }
         .await;

@@ -303,7 +303,7 @@ impl Store {
         sha256: &[u8; 32],
         overwrite: bool,
         owner: &str,
-    ) -> Result<String> {
+    ) -> Result<(String, Option<(u64, String)>)> {
         let shown = join(&up.parent, &up.component);
         let st =
             rustix::fs::fstat(&up.file).map_err(|e| fs_err("finishing upload of", &shown, e))?;
@@ -319,9 +319,11 @@ impl Store {
         if self.fsync == Fsync::Always {
             rustix::fs::fdatasync(&up.file).map_err(|e| fs_err("writing", &shown, e))?;
         }
+        let mut replaced = None;
         let final_component = if overwrite {
             let tmp = format!("{RESERVED_PREFIX}{}", random_hex(8));
             link_tmpfile(&up.file, &up.dir, &tmp).map_err(|e| fs_err("storing", &shown, e))?;
+            replaced = existing_in(&up.dir, &up.component).ok().flatten();
             if let Err(e) =
                 rustix::fs::renameat(&up.dir, tmp.as_str(), &up.dir, up.component.as_str())
             {
@@ -353,24 +355,26 @@ impl Store {
         if self.fsync == Fsync::Always {
             rustix::fs::fsync(&up.dir).map_err(|e| fs_err("syncing directory of", &shown, e))?;
         }
-        Ok(join(&up.parent, &final_component))
+        Ok((join(&up.parent, &final_component), replaced))
     }
 
-    /// Who uploaded an existing file: `Ok(None)` if there is no such file,
-    /// `Some("")` if it was not uploaded through sft.
-    pub fn owner_of(&self, name: &str) -> Result<Option<String>> {
+    /// An existing regular file's size and uploader (`""` if it was not
+    /// uploaded through sft); `Ok(None)` if there is no such file.
+    pub fn existing(&self, name: &str) -> Result<Option<(u64, String)>> {
         check_client_name(name)?;
-        match rustix::fs::openat2(
-            &self.root,
-            name,
-            OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NONBLOCK,
-            Mode::empty(),
-            resolve(),
-        ) {
-            Ok(fd) => Ok(Some(read_owner(&File::from(fd)).unwrap_or_default())),
-            Err(Errno::NOENT) | Err(Errno::NOTDIR) => Ok(None),
-            Err(e) => Err(fs_err("opening", name, e)),
-        }
+        let (parent, component) = names::split_parent(name);
+        let dir = match self.open_dir(parent) {
+            Ok(d) => d,
+            Err(e) if e.kind == Kind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        existing_in(&dir, component).map_err(|e| fs_err("opening", name, e))
+    }
+
+    /// Free space for unprivileged writers on the root's filesystem.
+    pub fn free_space(&self) -> Option<u64> {
+        let st = rustix::fs::fstatvfs(&self.root).ok()?;
+        Some(st.f_bavail.saturating_mul(st.f_frsize))
     }
 
     /// Bytes and files under the root, per owner ("" for files without one).
@@ -417,8 +421,8 @@ impl Store {
         Ok(out)
     }
 
-    /// Remove a file (not a directory).
-    pub fn remove(&self, name: &str) -> Result<()> {
+    /// Remove a file (not a directory); its size and owner.
+    pub fn remove(&self, name: &str) -> Result<(u64, String)> {
         check_client_name(name)?;
         let (parent, component) = names::split_parent(name);
         let dir = self.open_dir(parent).map_err(|e| {
@@ -440,6 +444,10 @@ impl Store {
                 names::quote(name)
             )));
         }
+        let gone = existing_in(&dir, component)
+            .ok()
+            .flatten()
+            .unwrap_or((st.st_size as u64, String::new()));
         rustix::fs::unlinkat(&dir, component, AtFlags::empty()).map_err(|e| match e {
             Errno::NOENT => Error::not_found(format!("no such file: {}", names::quote(name))),
             e => fs_err("removing", name, e),
@@ -447,7 +455,7 @@ impl Store {
         if self.fsync == Fsync::Always {
             let _ = rustix::fs::fsync(&dir);
         }
-        Ok(())
+        Ok(gone)
     }
 
     /// Remove leftovers of an interrupted overwrite (reserved names) anywhere
@@ -555,6 +563,36 @@ fn file_info(file: &File) -> Result<FileInfo> {
     })
 }
 
+/// Size and owner of a regular file in `dir`; `None` if absent or not a
+/// regular file.
+fn existing_in(
+    dir: &OwnedFd,
+    component: &str,
+) -> std::result::Result<Option<(u64, String)>, Errno> {
+    match rustix::fs::openat2(
+        dir,
+        component,
+        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NONBLOCK,
+        Mode::empty(),
+        resolve(),
+    ) {
+        Ok(fd) => {
+            let st = rustix::fs::fstat(&fd)?;
+            if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile
+            {
+                return Ok(None);
+            }
+            let file = File::from(fd);
+            Ok(Some((
+                st.st_size as u64,
+                read_owner(&file).unwrap_or_default(),
+            )))
+        }
+        Err(Errno::NOENT) | Err(Errno::NOTDIR) | Err(Errno::LOOP) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// The owner recorded on a file, if any.
 fn read_owner(file: &File) -> Option<String> {
     let mut buf = [0u8; 256];
@@ -627,7 +665,7 @@ mod tests {
         let mut up = s.begin_upload(name)?;
         up.file.write_all(data).unwrap();
         let d: [u8; 32] = Sha256::digest(data).into();
-        s.commit(up, &d, overwrite, "")
+        s.commit(up, &d, overwrite, "").map(|(n, _)| n)
     }
 
     #[test]

@@ -154,6 +154,15 @@ impl Server {
         drop(old);
     }
 
+    /// Kill the server with SIGKILL (no cleanup at all) and start it again
+    /// on the same root, certificate and tokens (a new port).
+    pub fn crash_and_restart(&mut self, extra: &[&str]) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let tokens = self.dir.path().join("tokens");
+        self.launch(&tokens, extra, "info");
+    }
+
     /// A client command with server, pin and token set through the environment.
     pub fn client(&self) -> assert_cmd::Command {
         let mut c = assert_cmd::Command::new(bin());

@@ -1,0 +1,410 @@
+//! Storage accounting: usage = committed + reserved, for the server and per
+//! user. An upload reserves its size before the first data byte is accepted
+//! and is refused at once when that does not fit; the reservation is released
+//! on every path that ends the upload (it is dropped) or turned into
+//! committed usage when the file becomes visible. No check-then-write: the
+//! check and the reservation happen under one lock, so concurrent uploads can
+//! never together exceed a limit. No I/O here: free disk space is passed in.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::error::{Error, Kind, Result};
+use crate::protocol::{Usage as WireUsage, UsageRow};
+use crate::units::human;
+
+/// Server-wide limits.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Limits {
+    /// Most bytes stored in all.
+    pub quota: Option<u64>,
+    /// Most files stored in all.
+    pub max_files: Option<u64>,
+    /// Space an upload must leave free on the filesystem.
+    pub min_free: u64,
+}
+
+/// Committed and reserved bytes and files.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub bytes: u64,
+    pub files: u64,
+    pub reserved_bytes: u64,
+    pub reserved_files: u64,
+}
+
+impl Usage {
+    fn used_bytes(&self) -> u64 {
+        self.bytes.saturating_add(self.reserved_bytes)
+    }
+    fn used_files(&self) -> u64 {
+        self.files.saturating_add(self.reserved_files)
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    total: Usage,
+    users: HashMap<String, Usage>,
+    /// Bytes reserved on the disk (full upload sizes) for the free-space check.
+    disk_reserved: u64,
+}
+
+/// What an upload asks for.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub user: String,
+    /// The user's own limits (from the users file).
+    pub user_quota: Option<u64>,
+    pub user_max_files: Option<u64>,
+    /// Bytes counted against quotas: the size, or for an overwrite of the
+    /// user's own file the growth over the old size.
+    pub bytes: u64,
+    /// Files counted against file limits: 0 for an overwrite, else 1.
+    pub files: u64,
+    /// Bytes the disk must hold while the upload runs (the full size).
+    pub disk_bytes: u64,
+}
+
+/// The accounting book.
+#[derive(Debug)]
+pub struct Ledger {
+    limits: Limits,
+    state: Mutex<State>,
+}
+
+/// Space held for one upload; released when dropped unless committed.
+#[derive(Debug)]
+pub struct Reservation {
+    ledger: Arc<Ledger>,
+    user: String,
+    bytes: u64,
+    files: u64,
+    disk_bytes: u64,
+}
+
+fn left(limit: u64, used: u64) -> u64 {
+    limit.saturating_sub(used)
+}
+
+impl Ledger {
+    /// A ledger starting from what is on disk: (owner, bytes, files) per
+    /// owner, "" for files nobody uploaded through sft.
+    pub fn new(limits: Limits, on_disk: impl IntoIterator<Item = (String, u64, u64)>) -> Ledger {
+        let mut st = State::default();
+        for (owner, bytes, files) in on_disk {
+            st.total.bytes += bytes;
+            st.total.files += files;
+            let u = st.users.entry(owner).or_default();
+            u.bytes += bytes;
+            u.files += files;
+        }
+        Ledger {
+            limits,
+            state: Mutex::new(st),
+        }
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // a panic while holding the lock cannot leave the numbers half-updated
+        // (every update is a few additions), so a poisoned lock is still usable
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reserve space for an upload, or refuse it (exit 7) saying why.
+    /// `disk_free` is the filesystem's free space now, if known.
+    pub fn reserve(self: &Arc<Self>, req: &Request, disk_free: Option<u64>) -> Result<Reservation> {
+        let mut st = self.lock();
+        let space = |m: String| Error::new(Kind::Space, m);
+        if let Some(q) = self.limits.quota
+            && st.total.used_bytes().saturating_add(req.bytes) > q
+        {
+            return Err(space(format!(
+                "quota exceeded: this upload needs {}, {} of {} left (server)",
+                human(req.bytes),
+                human(left(q, st.total.used_bytes())),
+                human(q)
+            )));
+        }
+        if let Some(m) = self.limits.max_files
+            && st.total.used_files().saturating_add(req.files) > m
+        {
+            return Err(space(format!(
+                "file limit reached: the server holds {} of its {m} files; remove some first",
+                st.total.used_files()
+            )));
+        }
+        let mine = st.users.get(&req.user).copied().unwrap_or_default();
+        if let Some(q) = req.user_quota
+            && mine.used_bytes().saturating_add(req.bytes) > q
+        {
+            return Err(space(format!(
+                "quota exceeded: this upload needs {}, {} of {} left (user {})",
+                human(req.bytes),
+                human(left(q, mine.used_bytes())),
+                human(q),
+                req.user
+            )));
+        }
+        if let Some(m) = req.user_max_files
+            && mine.used_files().saturating_add(req.files) > m
+        {
+            return Err(space(format!(
+                "file limit reached: user {} has {} of {m} files; remove some first",
+                req.user,
+                mine.used_files()
+            )));
+        }
+        if let Some(free) = disk_free {
+            let after = free
+                .saturating_sub(st.disk_reserved)
+                .checked_sub(req.disk_bytes);
+            if after.is_none_or(|a| a < self.limits.min_free) {
+                return Err(space(format!(
+                    "not enough free space on the server: this upload needs {}, {} is free and {} must stay free",
+                    human(req.disk_bytes),
+                    human(free.saturating_sub(st.disk_reserved)),
+                    human(self.limits.min_free)
+                )));
+            }
+        }
+        st.total.reserved_bytes += req.bytes;
+        st.total.reserved_files += req.files;
+        let u = st.users.entry(req.user.clone()).or_default();
+        u.reserved_bytes += req.bytes;
+        u.reserved_files += req.files;
+        st.disk_reserved += req.disk_bytes;
+        Ok(Reservation {
+            ledger: self.clone(),
+            user: req.user.clone(),
+            bytes: req.bytes,
+            files: req.files,
+            disk_bytes: req.disk_bytes,
+        })
+    }
+
+    /// A file was removed (or replaced): its space is free at once.
+    pub fn removed(&self, owner: &str, bytes: u64) {
+        let mut st = self.lock();
+        st.total.bytes = st.total.bytes.saturating_sub(bytes);
+        st.total.files = st.total.files.saturating_sub(1);
+        let u = st.users.entry(owner.to_string()).or_default();
+        u.bytes = u.bytes.saturating_sub(bytes);
+        u.files = u.files.saturating_sub(1);
+    }
+
+    /// The usage of one user ("" for the server's total).
+    pub fn usage(&self, user: &str) -> Usage {
+        let st = self.lock();
+        if user.is_empty() {
+            st.total
+        } else {
+            st.users.get(user).copied().unwrap_or_default()
+        }
+    }
+
+    /// Rows for `sft df`: the total first (name ""), then each user.
+    pub fn report(
+        &self,
+        users: &[(String, Option<u64>, Option<u64>)],
+        all: bool,
+        disk_free: u64,
+    ) -> WireUsage {
+        let st = self.lock();
+        let none = u64::MAX;
+        let row = |name: &str, u: &Usage, q: Option<u64>, m: Option<u64>| UsageRow {
+            name: name.to_string(),
+            bytes: u.bytes,
+            reserved: u.reserved_bytes,
+            files: u.files,
+            quota: q.unwrap_or(none),
+            max_files: m.unwrap_or(none),
+        };
+        let mut rows = Vec::new();
+        if all {
+            rows.push(row("", &st.total, self.limits.quota, self.limits.max_files));
+        }
+        for (name, q, m) in users {
+            let u = st.users.get(name).copied().unwrap_or_default();
+            rows.push(row(name, &u, *q, *m));
+        }
+        if all {
+            // owners that are no longer users, and files placed by hand
+            let mut others: Vec<_> = st
+                .users
+                .iter()
+                .filter(|(n, u)| !users.iter().any(|(x, ..)| x == *n) && u.used_files() > 0)
+                .collect();
+            others.sort_by(|a, b| a.0.cmp(b.0));
+            for (n, u) in others {
+                let shown = if n.is_empty() { "(no owner)" } else { n };
+                rows.push(row(shown, u, None, None));
+            }
+        }
+        WireUsage {
+            disk_free,
+            min_free: self.limits.min_free,
+            rows,
+        }
+    }
+}
+
+impl Reservation {
+    /// The upload became a visible file of `size` bytes owned by the
+    /// reserving user, replacing `replaced` (owner, size) if it overwrote one.
+    pub fn commit(mut self, size: u64, replaced: Option<(String, u64)>) {
+        let ledger = self.ledger.clone();
+        let mut st = ledger.lock();
+        self.release(&mut st);
+        st.total.bytes += size;
+        st.total.files += 1;
+        let u = st.users.entry(self.user.clone()).or_default();
+        u.bytes += size;
+        u.files += 1;
+        drop(st);
+        if let Some((owner, old)) = replaced {
+            ledger.removed(&owner, old);
+        }
+        // released already: make Drop a no-op
+        self.bytes = 0;
+        self.files = 0;
+        self.disk_bytes = 0;
+    }
+
+    fn release(&self, st: &mut State) {
+        st.total.reserved_bytes = st.total.reserved_bytes.saturating_sub(self.bytes);
+        st.total.reserved_files = st.total.reserved_files.saturating_sub(self.files);
+        st.disk_reserved = st.disk_reserved.saturating_sub(self.disk_bytes);
+        if let Some(u) = st.users.get_mut(&self.user) {
+            u.reserved_bytes = u.reserved_bytes.saturating_sub(self.bytes);
+            u.reserved_files = u.reserved_files.saturating_sub(self.files);
+        }
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if self.bytes == 0 && self.files == 0 && self.disk_bytes == 0 {
+            return;
+        }
+        let ledger = self.ledger.clone();
+        let mut st = ledger.lock();
+        self.release(&mut st);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(user: &str, bytes: u64) -> Request {
+        Request {
+            user: user.into(),
+            user_quota: None,
+            user_max_files: None,
+            bytes,
+            files: 1,
+            disk_bytes: bytes,
+        }
+    }
+
+    #[test]
+    fn reservations_count_until_released_or_committed() {
+        let l = Arc::new(Ledger::new(
+            Limits {
+                quota: Some(100),
+                ..Default::default()
+            },
+            [("".to_string(), 30, 1)],
+        ));
+        let a = l.reserve(&req("ann", 50), None).unwrap();
+        let e = l.reserve(&req("bob", 21), None).unwrap_err();
+        assert_eq!(e.kind, Kind::Space);
+        assert_eq!(
+            e.message,
+            "quota exceeded: this upload needs 21 B, 20 B of 100 B left (server)"
+        );
+        let b = l.reserve(&req("bob", 20), None).unwrap();
+        drop(b); // failed upload: released
+        assert_eq!(l.usage("").reserved_bytes, 50);
+        a.commit(50, None);
+        assert_eq!(
+            l.usage(""),
+            Usage {
+                bytes: 80,
+                files: 2,
+                reserved_bytes: 0,
+                reserved_files: 0
+            }
+        );
+        assert_eq!(l.usage("ann").bytes, 50);
+        l.removed("ann", 50);
+        assert_eq!(l.usage("").bytes, 30);
+        assert_eq!(l.usage("ann").files, 0);
+    }
+
+    #[test]
+    fn user_limits_apply_before_the_server_fills() {
+        let l = Arc::new(Ledger::new(Limits::default(), []));
+        let mut r = req("ci", 2 << 20);
+        r.user_quota = Some(3 << 20);
+        let _held = l.reserve(&r, None).unwrap();
+        let e = l.reserve(&r, None).unwrap_err();
+        assert!(
+            e.message.ends_with("1.0 MiB of 3.0 MiB left (user ci)"),
+            "{e}"
+        );
+        let mut f = req("ci", 0);
+        f.user_max_files = Some(1);
+        assert!(
+            l.reserve(&f, None)
+                .unwrap_err()
+                .message
+                .contains("file limit")
+        );
+    }
+
+    #[test]
+    fn free_space_keeps_the_reserve_and_counts_uploads_in_flight() {
+        let l = Arc::new(Ledger::new(
+            Limits {
+                min_free: 100,
+                ..Default::default()
+            },
+            [],
+        ));
+        let _a = l.reserve(&req("a", 400), Some(1000)).unwrap();
+        // 1000 free, 400 promised, 100 must stay: 500 fit, 501 do not
+        assert!(l.reserve(&req("b", 501), Some(1000)).is_err());
+        let e = l.reserve(&req("b", 2000), Some(1000)).unwrap_err();
+        assert!(e.message.contains("must stay free"), "{e}");
+        l.reserve(&req("b", 500), Some(1000)).unwrap();
+    }
+
+    #[test]
+    fn overwrite_counts_the_difference() {
+        let l = Arc::new(Ledger::new(
+            Limits {
+                quota: Some(100),
+                ..Default::default()
+            },
+            [("ann".to_string(), 80, 1)],
+        ));
+        // replacing her 80-byte file with 95 bytes needs 15 more, no new file
+        let r = Request {
+            bytes: 15,
+            files: 0,
+            ..req("ann", 95)
+        };
+        l.reserve(&r, None)
+            .unwrap()
+            .commit(95, Some(("ann".into(), 80)));
+        assert_eq!(l.usage("").bytes, 95);
+        assert_eq!(l.usage("").files, 1);
+        assert_eq!(l.usage("ann").files, 1);
+    }
+}
