@@ -99,6 +99,13 @@ pub enum Command {
         /// Remote file name
         name: String,
     },
+    /// Create a remote directory (and its parents)
+    Mkdir {
+        /// Remote directory name
+        name: String,
+    },
+    /// An interactive session over one connection, like sftp (ls, get, put, cd, lcd, ...)
+    Shell,
     /// Storage used, reserved and allowed: yours, or (admin) the server's and every user's
     Df {
         /// Exact byte counts instead of KiB/MiB/GiB

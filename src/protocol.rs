@@ -53,6 +53,9 @@ pub mod ty {
     pub const GET_OK: u8 = 0x31;
     pub const REMOVE: u8 = 0x40;
     pub const DONE: u8 = 0x41;
+    pub const MKDIR: u8 = 0x42;
+    pub const RMDIR: u8 = 0x43;
+    pub const STAT: u8 = 0x44;
     pub const SHUTDOWN: u8 = 0x50;
     pub const STATUS: u8 = 0x51;
     pub const STATUS_OK: u8 = 0x52;
@@ -207,6 +210,15 @@ pub enum Msg {
         name: String,
     },
     Done,
+    Mkdir {
+        name: String,
+    },
+    Rmdir {
+        name: String,
+    },
+    Stat {
+        name: String,
+    },
     Shutdown {
         /// Milliseconds transfers in flight may take; `u64::MAX` for the server's default.
         grace_ms: u64,
@@ -243,6 +255,9 @@ pub fn max_body(ty: u8) -> Result<usize> {
         | ty::GET_OK
         | ty::REMOVE
         | ty::DONE
+        | ty::MKDIR
+        | ty::RMDIR
+        | ty::STAT
         | ty::SHUTDOWN
         | ty::STATUS
         | ty::STATUS_OK
@@ -348,6 +363,9 @@ impl Msg {
             Msg::GetOk { .. } => ty::GET_OK,
             Msg::Remove { .. } => ty::REMOVE,
             Msg::Done => ty::DONE,
+            Msg::Mkdir { .. } => ty::MKDIR,
+            Msg::Rmdir { .. } => ty::RMDIR,
+            Msg::Stat { .. } => ty::STAT,
             Msg::Shutdown { .. } => ty::SHUTDOWN,
             Msg::StatusReq => ty::STATUS,
             Msg::StatusOk(_) => ty::STATUS_OK,
@@ -379,6 +397,9 @@ impl Msg {
             Msg::GetOk { .. } => "GET_OK",
             Msg::Remove { .. } => "REMOVE",
             Msg::Done => "DONE",
+            Msg::Mkdir { .. } => "MKDIR",
+            Msg::Rmdir { .. } => "RMDIR",
+            Msg::Stat { .. } => "STAT",
             Msg::Shutdown { .. } => "SHUTDOWN",
             Msg::StatusReq => "STATUS",
             Msg::StatusOk(_) => "STATUS_OK",
@@ -502,7 +523,10 @@ impl Msg {
                 w.i64(*mtime_ns);
                 w.digest(sha256);
             }
-            Msg::Remove { name } => w.str(name.as_bytes()),
+            Msg::Remove { name }
+            | Msg::Mkdir { name }
+            | Msg::Rmdir { name }
+            | Msg::Stat { name } => w.str(name.as_bytes()),
             Msg::Error { code, message } => {
                 w.u16(*code);
                 // keep error text well inside the control-frame limit
@@ -633,6 +657,9 @@ impl Msg {
             },
             ty::REMOVE => Msg::Remove { name: r.string()? },
             ty::DONE => Msg::Done,
+            ty::MKDIR => Msg::Mkdir { name: r.string()? },
+            ty::RMDIR => Msg::Rmdir { name: r.string()? },
+            ty::STAT => Msg::Stat { name: r.string()? },
             ty::SHUTDOWN => Msg::Shutdown { grace_ms: r.u64()? },
             ty::STATUS => Msg::StatusReq,
             ty::STATUS_OK => Msg::StatusOk(Status {
@@ -883,6 +910,9 @@ mod tests {
             },
             Msg::Remove { name: "x".into() },
             Msg::Done,
+            Msg::Mkdir { name: "d/e".into() },
+            Msg::Rmdir { name: "d".into() },
+            Msg::Stat { name: "d/x".into() },
             Msg::Shutdown { grace_ms: u64::MAX },
             Msg::StatusReq,
             Msg::StatusOk(Status {

@@ -5,6 +5,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 mod cert;
+mod shell;
 mod trust;
 mod user;
 
@@ -182,6 +183,8 @@ async fn run_on(c: &mut Client, cmd: Command, stats: bool) -> Result<()> {
             ))?;
         }
         Command::Rm { name } => c.remove(&name).await?,
+        Command::Mkdir { name } => c.mkdir(&name).await?,
+        Command::Shell => shell::run(c).await?,
         Command::Admin(AdminCmd::Shutdown { grace }) => {
             c.shutdown(grace).await?;
             eprintln!(

@@ -417,6 +417,56 @@ impl Client {
         }
     }
 
+    /// Create a remote directory (and its parents).
+    pub async fn mkdir(&mut self, name: &str) -> Result<()> {
+        names::validate(name)?;
+        self.simple(
+            Msg::Mkdir {
+                name: name.to_string(),
+            },
+            "the reply to MKDIR",
+        )
+        .await
+    }
+
+    /// Remove an empty remote directory.
+    pub async fn rmdir(&mut self, name: &str) -> Result<()> {
+        names::validate(name)?;
+        self.simple(
+            Msg::Rmdir {
+                name: name.to_string(),
+            },
+            "the reply to RMDIR",
+        )
+        .await
+    }
+
+    /// One remote entry (size, time, SHA-256, owner) without downloading it.
+    pub async fn stat(&mut self, name: &str) -> Result<Entry> {
+        names::validate(name)?;
+        self.w
+            .send_now(&Msg::Stat {
+                name: name.to_string(),
+            })
+            .await?;
+        match self
+            .r
+            .expect_within(self.timeout * 4, "the reply to STAT")
+            .await?
+        {
+            Msg::Entry(e) => Ok(e),
+            other => Err(unexpected(&other, "the reply to STAT")),
+        }
+    }
+
+    async fn simple(&mut self, m: Msg, what: &str) -> Result<()> {
+        self.w.send_now(&m).await?;
+        match self.r.expect_within(self.timeout, what).await? {
+            Msg::Done => Ok(()),
+            other => Err(unexpected(&other, what)),
+        }
+    }
+
     /// Remove a remote file.
     pub async fn remove(&mut self, name: &str) -> Result<()> {
         names::validate(name)?;

@@ -292,6 +292,8 @@ impl Session {
             let need = match &msg {
                 Msg::Put { .. } => Some((Role::Write, "put")),
                 Msg::Remove { .. } => Some((Role::Write, "rm")),
+                Msg::Mkdir { .. } => Some((Role::Write, "mkdir")),
+                Msg::Rmdir { .. } => Some((Role::Write, "rmdir")),
                 Msg::Shutdown { .. } => Some((Role::Admin, "shut the server down")),
                 Msg::StatusReq => Some((Role::Admin, "see the server status")),
                 Msg::Reload => Some((Role::Admin, "reload the server")),
@@ -314,6 +316,23 @@ impl Session {
                     name,
                 } => self.get(offset, compress, name).await?,
                 Msg::Remove { name } => self.remove(name).await?,
+                Msg::Mkdir { name } => {
+                    let n = name.clone();
+                    let r = self.blocking(move |s| s.store.mkdir(&n)).await;
+                    self.done_or_error("mkdir", &name, r).await?
+                }
+                Msg::Rmdir { name } => {
+                    let n = name.clone();
+                    let r = self.blocking(move |s| s.store.rmdir(&n)).await;
+                    self.done_or_error("rmdir", &name, r).await?
+                }
+                Msg::Stat { name } => {
+                    let n = name.clone();
+                    match self.blocking(move |s| s.store.stat(&n)).await {
+                        Ok(e) => self.w.send_now(&Msg::Entry(e)).await?,
+                        Err(e) => self.reply_error(&e).await?,
+                    }
+                }
                 Msg::Shutdown { grace_ms } => {
                     let grace =
                         (grace_ms != u64::MAX).then(|| std::time::Duration::from_millis(grace_ms));
@@ -382,6 +401,20 @@ impl Session {
                 self.w.send_now(&Msg::ListEnd).await
             }
             Err(e) => self.reply_error(&e).await,
+        }
+    }
+
+    /// Reply DONE or ERROR to a simple command, with its audit line.
+    async fn done_or_error(&mut self, event: &str, name: &str, r: Result<()>) -> Result<()> {
+        match r {
+            Ok(()) => {
+                info!(event, peer = %self.peer, user = self.user(), name = %names::escape(name), outcome = "ok");
+                self.w.send_now(&Msg::Done).await
+            }
+            Err(e) => {
+                info!(event, peer = %self.peer, user = self.user(), name = %names::escape(name), outcome = e.kind.name(), "{e}");
+                self.reply_error(&e).await
+            }
         }
     }
 

@@ -197,48 +197,9 @@ impl Store {
             {
                 continue;
             }
-            let Ok(st) = rustix::fs::statat(&dirfd, name, AtFlags::SYMLINK_NOFOLLOW) else {
-                continue;
-            };
-            let ft = rustix::fs::FileType::from_raw_mode(st.st_mode);
-            let mtime_ns = mtime_ns(&st);
-            let entry = match ft {
-                rustix::fs::FileType::Directory => Entry {
-                    kind: EntryKind::Dir,
-                    size: 0,
-                    mtime_ns,
-                    sha256: None,
-                    name: name.to_string(),
-                    owner: String::new(),
-                },
-                rustix::fs::FileType::RegularFile => {
-                    let Ok(fd) = rustix::fs::openat2(
-                        &dirfd,
-                        name,
-                        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-                        Mode::empty(),
-                        resolve(),
-                    ) else {
-                        continue;
-                    };
-                    let file = File::from(fd);
-                    let info = file_info(&file)?;
-                    let sha256 = match info.sha256 {
-                        Some(d) => Some(d),
-                        None => hash_and_remember(&file, &info).ok(),
-                    };
-                    Entry {
-                        kind: EntryKind::File,
-                        size: info.size,
-                        mtime_ns: info.mtime_ns,
-                        sha256,
-                        name: name.to_string(),
-                        owner: read_owner(&file).unwrap_or_default(),
-                    }
-                }
-                _ => continue,
-            };
-            out.push(entry);
+            if let Some(entry) = entry_for(&dirfd, name)? {
+                out.push(entry);
+            }
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
@@ -369,6 +330,51 @@ impl Store {
             Err(e) => return Err(e),
         };
         existing_in(&dir, component).map_err(|e| fs_err("opening", name, e))
+    }
+
+    /// Create a directory and any missing parents; an existing one is fine.
+    pub fn mkdir(&self, name: &str) -> Result<()> {
+        check_client_name(name)?;
+        let fd = self.make_dirs(name)?;
+        if self.fsync == Fsync::Always {
+            let _ = rustix::fs::fsync(&fd);
+        }
+        Ok(())
+    }
+
+    /// Remove an empty directory.
+    pub fn rmdir(&self, name: &str) -> Result<()> {
+        check_client_name(name)?;
+        let (parent, component) = names::split_parent(name);
+        let dir = self.open_dir(parent)?;
+        let st = rustix::fs::statat(&dir, component, AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| fs_err("removing directory", name, e))?;
+        if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::Directory {
+            return Err(Error::usage(format!(
+                "{} is not a directory; remove files with sft rm",
+                names::quote(name)
+            )));
+        }
+        rustix::fs::unlinkat(&dir, component, AtFlags::REMOVEDIR).map_err(|e| match e {
+            Errno::NOTEMPTY | Errno::EXIST => Error::usage(format!(
+                "directory {} is not empty; remove its contents first (sft rm -r)",
+                names::quote(name)
+            )),
+            e => fs_err("removing directory", name, e),
+        })?;
+        if self.fsync == Fsync::Always {
+            let _ = rustix::fs::fsync(&dir);
+        }
+        Ok(())
+    }
+
+    /// One entry, as LIST would show it.
+    pub fn stat(&self, name: &str) -> Result<Entry> {
+        check_client_name(name)?;
+        let (parent, component) = names::split_parent(name);
+        let dirfd = self.open_dir(parent)?;
+        entry_for(&dirfd, component)?
+            .ok_or_else(|| Error::not_found(format!("no such file: {}", names::quote(name))))
     }
 
     /// Free space for unprivileged writers on the root's filesystem.
@@ -561,6 +567,53 @@ fn file_info(file: &File) -> Result<FileInfo> {
         mtime_ns: mtime,
         sha256,
     })
+}
+
+/// The listing entry for `name` in `dirfd`: directories and regular files
+/// only (symlinks and special files are `None`).
+fn entry_for(dirfd: &OwnedFd, name: &str) -> Result<Option<Entry>> {
+    let Ok(st) = rustix::fs::statat(dirfd, name, AtFlags::SYMLINK_NOFOLLOW) else {
+        return Ok(None);
+    };
+    let ft = rustix::fs::FileType::from_raw_mode(st.st_mode);
+    let mtime_ns = mtime_ns(&st);
+    let entry = match ft {
+        rustix::fs::FileType::Directory => Entry {
+            kind: EntryKind::Dir,
+            size: 0,
+            mtime_ns,
+            sha256: None,
+            name: name.to_string(),
+            owner: String::new(),
+        },
+        rustix::fs::FileType::RegularFile => {
+            let Ok(fd) = rustix::fs::openat2(
+                dirfd,
+                name,
+                OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+                Mode::empty(),
+                resolve(),
+            ) else {
+                return Ok(None);
+            };
+            let file = File::from(fd);
+            let info = file_info(&file)?;
+            let sha256 = match info.sha256 {
+                Some(d) => Some(d),
+                None => hash_and_remember(&file, &info).ok(),
+            };
+            Entry {
+                kind: EntryKind::File,
+                size: info.size,
+                mtime_ns: info.mtime_ns,
+                sha256,
+                name: name.to_string(),
+                owner: read_owner(&file).unwrap_or_default(),
+            }
+        }
+        _ => return Ok(None),
+    };
+    Ok(Some(entry))
 }
 
 /// Size and owner of a regular file in `dir`; `None` if absent or not a
