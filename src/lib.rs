@@ -22,6 +22,7 @@ pub mod compress;
 pub mod connection;
 pub mod error;
 pub mod names;
+pub mod progress;
 pub mod protocol;
 pub mod server;
 pub mod tls;

@@ -33,6 +33,10 @@ pub const MAX_SECRET: usize = 1024;
 pub const FEATURE_ZSTD: u32 = 1;
 /// PUT flag: replace an existing file instead of choosing "name (n)".
 pub const PUT_OVERWRITE: u32 = 1;
+/// PUT flag: the client sends DATA and END right after PUT without waiting
+/// for PUT_READY (which the server then does not send); a refused upload's
+/// data is read and discarded up to its END or CANCEL.
+pub const PUT_PIPELINED: u32 = 2;
 
 /// Frame type codes.
 pub mod ty {

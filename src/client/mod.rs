@@ -13,14 +13,14 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 pub mod known;
+pub mod pipeline;
 
-use crate::compress::{Mode, Policy};
+use crate::compress::Mode;
 use crate::connection::{FrameReader, FrameWriter};
 use crate::error::{Error, Kind, Result};
 use crate::names;
-use crate::protocol::{self, Encoding, Entry, Msg, Role};
+use crate::protocol::{self, Entry, Msg, Role};
 use crate::tls::{self, PinVerifier, Trust};
-use crate::transfer::{self, Outgoing};
 
 /// The default port of `sft serve`.
 pub const DEFAULT_PORT: u16 = 7373;
@@ -82,8 +82,6 @@ pub struct Client {
     pub zstd: bool,
     compress: Mode,
     limit_rate: Option<u64>,
-    /// DATA bytes (headers included) of the transfer in progress.
-    wire: u64,
 }
 
 /// The result of an upload.
@@ -299,7 +297,6 @@ impl Client {
             zstd: false,
             compress: opts.compress,
             limit_rate: opts.limit_rate,
-            wire: 0,
         };
         c.w.send(&Msg::Hello {
             min_version: protocol::VERSION,
@@ -488,111 +485,22 @@ impl Client {
     /// Upload a local file as `remote`. The server may store it under another
     /// name ("name (1).ext"); the returned name is the one it chose.
     pub async fn put(&mut self, local: &Path, remote: &str, overwrite: bool) -> Result<Uploaded> {
-        names::validate(remote)?;
-        let shown = local.display().to_string();
-        let file = File::open(local).map_err(|e| Error::io(format!("opening {shown}"), &e))?;
-        let meta = file
-            .metadata()
-            .map_err(|e| Error::io(format!("reading {shown}"), &e))?;
-        if !meta.is_file() {
-            return Err(Error::usage(format!("{shown} is not a regular file")));
-        }
-        let size = meta.len();
-        let flags = if overwrite {
-            protocol::PUT_OVERWRITE
-        } else {
-            0
-        };
-        self.w
-            .send_now(&Msg::Put {
-                size,
-                flags,
-                name: remote.to_string(),
-            })
-            .await?;
-        match self
-            .r
-            .expect_within(self.timeout, "the reply to PUT")
-            .await?
-        {
-            Msg::PutReady { offset: 0 } => {}
-            Msg::PutReady { offset } => {
-                return Err(Error::protocol(format!(
-                    "the server asked to resume at {offset}, which this client did not request"
-                )));
-            }
-            other => return Err(unexpected(&other, "the reply to PUT")),
-        }
-        let started = Instant::now();
-        let pool = transfer::Pool::new();
-        let mode = if self.zstd { self.compress } else { Mode::Off };
-        let policy = Policy::new(mode, crate::compress::MAX_LEVEL);
-        let mut rx = transfer::spawn_reader(file, size, shown.clone(), pool.clone(), policy);
-        let mut wire: u64 = 0;
-        let mut pacer = Pacer::new(self.limit_rate);
-        let sha256 = loop {
-            tokio::select! {
-                biased;
-                // the server may refuse mid-way (disk full); stop sending then
-                m = self.r.read_frame() => {
-                    let err = match m? {
-                        Some(other) => unexpected(&other, "the end of the upload"),
-                        None => Error::network("the server closed the connection during the upload"),
-                    };
-                    let _ = self.w.send_now(&Msg::Cancel).await;
-                    return Err(err);
-                }
-                item = rx.recv() => match item {
-                    Some(Outgoing::Frame(f)) => {
-                        self.w.write_raw(&f).await?;
-                        wire += f.len() as u64;
-                        pacer.pace(frame_raw_len(&f)).await;
-                        pool.give(f);
-                    }
-                    Some(Outgoing::Done { sha256, .. }) => {
-                        self.w.send_now(&Msg::End { sha256 }).await?;
-                        break sha256;
-                    }
-                    Some(Outgoing::Failed(e)) => {
-                        self.w.send_now(&Msg::Cancel).await?;
-                        let _ = self.r.expect_within(self.timeout, "the reply to CANCEL").await;
-                        return Err(e);
-                    }
-                    None => return Err(Error::other("internal error: the file reader stopped")),
-                },
-            }
-        };
-        // the server verifies and syncs before it answers: allow for the disk
-        match self
-            .r
-            .expect_within(self.timeout * 4, "the upload acknowledgement")
-            .await?
-        {
-            Msg::PutOk {
-                size: got,
-                sha256: theirs,
-                name,
-            } => {
-                names::validate(&name).map_err(|e| {
-                    Error::protocol(format!("the server named the stored file badly: {e}"))
-                })?;
-                if got != size || !transfer::same_digest(&theirs, &sha256) {
-                    return Err(Error::integrity(format!(
-                        "the server acknowledged {got} bytes with SHA-256 {} but {size} bytes with SHA-256 {} were sent",
-                        hex::encode(theirs),
-                        hex::encode(sha256)
-                    )));
-                }
-                Ok(Uploaded {
-                    name,
-                    size,
-                    sha256,
-                    wire,
-                    seconds: started.elapsed().as_secs_f64(),
-                })
-            }
-            other => Err(unexpected(&other, "the upload acknowledgement")),
-        }
+        let jobs = [pipeline::PutJob {
+            local: local.to_path_buf(),
+            remote: remote.to_string(),
+        }];
+        let mut out = None;
+        self.put_many(
+            &jobs,
+            overwrite,
+            &crate::progress::Progress::off(),
+            |_, r| {
+                out = Some(r);
+                Ok(())
+            },
+        )
+        .await?;
+        out.unwrap_or_else(|| Err(Error::other("internal error: no upload result")))
     }
 
     /// Download `remote` to `dest`. The data goes to a temporary `.part` file
@@ -607,144 +515,18 @@ impl Client {
         force: bool,
         expect: Option<[u8; 32]>,
     ) -> Result<Downloaded> {
-        names::validate(remote)?;
-        self.w
-            .send_now(&Msg::Get {
-                offset: 0,
-                compress: if self.zstd {
-                    self.compress.to_wire()
-                } else {
-                    0
-                },
-                name: remote.to_string(),
-            })
-            .await?;
-        let (size, recorded) = match self
-            .r
-            .expect_within(self.timeout, "the reply to GET")
-            .await?
-        {
-            Msg::GetOk { size, sha256, .. } => (size, sha256),
-            other => return Err(unexpected(&other, "the reply to GET")),
-        };
-        let started = Instant::now();
-        let (part, file) = create_part(dest)?;
-        let result = self.receive(file, size, remote, &part).await;
-        let checked = result.and_then(|(n, digest, sent)| {
-            if n != size {
-                return Err(Error::protocol(format!("the server sent {n} bytes but announced {size}")));
-            }
-            if !transfer::same_digest(&digest, &sent) {
-                return Err(Error::integrity(format!(
-                    "SHA-256 mismatch for {}: the server sent {} but the data received hashes to {}; the file was not saved",
-                    names::quote(remote),
-                    hex::encode(sent),
-                    hex::encode(digest)
-                )));
-            }
-            if let Some(r) = recorded
-                && !transfer::same_digest(&digest, &r)
-            {
-                return Err(Error::integrity(format!(
-                    "SHA-256 mismatch for {}: recorded at upload as {} but received {}; the file was not saved",
-                    names::quote(remote),
-                    hex::encode(r),
-                    hex::encode(digest)
-                )));
-            }
-            if let Some(want) = expect
-                && !transfer::same_digest(&digest, &want)
-            {
-                return Err(Error::integrity(format!(
-                    "SHA-256 mismatch for {}: expected {} (--sha256) but the file is {}; the file was not saved",
-                    names::quote(remote),
-                    hex::encode(want),
-                    hex::encode(digest)
-                )));
-            }
-            Ok(digest)
-        });
-        let sha256 = match checked {
-            Ok(d) => d,
-            Err(e) => {
-                let _ = std::fs::remove_file(&part);
-                return Err(e);
-            }
-        };
-        let path = match place(&part, dest, force) {
-            Ok(p) => p,
-            Err(e) => {
-                let _ = std::fs::remove_file(&part);
-                return Err(e);
-            }
-        };
-        Ok(Downloaded {
-            path,
-            size,
-            sha256,
-            wire: self.wire,
-            seconds: started.elapsed().as_secs_f64(),
+        let jobs = [pipeline::GetJob {
+            remote: remote.to_string(),
+            dest: pipeline::Dest::Path(dest.to_path_buf()),
+            expect,
+        }];
+        let mut out = None;
+        self.get_many(&jobs, force, &crate::progress::Progress::off(), |_, r| {
+            out = Some(r);
+            Ok(())
         })
-    }
-
-    /// Receive DATA frames into `file` until END; returns (bytes, hash of the
-    /// bytes, hash the server sent).
-    async fn receive(
-        &mut self,
-        file: File,
-        size: u64,
-        remote: &str,
-        part: &Path,
-    ) -> Result<(u64, [u8; 32], [u8; 32])> {
-        let (tx, writer) =
-            transfer::spawn_writer(file, part.display().to_string(), false, self.r.pool());
-        let mut received: u64 = 0;
-        self.wire = 0;
-        let mut pacer = Pacer::new(self.limit_rate);
-        let sent = loop {
-            match self.r.expect_within(self.timeout, "download data").await? {
-                Msg::Data {
-                    encoding,
-                    raw_len,
-                    payload,
-                } => {
-                    if encoding != Encoding::Raw && !self.zstd {
-                        return Err(Error::protocol(
-                            "the server sent compressed data that was not negotiated",
-                        ));
-                    }
-                    self.wire +=
-                        (protocol::HEADER_LEN + protocol::DATA_PREFIX_LEN + payload.len()) as u64;
-                    received += u64::from(raw_len);
-                    pacer.pace(u64::from(raw_len)).await;
-                    if received > size {
-                        return Err(Error::protocol(format!(
-                            "the server sent more than the {size} bytes it announced for {}",
-                            names::quote(remote)
-                        )));
-                    }
-                    let block = transfer::Block {
-                        encoding,
-                        raw_len,
-                        payload,
-                    };
-                    if tx.send(block).await.is_err() {
-                        drop(tx);
-                        return Err(match writer.await {
-                            Ok(Err(e)) => e,
-                            _ => Error::other("internal error: the download writer stopped"),
-                        });
-                    }
-                }
-                Msg::End { sha256 } => break sha256,
-                other => return Err(unexpected(&other, "download data")),
-            }
-        };
-        drop(tx);
-        let (n, digest, _) = writer
-            .await
-            .map_err(|e| Error::other(format!("internal error: {e}")))??;
-        Ok((n, digest, sent))
+        .await?;
+        out.unwrap_or_else(|| Err(Error::other("internal error: no download result")))
     }
 }
 

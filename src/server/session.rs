@@ -305,6 +305,11 @@ impl Session {
                 warn!(event = "denied", peer = %self.peer, user = %who.user, role = who.role.name(), op, "{e}");
                 // like any refusal before PUT_READY, the session goes on
                 self.reply_error(&e).await?;
+                if let Msg::Put { flags, .. } = msg
+                    && flags & protocol::PUT_PIPELINED != 0
+                {
+                    self.discard_upload().await?;
+                }
                 continue;
             }
             match msg {
@@ -446,11 +451,45 @@ impl Session {
         }
     }
 
+    /// Read and drop the DATA of an upload refused before it started (a
+    /// pipelined PUT sends its data without waiting), up to END or CANCEL.
+    async fn discard_upload(&mut self) -> Result<()> {
+        let data_timeout = self.shared.limits.data;
+        loop {
+            match self.r.expect_within(data_timeout, "upload data").await? {
+                Msg::Data { encoding, .. } => {
+                    if encoding != Encoding::Raw && !self.zstd {
+                        return Err(Error::protocol(
+                            "compressed DATA was not negotiated for this session",
+                        ));
+                    }
+                }
+                Msg::End { .. } | Msg::Cancel => return Ok(()),
+                other => {
+                    return Err(Error::protocol(format!(
+                        "unexpected {} during an upload",
+                        other.name()
+                    )));
+                }
+            }
+        }
+    }
+
+    /// A refusal before the upload started: the one reply, and for a
+    /// pipelined PUT the data that is already on its way is discarded.
+    async fn refuse_put(&mut self, e: &Error, pipelined: bool) -> Result<()> {
+        self.reply_error(e).await?;
+        if pipelined {
+            self.discard_upload().await?;
+        }
+        Ok(())
+    }
+
     async fn put(&mut self, size: u64, flags: u32, name: String) -> Result<()> {
-        if flags & !protocol::PUT_OVERWRITE != 0 {
-            return self
-                .reply_error(&Error::protocol(format!("unknown PUT flags 0x{flags:08x}")))
-                .await;
+        let pipelined = flags & protocol::PUT_PIPELINED != 0;
+        if flags & !(protocol::PUT_OVERWRITE | protocol::PUT_PIPELINED) != 0 {
+            let e = Error::protocol(format!("unknown PUT flags 0x{flags:08x}"));
+            return self.refuse_put(&e, pipelined).await;
         }
         let overwrite = flags & protocol::PUT_OVERWRITE != 0;
         let n = name.clone();
@@ -490,14 +529,16 @@ impl Session {
             Ok(u) => u,
             Err(e) => {
                 info!(event = "put", peer = %self.peer, user = self.user(), name = %names::escape(&name), size, outcome = e.kind.name(), "{e}");
-                return self.reply_error(&e).await;
+                return self.refuse_put(&e, pipelined).await;
             }
         };
         let writer_file = upload
             .file
             .try_clone()
             .map_err(|e| Error::io("duplicating upload file", &e))?;
-        self.w.send_now(&Msg::PutReady { offset: 0 }).await?;
+        if !pipelined {
+            self.w.send_now(&Msg::PutReady { offset: 0 }).await?;
+        }
         let started = Instant::now();
         let background_sync = self.shared.store.fsync == super::store::Fsync::Always;
         let (tx, writer) = transfer::spawn_writer(

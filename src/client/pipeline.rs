@@ -1,0 +1,613 @@
+//! Many files over one session without a round trip per file. Uploads are
+//! pipelined: PUT with the PIPELINED flag is followed at once by its DATA and
+//! END, without waiting for PUT_READY. Downloads are requested ahead: several
+//! GETs are outstanding. Replies come back in order. A window bounds how far
+//! the sender runs ahead of the replies; a reader of replies runs alongside
+//! the sender, so neither side can block the other.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use tokio::io::{ReadHalf, WriteHalf};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+
+use super::{Client, Downloaded, Pacer, Stream, Uploaded, frame_raw_len, unexpected};
+use crate::compress::{Mode, Policy};
+use crate::connection::{FrameReader, FrameWriter};
+use crate::error::{Error, Kind, Result};
+use crate::names;
+use crate::progress::Progress;
+use crate::protocol::{self, Encoding, Msg};
+use crate::transfer::{self, Outgoing};
+
+/// Why the sender stopped a file the server had already refused.
+const REFUSED: &str = "refused by the server";
+
+/// Most files sent (or requested) ahead of their replies.
+pub const WINDOW: usize = 64;
+
+/// Files this small are pipelined; larger ones wait for PUT_READY, so a
+/// refused upload (quota) costs no data at all, and the round trip is lost in
+/// the time the file takes to send.
+pub const PIPELINE_BELOW: u64 = 1 << 20;
+
+/// One upload: a local file and the remote name asked for.
+#[derive(Debug, Clone)]
+pub struct PutJob {
+    pub local: PathBuf,
+    pub remote: String,
+}
+
+/// Where a download goes.
+#[derive(Debug, Clone)]
+pub enum Dest {
+    /// A local path (through a `.part` file, renamed when verified).
+    Path(PathBuf),
+    /// Standard output, as it arrives (a mismatch is still reported, exit 8).
+    Stdout,
+}
+
+/// One download.
+#[derive(Debug, Clone)]
+pub struct GetJob {
+    pub remote: String,
+    pub dest: Dest,
+    /// The SHA-256 the file must have (--sha256, --check).
+    pub expect: Option<[u8; 32]>,
+}
+
+/// What the receiver learns of an upload from the sender.
+struct SentPut {
+    index: usize,
+    size: u64,
+    started: Instant,
+    /// Err: not sent at all (the local file could not be opened).
+    sent: Result<()>,
+    /// The digest and wire bytes once END went out, or why it was cancelled.
+    outcome: oneshot::Receiver<Result<([u8; 32], u64)>>,
+    /// Not pipelined: tell the sender whether PUT_READY came (true) or ERROR.
+    ready: Option<oneshot::Sender<bool>>,
+    _permit: OwnedSemaphorePermit,
+}
+
+fn open_local(path: &Path) -> Result<(File, u64)> {
+    let shown = path.display().to_string();
+    let file = File::open(path).map_err(|e| Error::io(format!("opening {shown}"), &e))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| Error::io(format!("reading {shown}"), &e))?;
+    if !meta.is_file() {
+        return Err(Error::usage(format!("{shown} is not a regular file")));
+    }
+    Ok((file, meta.len()))
+}
+
+impl Client {
+    /// Upload `jobs` in order over this session, pipelined. `done` gets each
+    /// job's result in order; an error it returns stops everything. Errors
+    /// that break the session are returned.
+    pub async fn put_many(
+        &mut self,
+        jobs: &[PutJob],
+        overwrite: bool,
+        progress: &Progress,
+        mut done: impl FnMut(usize, Result<Uploaded>) -> Result<()>,
+    ) -> Result<()> {
+        for j in jobs {
+            names::validate(&j.remote)?;
+        }
+        let base_flags = if overwrite {
+            protocol::PUT_OVERWRITE
+        } else {
+            0
+        };
+        let mode = if self.zstd { self.compress } else { Mode::Off };
+        let (limit_rate, timeout) = (self.limit_rate, self.timeout);
+        let window = Arc::new(Semaphore::new(WINDOW));
+        // jobs with an index below this were refused by the server: stop sending them
+        let refused = AtomicUsize::new(0);
+        let (tx, mut rx) = mpsc::unbounded_channel::<SentPut>();
+        let (r, w) = (&mut self.r, &mut self.w);
+
+        let sender = async {
+            for (index, job) in jobs.iter().enumerate() {
+                let permit = window
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| Error::other("internal error: window closed"))?;
+                let (otx, orx) = oneshot::channel();
+                let (file, size) = match open_local(&job.local) {
+                    Ok(x) => x,
+                    Err(e) => {
+                        let _ = tx.send(SentPut {
+                            index,
+                            size: 0,
+                            started: Instant::now(),
+                            sent: Err(e),
+                            outcome: orx,
+                            ready: None,
+                            _permit: permit,
+                        });
+                        continue;
+                    }
+                };
+                let pipelined = size < PIPELINE_BELOW;
+                let flags = base_flags
+                    | if pipelined {
+                        protocol::PUT_PIPELINED
+                    } else {
+                        0
+                    };
+                let msg = Msg::Put {
+                    size,
+                    flags,
+                    name: job.remote.clone(),
+                };
+                let (ready_tx, ready_rx) = oneshot::channel();
+                if pipelined {
+                    w.send(&msg).await?;
+                } else {
+                    w.send_now(&msg).await?;
+                }
+                let _ = tx.send(SentPut {
+                    index,
+                    size,
+                    started: Instant::now(),
+                    sent: Ok(()),
+                    outcome: orx,
+                    ready: (!pipelined).then_some(ready_tx),
+                    _permit: permit,
+                });
+                if !pipelined && !ready_rx.await.unwrap_or(false) {
+                    // refused before any data: nothing to send
+                    let _ = otx.send(Err(Error::other(REFUSED)));
+                    continue;
+                }
+                progress.start(&job.remote, size);
+                let r = send_file(
+                    w,
+                    file,
+                    size,
+                    &job.local,
+                    mode,
+                    limit_rate,
+                    progress,
+                    || refused.load(Ordering::Acquire) > index,
+                )
+                .await;
+                progress.done();
+                match r {
+                    Ok(x) => {
+                        let _ = otx.send(x);
+                    }
+                    Err(e) if matches!(e.kind, Kind::Network | Kind::Protocol) => return Err(e),
+                    Err(e) => {
+                        let _ = otx.send(Err(e));
+                    }
+                }
+            }
+            drop(tx);
+            w.flush().await
+        };
+
+        let receiver = async {
+            while let Some(p) = rx.recv().await {
+                if let Err(e) = p.sent {
+                    done(p.index, Err(e))?;
+                    continue;
+                }
+                let mut outcome = p.outcome;
+                if let Some(ready) = p.ready {
+                    match r.expect_within(timeout, "the reply to PUT").await? {
+                        Msg::PutReady { offset: 0 } => {
+                            let _ = ready.send(true);
+                        }
+                        Msg::Error { code, message } => {
+                            let _ = ready.send(false);
+                            done(p.index, Err(super::server_error(code, &message)))?;
+                            continue;
+                        }
+                        Msg::PutReady { offset } => {
+                            return Err(Error::protocol(format!(
+                                "the server asked to resume at {offset}, which this client did not request"
+                            )));
+                        }
+                        other => return Err(unexpected(&other, "the reply to PUT")),
+                    }
+                }
+                // a reply may come before the data is all sent (a refusal)
+                let mut finished = None;
+                let reply = tokio::select! {
+                    biased;
+                    m = r.read_frame() => m?.ok_or_else(|| {
+                        Error::network("the server closed the connection during an upload")
+                    })?,
+                    o = &mut outcome => {
+                        finished = Some(o);
+                        // the server verifies and syncs before it answers
+                        r.expect_within(timeout * 4, "the upload acknowledgement").await?
+                    }
+                };
+                if let Msg::Error { .. } = reply {
+                    // stop sending this file if it is still going out
+                    refused.fetch_max(p.index + 1, Ordering::AcqRel);
+                }
+                let sent = match finished {
+                    Some(o) => o,
+                    None => (&mut outcome).await,
+                }
+                .map_err(|_| Error::other("internal error: the upload sender stopped"))?;
+                let result = match reply {
+                    Msg::PutOk {
+                        size: got,
+                        sha256: theirs,
+                        name,
+                    } => {
+                        let (sha256, wire) = sent?;
+                        names::validate(&name).map_err(|e| {
+                            Error::protocol(format!("the server named the stored file badly: {e}"))
+                        })?;
+                        if got != p.size || !transfer::same_digest(&theirs, &sha256) {
+                            Err(Error::integrity(format!(
+                                "the server acknowledged {got} bytes with SHA-256 {} but {} bytes with SHA-256 {} were sent",
+                                hex::encode(theirs),
+                                p.size,
+                                hex::encode(sha256)
+                            )))
+                        } else {
+                            Ok(Uploaded {
+                                name,
+                                size: p.size,
+                                sha256,
+                                wire,
+                                seconds: p.started.elapsed().as_secs_f64(),
+                            })
+                        }
+                    }
+                    // a local read failure makes the sender cancel: report
+                    // that rather than the server's "cancelled"
+                    Msg::Error { code, message } => match sent {
+                        Err(local)
+                            if code == Kind::Other.wire_code() && local.message != REFUSED =>
+                        {
+                            Err(local)
+                        }
+                        _ => Err(super::server_error(code, &message)),
+                    },
+                    other => return Err(unexpected(&other, "the upload acknowledgement")),
+                };
+                done(p.index, result)?;
+            }
+            Ok::<(), Error>(())
+        };
+        tokio::try_join!(sender, receiver)?;
+        Ok(())
+    }
+
+    /// Download `jobs` in order over this session, requests sent ahead.
+    /// `done` gets each job's result in order; an error it returns stops
+    /// everything. Errors that break the session are returned.
+    pub async fn get_many(
+        &mut self,
+        jobs: &[GetJob],
+        force: bool,
+        progress: &Progress,
+        mut done: impl FnMut(usize, Result<Downloaded>) -> Result<()>,
+    ) -> Result<()> {
+        for j in jobs {
+            names::validate(&j.remote)?;
+        }
+        let compress = if self.zstd {
+            self.compress.to_wire()
+        } else {
+            0
+        };
+        let (zstd, limit_rate, timeout) = (self.zstd, self.limit_rate, self.timeout);
+        let window = Arc::new(Semaphore::new(WINDOW));
+        let (tx, mut rx) = mpsc::unbounded_channel::<(usize, OwnedSemaphorePermit)>();
+        let (r, w) = (&mut self.r, &mut self.w);
+        let sender = async {
+            for (index, job) in jobs.iter().enumerate() {
+                let permit = window
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| Error::other("internal error: window closed"))?;
+                w.send_now(&Msg::Get {
+                    offset: 0,
+                    compress,
+                    name: job.remote.clone(),
+                })
+                .await?;
+                if tx.send((index, permit)).is_err() {
+                    break;
+                }
+            }
+            drop(tx);
+            Ok::<(), Error>(())
+        };
+        let receiver = async {
+            while let Some((index, permit)) = rx.recv().await {
+                let job = &jobs[index];
+                let (size, recorded) = match r.expect_within(timeout, "the reply to GET").await? {
+                    Msg::GetOk { size, sha256, .. } => (size, sha256),
+                    Msg::Error { code, message } => {
+                        drop(permit);
+                        done(index, Err(super::server_error(code, &message)))?;
+                        continue;
+                    }
+                    other => return Err(unexpected(&other, "the reply to GET")),
+                };
+                progress.start(&job.remote, size);
+                let r2 = receive_one(
+                    r, job, size, recorded, force, zstd, timeout, limit_rate, progress,
+                )
+                .await;
+                progress.done();
+                drop(permit);
+                match r2 {
+                    Err(e) if matches!(e.kind, Kind::Network | Kind::Protocol) => return Err(e),
+                    other => done(index, other)?,
+                }
+            }
+            Ok::<(), Error>(())
+        };
+        tokio::try_join!(sender, receiver)?;
+        Ok(())
+    }
+}
+
+/// Stream one file's DATA and END (or CANCEL when `stop` says the server
+/// refused it, or the file could not be read). Ok: its digest and wire bytes.
+#[allow(clippy::too_many_arguments)]
+async fn send_file(
+    w: &mut FrameWriter<WriteHalf<Stream>>,
+    file: File,
+    size: u64,
+    local: &Path,
+    mode: Mode,
+    limit_rate: Option<u64>,
+    progress: &Progress,
+    stop: impl Fn() -> bool,
+) -> Result<Result<([u8; 32], u64)>> {
+    let pool = transfer::Pool::new();
+    let policy = Policy::new(mode, crate::compress::MAX_LEVEL);
+    let mut frames = transfer::spawn_reader(
+        file,
+        size,
+        local.display().to_string(),
+        pool.clone(),
+        policy,
+    );
+    let mut pacer = Pacer::new(limit_rate);
+    let mut wire = 0u64;
+    loop {
+        if stop() {
+            w.send_now(&Msg::Cancel).await?;
+            return Ok(Err(Error::other(REFUSED)));
+        }
+        match frames.recv().await {
+            Some(Outgoing::Frame(f)) => {
+                w.write_raw(&f).await?;
+                wire += f.len() as u64;
+                let raw = frame_raw_len(&f);
+                progress.advance(raw);
+                pacer.pace(raw).await;
+                pool.give(f);
+            }
+            Some(Outgoing::Done { sha256, .. }) => {
+                w.send_now(&Msg::End { sha256 }).await?;
+                return Ok(Ok((sha256, wire)));
+            }
+            Some(Outgoing::Failed(e)) => {
+                w.send_now(&Msg::Cancel).await?;
+                return Ok(Err(e));
+            }
+            None => {
+                w.send_now(&Msg::Cancel).await?;
+                return Ok(Err(Error::other("internal error: the file reader stopped")));
+            }
+        }
+    }
+}
+
+/// Receive one download announced by GET_OK and check it three ways: the
+/// digest in END, the one recorded at upload, and the expected one.
+#[allow(clippy::too_many_arguments)]
+async fn receive_one(
+    r: &mut FrameReader<ReadHalf<Stream>>,
+    job: &GetJob,
+    size: u64,
+    recorded: Option<[u8; 32]>,
+    force: bool,
+    zstd: bool,
+    timeout: std::time::Duration,
+    limit_rate: Option<u64>,
+    progress: &Progress,
+) -> Result<Downloaded> {
+    let started = Instant::now();
+    let (part, file) = match &job.dest {
+        Dest::Path(p) => {
+            let (part, f) = super::create_part(p)?;
+            (Some(part), f)
+        }
+        Dest::Stdout => {
+            use std::os::fd::AsFd;
+            let fd = std::io::stdout()
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(|e| Error::io("writing to stdout", &e))?;
+            (None, File::from(fd))
+        }
+    };
+    let shown = part
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "stdout".into());
+    let result = receive_data(
+        r,
+        file,
+        size,
+        &job.remote,
+        &shown,
+        zstd,
+        timeout,
+        limit_rate,
+        progress,
+    )
+    .await;
+    let checked = result.and_then(|(n, digest, sent, wire)| {
+        let remote = &job.remote;
+        if n != size {
+            return Err(Error::protocol(format!(
+                "the server sent {n} bytes but announced {size}"
+            )));
+        }
+        let saved = if part.is_some() {
+            "the file was not saved"
+        } else {
+            "the data written to stdout is bad"
+        };
+        if !transfer::same_digest(&digest, &sent) {
+            return Err(Error::integrity(format!(
+                "SHA-256 mismatch for {}: the server sent {} but the data received hashes to {}; {saved}",
+                names::quote(remote),
+                hex::encode(sent),
+                hex::encode(digest)
+            )));
+        }
+        if let Some(rec) = recorded
+            && !transfer::same_digest(&digest, &rec)
+        {
+            return Err(Error::integrity(format!(
+                "SHA-256 mismatch for {}: recorded at upload as {} but received {}; {saved}",
+                names::quote(remote),
+                hex::encode(rec),
+                hex::encode(digest)
+            )));
+        }
+        if let Some(want) = job.expect
+            && !transfer::same_digest(&digest, &want)
+        {
+            return Err(Error::integrity(format!(
+                "SHA-256 mismatch for {}: expected {} but the file is {}; {saved}",
+                names::quote(remote),
+                hex::encode(want),
+                hex::encode(digest)
+            )));
+        }
+        Ok((digest, wire))
+    });
+    let (sha256, wire) = match checked {
+        Ok(x) => x,
+        Err(e) => {
+            if let Some(p) = &part {
+                let _ = std::fs::remove_file(p);
+            }
+            return Err(e);
+        }
+    };
+    let path = match (&part, &job.dest) {
+        (Some(part), Dest::Path(dest)) => match super::place(part, dest, force) {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = std::fs::remove_file(part);
+                return Err(e);
+            }
+        },
+        _ => PathBuf::from("-"),
+    };
+    Ok(Downloaded {
+        path,
+        size,
+        sha256,
+        wire,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// DATA frames into `file` until END: (bytes, their digest, the digest the
+/// server sent, wire bytes).
+#[allow(clippy::too_many_arguments)]
+async fn receive_data(
+    r: &mut FrameReader<ReadHalf<Stream>>,
+    file: File,
+    size: u64,
+    remote: &str,
+    shown: &str,
+    zstd: bool,
+    timeout: std::time::Duration,
+    limit_rate: Option<u64>,
+    progress: &Progress,
+) -> Result<(u64, [u8; 32], [u8; 32], u64)> {
+    let (tx, writer) = transfer::spawn_writer(file, shown.to_string(), false, r.pool());
+    let mut received: u64 = 0;
+    let mut wire: u64 = 0;
+    let mut pacer = Pacer::new(limit_rate);
+    let sent = loop {
+        match r.expect_within(timeout, "download data").await? {
+            Msg::Data {
+                encoding,
+                raw_len,
+                payload,
+            } => {
+                if encoding != Encoding::Raw && !zstd {
+                    return Err(Error::protocol(
+                        "the server sent compressed data that was not negotiated",
+                    ));
+                }
+                wire += (protocol::HEADER_LEN + protocol::DATA_PREFIX_LEN + payload.len()) as u64;
+                received += u64::from(raw_len);
+                if received > size {
+                    return Err(Error::protocol(format!(
+                        "the server sent more than the {size} bytes it announced for {}",
+                        names::quote(remote)
+                    )));
+                }
+                progress.advance(u64::from(raw_len));
+                pacer.pace(u64::from(raw_len)).await;
+                let block = transfer::Block {
+                    encoding,
+                    raw_len,
+                    payload,
+                };
+                if tx.send(block).await.is_err() {
+                    drop(tx);
+                    // a local write failure: the rest of this download must
+                    // still be read to keep the session in step
+                    let err = match writer.await {
+                        Ok(Err(e)) => e,
+                        _ => Error::other("internal error: the download writer stopped"),
+                    };
+                    drain_download(r, timeout).await?;
+                    return Err(err);
+                }
+            }
+            Msg::End { sha256 } => break sha256,
+            other => return Err(unexpected(&other, "download data")),
+        }
+    };
+    drop(tx);
+    let (n, digest, _) = writer
+        .await
+        .map_err(|e| Error::other(format!("internal error: {e}")))??;
+    Ok((n, digest, sent, wire))
+}
+
+/// Read and drop the rest of a download up to its END (or ERROR).
+async fn drain_download(
+    r: &mut FrameReader<ReadHalf<Stream>>,
+    timeout: std::time::Duration,
+) -> Result<()> {
+    loop {
+        match r.expect_within(timeout, "download data").await? {
+            Msg::Data { .. } => {}
+            Msg::End { .. } | Msg::Error { .. } => return Ok(()),
+            other => return Err(unexpected(&other, "download data")),
+        }
+    }
+}
