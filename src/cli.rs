@@ -33,18 +33,17 @@ pub struct ConnArgs {
     /// Trust the server whose certificate has this SHA-256 fingerprint (printed by `sft serve`)
     #[arg(long, global = true, env = "SFT_PIN", value_name = "SHA256")]
     pub pin: Option<String>,
-    /// Deadline for connecting and for each reply
-    #[arg(long, global = true, env = "SFT_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
-    pub timeout: Duration,
-    /// zstd on the wire: auto (adapts; raw for incompressible data), off, or a level 1-19
+    /// Deadline for connecting and for each reply [default: 30s]
+    #[arg(long, global = true, env = "SFT_TIMEOUT", value_parser = humantime::parse_duration)]
+    pub timeout: Option<Duration>,
+    /// zstd on the wire: auto (adapts; raw for incompressible data), off, or a level 1-19 [default: auto]
     #[arg(
         long,
         global = true,
         env = "SFT_COMPRESS",
-        default_value = "auto",
         value_name = "auto|off|LEVEL"
     )]
-    pub compress: String,
+    pub compress: Option<String>,
     /// After each transfer, print file bytes, wire bytes, ratio, time and MB/s on stderr
     #[arg(long, global = true)]
     pub stats: bool,
@@ -57,48 +56,118 @@ pub struct ConnArgs {
     /// Limit the transfer rate, bytes per second (e.g. 10MB, 1.5GiB)
     #[arg(long, global = true, env = "SFT_LIMIT_RATE", value_name = "RATE")]
     pub limit_rate: Option<String>,
+    /// Settings profile from the config file (flags and environment variables override it)
+    #[arg(long, global = true, env = "SFT_PROFILE", value_name = "NAME")]
+    pub profile: Option<String>,
+    /// Config file [default: ~/.config/sft/config.toml]
+    #[arg(long, global = true, env = "SFT_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Machine-readable output: one JSON object per line on stdout, errors as JSON on stderr
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// No progress bars or notes; only results and errors
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// More detail: transfer statistics, and -vv for protocol debugging on stderr
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server
     Serve(Box<ServeArgs>),
-    /// List remote files: name, size, modification time, SHA-256
+    /// List a remote directory (-l: size, time, owner, SHA-256)
     Ls {
         /// Remote directory (default: the root)
         dir: Option<String>,
+        /// Long form: size, modification time, owner, SHA-256
+        #[arg(short, long)]
+        long: bool,
+        /// Exact byte counts in the long form
+        #[arg(long)]
+        bytes: bool,
     },
-    /// Upload files; prints each one's SHA-256 and the name the server stored it under
+    /// Upload files (or a tree with -r); prints each one's SHA-256 and stored name
+    #[command(
+        after_help = "Examples:\n  sft put a.txt b.txt\n  sft put -r photos backups/   (stored as backups/photos/...)\n  tar c dir | sft put - --as dir.tar"
+    )]
     Put {
-        /// Local files to upload
-        #[arg(required = true)]
-        files: Vec<PathBuf>,
-        /// Remote name (only with a single file)
+        /// Local files ('-' for standard input, with --as); with -r: DIR [REMOTE_DIR]
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+        /// Upload a directory tree: sft put -r DIR [REMOTE_DIR]
+        #[arg(short, long)]
+        recursive: bool,
+        /// Remote name (a single file, or '-')
         #[arg(long = "as", value_name = "NAME")]
         as_name: Option<String>,
+        /// Remote directory to upload into
+        #[arg(long, value_name = "REMOTE_DIR", conflicts_with = "as_name")]
+        to: Option<String>,
         /// Replace a remote file of the same name instead of storing "name (1).ext"
         #[arg(long)]
         overwrite: bool,
     },
-    /// Download a file; saved under a new name "name (1).ext" if the target exists
+    /// Download files (or a tree with -r); saved as "name (1).ext" if the target exists
+    #[command(
+        after_help = "Examples:\n  sft get a.txt b.txt -o downloads/\n  sft get -r photos ./copy    (saved as ./copy/photos/...)\n  sft get --check SHA256SUMS\n  sft get dir.tar -o - | tar x"
+    )]
     Get {
-        /// Remote file name
-        name: String,
-        /// Local path or directory to save to (default: the current directory)
+        /// Remote files; with -r: REMOTE_DIR [LOCAL_DIR]
+        #[arg(value_name = "NAME", required_unless_present = "check")]
+        names: Vec<String>,
+        /// Local file, directory (DIR/) or '-' for standard output
         #[arg(short, long, value_name = "PATH")]
         output: Option<PathBuf>,
+        /// Download a directory tree: sft get -r REMOTE_DIR [LOCAL_DIR]
+        #[arg(short, long)]
+        recursive: bool,
         /// Fail (exit 8) unless the file's SHA-256 is exactly this
         #[arg(long, value_name = "HEX")]
         sha256: Option<String>,
-        /// Replace an existing local file
+        /// Download every file listed in a sha256sum-style file and verify each
+        #[arg(long, value_name = "SHA256SUMS", conflicts_with_all = ["sha256", "recursive"])]
+        check: Option<PathBuf>,
+        /// Replace existing local files
         #[arg(long)]
         force: bool,
     },
-    /// Remove a remote file (write role: only files you uploaded)
+    /// Remove remote files, or a directory tree with -r (write role: only files you uploaded)
     Rm {
+        /// Remote names
+        #[arg(required = true)]
+        names: Vec<String>,
+        /// Remove directories and everything in them
+        #[arg(short, long)]
+        recursive: bool,
+        /// Do not ask for confirmation (needed for -r without a terminal)
+        #[arg(short, long)]
+        yes: bool,
+    },
+    /// Print "SHA256  NAME" for every remote file (under DIR), as sha256sum does
+    Sums {
+        /// Remote directory (default: all files)
+        dir: Option<String>,
+    },
+    /// Check a remote file's SHA-256 without downloading it (exit 8 if it differs)
+    Verify {
         /// Remote file name
         name: String,
+        /// The expected SHA-256
+        #[arg(long, value_name = "HEX")]
+        sha256: String,
     },
+    /// Print a shell completion script
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff)
+    Man,
+    /// Show the settings in effect (secrets masked)
+    #[command(subcommand)]
+    Config(ConfigCmd),
     /// Create a remote directory (and its parents)
     Mkdir {
         /// Remote directory name
@@ -123,6 +192,12 @@ pub enum Command {
     /// Administer a running server (admin role)
     #[command(subcommand)]
     Admin(AdminCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCmd {
+    /// Print the effective settings and where each comes from
+    Show,
 }
 
 #[derive(Debug, Args)]

@@ -19,6 +19,7 @@ pub mod certs;
 pub mod cli;
 pub mod client;
 pub mod compress;
+pub mod config;
 pub mod connection;
 pub mod error;
 pub mod names;

@@ -17,8 +17,13 @@ fn main() -> ExitCode {
     };
     let (default_level, json) = match &cli.cmd {
         sft::cli::Command::Serve(a) => ("info", matches!(a.log_format, sft::cli::LogFormat::Json)),
-        _ => ("warn", false),
+        _ => match cli.conn.verbose {
+            0 | 1 => ("warn", false),
+            2 => ("info", false),
+            _ => ("debug", false),
+        },
     };
+    let json_errors = cli.conn.json;
     let filter =
         EnvFilter::try_from_env("SFT_LOG").unwrap_or_else(|_| EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
@@ -46,7 +51,12 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("sft: error: {e}");
+            if json_errors {
+                let v = serde_json::json!({ "error": sft::app::error_value(&e) });
+                eprintln!("{v}");
+            } else {
+                eprintln!("sft: error: {e}");
+            }
             ExitCode::from(e.kind.exit_code())
         }
     }

@@ -37,6 +37,11 @@ pub const PUT_OVERWRITE: u32 = 1;
 /// for PUT_READY (which the server then does not send); a refused upload's
 /// data is read and discarded up to its END or CANCEL.
 pub const PUT_PIPELINED: u32 = 2;
+/// PUT flag: the size is not known in advance (a pipe); `size` must be 0, the
+/// upload ends at END, and the server reserves space in steps as data comes.
+pub const PUT_STREAM: u32 = 4;
+/// How much an upload of unknown size reserves at a time.
+pub const STREAM_STEP: u64 = 64 << 20;
 
 /// Frame type codes.
 pub mod ty {

@@ -70,7 +70,7 @@ fn each_role_is_allowed_and_denied_exactly_as_documented() {
 
     // write: put, and the owner is recorded and shown by ls
     t.as_user(&t.writer).arg("put").arg(&a).assert().success();
-    let ls = t.as_user(&t.reader).arg("ls").assert().success();
+    let ls = t.as_user(&t.reader).args(["ls", "-l"]).assert().success();
     let line = stdout_text(&ls);
     assert!(
         line.contains(" walt ") && line.trim_end().ends_with("a.txt"),

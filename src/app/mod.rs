@@ -1,53 +1,77 @@
 //! One function per subcommand: validated options in, client or server call,
 //! results on stdout.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 mod cert;
+mod files;
+mod output;
 mod shell;
 mod trust;
 mod user;
 
-use crate::cli::{AdminCmd, Cli, Command, ConnArgs, FsyncArg, ServeArgs};
+pub use output::{Output, error_value};
+
+use crate::cli::{AdminCmd, Cli, Command, ConfigCmd, ConnArgs, FsyncArg, ServeArgs};
 use crate::client::{self, Client};
+use crate::config::{self, Effective};
 use crate::error::{Error, Result};
 use crate::names;
-use crate::protocol::EntryKind;
 use crate::server::{self, auth::Tokens, state, store::Fsync};
 use crate::tls;
 
 /// Run a parsed command line.
 pub async fn run(cli: Cli) -> Result<()> {
+    let o = Output {
+        json: cli.conn.json,
+        quiet: cli.conn.quiet,
+        verbose: cli.conn.verbose,
+    };
     match cli.cmd {
         Command::Serve(args) => serve(*args).await,
         Command::Cert(c) => cert::command(c),
         Command::User(c) => user::command(c),
         Command::Trust(a) => trust::command(&cli.conn, a).await,
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "sft", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man => {
+            use clap::CommandFactory;
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut std::io::stdout())
+                .map_err(|e| Error::io("writing the manual page", &e))
+        }
+        Command::Config(ConfigCmd::Show) => config_show(&cli.conn, &o),
         cmd => {
-            let opts = client_options(&cli.conn)?;
-            client_command(&opts, cmd, cli.conn.stats).await
+            let eff = config::effective(&cli.conn)?;
+            let opts = client_options(&cli.conn, &eff)?;
+            client_command(&opts, cmd, cli.conn.stats, &o).await
         }
     }
 }
 
 /// Write to stdout; a closed pipe (`sft ls | head`) is not an error.
 pub(crate) fn out(line: &str) -> Result<()> {
-    let mut o = std::io::stdout().lock();
-    match writeln!(o, "{line}").and_then(|_| o.flush()) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        Err(e) => Err(Error::io("writing to stdout", &e)),
-    }
+    output::stdout_line(line)
 }
 
-fn client_options(c: &ConnArgs) -> Result<client::Options> {
-    let server = c
+fn client_options(c: &ConnArgs, eff: &Effective) -> Result<client::Options> {
+    let server = eff
         .server
+        .0
         .clone()
         .unwrap_or_else(|| format!("127.0.0.1:{}", client::DEFAULT_PORT));
-    let trust = trust::resolve(c, &server)?;
-    let token = match (&c.token, &c.token_file) {
+    let trust = trust::resolve(
+        eff.pin.0.as_deref(),
+        eff.ca.0.as_deref(),
+        eff.known_servers.0.clone(),
+        c.trust_on_first_use,
+        &server,
+    )?;
+    let token = match (&eff.token.0, &eff.token_file.0) {
         (Some(t), _) => t.trim().to_string(),
         (None, Some(f)) => state::read_private(f)?
             .lines()
@@ -57,7 +81,7 @@ fn client_options(c: &ConnArgs) -> Result<client::Options> {
             .to_string(),
         (None, None) => {
             return Err(Error::usage(
-                "no access token: set SFT_TOKEN, or pass --token-file FILE ('sft serve' prints one)",
+                "no access token: set SFT_TOKEN, or pass --token-file FILE ('sft serve' prints one), or use a --profile",
             ));
         }
     };
@@ -70,10 +94,11 @@ fn client_options(c: &ConnArgs) -> Result<client::Options> {
         server,
         trust,
         token,
-        timeout: c.timeout,
-        compress: crate::compress::Mode::parse(&c.compress)?,
-        limit_rate: c
+        timeout: eff.timeout.0,
+        compress: crate::compress::Mode::parse(&eff.compress.0)?,
+        limit_rate: eff
             .limit_rate
+            .0
             .as_deref()
             .map(crate::units::parse_size)
             .transpose()
@@ -81,33 +106,156 @@ fn client_options(c: &ConnArgs) -> Result<client::Options> {
     })
 }
 
-async fn client_command(opts: &client::Options, cmd: Command, stats: bool) -> Result<()> {
-    // check arguments before connecting
+/// `sft config show`: every setting in effect, where it comes from, secrets masked.
+fn config_show(c: &ConnArgs, o: &Output) -> Result<()> {
+    let eff = config::effective(c)?;
+    let show = |v: Option<String>| v.unwrap_or_else(|| "(not set)".into());
+    let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+    let known = eff
+        .known_servers
+        .0
+        .clone()
+        .or_else(client::known::default_path);
+    let rows: Vec<(&str, String, &str)> = vec![
+        ("profile", show(eff.profile.clone()), ""),
+        ("config_file", show(path(&eff.config_file)), ""),
+        (
+            "server",
+            show(
+                eff.server
+                    .0
+                    .clone()
+                    .or(Some(format!("127.0.0.1:{}", client::DEFAULT_PORT))),
+            ),
+            eff.server.1.name(),
+        ),
+        (
+            "token",
+            show(eff.token.0.as_deref().map(config::mask)),
+            eff.token.1.name(),
+        ),
+        (
+            "token_file",
+            show(path(&eff.token_file.0)),
+            eff.token_file.1.name(),
+        ),
+        ("pin", show(eff.pin.0.clone()), eff.pin.1.name()),
+        ("ca", show(path(&eff.ca.0)), eff.ca.1.name()),
+        (
+            "known_servers",
+            show(path(&known)),
+            eff.known_servers.1.name(),
+        ),
+        ("compress", eff.compress.0.clone(), eff.compress.1.name()),
+        (
+            "timeout",
+            humantime::format_duration(eff.timeout.0).to_string(),
+            eff.timeout.1.name(),
+        ),
+        (
+            "limit_rate",
+            show(eff.limit_rate.0.clone()),
+            eff.limit_rate.1.name(),
+        ),
+    ];
+    if o.json {
+        let mut m = serde_json::Map::new();
+        for (k, v, src) in &rows {
+            m.insert(
+                k.to_string(),
+                serde_json::json!({"value": v, "source": src}),
+            );
+        }
+        return out(&serde_json::Value::Object(m).to_string());
+    }
+    for (k, v, src) in rows {
+        if src.is_empty() {
+            out(&format!("{k:<14} {v}"))?;
+        } else {
+            out(&format!("{k:<14} {v}  ({src})"))?;
+        }
+    }
+    Ok(())
+}
+
+async fn client_command(
+    opts: &client::Options,
+    cmd: Command,
+    stats: bool,
+    o: &Output,
+) -> Result<()> {
+    // check arguments (and read local trees) before connecting
+    let mut planned_put = None;
     match &cmd {
-        Command::Put { files, as_name, .. } => {
-            if as_name.is_some() && files.len() > 1 {
-                return Err(Error::usage(
-                    "--as names a single upload; give one file, or drop --as",
-                ));
-            }
-            if let Some(n) = as_name {
-                names::validate(n)?;
+        Command::Put {
+            paths,
+            recursive,
+            as_name,
+            to,
+            ..
+        } => {
+            let a = files::PutArgs {
+                paths,
+                recursive: *recursive,
+                as_name: as_name.as_deref(),
+                to: to.as_deref(),
+            };
+            if paths.len() == 1 && paths[0].as_os_str() == "-" {
+                let name = as_name.as_deref().ok_or_else(|| {
+                    Error::usage("uploading standard input needs --as NAME: tar c dir | sft put - --as dir.tar")
+                })?;
+                names::validate(name)?;
+            } else {
+                planned_put = Some(files::plan_put(&a, o)?);
             }
         }
-        Command::Get { name, sha256, .. } => {
+        Command::Get {
+            names: n,
+            output,
+            recursive,
+            sha256,
+            check,
+            force,
+        } => files::check_get(&files::GetArgs {
+            names: n,
+            output: output.as_deref(),
+            recursive: *recursive,
+            sha256: sha256.as_deref(),
+            check: check.as_deref(),
+            force: *force,
+            stats,
+        })?,
+        Command::Rm {
+            names: n,
+            recursive,
+            ..
+        } => {
+            for x in n {
+                // `rm -r dir/` as shell completion writes it
+                names::validate(if *recursive {
+                    x.trim_end_matches('/')
+                } else {
+                    x
+                })?;
+            }
+        }
+        Command::Verify { name, sha256 } => {
             names::validate(name)?;
-            if let Some(h) = sha256 {
-                parse_sha256(h)?;
+            files::parse_sha256(sha256)?;
+        }
+        Command::Mkdir { name } => names::validate(name)?,
+        Command::Ls { dir: Some(d), .. } | Command::Sums { dir: Some(d) } => {
+            let d = d.trim_end_matches('/');
+            if !d.is_empty() {
+                names::validate(d)?;
             }
         }
-        Command::Rm { name } => names::validate(name)?,
-        Command::Ls { dir: Some(d) } => names::validate(d)?,
         _ => {}
     }
     let mut c = Client::connect(opts).await?;
-    let result = run_on(&mut c, cmd, stats).await;
+    let result = run_on(&mut c, cmd, stats, o, planned_put).await;
     match &result {
-        // the session is still in step after a refused request: end it politely
+        // the session is lost: nothing more to say
         Err(e)
             if matches!(
                 e.kind,
@@ -122,68 +270,62 @@ async fn client_command(opts: &client::Options, cmd: Command, stats: bool) -> Re
     result
 }
 
-async fn run_on(c: &mut Client, cmd: Command, stats: bool) -> Result<()> {
+async fn run_on(
+    c: &mut Client,
+    cmd: Command,
+    stats: bool,
+    o: &Output,
+    planned_put: Option<(Vec<client::pipeline::PutJob>, Vec<String>)>,
+) -> Result<()> {
     match cmd {
-        Command::Ls { dir } => {
-            for e in c.list(dir.as_deref().unwrap_or("")).await? {
-                let digest = e.sha256.map(hex::encode).unwrap_or_else(|| "-".repeat(64));
-                let name = match e.kind {
-                    EntryKind::Dir => format!("{}/", names::escape(&e.name)),
-                    EntryKind::File => names::escape(&e.name),
-                };
-                let owner = if e.owner.is_empty() {
-                    "-".to_string()
-                } else {
-                    names::escape(&e.owner)
-                };
-                out(&format!(
-                    "{digest}  {:>14}  {}  {owner:<12}  {name}",
-                    e.size,
-                    format_time(e.mtime_ns)
-                ))?;
-            }
-        }
+        Command::Ls { dir, long, bytes } => files::ls(c, o, dir.as_deref(), long, bytes).await?,
         Command::Put {
-            files,
+            paths,
             as_name,
             overwrite,
-        } => {
-            for f in &files {
-                let remote = match &as_name {
-                    Some(n) => n.clone(),
-                    None => default_remote_name(f)?,
-                };
-                let up = c.put(f, &remote, overwrite).await?;
-                if stats {
-                    print_stats(&up.name, up.size, up.wire, up.seconds);
-                }
-                out(&format!(
-                    "{}  {}",
-                    hex::encode(up.sha256),
-                    names::escape(&up.name)
-                ))?;
+            ..
+        } => match planned_put {
+            Some((jobs, empty)) => files::put(c, o, jobs, empty, overwrite, stats).await?,
+            None => {
+                let _ = paths;
+                let name = as_name.unwrap_or_default();
+                files::put_stdin(c, o, &name, overwrite, stats).await?
             }
-        }
+        },
         Command::Get {
-            name,
+            names,
             output,
+            recursive,
             sha256,
+            check,
             force,
         } => {
-            let expect = sha256.as_deref().map(parse_sha256).transpose()?;
-            let dest = local_destination(&name, output.as_deref());
-            let got = c.get(&name, &dest, force, expect).await?;
-            if stats {
-                print_stats(&name, got.size, got.wire, got.seconds);
-            }
-            out(&format!(
-                "{}  {}",
-                hex::encode(got.sha256),
-                got.path.display()
-            ))?;
+            files::get(
+                c,
+                o,
+                &files::GetArgs {
+                    names: &names,
+                    output: output.as_deref(),
+                    recursive,
+                    sha256: sha256.as_deref(),
+                    check: check.as_deref(),
+                    force,
+                    stats,
+                },
+            )
+            .await?
         }
-        Command::Rm { name } => c.remove(&name).await?,
-        Command::Mkdir { name } => c.mkdir(&name).await?,
+        Command::Rm {
+            names,
+            recursive,
+            yes,
+        } => files::rm(c, o, &names, recursive, yes).await?,
+        Command::Sums { dir } => files::sums(c, o, dir.as_deref()).await?,
+        Command::Verify { name, sha256 } => files::verify(c, o, &name, &sha256).await?,
+        Command::Mkdir { name } => {
+            c.mkdir(&name).await?;
+            o.json_only(|| serde_json::json!({"op": "mkdir", "name": name, "outcome": "ok"}))?;
+        }
         Command::Shell => shell::run(c).await?,
         Command::Admin(AdminCmd::Shutdown { grace }) => {
             c.shutdown(grace).await?;
@@ -269,13 +411,13 @@ storage used: {} bytes in {} files ({})",
                 crate::units::human(st.storage_bytes),
             ))?;
         }
-        Command::Serve(_) | Command::Cert(_) | Command::User(_) | Command::Trust(_) => {}
+        _ => {}
     }
     Ok(())
 }
 
-/// What crossed the wire for one file, on stderr (stdout carries results).
-fn print_stats(name: &str, size: u64, wire: u64, secs: f64) {
+/// What crossed the wire for one file (for --stats and -v, on stderr).
+pub(crate) fn stats_line(name: &str, size: u64, wire: u64, secs: f64) -> String {
     let ratio = if wire == 0 {
         1.0
     } else {
@@ -286,56 +428,10 @@ fn print_stats(name: &str, size: u64, wire: u64, secs: f64) {
     } else {
         0.0
     };
-    eprintln!(
+    format!(
         "stats: {}: file {size} bytes, wire {wire} bytes, ratio {ratio:.2}, {secs:.2} s, {rate:.1} MB/s",
         names::escape(name)
-    );
-}
-
-/// The remote name for a local file: its file name.
-fn default_remote_name(p: &Path) -> Result<String> {
-    let name = p
-        .file_name()
-        .ok_or_else(|| Error::usage(format!("{} has no file name; use --as NAME", p.display())))?
-        .to_str()
-        .ok_or_else(|| {
-            Error::usage(format!("{} is not valid UTF-8; use --as NAME", p.display()))
-        })?;
-    names::validate(name)?;
-    Ok(name.to_string())
-}
-
-/// Where a download goes: `-o PATH`, inside `-o DIR/`, or ./NAME.
-fn local_destination(remote: &str, output: Option<&Path>) -> PathBuf {
-    let (_, base) = names::split_parent(remote);
-    match output {
-        Some(p) if p.is_dir() || p.as_os_str().to_string_lossy().ends_with('/') => p.join(base),
-        Some(p) => p.to_path_buf(),
-        None => PathBuf::from(base),
-    }
-}
-
-fn parse_sha256(h: &str) -> Result<[u8; 32]> {
-    let mut d = [0u8; 32];
-    hex::decode_to_slice(h.trim().to_ascii_lowercase(), &mut d).map_err(|_| {
-        Error::usage(format!(
-            "invalid --sha256 {:?}: expected 64 hex digits as printed by sha256sum",
-            names::escape(h)
-        ))
-    })?;
-    Ok(d)
-}
-
-/// UTC time, to the second, RFC 3339.
-fn format_time(ns: i64) -> String {
-    let secs = ns.div_euclid(1_000_000_000);
-    match u64::try_from(secs) {
-        Ok(s) => humantime::format_rfc3339_seconds(
-            std::time::UNIX_EPOCH + std::time::Duration::from_secs(s),
-        )
-        .to_string(),
-        Err(_) => "1970-01-01T00:00:00Z".to_string(),
-    }
+    )
 }
 
 async fn serve(a: ServeArgs) -> Result<()> {
@@ -445,32 +541,4 @@ async fn serve(a: ServeArgs) -> Result<()> {
         banner: Some(Box::new(banner)),
     })
     .await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn downloads_land_where_asked() {
-        assert_eq!(local_destination("a/b.txt", None), PathBuf::from("b.txt"));
-        assert_eq!(
-            local_destination("b.txt", Some(Path::new("out.bin"))),
-            PathBuf::from("out.bin")
-        );
-        assert_eq!(
-            local_destination("d/b.txt", Some(Path::new("x/"))),
-            PathBuf::from("x/b.txt")
-        );
-    }
-
-    #[test]
-    fn times_are_rfc3339_utc() {
-        assert_eq!(format_time(0), "1970-01-01T00:00:00Z");
-        assert_eq!(
-            format_time(1_700_000_000_123_456_789),
-            "2023-11-14T22:13:20Z"
-        );
-        assert_eq!(format_time(-5), "1970-01-01T00:00:00Z");
-    }
 }

@@ -11,8 +11,8 @@ use crate::error::{Error, Kind, Result};
 use crate::tls::{self, Trust};
 
 /// The known-servers file in effect.
-pub fn known_file(c: &ConnArgs) -> Result<PathBuf> {
-    c.known_servers.clone().or_else(known::default_path).ok_or_else(|| {
+pub fn known_file(explicit: Option<PathBuf>) -> Result<PathBuf> {
+    explicit.or_else(known::default_path).ok_or_else(|| {
         Error::usage(
             "no way to verify the server: pass --pin SHA256 (printed by 'sft serve') or --ca FILE, set SFT_PIN / SFT_CA, or give a known-servers file with --known-servers",
         )
@@ -20,22 +20,25 @@ pub fn known_file(c: &ConnArgs) -> Result<PathBuf> {
 }
 
 /// The trust for connecting to `server`.
-pub fn resolve(c: &ConnArgs, server: &str) -> Result<Trust> {
-    match (&c.pin, &c.ca) {
+pub fn resolve(
+    pin: Option<&str>,
+    ca: Option<&Path>,
+    known_servers: Option<PathBuf>,
+    tofu: bool,
+    server: &str,
+) -> Result<Trust> {
+    match (pin, ca) {
         (Some(_), Some(_)) => Err(Error::usage("give either --pin or --ca, not both")),
         (Some(p), None) => Ok(Trust::Pin(tls::parse_pin(p)?)),
-        (None, Some(ca)) => Ok(Trust::Ca(ca.clone())),
+        (None, Some(ca)) => Ok(Trust::Ca(ca.to_path_buf())),
         (None, None) => {
-            let file = known_file(c)?;
+            let file = known_file(known_servers)?;
             let key = known::key_for(server)?;
             match known::lookup(&file, &key)? {
                 Some(pin) => Ok(Trust::Known { pin, file }),
-                None => {
-                    let tofu = c.trust_on_first_use;
-                    Ok(Trust::FirstUse(Arc::new(move |fp: &str| {
-                        first_use(&file, &key, fp, tofu)
-                    })))
-                }
+                None => Ok(Trust::FirstUse(Arc::new(move |fp: &str| {
+                    first_use(&file, &key, fp, tofu)
+                }))),
             }
         }
     }
@@ -46,7 +49,7 @@ fn interactive() -> bool {
 }
 
 /// Ask on the terminal; true for yes.
-fn ask(question: &str) -> bool {
+pub(crate) fn ask(question: &str) -> bool {
     eprint!("{question} (yes/no)? ");
     let _ = std::io::stderr().flush();
     let mut line = String::new();
@@ -93,7 +96,7 @@ fn first_use(file: &Path, key: &str, fp: &str, tofu: bool) -> Result<()> {
 
 /// `sft trust`.
 pub async fn command(c: &ConnArgs, a: TrustArgs) -> Result<()> {
-    let file = known_file(c)?;
+    let file = known_file(c.known_servers.clone())?;
     if a.list {
         for k in known::load(&file)? {
             super::out(&format!("{} sha256:{}", k.key, hex::encode(k.pin)))?;
@@ -118,7 +121,11 @@ pub async fn command(c: &ConnArgs, a: TrustArgs) -> Result<()> {
     let pin = match &c.pin {
         Some(p) => tls::parse_pin(p)?,
         None => {
-            let fp = client::fingerprint_of(&server, c.timeout).await?;
+            let fp = client::fingerprint_of(
+                &server,
+                c.timeout.unwrap_or(std::time::Duration::from_secs(30)),
+            )
+            .await?;
             if !interactive() {
                 return Err(Error::usage(format!(
                     "{key} presents certificate SHA-256 {fp}; to trust it without a terminal, confirm that fingerprint out of band and run: sft trust {key} --pin {fp}"

@@ -78,6 +78,8 @@ pub struct Ledger {
 pub struct Reservation {
     ledger: Arc<Ledger>,
     user: String,
+    user_quota: Option<u64>,
+    user_max_files: Option<u64>,
     bytes: u64,
     files: u64,
     disk_bytes: u64,
@@ -119,6 +121,20 @@ impl Ledger {
     /// `disk_free` is the filesystem's free space now, if known.
     pub fn reserve(self: &Arc<Self>, req: &Request, disk_free: Option<u64>) -> Result<Reservation> {
         let mut st = self.lock();
+        self.check_and_add(&mut st, req, disk_free)?;
+        Ok(Reservation {
+            ledger: self.clone(),
+            user: req.user.clone(),
+            user_quota: req.user_quota,
+            user_max_files: req.user_max_files,
+            bytes: req.bytes,
+            files: req.files,
+            disk_bytes: req.disk_bytes,
+        })
+    }
+
+    /// Check a request against every limit and hold it, under the lock.
+    fn check_and_add(&self, st: &mut State, req: &Request, disk_free: Option<u64>) -> Result<()> {
         let space = |m: String| Error::new(Kind::Space, m);
         if let Some(q) = self.limits.quota
             && st.total.used_bytes().saturating_add(req.bytes) > q
@@ -178,13 +194,7 @@ impl Ledger {
         u.reserved_bytes += req.bytes;
         u.reserved_files += req.files;
         st.disk_reserved += req.disk_bytes;
-        Ok(Reservation {
-            ledger: self.clone(),
-            user: req.user.clone(),
-            bytes: req.bytes,
-            files: req.files,
-            disk_bytes: req.disk_bytes,
-        })
+        Ok(())
     }
 
     /// A file was removed (or replaced): its space is free at once.
@@ -254,6 +264,30 @@ impl Ledger {
 }
 
 impl Reservation {
+    /// Hold `bytes` more (an upload of unknown size growing past what it
+    /// reserved), or refuse like `reserve` does.
+    pub fn grow(&mut self, bytes: u64, disk_free: Option<u64>) -> Result<()> {
+        let req = Request {
+            user: self.user.clone(),
+            user_quota: self.user_quota,
+            user_max_files: self.user_max_files,
+            bytes,
+            files: 0,
+            disk_bytes: bytes,
+        };
+        let ledger = self.ledger.clone();
+        let mut st = ledger.lock();
+        ledger.check_and_add(&mut st, &req, disk_free)?;
+        self.bytes += bytes;
+        self.disk_bytes += bytes;
+        Ok(())
+    }
+
+    /// Bytes held so far.
+    pub fn held(&self) -> u64 {
+        self.bytes
+    }
+
     /// The upload became a visible file of `size` bytes owned by the
     /// reserving user, replacing `replaced` (owner, size) if it overwrote one.
     pub fn commit(mut self, size: u64, replaced: Option<(String, u64)>) {
@@ -383,6 +417,25 @@ mod tests {
         let e = l.reserve(&req("b", 2000), Some(1000)).unwrap_err();
         assert!(e.message.contains("must stay free"), "{e}");
         l.reserve(&req("b", 500), Some(1000)).unwrap();
+    }
+
+    #[test]
+    fn uploads_of_unknown_size_grow_in_steps_until_they_do_not_fit() {
+        let l = Arc::new(Ledger::new(
+            Limits {
+                quota: Some(100),
+                ..Default::default()
+            },
+            [],
+        ));
+        let mut r = l.reserve(&req("s", 40), None).unwrap();
+        r.grow(40, None).unwrap();
+        assert_eq!(r.held(), 80);
+        let e = r.grow(40, None).unwrap_err();
+        assert!(e.message.contains("20 B of 100 B left"), "{e}");
+        r.commit(70, None);
+        assert_eq!(l.usage("").bytes, 70);
+        assert_eq!(l.usage("").reserved_bytes, 0);
     }
 
     #[test]

@@ -487,14 +487,22 @@ impl Session {
 
     async fn put(&mut self, size: u64, flags: u32, name: String) -> Result<()> {
         let pipelined = flags & protocol::PUT_PIPELINED != 0;
-        if flags & !(protocol::PUT_OVERWRITE | protocol::PUT_PIPELINED) != 0 {
+        let stream = flags & protocol::PUT_STREAM != 0;
+        if flags & !(protocol::PUT_OVERWRITE | protocol::PUT_PIPELINED | protocol::PUT_STREAM) != 0
+        {
             let e = Error::protocol(format!("unknown PUT flags 0x{flags:08x}"));
             return self.refuse_put(&e, pipelined).await;
         }
+        if stream && size != 0 {
+            let e = Error::protocol("a PUT of unknown size (STREAM flag) must declare size 0");
+            return self.refuse_put(&e, pipelined).await;
+        }
+        // an upload of unknown size reserves a step now and more as it grows
+        let first = if stream { protocol::STREAM_STEP } else { size };
         let overwrite = flags & protocol::PUT_OVERWRITE != 0;
         let n = name.clone();
         let who = self.identity();
-        let (upload, reservation) = match self
+        let (upload, mut reservation) = match self
             .blocking(move |s| {
                 let old = if overwrite {
                     s.store.existing(&n)?
@@ -513,13 +521,13 @@ impl Session {
                     user_quota: who.quota,
                     user_max_files: who.max_files,
                     bytes: match &old {
-                        Some((old_size, owner)) if *owner == who.user => {
+                        Some((old_size, owner)) if *owner == who.user && !stream => {
                             size.saturating_sub(*old_size)
                         }
-                        _ => size,
+                        _ => first,
                     },
                     files: u64::from(old.is_none()),
-                    disk_bytes: size,
+                    disk_bytes: first,
                 };
                 let reservation = s.ledger.reserve(&request, s.store.free_space())?;
                 Ok((s.store.begin_upload(&n)?, reservation))
@@ -583,11 +591,26 @@ impl Session {
                         .stats
                         .bytes_in
                         .fetch_add(u64::from(raw_len), std::sync::atomic::Ordering::Relaxed);
-                    if received > size {
+                    if !stream && received > size {
                         return Err(Error::protocol(format!(
                             "upload of {} sent more data than its declared size of {size} bytes",
                             names::quote(&name)
                         )));
+                    }
+                    if stream && received > reservation.held() {
+                        let step = protocol::STREAM_STEP.max(received - reservation.held());
+                        if let Err(e) = reservation.grow(step, self.shared.store.free_space()) {
+                            // nothing more fits: stop writing, discard the rest
+                            tx = None;
+                            let e = e.context(format!(
+                                "upload of {} stopped after {received} bytes",
+                                names::quote(&name)
+                            ));
+                            info!(event = "put", peer = %self.peer, user = self.user(), name = %names::escape(&name), received, outcome = e.kind.name(), "{e}");
+                            self.reply_error(&e).await?;
+                            failed = Some(e);
+                            continue;
+                        }
                     }
                     let sent = match &tx {
                         Some(t) => t
@@ -636,7 +659,7 @@ impl Session {
         if failed.is_some() {
             return Ok(()); // the one reply was already sent
         }
-        let outcome: Result<(String, [u8; 32])> = async {
+        let outcome: Result<(String, [u8; 32], u64)> = async {
             let Some(claimed) = end else {
                 return Err(Error::other("upload cancelled by the client; nothing was stored"));
             };
@@ -644,7 +667,7 @@ impl Session {
                 Some(r) => r??,
                 None => return Err(Error::other("internal error: no upload writer")),
             };
-            if n != size {
+            if !stream && n != size {
                 return Err(Error::protocol(format!("upload ended after {n} of its declared {size} bytes; nothing was stored")));
             }
             if !transfer::same_digest(&digest, &claimed) {
@@ -658,15 +681,15 @@ impl Session {
             let owner = self.user().to_string();
             let stored = self.blocking(move |s| {
                 let (stored, replaced) = s.store.commit(upload, &digest, overwrite, &owner)?;
-                reservation.commit(size, replaced.map(|(sz, o)| (o, sz)));
+                reservation.commit(n, replaced.map(|(sz, o)| (o, sz)));
                 Ok(stored)
             }).await?;
-            Ok((stored, digest))
+            Ok((stored, digest, n))
         }
         .await;
         let secs = started.elapsed().as_secs_f64();
         match outcome {
-            Ok((stored, digest)) => {
+            Ok((stored, digest, size)) => {
                 info!(event = "put", peer = %self.peer, user = self.user(), name = %names::escape(&stored), size, sha256 = %hex::encode(digest), seconds = secs, outcome = "ok");
                 self.w
                     .send_now(&Msg::PutOk {

@@ -1,0 +1,833 @@
+//! The file commands over one session: ls, put, get, rm, mkdir, sums,
+//! verify, df. Many files go over one connection, pipelined.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+
+use super::output::{Output, Tally};
+use crate::client::Client;
+use crate::client::pipeline::{Dest, GetJob, PutJob};
+use crate::error::{Error, Kind, Result};
+use crate::names;
+use crate::progress::Progress;
+use crate::protocol::{Entry, EntryKind};
+use crate::units::human;
+
+fn hex32(d: &[u8; 32]) -> String {
+    hex::encode(d)
+}
+
+/// Parse a SHA-256 given on the command line.
+pub fn parse_sha256(h: &str) -> Result<[u8; 32]> {
+    let mut d = [0u8; 32];
+    hex::decode_to_slice(h.trim().to_ascii_lowercase(), &mut d).map_err(|_| {
+        Error::usage(format!(
+            "invalid SHA-256 {:?}: expected 64 hex digits as printed by sha256sum",
+            names::escape(h)
+        ))
+    })?;
+    Ok(d)
+}
+
+/// UTC time, to the second, RFC 3339.
+pub fn format_time(ns: i64) -> String {
+    let secs = ns.div_euclid(1_000_000_000);
+    match u64::try_from(secs) {
+        Ok(s) => humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(s),
+        )
+        .to_string(),
+        Err(_) => "1970-01-01T00:00:00Z".to_string(),
+    }
+}
+
+fn join_remote(dir: &str, name: &str) -> String {
+    let dir = dir.trim_end_matches('/');
+    if dir.is_empty() {
+        name.to_string()
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+/// The last component of a remote name.
+fn base(remote: &str) -> &str {
+    names::split_parent(remote.trim_end_matches('/')).1
+}
+
+// ---------------------------------------------------------------- ls
+
+pub async fn ls(
+    c: &mut Client,
+    o: &Output,
+    dir: Option<&str>,
+    long: bool,
+    bytes: bool,
+) -> Result<()> {
+    let dir = dir.unwrap_or("").trim_end_matches('/');
+    for e in c.list(dir).await? {
+        names::validate(&e.name)
+            .map_err(|err| Error::protocol(format!("the server listed a bad name: {err}")))?;
+        let shown = match e.kind {
+            EntryKind::Dir => format!("{}/", names::escape(&e.name)),
+            EntryKind::File => names::escape(&e.name),
+        };
+        o.result(
+            || {
+                if !long {
+                    return shown.clone();
+                }
+                let size = match (e.kind, bytes) {
+                    (EntryKind::Dir, _) => "-".to_string(),
+                    (_, true) => e.size.to_string(),
+                    (_, false) => human(e.size),
+                };
+                let owner = if e.owner.is_empty() {
+                    "-".to_string()
+                } else {
+                    names::escape(&e.owner)
+                };
+                let digest = e.sha256.map(|d| hex32(&d)).unwrap_or_else(|| "-".into());
+                format!(
+                    "{} {size:>10}  {}  {owner:<12}  {digest:<64}  {shown}",
+                    if e.kind == EntryKind::Dir { 'd' } else { '-' },
+                    format_time(e.mtime_ns)
+                )
+            },
+            || entry_json(dir, &e),
+        )?;
+    }
+    Ok(())
+}
+
+fn entry_json(dir: &str, e: &Entry) -> serde_json::Value {
+    json!({
+        "name": join_remote(dir, &e.name),
+        "kind": if e.kind == EntryKind::Dir { "dir" } else { "file" },
+        "size": e.size,
+        "mtime": format_time(e.mtime_ns),
+        "sha256": e.sha256.map(|d| hex32(&d)),
+        "owner": e.owner,
+    })
+}
+
+/// Every file (name, entry) and directory under `dir`, recursively; names
+/// the server sends are checked with the same rules as ours.
+pub async fn walk_remote(c: &mut Client, dir: &str) -> Result<(Vec<(String, Entry)>, Vec<String>)> {
+    let mut files = Vec::new();
+    let mut dirs = Vec::new();
+    let mut stack = vec![dir.trim_end_matches('/').to_string()];
+    while let Some(d) = stack.pop() {
+        for e in c.list(&d).await? {
+            let full = join_remote(&d, &e.name);
+            names::validate(&full).map_err(|err| {
+                Error::protocol(format!("the server listed a bad name, refusing it: {err}"))
+            })?;
+            if e.name.contains('/') {
+                return Err(Error::protocol("the server listed a name with '/' in it"));
+            }
+            match e.kind {
+                EntryKind::Dir => {
+                    dirs.push(full.clone());
+                    stack.push(full);
+                }
+                EntryKind::File => files.push((full, e)),
+            }
+        }
+    }
+    files.sort_by(|a, b| a.0.cmp(&b.0));
+    dirs.sort();
+    Ok((files, dirs))
+}
+
+// ---------------------------------------------------------------- put
+
+/// A local tree: files (path, remote name) and directories without files
+/// beneath them (kept as empty remote directories). Symlinks and special
+/// files are skipped with a note; nothing outside the tree is followed.
+fn walk_local(root: &Path, remote_base: &str, o: &Output) -> Result<(Vec<PutJob>, Vec<String>)> {
+    let mut jobs = Vec::new();
+    let mut empty = Vec::new();
+    let mut stack = vec![(root.to_path_buf(), remote_base.to_string())];
+    while let Some((dir, remote)) = stack.pop() {
+        let mut entries: Vec<_> = std::fs::read_dir(&dir)
+            .map_err(|e| Error::io(format!("reading {}", dir.display()), &e))?
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(|e| Error::io(format!("reading {}", dir.display()), &e))?;
+        entries.sort_by_key(|e| e.file_name());
+        if entries.is_empty() && !remote.is_empty() {
+            empty.push(remote.clone());
+        }
+        for ent in entries {
+            let path = ent.path();
+            let name = ent.file_name();
+            let Some(name) = name.to_str() else {
+                return Err(Error::usage(format!(
+                    "{} is not valid UTF-8; rename it first",
+                    path.display()
+                )));
+            };
+            let child = join_remote(&remote, name);
+            names::validate(&child).map_err(|e| e.context(path.display()))?;
+            let ft = ent
+                .file_type()
+                .map_err(|e| Error::io(format!("reading {}", path.display()), &e))?;
+            if ft.is_symlink() {
+                o.note(&format!("skipping symbolic link {}", path.display()));
+            } else if ft.is_dir() {
+                stack.push((path, child));
+            } else if ft.is_file() {
+                jobs.push(PutJob {
+                    local: path,
+                    remote: child,
+                });
+            } else {
+                o.note(&format!("skipping special file {}", path.display()));
+            }
+        }
+    }
+    jobs.sort_by(|a, b| a.remote.cmp(&b.remote));
+    empty.sort();
+    Ok((jobs, empty))
+}
+
+/// The remote name for a local file: its file name.
+fn default_remote_name(p: &Path) -> Result<String> {
+    let name = p
+        .file_name()
+        .ok_or_else(|| Error::usage(format!("{} has no file name; use --as NAME", p.display())))?
+        .to_str()
+        .ok_or_else(|| {
+            Error::usage(format!("{} is not valid UTF-8; use --as NAME", p.display()))
+        })?;
+    names::validate(name)?;
+    Ok(name.to_string())
+}
+
+pub struct PutArgs<'a> {
+    pub paths: &'a [PathBuf],
+    pub recursive: bool,
+    pub as_name: Option<&'a str>,
+    pub to: Option<&'a str>,
+}
+
+/// Check arguments before connecting; the jobs and empty directories.
+pub fn plan_put(a: &PutArgs, o: &Output) -> Result<(Vec<PutJob>, Vec<String>)> {
+    if let Some(n) = a.as_name {
+        names::validate(n)?;
+        if a.paths.len() > 1 || a.recursive {
+            return Err(Error::usage(
+                "--as names a single upload; give one file, or drop --as",
+            ));
+        }
+    }
+    if let Some(t) = a.to {
+        names::validate(t.trim_end_matches('/'))?;
+    }
+    if a.recursive {
+        let (dir, remote_dir) = match a.paths {
+            [d] => (d, a.to.unwrap_or("").to_string()),
+            [d, r] if a.to.is_none() => (d, r.to_string_lossy().into_owned()),
+            _ => {
+                return Err(Error::usage(
+                    "put -r takes one local directory and optionally a remote directory: sft put -r DIR [REMOTE_DIR]",
+                ));
+            }
+        };
+        let remote_dir = remote_dir.trim_end_matches('/').to_string();
+        if !remote_dir.is_empty() {
+            names::validate(&remote_dir)?;
+        }
+        let meta = std::fs::metadata(dir)
+            .map_err(|e| Error::io(format!("reading {}", dir.display()), &e))?;
+        if !meta.is_dir() {
+            return Err(Error::usage(format!(
+                "{} is not a directory; drop -r to upload a file",
+                dir.display()
+            )));
+        }
+        let top = match std::fs::canonicalize(dir)
+            .ok()
+            .and_then(|p| p.file_name().and_then(|n| n.to_str()).map(str::to_string))
+        {
+            Some(n) => n,
+            None => {
+                return Err(Error::usage(format!(
+                    "{} has no usable name; give a directory with a UTF-8 name",
+                    dir.display()
+                )));
+            }
+        };
+        let base = join_remote(&remote_dir, &top);
+        names::validate(&base)?;
+        let (jobs, mut empty) = walk_local(dir, &base, o)?;
+        if jobs.is_empty() && !empty.contains(&base) {
+            empty.insert(0, base);
+        }
+        return Ok((jobs, empty));
+    }
+    let mut jobs = Vec::new();
+    for p in a.paths {
+        if p.as_os_str() == "-" {
+            return Err(Error::usage(
+                "uploading standard input needs --as NAME: tar c dir | sft put - --as dir.tar",
+            ));
+        }
+        if p.is_dir() {
+            return Err(Error::usage(format!(
+                "{} is a directory; use sft put -r to upload a tree",
+                p.display()
+            )));
+        }
+        let name = match a.as_name {
+            Some(n) => n.to_string(),
+            None => join_remote(a.to.unwrap_or(""), &default_remote_name(p)?),
+        };
+        jobs.push(PutJob {
+            local: p.clone(),
+            remote: name,
+        });
+    }
+    Ok((jobs, Vec::new()))
+}
+
+pub async fn put(
+    c: &mut Client,
+    o: &Output,
+    jobs: Vec<PutJob>,
+    empty_dirs: Vec<String>,
+    overwrite: bool,
+    stats: bool,
+) -> Result<()> {
+    let mut tally = Tally::default();
+    for d in &empty_dirs {
+        match c.mkdir(d).await {
+            Ok(()) => o.json_only(|| json!({"op": "mkdir", "name": d, "outcome": "ok"}))?,
+            Err(e) if matches!(e.kind, Kind::Network | Kind::Protocol) => return Err(e),
+            Err(e) => {
+                o.file_failed("mkdir", d, &e)?;
+                tally.record(&e);
+            }
+        }
+    }
+    let progress = Progress::new(!o.quiet && !o.json, jobs.len());
+    let single = jobs.len() == 1 && empty_dirs.is_empty();
+    let mut single_err = None;
+    let r = c
+        .put_many(&jobs, overwrite, &progress, |i, r| {
+            let job = &jobs[i];
+            match r {
+                Ok(up) => {
+                    tally.ok += 1;
+                    if stats || o.verbose > 0 {
+                        progress
+                            .println(&super::stats_line(&up.name, up.size, up.wire, up.seconds));
+                    }
+                    o.result(
+                        || format!("{}  {}", hex32(&up.sha256), names::escape(&up.name)),
+                        || {
+                            json!({
+                                "op": "put",
+                                "name": job.local.display().to_string(),
+                                "remote": up.name,
+                                "size": up.size,
+                                "sha256": hex32(&up.sha256),
+                                "wire": up.wire,
+                                "seconds": up.seconds,
+                                "outcome": "ok",
+                            })
+                        },
+                    )
+                }
+                Err(e) if single => {
+                    single_err = Some(e);
+                    Ok(())
+                }
+                Err(e) => {
+                    tally.record(&e);
+                    o.file_failed("put", &job.local.display().to_string(), &e)
+                }
+            }
+        })
+        .await;
+    progress.finish();
+    r?;
+    if let Some(e) = single_err {
+        return Err(e);
+    }
+    tally.finish("uploads")
+}
+
+/// `sft put - --as NAME`: standard input, size unknown.
+pub async fn put_stdin(
+    c: &mut Client,
+    o: &Output,
+    name: &str,
+    overwrite: bool,
+    stats: bool,
+) -> Result<()> {
+    let progress = Progress::new(!o.quiet && !o.json, 1);
+    let r = c
+        .put_stream(std::io::stdin(), name, overwrite, &progress)
+        .await;
+    progress.finish();
+    let up = r?;
+    if stats || o.verbose > 0 {
+        eprintln!(
+            "{}",
+            super::stats_line(&up.name, up.size, up.wire, up.seconds)
+        );
+    }
+    o.result(
+        || format!("{}  {}", hex32(&up.sha256), names::escape(&up.name)),
+        || {
+            json!({
+                "op": "put",
+                "name": "-",
+                "remote": up.name,
+                "size": up.size,
+                "sha256": hex32(&up.sha256),
+                "wire": up.wire,
+                "seconds": up.seconds,
+                "outcome": "ok",
+            })
+        },
+    )
+}
+
+// ---------------------------------------------------------------- get
+
+/// Where a download of `remote` goes: `-o PATH`, inside `-o DIR/`, or ./NAME.
+pub fn local_destination(remote: &str, output: Option<&Path>) -> PathBuf {
+    let (_, base) = names::split_parent(remote);
+    match output {
+        Some(p) if p.is_dir() || p.as_os_str().to_string_lossy().ends_with('/') => p.join(base),
+        Some(p) => p.to_path_buf(),
+        None => PathBuf::from(base),
+    }
+}
+
+/// Lines of a sha256sum file: (digest, name). `HASH  NAME` or `HASH *NAME`.
+pub fn parse_sums(text: &str, shown: &str) -> Result<Vec<([u8; 32], String)>> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim_end_matches('\r');
+        if line.trim().is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let bad = || {
+            Error::usage(format!(
+                "{shown} line {}: expected \"SHA256  NAME\" as sha256sum prints it",
+                i + 1
+            ))
+        };
+        let (hash, rest) = line.split_once(' ').ok_or_else(bad)?;
+        let name = rest
+            .strip_prefix(' ')
+            .or_else(|| rest.strip_prefix('*'))
+            .ok_or_else(bad)?;
+        let digest = parse_sha256(hash).map_err(|_| bad())?;
+        let name = name.strip_prefix("./").unwrap_or(name);
+        names::validate(name).map_err(|e| e.context(format!("{shown} line {}", i + 1)))?;
+        out.push((digest, name.to_string()));
+    }
+    if out.is_empty() {
+        return Err(Error::usage(format!("{shown} lists no files")));
+    }
+    Ok(out)
+}
+
+pub struct GetArgs<'a> {
+    pub names: &'a [String],
+    pub output: Option<&'a Path>,
+    pub recursive: bool,
+    pub sha256: Option<&'a str>,
+    pub check: Option<&'a Path>,
+    pub force: bool,
+    pub stats: bool,
+}
+
+/// Check arguments before connecting.
+pub fn check_get(a: &GetArgs) -> Result<()> {
+    for n in a.names {
+        names::validate(if a.recursive {
+            n.trim_end_matches('/')
+        } else {
+            n
+        })?;
+    }
+    if let Some(h) = a.sha256 {
+        parse_sha256(h)?;
+        if a.names.len() != 1 {
+            return Err(Error::usage(
+                "--sha256 checks a single file; for many, use --check SHA256SUMS",
+            ));
+        }
+    }
+    let to_stdout = a.output.is_some_and(|p| p.as_os_str() == "-");
+    if to_stdout && (a.names.len() != 1 || a.recursive || a.check.is_some()) {
+        return Err(Error::usage("-o - writes a single file to standard output"));
+    }
+    if a.recursive && a.names.len() > 2 {
+        return Err(Error::usage(
+            "get -r takes one remote directory and optionally a local directory: sft get -r REMOTE_DIR [LOCAL_DIR]",
+        ));
+    }
+    if !a.recursive
+        && a.check.is_none()
+        && a.names.len() > 1
+        && let Some(o) = a.output
+        && !o.is_dir()
+        && !o.as_os_str().to_string_lossy().ends_with('/')
+    {
+        return Err(Error::usage(format!(
+            "several files go into a directory: -o {}/ (it is created if needed)",
+            o.display()
+        )));
+    }
+    Ok(())
+}
+
+/// A local directory for downloads, created if needed.
+fn ensure_dir(p: &Path) -> Result<()> {
+    std::fs::create_dir_all(p).map_err(|e| Error::io(format!("creating {}", p.display()), &e))
+}
+
+/// A remote name as a path under `dir`, component by component (names are
+/// validated, so no component is "..", absolute, or has a separator).
+fn local_path(dir: &Path, remote: &str) -> Result<PathBuf> {
+    names::validate(remote)
+        .map_err(|e| Error::protocol(format!("refusing a name from the server: {e}")))?;
+    let mut p = dir.to_path_buf();
+    for comp in remote.split('/') {
+        p.push(comp);
+    }
+    Ok(p)
+}
+
+pub async fn get(c: &mut Client, o: &Output, a: &GetArgs<'_>) -> Result<()> {
+    let mut jobs = Vec::new();
+    let mut stdout = false;
+    if let Some(sums) = a.check {
+        let text = std::fs::read_to_string(sums)
+            .map_err(|e| Error::io(format!("reading {}", sums.display()), &e))?;
+        let dir = a
+            .output
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        for (digest, name) in parse_sums(&text, &sums.display().to_string())? {
+            let dest = local_path(&dir, &name)?;
+            if let Some(parent) = dest.parent() {
+                ensure_dir(parent)?;
+            }
+            jobs.push(GetJob {
+                remote: name,
+                dest: Dest::Path(dest),
+                expect: Some(digest),
+            });
+        }
+    } else if a.recursive {
+        let remote_dir = a.names[0].trim_end_matches('/').to_string();
+        let local_dir = a
+            .names
+            .get(1)
+            .map(PathBuf::from)
+            .or_else(|| a.output.map(Path::to_path_buf))
+            .unwrap_or_else(|| PathBuf::from("."));
+        let (files, dirs) = walk_remote(c, &remote_dir).await?;
+        // REMOTE_DIR "a/b" lands as LOCAL_DIR/b/...; the root as LOCAL_DIR/...
+        let strip = names::split_parent(&remote_dir).0.len();
+        let rel = |full: &str| -> String {
+            if strip == 0 {
+                full.to_string()
+            } else {
+                full[strip + 1..].to_string()
+            }
+        };
+        if !remote_dir.is_empty() {
+            ensure_dir(&local_path(&local_dir, base(&remote_dir))?)?;
+        } else {
+            ensure_dir(&local_dir)?;
+        }
+        for d in &dirs {
+            ensure_dir(&local_path(&local_dir, &rel(d))?)?;
+        }
+        for (full, _) in files {
+            let dest = local_path(&local_dir, &rel(&full))?;
+            jobs.push(GetJob {
+                remote: full,
+                dest: Dest::Path(dest),
+                expect: None,
+            });
+        }
+    } else {
+        let expect = a.sha256.map(parse_sha256).transpose()?;
+        let many = a.names.len() > 1;
+        if many && let Some(d) = a.output {
+            ensure_dir(d)?;
+        }
+        for n in a.names {
+            let dest = match a.output {
+                Some(p) if p.as_os_str() == "-" => {
+                    stdout = true;
+                    Dest::Stdout
+                }
+                out => Dest::Path(local_destination(n, out)),
+            };
+            jobs.push(GetJob {
+                remote: n.clone(),
+                dest,
+                expect,
+            });
+        }
+    }
+    let progress = Progress::new(!o.quiet && !o.json && !stdout, jobs.len());
+    let mut tally = Tally::default();
+    let single = jobs.len() == 1;
+    let mut single_err = None;
+    let r = c
+        .get_many(&jobs, a.force, &progress, |i, r| {
+            let job = &jobs[i];
+            match r {
+                Ok(got) => {
+                    tally.ok += 1;
+                    if a.stats || o.verbose > 0 {
+                        progress.println(&super::stats_line(
+                            &job.remote,
+                            got.size,
+                            got.wire,
+                            got.seconds,
+                        ));
+                    }
+                    if stdout {
+                        return Ok(()); // stdout carries the data
+                    }
+                    o.result(
+                        || format!("{}  {}", hex32(&got.sha256), got.path.display()),
+                        || {
+                            json!({
+                                "op": "get",
+                                "name": job.remote,
+                                "path": got.path.display().to_string(),
+                                "size": got.size,
+                                "sha256": hex32(&got.sha256),
+                                "wire": got.wire,
+                                "seconds": got.seconds,
+                                "outcome": "ok",
+                            })
+                        },
+                    )
+                }
+                Err(e) if single => {
+                    single_err = Some(e);
+                    Ok(())
+                }
+                Err(e) => {
+                    tally.record(&e);
+                    o.file_failed("get", &job.remote, &e)
+                }
+            }
+        })
+        .await;
+    progress.finish();
+    r?;
+    if let Some(e) = single_err {
+        return Err(e);
+    }
+    tally.finish("downloads")
+}
+
+// ---------------------------------------------------------------- rm
+
+pub async fn rm(
+    c: &mut Client,
+    o: &Output,
+    names_: &[String],
+    recursive: bool,
+    yes: bool,
+) -> Result<()> {
+    let mut tally = Tally::default();
+    let single = names_.len() == 1;
+    for name in names_ {
+        let name = if recursive {
+            name.trim_end_matches('/')
+        } else {
+            name
+        };
+        let r = remove_one(c, o, name, recursive, yes).await;
+        match r {
+            Ok(()) => tally.ok += 1,
+            Err(e) if matches!(e.kind, Kind::Network | Kind::Protocol) || single => return Err(e),
+            Err(e) => {
+                tally.record(&e);
+                o.file_failed("rm", name, &e)?;
+            }
+        }
+    }
+    tally.finish("removals")
+}
+
+async fn remove_one(
+    c: &mut Client,
+    o: &Output,
+    name: &str,
+    recursive: bool,
+    yes: bool,
+) -> Result<()> {
+    let is_dir = recursive && c.stat(name).await.map(|e| e.kind == EntryKind::Dir)?;
+    if !is_dir {
+        c.remove(name).await?;
+        return o.json_only(|| json!({"op": "rm", "name": name, "outcome": "ok"}));
+    }
+    let (files, dirs) = walk_remote(c, name).await?;
+    if !yes {
+        use std::io::IsTerminal;
+        if !(std::io::stdin().is_terminal() && std::io::stderr().is_terminal()) {
+            return Err(Error::usage(format!(
+                "sft rm -r {} would remove {} files and {} directories; add --yes to confirm when not on a terminal",
+                names::quote(name),
+                files.len(),
+                dirs.len() + 1
+            )));
+        }
+        if !super::trust::ask(&format!(
+            "remove {} and everything in it ({} files, {} directories)",
+            names::quote(name),
+            files.len(),
+            dirs.len() + 1
+        )) {
+            return Err(Error::usage("nothing removed"));
+        }
+    }
+    for (f, _) in &files {
+        c.remove(f).await?;
+        o.json_only(|| json!({"op": "rm", "name": f, "outcome": "ok"}))?;
+    }
+    // deepest first
+    let mut all: Vec<&String> = dirs.iter().collect();
+    all.sort_by_key(|d| std::cmp::Reverse(d.matches('/').count()));
+    for d in all {
+        c.rmdir(d).await?;
+    }
+    c.rmdir(name).await?;
+    o.json_only(|| json!({"op": "rm", "name": name, "kind": "dir", "outcome": "ok"}))
+}
+
+// ---------------------------------------------------------------- sums, verify
+
+pub async fn sums(c: &mut Client, o: &Output, dir: Option<&str>) -> Result<()> {
+    let dir = dir.unwrap_or("").trim_end_matches('/');
+    let (files, _) = walk_remote(c, dir).await?;
+    for (name, e) in files {
+        let Some(d) = e.sha256 else {
+            return Err(Error::other(format!(
+                "the server has no SHA-256 for {}; it could not read the file",
+                names::quote(&name)
+            )));
+        };
+        o.result(
+            || format!("{}  {}", hex32(&d), name),
+            || json!({"name": name, "size": e.size, "sha256": hex32(&d)}),
+        )?;
+    }
+    Ok(())
+}
+
+pub async fn verify(c: &mut Client, o: &Output, name: &str, want: &str) -> Result<()> {
+    let want = parse_sha256(want)?;
+    let e = c.stat(name).await?;
+    if e.kind == EntryKind::Dir {
+        return Err(Error::usage(format!(
+            "{} is a directory",
+            names::quote(name)
+        )));
+    }
+    let Some(have) = e.sha256 else {
+        return Err(Error::other(format!(
+            "the server has no SHA-256 for {}",
+            names::quote(name)
+        )));
+    };
+    let ok = have == want;
+    o.result(
+        || {
+            format!(
+                "{}: {}",
+                names::escape(name),
+                if ok { "OK" } else { "FAILED" }
+            )
+        },
+        || {
+            json!({
+                "op": "verify",
+                "name": name,
+                "size": e.size,
+                "sha256": hex32(&have),
+                "expected": hex32(&want),
+                "outcome": if ok { "ok" } else { "mismatch" },
+            })
+        },
+    )?;
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::integrity(format!(
+            "SHA-256 mismatch for {}: expected {} but the server holds {}",
+            names::quote(name),
+            hex32(&want),
+            hex32(&have)
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn downloads_land_where_asked() {
+        assert_eq!(local_destination("a/b.txt", None), PathBuf::from("b.txt"));
+        assert_eq!(
+            local_destination("b.txt", Some(Path::new("out.bin"))),
+            PathBuf::from("out.bin")
+        );
+        assert_eq!(
+            local_destination("d/b.txt", Some(Path::new("x/"))),
+            PathBuf::from("x/b.txt")
+        );
+    }
+
+    #[test]
+    fn times_are_rfc3339_utc() {
+        assert_eq!(format_time(0), "1970-01-01T00:00:00Z");
+        assert_eq!(
+            format_time(1_700_000_000_123_456_789),
+            "2023-11-14T22:13:20Z"
+        );
+        assert_eq!(format_time(-5), "1970-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn sums_files_parse_like_sha256sum_writes_them() {
+        let h = "ab".repeat(32);
+        let text = format!("# c\n{h}  a b.txt\n{h} *bin/x\n{h}  ./c\n");
+        let v = parse_sums(&text, "S").unwrap();
+        assert_eq!(
+            v.iter().map(|x| x.1.as_str()).collect::<Vec<_>>(),
+            ["a b.txt", "bin/x", "c"]
+        );
+        assert!(parse_sums(&format!("{h}  ../etc/passwd\n"), "S").is_err());
+        assert!(parse_sums("nothex  a\n", "S").is_err());
+        assert!(parse_sums("\n", "S").is_err());
+    }
+
+    #[test]
+    fn local_paths_stay_inside_the_target() {
+        let d = Path::new("/t");
+        assert_eq!(local_path(d, "a/b").unwrap(), PathBuf::from("/t/a/b"));
+        for bad in ["../x", "/etc/passwd", "a/../../x", "a\\b"] {
+            assert!(local_path(d, bad).is_err(), "{bad}");
+        }
+    }
+}
