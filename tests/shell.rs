@@ -1,0 +1,338 @@
+//! `sft shell`: driven by a script on stdin, and through a pseudo-terminal
+//! (rustyline: editing, history, completion).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A path as a quoted shell word.
+fn q(p: &std::path::Path) -> String {
+    format!("\"{}\"", p.display())
+}
+
+/// The whole tour in one session: put, mkdir, cd, ls (numbered), get and rm
+/// by number, pwd, cd .., df, an unknown command that does not end it, exit.
+#[test]
+fn a_scripted_session_lists_gets_by_number_puts_and_exits() {
+    let s = Server::start();
+    let work = tempfile::tempdir().unwrap();
+    let dl = work.path().join("downloads");
+    std::fs::create_dir(&dl).unwrap();
+    let hello = work.path().join("hello.txt");
+    std::fs::write(&hello, b"hello, shell\n").unwrap();
+    let notes = work.path().join("my notes.txt");
+    let notes_data = noise(300_000, 7);
+    std::fs::write(&notes, &notes_data).unwrap();
+    let alpha = work.path().join("alpha.bin");
+    std::fs::write(&alpha, noise(1000, 8)).unwrap();
+
+    let script = format!(
+        "# a comment, then a blank line\n\
+         \n\
+         put {hello}\n\
+         mkdir docs\n\
+         cd docs\n\
+         put {notes}\n\
+         put {alpha}\n\
+         ls\n\
+         lcd {dl}\n\
+         get 2\n\
+         rm 1\n\
+         pwd\n\
+         frobnicate now\n\
+         cd ..\n\
+         pwd\n\
+         ls\n\
+         get 2\n\
+         get 2\n\
+         df\n\
+         exit\n\
+         mkdir after-exit\n",
+        hello = q(&hello),
+        notes = q(&notes),
+        alpha = q(&alpha),
+        dl = q(&dl),
+    );
+    let a = s.client().arg("shell").write_stdin(script).assert();
+    let (out, err) = (stdout_text(&a), stderr_text(&a));
+    assert_eq!(a.get_output().status.code(), Some(0), "{out}\n{err}");
+
+    // uploads print the digest and the stored name
+    assert!(
+        out.contains(&format!("{}  hello.txt\n", sha256_hex(b"hello, shell\n"))),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("{}  my notes.txt\n", sha256_hex(&notes_data))),
+        "{out}"
+    );
+    // the listing in docs: numbered, sorted, human sizes
+    let listing: Vec<&str> = out
+        .lines()
+        .filter(|l| l.trim_start().starts_with(char::is_numeric) && l.contains("  -  "))
+        .collect();
+    assert!(
+        listing
+            .iter()
+            .any(|l| l.trim_start().starts_with("1  -") && l.ends_with("  alpha.bin")),
+        "{out}"
+    );
+    assert!(
+        listing.iter().any(|l| l.trim_start().starts_with("2  -")
+            && l.contains("293 KiB")
+            && l.ends_with("  my notes.txt")),
+        "{out}"
+    );
+    // the root listing shows the directory first, marked d and with a slash
+    assert!(
+        out.lines()
+            .any(|l| l.trim_start().starts_with("1  d") && l.ends_with("  docs/")),
+        "{out}"
+    );
+    // get by number: the same bytes, into the local directory set by lcd
+    assert_eq!(std::fs::read(dl.join("my notes.txt")).unwrap(), notes_data);
+    assert_eq!(
+        out.matches(&format!("{}  my notes.txt\n", sha256_hex(&notes_data)))
+            .count(),
+        2,
+        "{out}"
+    );
+    // a second get of the same file never replaces the first
+    assert_eq!(
+        std::fs::read(dl.join("hello.txt")).unwrap(),
+        b"hello, shell\n"
+    );
+    assert_eq!(
+        std::fs::read(dl.join("hello (1).txt")).unwrap(),
+        b"hello, shell\n"
+    );
+    assert!(out.contains("  hello (1).txt\n"), "{out}");
+    // pwd in docs, then at the root
+    let pwds: Vec<&str> = out.lines().filter(|l| *l == "/docs" || *l == "/").collect();
+    assert_eq!(pwds, ["/docs", "/"], "{out}");
+    // df
+    assert!(out.contains("NAME") && out.contains("disk: "), "{out}");
+    // the unknown command was reported and the session went on
+    assert!(
+        err.contains("error: unknown command \"frobnicate\"; type help"),
+        "{err}"
+    );
+    assert_eq!(err.matches("error:").count(), 1, "{err}");
+    // what the server holds: rm 1 removed docs/alpha.bin; nothing after exit ran
+    assert_eq!(s.files(), ["docs/my notes.txt", "hello.txt"]);
+    assert!(!s.root.join("after-exit").exists());
+}
+
+/// Names that would leave the root are refused on the client, before
+/// anything is sent; the session goes on, and end of input ends it with 0.
+#[test]
+fn names_cannot_climb_out_of_the_root_and_eof_ends_the_shell() {
+    let s = Server::start();
+    let outside = s.root.parent().unwrap().join("outside.txt");
+    std::fs::write(&outside, b"not yours").unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let local = work.path().join("x.txt");
+    std::fs::write(&local, b"x").unwrap();
+    let script = format!(
+        "mkdir sub\n\
+         cd sub\n\
+         cd ../..\n\
+         cd /..\n\
+         ls ../..\n\
+         get ../outside.txt\n\
+         get /../outside.txt\n\
+         put {local} ../../escaped.txt\n\
+         rm ../../outside.txt\n\
+         get 4\n\
+         cd nowhere\n\
+         get \"unclosed\n\
+         pwd\n\
+         put {local} ../inroot.txt\n",
+        local = q(&local)
+    );
+    let a = s
+        .client()
+        .arg("shell")
+        .current_dir(work.path())
+        .write_stdin(script)
+        .assert();
+    let (out, err) = (stdout_text(&a), stderr_text(&a));
+    assert_eq!(a.get_output().status.code(), Some(0), "{out}\n{err}");
+    assert_eq!(
+        err.matches("'..' would leave the server's root directory")
+            .count(),
+        6,
+        "{err}"
+    );
+    assert!(err.contains("no numbered listing yet"), "{err}");
+    assert!(err.contains("no such"), "{err}");
+    assert!(err.contains("double quote is not closed"), "{err}");
+    // still in sub; `..` inside the root is fine
+    assert!(out.lines().any(|l| l == "/sub"), "{out}");
+    assert!(out.contains("  /inroot.txt\n"), "{out}");
+    assert_eq!(s.files(), ["inroot.txt"]);
+    assert_eq!(std::fs::read(&outside).unwrap(), b"not yours");
+    assert!(!s.root.parent().unwrap().join("escaped.txt").exists());
+    assert!(!work.path().join("outside.txt").exists());
+}
+
+/// A lost session is not an ordinary failed command: the shell ends with
+/// the network error's exit code.
+#[test]
+fn a_lost_session_ends_the_shell_with_its_error() {
+    let mut s = Server::start();
+    let mut child = Command::new(bin())
+        .arg("shell")
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("SFT_SERVER", &s.addr)
+        .env("SFT_PIN", &s.pin)
+        .env("SFT_TOKEN", TOKEN)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"pwd\n").unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 2];
+    stdout.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"/\n");
+    let _ = s.child.kill();
+    let _ = s.child.wait();
+    stdin.write_all(b"ls\nls\n").unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("sft: error: "), "{err}");
+}
+
+/// Output of a process, collected by a thread; answers to what appears.
+struct Screen {
+    text: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Screen {
+    fn watch(mut r: impl Read + Send + 'static) -> Screen {
+        let text = Arc::new(Mutex::new(Vec::new()));
+        let t = text.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = r.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                t.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        Screen { text }
+    }
+
+    fn shown(&self) -> String {
+        String::from_utf8_lossy(&self.text.lock().unwrap()).into_owned()
+    }
+
+    /// Wait until `what` has appeared `times` times in all.
+    fn wait_for(&self, what: &str, times: usize) {
+        let until = Instant::now() + Duration::from_secs(30);
+        while self.shown().matches(what).count() < times {
+            assert!(
+                Instant::now() < until,
+                "waited for {what:?} x{times}; the screen shows:\n{}",
+                self.shown()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Through a pseudo-terminal (`script`), the rustyline path: a prompt with
+/// the remote directory, tab completion of a remote name, history (up arrow),
+/// and Ctrl-D ending the session with 0.
+#[test]
+fn on_a_terminal_the_shell_edits_completes_and_remembers() {
+    let has_script = Command::new("script")
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !has_script {
+        eprintln!("skipped: `script` (util-linux) is not installed");
+        return;
+    }
+    let s = Server::start();
+    std::fs::write(s.root.join("hello.txt"), b"from the server\n").unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let cmd = format!("'{}' shell", bin().display());
+    let mut child = Command::new("script")
+        .args(["-q", "-e", "-c", &cmd, "/dev/null"])
+        .current_dir(work.path())
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("TERM", "xterm")
+        .env("SFT_SERVER", &s.addr)
+        .env("SFT_PIN", &s.pin)
+        .env("SFT_TOKEN", TOKEN)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut keys = child.stdin.take().unwrap();
+    let screen = Screen::watch(child.stdout.take().unwrap());
+    let mut type_keys = |k: &str| {
+        keys.write_all(k.as_bytes()).unwrap();
+        keys.flush().unwrap();
+    };
+
+    // rustyline turns bracketed paste on each time it is ready for a line;
+    // keys typed before that would reach a terminal not yet in raw mode
+    let ready = |n: usize| screen.wait_for("\x1b[?2004h", n);
+    ready(1);
+    screen.wait_for("sft:/> ", 1);
+    // completion of a remote name: "hel" + Tab is hello.txt
+    type_keys("get hel\t");
+    screen.wait_for("get hello.txt", 1);
+    type_keys("\r");
+    screen.wait_for(&sha256_hex(b"from the server\n"), 1);
+    ready(2);
+    // history: up arrow brings back the last line, which is then edited
+    type_keys("mkdir h1\r");
+    ready(3);
+    type_keys("\x1b[A");
+    screen.wait_for("mkdir h1", 2);
+    type_keys("2\r");
+    ready(4);
+    type_keys("cd h12\r");
+    screen.wait_for("sft:/h12> ", 1);
+    ready(5);
+    // Ctrl-D at an empty prompt ends the session
+    type_keys("\x04");
+    let until = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            Instant::now() < until,
+            "the shell did not end; the screen shows:\n{}",
+            screen.shown()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    drop(keys);
+    assert_eq!(status.code(), Some(0), "{}", screen.shown());
+    assert_eq!(
+        std::fs::read(work.path().join("hello.txt")).unwrap(),
+        b"from the server\n"
+    );
+    assert!(s.root.join("h1").is_dir());
+    assert!(s.root.join("h12").is_dir(), "{}", screen.shown());
+}
