@@ -450,12 +450,18 @@ pub struct GetArgs<'a> {
 
 /// Check arguments before connecting.
 pub fn check_get(a: &GetArgs) -> Result<()> {
-    for n in a.names {
-        names::validate(if a.recursive {
-            n.trim_end_matches('/')
-        } else {
-            n
-        })?;
+    if a.recursive {
+        // REMOTE_DIR, then an optional local directory
+        if let Some(d) = a.names.first() {
+            let d = d.trim_end_matches('/');
+            if !d.is_empty() {
+                names::validate(d)?;
+            }
+        }
+    } else {
+        for n in a.names {
+            names::validate(n)?;
+        }
     }
     if let Some(h) = a.sha256 {
         parse_sha256(h)?;

@@ -592,17 +592,23 @@ async fn receive_one(
 ) -> Result<Downloaded> {
     let started = Instant::now();
     let (part, file) = match &job.dest {
-        Dest::Path(p) => {
-            let (part, f) = super::create_part(p)?;
-            (Some(part), f)
-        }
+        Dest::Path(p) => match super::create_part(p) {
+            Ok((part, f)) => (Some(part), f),
+            Err(e) => {
+                // keep the session in step: the data is coming regardless
+                drain_download(r, timeout).await?;
+                return Err(e);
+            }
+        },
         Dest::Stdout => {
             use std::os::fd::AsFd;
-            let fd = std::io::stdout()
-                .as_fd()
-                .try_clone_to_owned()
-                .map_err(|e| Error::io("writing to stdout", &e))?;
-            (None, File::from(fd))
+            match std::io::stdout().as_fd().try_clone_to_owned() {
+                Ok(fd) => (None, File::from(fd)),
+                Err(e) => {
+                    drain_download(r, timeout).await?;
+                    return Err(Error::io("writing to stdout", &e));
+                }
+            }
         }
     };
     let shown = part

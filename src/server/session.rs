@@ -598,8 +598,14 @@ impl Session {
                         )));
                     }
                     if stream && received > reservation.held() {
-                        let step = protocol::STREAM_STEP.max(received - reservation.held());
-                        if let Err(e) = reservation.grow(step, self.shared.store.free_space()) {
+                        // a whole step if it fits, else just what has arrived, so
+                        // the upload stops only when its data really does not fit
+                        let needed = received - reservation.held();
+                        let free = self.shared.store.free_space();
+                        let grown = reservation
+                            .grow(protocol::STREAM_STEP.max(needed), free)
+                            .or_else(|_| reservation.grow(needed, free));
+                        if let Err(e) = grown {
                             // nothing more fits: stop writing, discard the rest
                             tx = None;
                             let e = e.context(format!(
