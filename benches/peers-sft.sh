@@ -44,3 +44,11 @@ extra_start() {
 
 LO_CASES+=(sft sft_off sft_z3)
 NS_CASES+=(sft sft_off sft_z3)
+
+# directories (upload only, like scp -r / rsync -a): one connection, pipelined
+case_sft_r() {
+    local s=$2 t=$3
+    $NSX env SFT_CA="$CACERT" SFT_TOKEN_FILE="$SFT_TOKENS" "$SFT" --quiet --server "$HOSTIP:9443" \
+        put -r "$s" "$(dirname "${t#"$SRV/up/"}" | sed 's/^\.$//')" >/dev/null
+}
+DIR_CASES+=(sft_r)
