@@ -324,21 +324,7 @@ pub async fn put(
                         progress
                             .println(&super::stats_line(&up.name, up.size, up.wire, up.seconds));
                     }
-                    o.result(
-                        || format!("{}  {}", hex32(&up.sha256), names::escape(&up.name)),
-                        || {
-                            json!({
-                                "op": "put",
-                                "name": job.local.display().to_string(),
-                                "remote": up.name,
-                                "size": up.size,
-                                "sha256": hex32(&up.sha256),
-                                "wire": up.wire,
-                                "seconds": up.seconds,
-                                "outcome": "ok",
-                            })
-                        },
-                    )
+                    print_put(o, &job.local.display().to_string(), &up)
                 }
                 Err(e) if single => {
                     single_err = Some(e);
@@ -379,12 +365,17 @@ pub async fn put_stdin(
             super::stats_line(&up.name, up.size, up.wire, up.seconds)
         );
     }
+    print_put(o, "-", &up)
+}
+
+/// One uploaded file: `SHA256  REMOTE_NAME`, or its JSON line.
+fn print_put(o: &Output, local: &str, up: &crate::client::Uploaded) -> Result<()> {
     o.result(
         || format!("{}  {}", hex32(&up.sha256), names::escape(&up.name)),
         || {
             json!({
                 "op": "put",
-                "name": "-",
+                "name": local,
                 "remote": up.name,
                 "size": up.size,
                 "sha256": hex32(&up.sha256),
@@ -718,6 +709,67 @@ async fn remove_one(
     }
     c.rmdir(name).await?;
     o.json_only(|| json!({"op": "rm", "name": name, "kind": "dir", "outcome": "ok"}))
+}
+
+// ---------------------------------------------------------------- df
+
+/// `sft df`: usage rows (yours, or everyone's for an admin) and the disk.
+pub async fn df(c: &mut Client, o: &Output, bytes: bool) -> Result<()> {
+    let u = c.usage().await?;
+    let none = |n: u64| (n != u64::MAX).then_some(n);
+    let size = |n: u64| match none(n) {
+        None => "-".to_string(),
+        Some(n) if bytes => n.to_string(),
+        Some(n) => human(n),
+    };
+    if !o.json {
+        super::out(&format!(
+            "{:<24} {:>12} {:>12} {:>12} {:>12} {:>9} {:>9}",
+            "NAME", "USED", "RESERVED", "LIMIT", "LEFT", "FILES", "MAX_FILES"
+        ))?;
+    }
+    for r in &u.rows {
+        let name = if r.name.is_empty() {
+            "(server)".to_string()
+        } else {
+            names::escape(&r.name)
+        };
+        let left = none(r.quota).map(|q| q.saturating_sub(r.bytes.saturating_add(r.reserved)));
+        o.result(
+            || {
+                format!(
+                    "{name:<24} {:>12} {:>12} {:>12} {:>12} {:>9} {:>9}",
+                    size(r.bytes),
+                    size(r.reserved),
+                    size(r.quota),
+                    left.map_or("-".to_string(), &size),
+                    r.files,
+                    none(r.max_files).map_or("-".to_string(), |n| n.to_string())
+                )
+            },
+            || {
+                json!({
+                    "name": if r.name.is_empty() { None } else { Some(&r.name) },
+                    "used": r.bytes,
+                    "reserved": r.reserved,
+                    "files": r.files,
+                    "quota": none(r.quota),
+                    "left": left,
+                    "max_files": none(r.max_files),
+                })
+            },
+        )?;
+    }
+    o.result(
+        || {
+            format!(
+                "disk: {} free on the server, {} kept free (--min-free)",
+                size(u.disk_free),
+                size(u.min_free)
+            )
+        },
+        || json!({"disk_free": u.disk_free, "min_free": u.min_free}),
+    )
 }
 
 // ---------------------------------------------------------------- sums, verify

@@ -337,55 +337,7 @@ async fn run_on(
                 }
             );
         }
-        Command::Df { bytes } => {
-            let u = c.usage().await?;
-            let size = |n: u64| {
-                if n == u64::MAX {
-                    "-".to_string()
-                } else if bytes {
-                    n.to_string()
-                } else {
-                    crate::units::human(n)
-                }
-            };
-            let count = |n: u64| {
-                if n == u64::MAX {
-                    "-".to_string()
-                } else {
-                    n.to_string()
-                }
-            };
-            out(&format!(
-                "{:<24} {:>12} {:>12} {:>12} {:>12} {:>9} {:>9}",
-                "NAME", "USED", "RESERVED", "LIMIT", "LEFT", "FILES", "MAX_FILES"
-            ))?;
-            for r in &u.rows {
-                let name = if r.name.is_empty() {
-                    "(server)".to_string()
-                } else {
-                    names::escape(&r.name)
-                };
-                let left = if r.quota == u64::MAX {
-                    u64::MAX
-                } else {
-                    r.quota.saturating_sub(r.bytes.saturating_add(r.reserved))
-                };
-                out(&format!(
-                    "{name:<24} {:>12} {:>12} {:>12} {:>12} {:>9} {:>9}",
-                    size(r.bytes),
-                    size(r.reserved),
-                    size(r.quota),
-                    size(left),
-                    r.files,
-                    count(r.max_files)
-                ))?;
-            }
-            out(&format!(
-                "disk: {} free on the server, {} kept free (--min-free)",
-                size(u.disk_free),
-                size(u.min_free)
-            ))?;
-        }
+        Command::Df { bytes } => files::df(c, o, bytes).await?,
         Command::Admin(AdminCmd::Reload) => {
             c.reload().await?;
             eprintln!("sft: the server reloaded its certificate and users file");

@@ -502,51 +502,7 @@ fn lls(dir: &Path) -> Result<()> {
 }
 
 async fn df(c: &mut Client) -> Result<()> {
-    let u = c.usage().await?;
-    let size = |n: u64| {
-        if n == u64::MAX {
-            "-".to_string()
-        } else {
-            crate::units::human(n)
-        }
-    };
-    let count = |n: u64| {
-        if n == u64::MAX {
-            "-".to_string()
-        } else {
-            n.to_string()
-        }
-    };
-    out(&format!(
-        "{:<20} {:>10} {:>10} {:>10} {:>10} {:>8} {:>9}",
-        "NAME", "USED", "RESERVED", "LIMIT", "LEFT", "FILES", "MAX_FILES"
-    ))?;
-    for r in &u.rows {
-        let name = if r.name.is_empty() {
-            "(server)".to_string()
-        } else {
-            names::escape(&r.name)
-        };
-        let left = if r.quota == u64::MAX {
-            u64::MAX
-        } else {
-            r.quota.saturating_sub(r.bytes.saturating_add(r.reserved))
-        };
-        out(&format!(
-            "{name:<20} {:>10} {:>10} {:>10} {:>10} {:>8} {:>9}",
-            size(r.bytes),
-            size(r.reserved),
-            size(r.quota),
-            size(left),
-            r.files,
-            count(r.max_files)
-        ))?;
-    }
-    out(&format!(
-        "disk: {} free on the server, {} kept free",
-        size(u.disk_free),
-        size(u.min_free)
-    ))
+    super::files::df(c, &super::Output::default(), false).await
 }
 
 /// The words of a command line so far.
