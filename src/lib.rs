@@ -6,10 +6,16 @@
 //! - [`transfer`]: the streaming pipeline: read/hash/write on blocking threads.
 //! - [`compress`]: zstd blocks on the wire and the adaptive `auto` policy.
 //! - [`names`]: the one name validator, "name (1).ext", terminal escaping.
-//! - [`tls`] and [`certs`]: TLS 1.3 configuration, trust (pin / CA), rcgen.
-//! - [`server`]: listener, sessions, root-confined storage, tokens, state.
-//! - [`client`]: a typed client over one session.
-//! - [`cli`] and [`app`]: the command line.
+//! - [`units`]: sizes as people write and read them.
+//! - [`tls`] and [`certs`]: TLS 1.3 configuration, trust (pin / CA / known
+//!   servers), rcgen.
+//! - [`server`]: listener, sessions, root-confined storage, accounts and the
+//!   users file, quotas (reservations), state.
+//! - [`client`]: a typed client over one session, pipelined many-file
+//!   transfers, the known-servers file.
+//! - [`config`]: the client's config file and profiles.
+//! - [`progress`]: progress bars on a terminal.
+//! - [`cli`] and [`app`]: the command line, one module per command group.
 //! - [`error`]: one error type; kinds map to wire codes and exit codes.
 
 #![forbid(unsafe_code)]
