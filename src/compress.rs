@@ -158,7 +158,7 @@ pub struct Sample {
 /// network is the bottleneck, lighter when compression is. It starts at
 /// level 1 and, per window (≥ 50 ms and 8 MiB, or 250 ms):
 /// - network-bound (waiting on the network over half the time) with CPU to
-///   spare: climb straight to the highest level (up to three steps) whose
+///   spare: climb straight to the highest level (up to six steps) whose
 ///   predicted speed, from the measured speed of the current level and the
 ///   relative speeds of zstd's levels, stays 1.4× ahead of the (smoothed)
 ///   throughput — so the ratio grows while compression keeps up;
@@ -400,7 +400,7 @@ impl Policy {
             if let Some(cap) = s.capacity {
                 let mut to = self.level;
                 while to < top
-                    && to < self.level + 3
+                    && to < self.level + 6
                     && cap * speed(to + 1) / speed(self.level) >= 1.4 * rate
                 {
                     to += 1;

@@ -412,10 +412,12 @@ pub struct Block {
 /// The result of a writing thread: bytes written and their SHA-256.
 pub type WriteResult = Result<(u64, [u8; 32], File)>;
 
-/// Write blocks to `file` on a blocking thread, hashing as they pass. With
-/// `background_sync`, write-back is started every 32 MiB on a helper thread so
-/// the data is mostly on disk by the time the caller syncs.
-/// Each block's buffer goes back to `pool` once written.
+/// Write blocks to `file`, hashing as they pass: one blocking thread
+/// decompresses and hashes, a second writes (copying into the page cache
+/// costs as much as the rest, so the two overlap). With `background_sync`,
+/// write-back is started every 32 MiB on a helper thread so the data is
+/// mostly on disk by the time the caller syncs. Each block's buffer goes back
+/// to `pool` once written.
 pub fn spawn_writer(
     file: File,
     what: String,
@@ -424,41 +426,102 @@ pub fn spawn_writer(
 ) -> (mpsc::Sender<Block>, tokio::task::JoinHandle<WriteResult>) {
     let (tx, mut rx) = mpsc::channel::<Block>(DEPTH);
     let handle = tokio::task::spawn_blocking(move || {
-        let mut file = file;
         let mut h = Sha256::new();
         let mut n: u64 = 0;
-        let mut synced_at: u64 = 0;
         let mut decoder = Decoder::new();
-        let mut inflated = Vec::new();
-        let syncer = if background_sync {
-            Syncer::start(&file)
-        } else {
-            None
-        };
-        while let Some(block) = rx.blocking_recv() {
-            let data: &[u8] = match block.encoding {
-                Encoding::Raw if block.payload.len() == block.raw_len as usize => &block.payload,
-                encoding => {
-                    decoder.decode(encoding, block.raw_len, &block.payload, &mut inflated)?;
-                    &inflated
-                }
-            };
-            h.update(data);
-            file.write_all(data)
-                .map_err(|e| Error::io(format!("writing {what}"), &e))?;
-            n += data.len() as u64;
-            pool.recycle(block.payload);
-            if n - synced_at >= SYNC_EVERY {
-                synced_at = n;
-                if let Some(s) = &syncer {
-                    s.kick();
+        let (wtx, wrx) = std::sync::mpsc::sync_channel::<Plain>(DEPTH / 2);
+        let (p2, what2) = (pool.clone(), what.clone());
+        let writer = std::thread::Builder::new()
+            .name("sft-write".into())
+            .spawn(move || write_plain(file, &what2, background_sync, &p2, wrx))
+            .map_err(|e| Error::io("starting a writer thread", &e))?;
+        let result = (|| -> Result<()> {
+            while let Some(block) = rx.blocking_recv() {
+                let plain = match block.encoding {
+                    Encoding::Raw if block.payload.len() == block.raw_len as usize => {
+                        Plain::Raw(block.payload)
+                    }
+                    encoding => {
+                        let mut out = pool.take_len(block.raw_len as usize);
+                        let r = decoder.decode(encoding, block.raw_len, &block.payload, &mut out);
+                        pool.recycle(block.payload);
+                        if let Err(e) = r {
+                            pool.give(out);
+                            return Err(e);
+                        }
+                        Plain::Inflated(out)
+                    }
+                };
+                h.update(plain.bytes());
+                n += plain.bytes().len() as u64;
+                if wtx.send(plain).is_err() {
+                    break; // the writer failed: its error is reported below
                 }
             }
+            Ok(())
+        })();
+        drop(wtx);
+        let written = writer
+            .join()
+            .map_err(|_| Error::other("internal error: the writer thread panicked"))?;
+        // a write error explains a decoding loop cut short: report it first
+        let (w, file) = written?;
+        result?;
+        if w != n {
+            return Err(Error::other(format!("writing {what}: short write")));
         }
-        drop(syncer);
         Ok((n, h.finalize().into(), file))
     });
     (tx, handle)
+}
+
+/// A block's data after decoding.
+enum Plain {
+    Raw(Bytes),
+    Inflated(Vec<u8>),
+}
+
+impl Plain {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Plain::Raw(b) => b,
+            Plain::Inflated(v) => v,
+        }
+    }
+}
+
+/// Write decoded blocks in order; bytes written and the file.
+fn write_plain(
+    mut file: File,
+    what: &str,
+    background_sync: bool,
+    pool: &Pool,
+    rx: std::sync::mpsc::Receiver<Plain>,
+) -> Result<(u64, File)> {
+    let mut n: u64 = 0;
+    let mut synced_at: u64 = 0;
+    let syncer = if background_sync {
+        Syncer::start(&file)
+    } else {
+        None
+    };
+    while let Ok(plain) = rx.recv() {
+        file.write_all(plain.bytes())
+            .map_err(|e| Error::io(format!("writing {what}"), &e))?;
+        n += plain.bytes().len() as u64;
+        match plain {
+            Plain::Raw(b) => pool.recycle(b),
+            Plain::Inflated(v) => pool.give(v),
+        }
+        if n - synced_at >= SYNC_EVERY {
+            synced_at = n;
+            if let Some(s) = &syncer {
+                s.kick();
+            }
+        }
+    }
+    drop(syncer);
+    Ok((n, file))
 }
 
 /// A helper thread that runs fdatasync on request, so write-back overlaps the
