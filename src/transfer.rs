@@ -6,13 +6,13 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
-use crate::compress::{BLOCK, Decoder, Encoder, Policy};
+use crate::compress::{self, BLOCK, Decoder, Encoder, Policy};
 use crate::error::{Error, Result};
 use crate::protocol::{self, DATA_PREFIX_LEN, Encoding, HEADER_LEN};
 
@@ -92,35 +92,31 @@ pub enum Outgoing {
 /// Read exactly `size` bytes of `file` on a blocking thread, hash them, and
 /// turn them into ready-to-send DATA frames. A file that ends early (or
 /// changed under us) yields `Failed`. Frames may be handed back through `pool`
-/// once sent. Unless `policy` is off, a second thread compresses blocks as the
-/// policy decides, so hashing and compression run on different cores.
+/// once sent. Unless `policy` is off, blocks the policy chooses to compress
+/// go to worker threads (two where the machine has two cores) and come back
+/// in order; raw blocks go out straight from the reading thread, as with
+/// compression off.
 pub fn spawn_reader(
     file: File,
     size: u64,
     what: String,
     pool: Pool,
-    policy: Policy,
+    mut policy: Policy,
 ) -> mpsc::Receiver<Outgoing> {
-    let block = CHUNK;
+    let (tx, rx) = mpsc::channel(DEPTH);
     if !policy.may_compress() {
-        let (tx, rx) = mpsc::channel(DEPTH);
         tokio::task::spawn_blocking(move || {
-            read_blocks(file, size, &what, block, &pool, |item| {
+            read_blocks(file, size, &what, CHUNK, &pool, |item| {
                 tx.blocking_send(item).is_ok()
             })
         });
         return rx;
     }
-    // reader -> compressor -> network
-    let (tx, rx) = mpsc::channel(DEPTH);
-    let (raw_tx, raw_rx) = std::sync::mpsc::sync_channel::<Outgoing>(DEPTH);
-    let p2 = pool.clone();
     tokio::task::spawn_blocking(move || {
-        read_blocks(file, size, &what, block, &p2, |item| {
-            raw_tx.send(item).is_ok()
-        })
+        let workers = Workers::start(compress::cores().min(MAX_WORKERS), &pool);
+        policy.set_workers(workers.len());
+        sequence(file, size, &what, &pool, policy, workers, &tx);
     });
-    tokio::task::spawn_blocking(move || compress_blocks(raw_rx, tx, policy, pool));
     rx
 }
 
@@ -136,16 +132,15 @@ fn read_blocks(
 ) {
     let mut h = Sha256::new();
     let mut left = size;
-    let off = HEADER_LEN + DATA_PREFIX_LEN;
     while left > 0 {
         let want = (left.min(block as u64)) as usize;
-        let mut buf = pool.take_len(off + want);
-        if let Err(e) = read_full(&mut file, &mut buf[off..], what) {
-            emit(Outgoing::Failed(e));
-            return;
-        }
-        h.update(&buf[off..]);
-        buf[..off].copy_from_slice(&protocol::data_header(Encoding::Raw, want as u32, want));
+        let buf = match read_frame(&mut file, want, what, pool, &mut h) {
+            Ok(b) => b,
+            Err(e) => {
+                emit(Outgoing::Failed(e));
+                return;
+            }
+        };
         left -= want as u64;
         if !emit(Outgoing::Frame(buf)) {
             return;
@@ -157,94 +152,235 @@ fn read_blocks(
     });
 }
 
-/// Turn raw frames into zstd frames where the policy says so and it pays.
-/// Raw frames arrive in CHUNK-sized blocks and are forwarded as they are when
-/// not compressing, so raw data flows exactly as with compression off; to
-/// compress, up to `BLOCK` bytes of them are gathered into one zstd block,
-/// and if that does not pay the original frames go out unchanged.
-fn compress_blocks(
-    raw: std::sync::mpsc::Receiver<Outgoing>,
-    tx: mpsc::Sender<Outgoing>,
-    mut policy: Policy,
-    pool: Pool,
-) {
-    let off = HEADER_LEN + DATA_PREFIX_LEN;
-    let mut encoder = Encoder::new();
-    let mut gathered: Vec<Vec<u8>> = Vec::new();
-    let mut input: Vec<u8> = Vec::new();
-    let mut level: Option<i32> = None;
-    let mut started = Instant::now();
-    // send frames in order, measuring how long the network makes us wait
-    let send = |frames: Vec<Vec<u8>>, policy: &mut Policy, started: &mut Instant| -> bool {
-        let raw_bytes: usize = frames.iter().map(|f| f.len() - off).sum();
-        let mut blocked = std::time::Duration::ZERO;
-        for f in frames {
-            let t = Instant::now();
-            if tx.blocking_send(Outgoing::Frame(f)).is_err() {
-                return false;
-            }
-            blocked += t.elapsed();
+/// Bytes before the data in a DATA frame.
+const OFF: usize = HEADER_LEN + DATA_PREFIX_LEN;
+/// Most compression workers per transfer.
+const MAX_WORKERS: usize = 2;
+
+/// Read the next `want` bytes into a raw DATA frame and hash them.
+fn read_frame(
+    file: &mut File,
+    want: usize,
+    what: &str,
+    pool: &Pool,
+    h: &mut Sha256,
+) -> Result<Vec<u8>> {
+    let mut buf = pool.take_len(OFF + want);
+    read_full(file, &mut buf[OFF..], what)?;
+    h.update(&buf[OFF..]);
+    buf[..OFF].copy_from_slice(&protocol::data_header(Encoding::Raw, want as u32, want));
+    Ok(buf)
+}
+
+/// A raw frame to compress, and where to send the outcome.
+struct Job {
+    frame: Vec<u8>,
+    level: i32,
+    reply: std::sync::mpsc::SyncSender<Compressed>,
+}
+
+/// A worker's outcome: the frame to send (zstd if that paid, else the raw
+/// frame unchanged), the raw and compressed sizes, and the time it took.
+struct Compressed {
+    frame: Vec<u8>,
+    raw: usize,
+    compressed: Option<usize>,
+    took: Duration,
+}
+
+/// Compress one raw frame at `level`; keep it raw if that does not pay.
+fn compress_frame(encoder: &mut Encoder, pool: &Pool, frame: Vec<u8>, level: i32) -> Compressed {
+    let raw = frame.len() - OFF;
+    let t = Instant::now();
+    let (frame, compressed) = match encoder.compress(&frame[OFF..], level) {
+        Some(c) if compress::pays(raw, c.len()) => {
+            let mut z = pool.take_len(OFF);
+            z[..OFF].copy_from_slice(&protocol::data_header(Encoding::Zstd, raw as u32, c.len()));
+            z.extend_from_slice(c);
+            let n = c.len();
+            pool.give(frame);
+            (z, Some(n))
         }
-        policy.observe(raw_bytes, started.elapsed(), blocked);
-        *started = Instant::now();
-        true
+        Some(c) => {
+            let n = c.len();
+            (frame, Some(n))
+        }
+        None => (frame, None),
     };
-    loop {
-        // a frame, or the end (Done / Failed, or the reader gone)
-        let (frame, end) = match raw.recv() {
-            Ok(Outgoing::Frame(f)) => (Some(f), None),
-            Ok(other) => (None, Some(other)),
-            Err(_) => (None, None),
-        };
-        let more = frame.is_some();
-        if let Some(f) = frame {
-            if gathered.is_empty() {
-                level = policy.next_level();
-            }
-            if level.is_none() {
-                if !send(vec![f], &mut policy, &mut started) {
-                    return;
-                }
-                continue;
-            }
-            gathered.push(f);
-            let have: usize = gathered.iter().map(|f| f.len() - off).sum();
-            if have + CHUNK <= BLOCK {
-                continue; // gather more
-            }
-        }
-        // compress what was gathered (a full block, or the tail at the end)
-        if let (Some(l), false) = (level, gathered.is_empty()) {
-            input.clear();
-            for f in &gathered {
-                input.extend_from_slice(&f[off..]);
-            }
-            let frames = match encoder.compress(&input, l) {
-                Some(c) if policy.record_attempt(input.len(), c.len()) => {
-                    let mut z = pool.take_len(off);
-                    z[..off].copy_from_slice(&protocol::data_header(
-                        Encoding::Zstd,
-                        input.len() as u32,
-                        c.len(),
-                    ));
-                    z.extend_from_slice(c);
-                    for f in gathered.drain(..) {
-                        pool.give(f);
+    Compressed {
+        frame,
+        raw,
+        compressed,
+        took: t.elapsed(),
+    }
+}
+
+/// Compression threads fed round-robin; they stop when this is dropped.
+struct Workers {
+    jobs: Vec<std::sync::mpsc::Sender<Job>>,
+    next: usize,
+    /// Used when no thread could be started.
+    inline: Encoder,
+    pool: Pool,
+}
+
+impl Workers {
+    fn start(n: usize, pool: &Pool) -> Workers {
+        let mut jobs = Vec::new();
+        for _ in 0..n {
+            let (tx, rx) = std::sync::mpsc::channel::<Job>();
+            let pool = pool.clone();
+            let spawned = std::thread::Builder::new()
+                .name("sft-zstd".into())
+                .spawn(move || {
+                    let mut encoder = Encoder::new();
+                    while let Ok(job) = rx.recv() {
+                        let done = compress_frame(&mut encoder, &pool, job.frame, job.level);
+                        if job.reply.send(done).is_err() {
+                            return;
+                        }
                     }
-                    vec![z]
-                }
-                _ => std::mem::take(&mut gathered),
-            };
-            if !send(frames, &mut policy, &mut started) {
-                return;
+                });
+            if spawned.is_ok() {
+                jobs.push(tx);
             }
         }
-        if !more {
-            if let Some(end) = end {
-                let _ = tx.blocking_send(end);
+        Workers {
+            jobs,
+            next: 0,
+            inline: Encoder::new(),
+            pool: pool.clone(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.jobs.len().max(1)
+    }
+
+    /// Hand `frame` to the next worker; the outcome arrives on the receiver.
+    fn submit(&mut self, frame: Vec<u8>, level: i32) -> Slot {
+        let (reply, rx) = std::sync::mpsc::sync_channel(1);
+        let job = Job {
+            frame,
+            level,
+            reply,
+        };
+        let job = match self.jobs.get(self.next % self.jobs.len().max(1)) {
+            Some(w) => match w.send(job) {
+                Ok(()) => {
+                    self.next += 1;
+                    return Slot::Pending(rx);
+                }
+                Err(e) => e.0,
+            },
+            None => job,
+        };
+        // no worker (none started, or it died): compress here
+        Slot::Done(compress_frame(
+            &mut self.inline,
+            &self.pool,
+            job.frame,
+            job.level,
+        ))
+    }
+}
+
+/// A frame in the send queue, in file order.
+enum Slot {
+    Raw(Vec<u8>),
+    Pending(std::sync::mpsc::Receiver<Compressed>),
+    Done(Compressed),
+}
+
+/// Read and hash the file, send compressible blocks to the workers, and emit
+/// every frame in file order, telling the policy how each went.
+fn sequence(
+    mut file: File,
+    size: u64,
+    what: &str,
+    pool: &Pool,
+    mut policy: Policy,
+    mut workers: Workers,
+    tx: &mpsc::Sender<Outgoing>,
+) {
+    let mut h = Sha256::new();
+    let mut left = size;
+    let mut queue: std::collections::VecDeque<Slot> = std::collections::VecDeque::new();
+    // blocks in flight: enough to keep every worker busy while one is sent
+    let max_queue = 2 * workers.len() + 2;
+    loop {
+        // send what is ready at the front; wait for it when the queue is
+        // full or the file is all read
+        loop {
+            let must_wait = left == 0 || queue.len() >= max_queue;
+            let Some(front) = queue.front() else { break };
+            let (frame, raw, took) = match front {
+                Slot::Raw(_) | Slot::Done(_) => match queue.pop_front() {
+                    Some(Slot::Raw(f)) => {
+                        let n = f.len() - OFF;
+                        (f, n, None)
+                    }
+                    Some(Slot::Done(c)) => {
+                        take_outcome(&mut policy, &c);
+                        (c.frame, c.raw, c.compressed.map(|_| c.took))
+                    }
+                    _ => continue,
+                },
+                Slot::Pending(rx) => {
+                    let got = if must_wait {
+                        rx.recv().ok()
+                    } else {
+                        match rx.try_recv() {
+                            Ok(c) => Some(c),
+                            Err(std::sync::mpsc::TryRecvError::Empty) => break,
+                            Err(std::sync::mpsc::TryRecvError::Disconnected) => None,
+                        }
+                    };
+                    let Some(c) = got else {
+                        let _ = tx.blocking_send(Outgoing::Failed(Error::other(
+                            "internal error: a compression worker stopped",
+                        )));
+                        return;
+                    };
+                    queue.pop_front();
+                    take_outcome(&mut policy, &c);
+                    (c.frame, c.raw, c.compressed.map(|_| c.took))
+                }
+            };
+            let t = Instant::now();
+            if tx.blocking_send(Outgoing::Frame(frame)).is_err() {
+                return; // the network side gave up
             }
+            policy.observe(raw, t.elapsed(), took);
+        }
+        if left == 0 {
+            let _ = tx.blocking_send(Outgoing::Done {
+                size,
+                sha256: h.finalize().into(),
+            });
             return;
         }
+        let level = policy.next_level();
+        let want = left.min(if level.is_some() { BLOCK } else { CHUNK } as u64) as usize;
+        let frame = match read_frame(&mut file, want, what, pool, &mut h) {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = tx.blocking_send(Outgoing::Failed(e));
+                return;
+            }
+        };
+        left -= want as u64;
+        queue.push_back(match level {
+            Some(l) => workers.submit(frame, l),
+            None => Slot::Raw(frame),
+        });
+    }
+}
+
+/// Tell the policy whether a compression attempt paid.
+fn take_outcome(policy: &mut Policy, c: &Compressed) {
+    if let Some(n) = c.compressed {
+        policy.record_attempt(c.raw, n);
     }
 }
 
@@ -276,10 +412,12 @@ pub struct Block {
 /// The result of a writing thread: bytes written and their SHA-256.
 pub type WriteResult = Result<(u64, [u8; 32], File)>;
 
-/// Write blocks to `file` on a blocking thread, hashing as they pass. With
-/// `background_sync`, write-back is started every 32 MiB on a helper thread so
-/// the data is mostly on disk by the time the caller syncs.
-/// Each block's buffer goes back to `pool` once written.
+/// Write blocks to `file`, hashing as they pass: one blocking thread
+/// decompresses and hashes, a second writes (copying into the page cache
+/// costs as much as the rest, so the two overlap). With `background_sync`,
+/// write-back is started every 32 MiB on a helper thread so the data is
+/// mostly on disk by the time the caller syncs. Each block's buffer goes back
+/// to `pool` once written.
 pub fn spawn_writer(
     file: File,
     what: String,
@@ -288,41 +426,102 @@ pub fn spawn_writer(
 ) -> (mpsc::Sender<Block>, tokio::task::JoinHandle<WriteResult>) {
     let (tx, mut rx) = mpsc::channel::<Block>(DEPTH);
     let handle = tokio::task::spawn_blocking(move || {
-        let mut file = file;
         let mut h = Sha256::new();
         let mut n: u64 = 0;
-        let mut synced_at: u64 = 0;
         let mut decoder = Decoder::new();
-        let mut inflated = Vec::new();
-        let syncer = if background_sync {
-            Syncer::start(&file)
-        } else {
-            None
-        };
-        while let Some(block) = rx.blocking_recv() {
-            let data: &[u8] = match block.encoding {
-                Encoding::Raw if block.payload.len() == block.raw_len as usize => &block.payload,
-                encoding => {
-                    decoder.decode(encoding, block.raw_len, &block.payload, &mut inflated)?;
-                    &inflated
-                }
-            };
-            h.update(data);
-            file.write_all(data)
-                .map_err(|e| Error::io(format!("writing {what}"), &e))?;
-            n += data.len() as u64;
-            pool.recycle(block.payload);
-            if n - synced_at >= SYNC_EVERY {
-                synced_at = n;
-                if let Some(s) = &syncer {
-                    s.kick();
+        let (wtx, wrx) = std::sync::mpsc::sync_channel::<Plain>(DEPTH / 2);
+        let (p2, what2) = (pool.clone(), what.clone());
+        let writer = std::thread::Builder::new()
+            .name("sft-write".into())
+            .spawn(move || write_plain(file, &what2, background_sync, &p2, wrx))
+            .map_err(|e| Error::io("starting a writer thread", &e))?;
+        let result = (|| -> Result<()> {
+            while let Some(block) = rx.blocking_recv() {
+                let plain = match block.encoding {
+                    Encoding::Raw if block.payload.len() == block.raw_len as usize => {
+                        Plain::Raw(block.payload)
+                    }
+                    encoding => {
+                        let mut out = pool.take_len(block.raw_len as usize);
+                        let r = decoder.decode(encoding, block.raw_len, &block.payload, &mut out);
+                        pool.recycle(block.payload);
+                        if let Err(e) = r {
+                            pool.give(out);
+                            return Err(e);
+                        }
+                        Plain::Inflated(out)
+                    }
+                };
+                h.update(plain.bytes());
+                n += plain.bytes().len() as u64;
+                if wtx.send(plain).is_err() {
+                    break; // the writer failed: its error is reported below
                 }
             }
+            Ok(())
+        })();
+        drop(wtx);
+        let written = writer
+            .join()
+            .map_err(|_| Error::other("internal error: the writer thread panicked"))?;
+        // a write error explains a decoding loop cut short: report it first
+        let (w, file) = written?;
+        result?;
+        if w != n {
+            return Err(Error::other(format!("writing {what}: short write")));
         }
-        drop(syncer);
         Ok((n, h.finalize().into(), file))
     });
     (tx, handle)
+}
+
+/// A block's data after decoding.
+enum Plain {
+    Raw(Bytes),
+    Inflated(Vec<u8>),
+}
+
+impl Plain {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Plain::Raw(b) => b,
+            Plain::Inflated(v) => v,
+        }
+    }
+}
+
+/// Write decoded blocks in order; bytes written and the file.
+fn write_plain(
+    mut file: File,
+    what: &str,
+    background_sync: bool,
+    pool: &Pool,
+    rx: std::sync::mpsc::Receiver<Plain>,
+) -> Result<(u64, File)> {
+    let mut n: u64 = 0;
+    let mut synced_at: u64 = 0;
+    let syncer = if background_sync {
+        Syncer::start(&file)
+    } else {
+        None
+    };
+    while let Ok(plain) = rx.recv() {
+        file.write_all(plain.bytes())
+            .map_err(|e| Error::io(format!("writing {what}"), &e))?;
+        n += plain.bytes().len() as u64;
+        match plain {
+            Plain::Raw(b) => pool.recycle(b),
+            Plain::Inflated(v) => pool.give(v),
+        }
+        if n - synced_at >= SYNC_EVERY {
+            synced_at = n;
+            if let Some(s) = &syncer {
+                s.kick();
+            }
+        }
+    }
+    drop(syncer);
+    Ok((n, file))
 }
 
 /// A helper thread that runs fdatasync on request, so write-back overlaps the
