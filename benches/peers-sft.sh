@@ -47,8 +47,10 @@ NS_CASES+=(sft sft_off sft_z3)
 
 # directories (upload only, like scp -r / rsync -a): one connection, pipelined
 case_sft_r() {
-    local s=$2 t=$3
+    local s=$2 t=$3 rd
+    rd=$(dirname "${t#"$SRV/up/"}")
+    [[ $rd == . ]] && rd=
     $NSX env SFT_CA="$CACERT" SFT_TOKEN_FILE="$SFT_TOKENS" "$SFT" --quiet --server "$HOSTIP:9443" \
-        put -r "$s" "$(dirname "${t#"$SRV/up/"}" | sed 's/^\.$//')" >/dev/null
+        put -r "$s" ${rd:+"$rd"} >/dev/null
 }
 DIR_CASES+=(sft_r)

@@ -244,6 +244,17 @@ impl Policy {
         }
     }
 
+    /// For a peer on this machine (loopback): `auto` starts raw. The "link"
+    /// is a memory copy, so compression can only cost CPU that both ends
+    /// share; it still starts compressing if the sender ever waits on the
+    /// peer with CPU to spare.
+    pub fn on_local_link(mut self, local: bool) -> Policy {
+        if local && self.mode == Mode::Auto {
+            self.level = 0;
+        }
+        self
+    }
+
     /// Whether any block of this transfer may be compressed.
     pub fn may_compress(&self) -> bool {
         self.mode != Mode::Off && self.max > 0
@@ -570,6 +581,18 @@ impl Decoder {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn auto_starts_raw_for_a_peer_on_this_machine() {
+        let mut p = Policy::new(Mode::Auto, MAX_LEVEL).on_local_link(true);
+        assert!(p.may_compress(), "it may still start compressing later");
+        assert_eq!(p.next_level(), None);
+        let mut fixed = Policy::new(Mode::Level(3), MAX_LEVEL).on_local_link(true);
+        assert_eq!(fixed.next_level(), Some(3), "an explicit level is obeyed");
+        let mut remote = Policy::new(Mode::Auto, MAX_LEVEL).on_local_link(false);
+        assert_eq!(remote.next_level(), Some(1));
+    }
+
     use super::*;
 
     fn text(n: usize) -> Vec<u8> {

@@ -82,6 +82,8 @@ pub struct Client {
     pub zstd: bool,
     compress: Mode,
     limit_rate: Option<u64>,
+    /// The server is on this machine (loopback): `auto` starts raw.
+    local_link: bool,
 }
 
 /// The result of an upload.
@@ -280,6 +282,12 @@ impl Client {
     pub async fn connect(opts: &Options) -> Result<Client> {
         let t = opts.timeout;
         let (tls, pin) = open_tls(&opts.server, &opts.trust, t).await?;
+        let local_link = tls
+            .get_ref()
+            .0
+            .get_ref()
+            .peer_addr()
+            .is_ok_and(|a| a.ip().is_loopback());
 
         if let Trust::FirstUse(decide) = &opts.trust {
             // decided before HELLO: nothing, least of all the token, goes to
@@ -297,6 +305,7 @@ impl Client {
             zstd: false,
             compress: opts.compress,
             limit_rate: opts.limit_rate,
+            local_link,
         };
         c.w.send(&Msg::Hello {
             min_version: protocol::VERSION,

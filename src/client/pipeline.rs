@@ -105,7 +105,7 @@ impl Client {
             0
         };
         let mode = if self.zstd { self.compress } else { Mode::Off };
-        let (limit_rate, timeout) = (self.limit_rate, self.timeout);
+        let (limit_rate, timeout, local) = (self.limit_rate, self.timeout, self.local_link);
         let window = Arc::new(Semaphore::new(WINDOW));
         // jobs with an index below this were refused by the server: stop sending them
         let refused = AtomicUsize::new(0);
@@ -173,7 +173,7 @@ impl Client {
                     file,
                     size,
                     &job.local,
-                    mode,
+                    Policy::new(mode, crate::compress::MAX_LEVEL).on_local_link(local),
                     limit_rate,
                     progress,
                     || refused.load(Ordering::Acquire) > index,
@@ -530,13 +530,12 @@ async fn send_file(
     file: File,
     size: u64,
     local: &Path,
-    mode: Mode,
+    policy: Policy,
     limit_rate: Option<u64>,
     progress: &Progress,
     stop: impl Fn() -> bool,
 ) -> Result<Result<([u8; 32], u64)>> {
     let pool = transfer::Pool::new();
-    let policy = Policy::new(mode, crate::compress::MAX_LEVEL);
     let mut frames = transfer::spawn_reader(
         file,
         size,

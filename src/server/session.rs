@@ -745,7 +745,8 @@ impl Session {
         } else {
             Mode::Off
         };
-        let policy = Policy::new(mode, self.shared.max_level);
+        let policy =
+            Policy::new(mode, self.shared.max_level).on_local_link(self.peer.ip().is_loopback());
         let mut rx =
             transfer::spawn_reader(file, info.size, names::quote(&name), pool.clone(), policy);
         let shared = self.shared.clone();
