@@ -2,7 +2,8 @@
 # Many small files: the 5000 files of 1-64 KiB (92 MB) of peers.sh's dataset C/, uploaded over
 # loopback by `sft put -r` (one connection, pipelined) side by side with scp -r, rsync -a and
 # tar|ssh, and -- for "about as fast as one file of the same total size" -- sft putting one
-# tar of the same files (dataset C.tar, made here). Needs root; not part of the test suite.
+# tar of the same files (dataset C.tar, made here); then the directory cases again onto tmpfs
+# (protocol cost without ext4's slow file creation). Needs root; not part of the test suite.
 #
 #   benches/many.sh            # REPS=3 by default; BENCH_DIR as in peers.sh
 set -euo pipefail
@@ -19,6 +20,8 @@ fi
 grep -q '  C.tar$' "$D/SHA256SUMS" || printf '%s  C.tar\n' "$(sha256sum <"$D/C.tar" | cut -d' ' -f1)" >>"$D/SHA256SUMS"
 rm -f "$R/many-dirs.tsv" "$R/many-one.tsv"
 ONLY='^(sft_r|scp_r|rsync_a|tar_ssh)$' RESULTS=$R/many-dirs.tsv "$here/peers.sh" dirs
+# the same onto tmpfs: the protocol's cost without ext4's file creation
+ONLY='^(sft_r|scp_r|rsync_a|tar_ssh)$' RESULTS=$R/many-dirs.tsv "$here/peers.sh" dirs-tmpfs
 ONLY='^(sft|sft_off)$' LO_DATASETS=C.tar RESULTS=$R/many-one.tsv "$here/peers.sh" lo-up loopback
 for f in many-dirs many-one; do
     RESULTS=$R/$f.tsv "$here/peers.sh" table 2>/dev/null | sed -n '/== transfers/,/^$/p'

@@ -35,6 +35,10 @@ extra_start() {
         wait_port "" 127.0.0.1 9443
         wait_port "" 127.0.0.1 9444
         ;;
+    tmpfs) # uploads onto tmpfs, as peers.sh's dirs-tmpfs does for scp/rsync
+        bg_start sft_up_tmpfs "$SFT" serve --root /dev/shm/sftb-up --listen 127.0.0.1:9443 "${common[@]}"
+        wait_port "" 127.0.0.1 9443
+        ;;
     ns)
         bg_start sft_up_ns ip netns exec "$NS_S" "$SFT" serve --root "$SRV/up" --listen 0.0.0.0:9443 "${common[@]}"
         wait_port "$NS_C" "$IP1_S" 9443
@@ -48,7 +52,8 @@ NS_CASES+=(sft sft_off sft_z3)
 # directories (upload only, like scp -r / rsync -a): one connection, pipelined
 case_sft_r() {
     local s=$2 t=$3 rd
-    rd=$(dirname "${t#"$SRV/up/"}")
+    t=${t#"$SRV/up/"}
+    rd=$(dirname "${t#/dev/shm/sftb-up/}")
     [[ $rd == . ]] && rd=
     $NSX env SFT_CA="$CACERT" SFT_TOKEN_FILE="$SFT_TOKENS" "$SFT" --quiet --server "$HOSTIP:9443" \
         put -r "$s" ${rd:+"$rd"} >/dev/null

@@ -500,6 +500,8 @@ impl Session {
         // an upload of unknown size reserves a step now and more as it grows
         let first = if stream { protocol::STREAM_STEP } else { size };
         let overwrite = flags & protocol::PUT_OVERWRITE != 0;
+        // small files are gathered in memory and written in one step
+        let small = !stream && size <= SMALL_UPLOAD;
         let n = name.clone();
         let who = self.identity();
         let (upload, mut reservation) = match self
@@ -530,7 +532,12 @@ impl Session {
                     disk_bytes: first,
                 };
                 let reservation = s.ledger.reserve(&request, s.store.free_space())?;
-                Ok((s.store.begin_upload(&n)?, reservation))
+                if small {
+                    // the file itself is made at END, in one step
+                    super::store::check_client_name(&n)?;
+                    return Ok((None, reservation));
+                }
+                Ok((Some(s.store.begin_upload(&n)?), reservation))
             })
             .await
         {
@@ -540,13 +547,16 @@ impl Session {
                 return self.refuse_put(&e, pipelined).await;
             }
         };
+        if !pipelined {
+            self.w.send_now(&Msg::PutReady { offset: 0 }).await?;
+        }
+        let Some(upload) = upload else {
+            return self.put_small(size, overwrite, name, reservation).await;
+        };
         let writer_file = upload
             .file
             .try_clone()
             .map_err(|e| Error::io("duplicating upload file", &e))?;
-        if !pipelined {
-            self.w.send_now(&Msg::PutReady { offset: 0 }).await?;
-        }
         let started = Instant::now();
         let background_sync = self.shared.store.fsync == super::store::Fsync::Always;
         let (tx, writer) = transfer::spawn_writer(
@@ -712,6 +722,111 @@ impl Session {
         }
     }
 
+    /// An upload of at most `SMALL_UPLOAD` bytes: its blocks are gathered in
+    /// memory, then decoded, hashed, written, checked and committed in one
+    /// blocking step, which for many small files saves a writer thread and
+    /// several thread hand-offs per file. Replies exactly as `put` does.
+    async fn put_small(
+        &mut self,
+        size: u64,
+        overwrite: bool,
+        name: String,
+        reservation: super::quota::Reservation,
+    ) -> Result<()> {
+        let started = Instant::now();
+        let data_timeout = self.shared.limits.data;
+        let mut blocks: Vec<transfer::Block> = Vec::new();
+        let (mut raw, mut payload_bytes) = (0u64, 0u64);
+        let mut abort = self.shared.abort.clone();
+        let end = loop {
+            let next = tokio::select! {
+                biased;
+                _ = abort.wait_for(|a| *a) => None,
+                m = self.r.expect_within(data_timeout, "upload data") => Some(m),
+            };
+            let Some(next) = next else {
+                return self.aborted("upload").await;
+            };
+            match next? {
+                Msg::Data {
+                    encoding,
+                    raw_len,
+                    payload,
+                } => {
+                    if encoding != Encoding::Raw && !self.zstd {
+                        return Err(Error::protocol(
+                            "compressed DATA was not negotiated for this session",
+                        ));
+                    }
+                    raw += u64::from(raw_len);
+                    payload_bytes += payload.len() as u64;
+                    // compressed payloads are bounded too, not only their raw sizes
+                    if raw > size || payload_bytes > 2 * SMALL_UPLOAD + 65536 {
+                        return Err(Error::protocol(format!(
+                            "upload of {} sent more data than its declared size of {size} bytes",
+                            names::quote(&name)
+                        )));
+                    }
+                    self.shared
+                        .stats
+                        .bytes_in
+                        .fetch_add(u64::from(raw_len), std::sync::atomic::Ordering::Relaxed);
+                    blocks.push(transfer::Block {
+                        encoding,
+                        raw_len,
+                        payload,
+                    });
+                }
+                Msg::End { sha256 } => break Some(sha256),
+                Msg::Cancel => break None,
+                other => {
+                    return Err(Error::protocol(format!(
+                        "unexpected {} during an upload",
+                        other.name()
+                    )));
+                }
+            }
+        };
+        let outcome = match end {
+            None => Err(Error::other(
+                "upload cancelled by the client; nothing was stored",
+            )),
+            Some(claimed) => {
+                let (n, owner) = (name.clone(), self.user().to_string());
+                self.blocking(move |s| {
+                    write_small(
+                        s,
+                        &n,
+                        size,
+                        &blocks,
+                        &claimed,
+                        overwrite,
+                        &owner,
+                        reservation,
+                    )
+                })
+                .await
+            }
+        };
+        let secs = started.elapsed().as_secs_f64();
+        match outcome {
+            Ok((stored, digest)) => {
+                info!(event = "put", peer = %self.peer, user = self.user(), name = %names::escape(&stored), size, sha256 = %hex::encode(digest), seconds = secs, outcome = "ok");
+                self.w
+                    .send_now(&Msg::PutOk {
+                        size,
+                        sha256: digest,
+                        name: stored,
+                    })
+                    .await
+            }
+            Err(e) => {
+                info!(event = "put", peer = %self.peer, user = self.user(), name = %names::escape(&name), size, outcome = e.kind.name(), "{e}");
+                self.reply_error(&e).await
+            }
+        }
+    }
+
     async fn get(&mut self, offset: u64, compress: u8, name: String) -> Result<()> {
         if offset != 0 {
             return self
@@ -805,6 +920,61 @@ impl Session {
             }
         }
     }
+}
+
+/// Uploads up to this size are gathered in memory and written in one step.
+const SMALL_UPLOAD: u64 = 1 << 20;
+
+/// Decode, hash, write, check and commit a small upload (on a blocking
+/// thread). Nothing becomes visible unless every check passes.
+#[allow(clippy::too_many_arguments)]
+fn write_small(
+    s: &Shared,
+    name: &str,
+    size: u64,
+    blocks: &[transfer::Block],
+    claimed: &[u8; 32],
+    overwrite: bool,
+    owner: &str,
+    reservation: super::quota::Reservation,
+) -> Result<(String, [u8; 32])> {
+    use sha2::Digest;
+    use std::io::Write;
+    let up = s.store.begin_upload(name)?;
+    let mut decoder = crate::compress::Decoder::new();
+    let mut buf = Vec::new();
+    let mut h = sha2::Sha256::new();
+    let mut n: u64 = 0;
+    let mut file = &up.file;
+    for b in blocks {
+        let data: &[u8] = if b.encoding == Encoding::Raw && b.payload.len() == b.raw_len as usize {
+            &b.payload
+        } else {
+            decoder.decode(b.encoding, b.raw_len, &b.payload, &mut buf)?;
+            &buf
+        };
+        h.update(data);
+        file.write_all(data)
+            .map_err(|e| Error::io(format!("writing {}", names::quote(name)), &e))?;
+        n += data.len() as u64;
+    }
+    if n != size {
+        return Err(Error::protocol(format!(
+            "upload ended after {n} of its declared {size} bytes; nothing was stored"
+        )));
+    }
+    let digest: [u8; 32] = h.finalize().into();
+    if !transfer::same_digest(&digest, claimed) {
+        return Err(Error::integrity(format!(
+            "SHA-256 mismatch for {}: the client sent {} but the data received hashes to {}; nothing was stored",
+            names::quote(name),
+            hex::encode(claimed),
+            hex::encode(digest)
+        )));
+    }
+    let (stored, replaced) = s.store.commit(up, &digest, overwrite, owner)?;
+    reservation.commit(n, replaced.map(|(sz, o)| (o, sz)));
+    Ok((stored, digest))
 }
 
 /// A non-admin may remove or replace only the files it uploaded.
