@@ -35,9 +35,11 @@ extra_start() {
         wait_port "" 127.0.0.1 9443
         wait_port "" 127.0.0.1 9444
         ;;
-    tmpfs) # uploads onto tmpfs, as peers.sh's dirs-tmpfs does for scp/rsync
-        bg_start sft_up_tmpfs "$SFT" serve --root /dev/shm/sftb-up --listen 127.0.0.1:9443 "${common[@]}"
-        wait_port "" 127.0.0.1 9443
+    tmpfs) # uploads onto tmpfs, as peers.sh's dirs-tmpfs does for scp/rsync (own port: the
+        # loopback servers may still be running)
+        SFT_UP_PORT=9445
+        bg_start sft_up_tmpfs "$SFT" serve --root /dev/shm/sftb-up --listen 127.0.0.1:9445 "${common[@]}"
+        wait_port "" 127.0.0.1 9445
         ;;
     ns)
         bg_start sft_up_ns ip netns exec "$NS_S" "$SFT" serve --root "$SRV/up" --listen 0.0.0.0:9443 "${common[@]}"
@@ -55,7 +57,7 @@ case_sft_r() {
     t=${t#"$SRV/up/"}
     rd=$(dirname "${t#/dev/shm/sftb-up/}")
     [[ $rd == . ]] && rd=
-    $NSX env SFT_CA="$CACERT" SFT_TOKEN_FILE="$SFT_TOKENS" "$SFT" --quiet --server "$HOSTIP:9443" \
+    $NSX env SFT_CA="$CACERT" SFT_TOKEN_FILE="$SFT_TOKENS" "$SFT" --quiet --server "$HOSTIP:${SFT_UP_PORT:-9443}" \
         put -r "$s" ${rd:+"$rd"} >/dev/null
 }
 DIR_CASES+=(sft_r)

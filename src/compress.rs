@@ -91,7 +91,7 @@ pub struct IdleMeter {
 impl IdleMeter {
     pub fn new() -> IdleMeter {
         IdleMeter {
-            last: read_cpu_times(),
+            last: recent_cpu_times(),
             cores: cores() as f64,
         }
     }
@@ -102,6 +102,25 @@ impl IdleMeter {
         let (idle0, total0) = self.last.replace(now)?;
         let (di, dt) = (now.0.saturating_sub(idle0), now.1.saturating_sub(total0));
         (dt > 0).then(|| di as f64 / dt as f64 * self.cores)
+    }
+}
+
+/// CPU times read at most every 20 ms process-wide: a baseline for a new
+/// meter (many small transfers in a row would otherwise each read
+/// /proc/stat, which costs more than sending a small file).
+fn recent_cpu_times() -> Option<(u64, u64)> {
+    use std::sync::{Mutex, OnceLock};
+    type Reading = Option<(Instant, (u64, u64))>;
+    static LAST: OnceLock<Mutex<Reading>> = OnceLock::new();
+    let cell = LAST.get_or_init(|| Mutex::new(None));
+    let mut g = cell.lock().unwrap_or_else(|p| p.into_inner());
+    match *g {
+        Some((at, t)) if at.elapsed() < Duration::from_millis(20) => Some(t),
+        _ => {
+            let t = read_cpu_times()?;
+            *g = Some((Instant::now(), t));
+            Some(t)
+        }
     }
 }
 

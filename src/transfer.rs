@@ -113,7 +113,14 @@ pub fn spawn_reader(
         return rx;
     }
     tokio::task::spawn_blocking(move || {
-        let workers = Workers::start(compress::cores().min(MAX_WORKERS), &pool);
+        // a file of one block is compressed right here: starting worker
+        // threads would cost more than they save (many small files)
+        let n = if size <= compress::BLOCK as u64 {
+            0
+        } else {
+            compress::cores().min(MAX_WORKERS)
+        };
+        let workers = Workers::start(n, &pool);
         policy.set_workers(workers.len());
         sequence(file, size, &what, &pool, policy, workers, &tx);
     });
