@@ -263,13 +263,15 @@ impl Policy {
         }
     }
 
-    /// For a peer on this machine (loopback): `auto` starts raw. The "link"
-    /// is a memory copy, so compression can only cost CPU that both ends
-    /// share; it still starts compressing if the sender ever waits on the
-    /// peer with CPU to spare.
+    /// For a peer on this machine (loopback), `auto` does not compress: the
+    /// "link" is a memory copy, so compression could only cost CPU that both
+    /// ends share, and the raw path is the lightest (measured: the adaptive
+    /// pipeline sending raw was 15-20 % slower than plain raw there).
     pub fn on_local_link(mut self, local: bool) -> Policy {
         if local && self.mode == Mode::Auto {
+            self.mode = Mode::Off;
             self.level = 0;
+            self.idle = None;
         }
         self
     }
@@ -602,9 +604,9 @@ impl Decoder {
 mod tests {
 
     #[test]
-    fn auto_starts_raw_for_a_peer_on_this_machine() {
+    fn auto_sends_raw_to_a_peer_on_this_machine() {
         let mut p = Policy::new(Mode::Auto, MAX_LEVEL).on_local_link(true);
-        assert!(p.may_compress(), "it may still start compressing later");
+        assert!(!p.may_compress(), "the plain raw path");
         assert_eq!(p.next_level(), None);
         let mut fixed = Policy::new(Mode::Level(3), MAX_LEVEL).on_local_link(true);
         assert_eq!(fixed.next_level(), Some(3), "an explicit level is obeyed");
