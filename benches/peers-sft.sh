@@ -22,6 +22,9 @@ sft_run() {
 case_sft() { sft_run sft auto "$@"; }            # the default: adaptive
 case_sft_off() { sft_run sft_off off "$@"; }     # never compress
 case_sft_z3() { sft_run sft_z3 3 "$@"; }         # fixed zstd level 3
+# the default again, run after the others: a control for position in the interleaving
+# (a case right after a 1 GiB upload shares the disk with its write-back)
+case_sft_again() { sft_run sft_again auto "$@"; }
 
 extra_start() {
     if [[ ! -s $SFT_TOKENS ]]; then
@@ -48,7 +51,7 @@ extra_start() {
     esac
 }
 
-LO_CASES+=(sft sft_off sft_z3)
+LO_CASES+=(sft sft_off sft_z3 sft_again)
 NS_CASES+=(sft sft_off sft_z3)
 
 # directories (upload only, like scp -r / rsync -a): one connection, pipelined
