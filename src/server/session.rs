@@ -451,26 +451,75 @@ impl Session {
         }
     }
 
+    /// The next frame of an upload. Anything but DATA, END or CANCEL,
+    /// compressed DATA that was not negotiated, the data timeout, and the end
+    /// of the shutdown grace period (the client is told) end the session.
+    async fn upload_frame(&mut self) -> Result<UploadFrame> {
+        let mut abort = self.shared.abort.clone();
+        let next = tokio::select! {
+            biased;
+            _ = abort.wait_for(|a| *a) => None,
+            m = self.r.expect_within(self.shared.limits.data, "upload data") => Some(m),
+        };
+        let Some(next) = next else {
+            return self.aborted("upload").await.map(|()| UploadFrame::Cancel);
+        };
+        match next? {
+            Msg::Data {
+                encoding,
+                raw_len,
+                payload,
+            } => {
+                if encoding != Encoding::Raw && !self.zstd {
+                    return Err(Error::protocol(
+                        "compressed DATA was not negotiated for this session",
+                    ));
+                }
+                Ok(UploadFrame::Data(transfer::Block {
+                    encoding,
+                    raw_len,
+                    payload,
+                }))
+            }
+            Msg::End { sha256 } => Ok(UploadFrame::End(sha256)),
+            Msg::Cancel => Ok(UploadFrame::Cancel),
+            other => Err(Error::protocol(format!(
+                "unexpected {} during an upload",
+                other.name()
+            ))),
+        }
+    }
+
     /// Read and drop the DATA of an upload refused before it started (a
     /// pipelined PUT sends its data without waiting), up to END or CANCEL.
     async fn discard_upload(&mut self) -> Result<()> {
-        let data_timeout = self.shared.limits.data;
-        loop {
-            match self.r.expect_within(data_timeout, "upload data").await? {
-                Msg::Data { encoding, .. } => {
-                    if encoding != Encoding::Raw && !self.zstd {
-                        return Err(Error::protocol(
-                            "compressed DATA was not negotiated for this session",
-                        ));
-                    }
-                }
-                Msg::End { .. } | Msg::Cancel => return Ok(()),
-                other => {
-                    return Err(Error::protocol(format!(
-                        "unexpected {} during an upload",
-                        other.name()
-                    )));
-                }
+        while let UploadFrame::Data(_) = self.upload_frame().await? {}
+        Ok(())
+    }
+
+    /// The one reply to an upload that reached END or CANCEL, with its audit line.
+    async fn finish_put(
+        &mut self,
+        name: &str,
+        size: u64,
+        started: Instant,
+        outcome: Result<(String, [u8; 32], u64)>,
+    ) -> Result<()> {
+        let secs = started.elapsed().as_secs_f64();
+        match outcome {
+            Ok((stored, digest, size)) => {
+                info!(event = "put", peer = %self.peer, user = self.user(), name = %names::escape(&stored), size, sha256 = %hex::encode(digest), seconds = secs, outcome = "ok");
+                self.w
+                    .send_now(&Msg::PutOk {
+                        size,
+                        sha256: digest,
+                        name: stored,
+                    })
+                    .await
+            }
+            Err(e) => {
+                info!(event = "put", peer = %self.peer, user = self.user(), name = %names::escape(name), size, outcome = e.kind.name(), "{e}");
+                self.reply_error(&e).await
             }
         }
     }
@@ -550,6 +599,8 @@ impl Session {
         if !pipelined {
             self.w.send_now(&Msg::PutReady { offset: 0 }).await?;
         }
+        let shared = self.shared.clone();
+        let _transfer = Gauge::new(&shared.stats.transfers);
         let Some(upload) = upload else {
             return self.put_small(size, overwrite, name, reservation).await;
         };
@@ -569,33 +620,13 @@ impl Session {
         let mut writer = Some(writer);
         let mut failed: Option<Error> = None;
         let mut received: u64 = 0;
-        let data_timeout = self.shared.limits.data;
-        let shared = self.shared.clone();
-        let _transfer = Gauge::new(&shared.stats.transfers);
-        let mut abort = self.shared.abort.clone();
         let end = loop {
-            let next = tokio::select! {
-                biased;
-                _ = abort.wait_for(|a| *a) => None,
-                m = self.r.expect_within(data_timeout, "upload data") => Some(m),
-            };
-            let Some(next) = next else {
-                return self.aborted("upload").await;
-            };
-            match next? {
-                Msg::Data {
-                    encoding,
-                    raw_len,
-                    payload,
-                } => {
+            match self.upload_frame().await? {
+                UploadFrame::Data(block) => {
                     if failed.is_some() {
                         continue; // discarding the rest of a failed upload
                     }
-                    if encoding != Encoding::Raw && !self.zstd {
-                        return Err(Error::protocol(
-                            "compressed DATA was not negotiated for this session",
-                        ));
-                    }
+                    let raw_len = block.raw_len;
                     received += u64::from(raw_len);
                     shared
                         .stats
@@ -629,14 +660,7 @@ impl Session {
                         }
                     }
                     let sent = match &tx {
-                        Some(t) => t
-                            .send(transfer::Block {
-                                encoding,
-                                raw_len,
-                                payload,
-                            })
-                            .await
-                            .is_ok(),
+                        Some(t) => t.send(block).await.is_ok(),
                         None => false,
                     };
                     if !sent {
@@ -654,14 +678,8 @@ impl Session {
                         failed = Some(e);
                     }
                 }
-                Msg::End { sha256 } => break Some(sha256),
-                Msg::Cancel => break None,
-                other => {
-                    return Err(Error::protocol(format!(
-                        "unexpected {} during an upload",
-                        other.name()
-                    )));
-                }
+                UploadFrame::End(sha256) => break Some(sha256),
+                UploadFrame::Cancel => break None,
             }
         };
         drop(tx);
@@ -677,49 +695,27 @@ impl Session {
         }
         let outcome: Result<(String, [u8; 32], u64)> = async {
             let Some(claimed) = end else {
-                return Err(Error::other("upload cancelled by the client; nothing was stored"));
+                return Err(Error::other(
+                    "upload cancelled by the client; nothing was stored",
+                ));
             };
             let (n, digest, _file) = match written {
                 Some(r) => r??,
                 None => return Err(Error::other("internal error: no upload writer")),
             };
-            if !stream && n != size {
-                return Err(Error::protocol(format!("upload ended after {n} of its declared {size} bytes; nothing was stored")));
-            }
-            if !transfer::same_digest(&digest, &claimed) {
-                return Err(Error::integrity(format!(
-                    "SHA-256 mismatch for {}: the client sent {} but the data received hashes to {}; nothing was stored",
-                    names::quote(&name),
-                    hex::encode(claimed),
-                    hex::encode(digest)
-                )));
-            }
+            check_upload(&name, (!stream).then_some(size), n, &digest, &claimed)?;
             let owner = self.user().to_string();
-            let stored = self.blocking(move |s| {
-                let (stored, replaced) = s.store.commit(upload, &digest, overwrite, &owner)?;
-                reservation.commit(n, replaced.map(|(sz, o)| (o, sz)));
-                Ok(stored)
-            }).await?;
+            let stored = self
+                .blocking(move |s| {
+                    let (stored, replaced) = s.store.commit(upload, &digest, overwrite, &owner)?;
+                    reservation.commit(n, replaced.map(|(sz, o)| (o, sz)));
+                    Ok(stored)
+                })
+                .await?;
             Ok((stored, digest, n))
         }
         .await;
-        let secs = started.elapsed().as_secs_f64();
-        match outcome {
-            Ok((stored, digest, size)) => {
-                info!(event = "put", peer = %self.peer, user = self.user(), name = %names::escape(&stored), size, sha256 = %hex::encode(digest), seconds = secs, outcome = "ok");
-                self.w
-                    .send_now(&Msg::PutOk {
-                        size,
-                        sha256: digest,
-                        name: stored,
-                    })
-                    .await
-            }
-            Err(e) => {
-                info!(event = "put", peer = %self.peer, user = self.user(), name = %names::escape(&name), size, outcome = e.kind.name(), "{e}");
-                self.reply_error(&e).await
-            }
-        }
+        self.finish_put(&name, size, started, outcome).await
     }
 
     /// An upload of at most `SMALL_UPLOAD` bytes: its blocks are gathered in
@@ -734,32 +730,13 @@ impl Session {
         reservation: super::quota::Reservation,
     ) -> Result<()> {
         let started = Instant::now();
-        let data_timeout = self.shared.limits.data;
         let mut blocks: Vec<transfer::Block> = Vec::new();
         let (mut raw, mut payload_bytes) = (0u64, 0u64);
-        let mut abort = self.shared.abort.clone();
         let end = loop {
-            let next = tokio::select! {
-                biased;
-                _ = abort.wait_for(|a| *a) => None,
-                m = self.r.expect_within(data_timeout, "upload data") => Some(m),
-            };
-            let Some(next) = next else {
-                return self.aborted("upload").await;
-            };
-            match next? {
-                Msg::Data {
-                    encoding,
-                    raw_len,
-                    payload,
-                } => {
-                    if encoding != Encoding::Raw && !self.zstd {
-                        return Err(Error::protocol(
-                            "compressed DATA was not negotiated for this session",
-                        ));
-                    }
-                    raw += u64::from(raw_len);
-                    payload_bytes += payload.len() as u64;
+            match self.upload_frame().await? {
+                UploadFrame::Data(block) => {
+                    raw += u64::from(block.raw_len);
+                    payload_bytes += block.payload.len() as u64;
                     // compressed payloads are bounded too, not only their raw sizes
                     if raw > size || payload_bytes > 2 * SMALL_UPLOAD + 65536 {
                         return Err(Error::protocol(format!(
@@ -767,24 +744,14 @@ impl Session {
                             names::quote(&name)
                         )));
                     }
-                    self.shared
-                        .stats
-                        .bytes_in
-                        .fetch_add(u64::from(raw_len), std::sync::atomic::Ordering::Relaxed);
-                    blocks.push(transfer::Block {
-                        encoding,
-                        raw_len,
-                        payload,
-                    });
+                    self.shared.stats.bytes_in.fetch_add(
+                        u64::from(block.raw_len),
+                        std::sync::atomic::Ordering::Relaxed,
+                    );
+                    blocks.push(block);
                 }
-                Msg::End { sha256 } => break Some(sha256),
-                Msg::Cancel => break None,
-                other => {
-                    return Err(Error::protocol(format!(
-                        "unexpected {} during an upload",
-                        other.name()
-                    )));
-                }
+                UploadFrame::End(sha256) => break Some(sha256),
+                UploadFrame::Cancel => break None,
             }
         };
         let outcome = match end {
@@ -808,23 +775,7 @@ impl Session {
                 .await
             }
         };
-        let secs = started.elapsed().as_secs_f64();
-        match outcome {
-            Ok((stored, digest)) => {
-                info!(event = "put", peer = %self.peer, user = self.user(), name = %names::escape(&stored), size, sha256 = %hex::encode(digest), seconds = secs, outcome = "ok");
-                self.w
-                    .send_now(&Msg::PutOk {
-                        size,
-                        sha256: digest,
-                        name: stored,
-                    })
-                    .await
-            }
-            Err(e) => {
-                info!(event = "put", peer = %self.peer, user = self.user(), name = %names::escape(&name), size, outcome = e.kind.name(), "{e}");
-                self.reply_error(&e).await
-            }
-        }
+        self.finish_put(&name, size, started, outcome).await
     }
 
     async fn get(&mut self, offset: u64, compress: u8, name: String) -> Result<()> {
@@ -937,7 +888,7 @@ fn write_small(
     overwrite: bool,
     owner: &str,
     reservation: super::quota::Reservation,
-) -> Result<(String, [u8; 32])> {
+) -> Result<(String, [u8; 32], u64)> {
     use sha2::Digest;
     use std::io::Write;
     let up = s.store.begin_upload(name)?;
@@ -958,13 +909,30 @@ fn write_small(
             .map_err(|e| Error::io(format!("writing {}", names::quote(name)), &e))?;
         n += data.len() as u64;
     }
-    if n != size {
+    let digest: [u8; 32] = h.finalize().into();
+    check_upload(name, Some(size), n, &digest, claimed)?;
+    let (stored, replaced) = s.store.commit(up, &digest, overwrite, owner)?;
+    reservation.commit(n, replaced.map(|(sz, o)| (o, sz)));
+    Ok((stored, digest, n))
+}
+
+/// What arrived is what was announced: `n` bytes (when the size was
+/// declared) hashing to the digest the client sent in END.
+fn check_upload(
+    name: &str,
+    declared: Option<u64>,
+    n: u64,
+    digest: &[u8; 32],
+    claimed: &[u8; 32],
+) -> Result<()> {
+    if let Some(size) = declared
+        && n != size
+    {
         return Err(Error::protocol(format!(
             "upload ended after {n} of its declared {size} bytes; nothing was stored"
         )));
     }
-    let digest: [u8; 32] = h.finalize().into();
-    if !transfer::same_digest(&digest, claimed) {
+    if !transfer::same_digest(digest, claimed) {
         return Err(Error::integrity(format!(
             "SHA-256 mismatch for {}: the client sent {} but the data received hashes to {}; nothing was stored",
             names::quote(name),
@@ -972,9 +940,14 @@ fn write_small(
             hex::encode(digest)
         )));
     }
-    let (stored, replaced) = s.store.commit(up, &digest, overwrite, owner)?;
-    reservation.commit(n, replaced.map(|(sz, o)| (o, sz)));
-    Ok((stored, digest))
+    Ok(())
+}
+
+/// One frame of an upload's data.
+enum UploadFrame {
+    Data(transfer::Block),
+    End([u8; 32]),
+    Cancel,
 }
 
 /// A non-admin may remove or replace only the files it uploaded.
