@@ -73,6 +73,44 @@ struct SentPut {
     _permit: OwnedSemaphorePermit,
 }
 
+/// A place in the window of files sent ahead of their replies.
+async fn slot(window: &Arc<Semaphore>) -> Result<OwnedSemaphorePermit> {
+    window
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| Error::other("internal error: window closed"))
+}
+
+/// PUT_OK checked against what was sent: the stored name is valid, and the
+/// size and SHA-256 the server acknowledges are those of the data sent.
+fn acknowledged(
+    got: u64,
+    theirs: &[u8; 32],
+    name: String,
+    size: u64,
+    sha256: [u8; 32],
+    wire: u64,
+    started: Instant,
+) -> Result<Uploaded> {
+    names::validate(&name)
+        .map_err(|e| Error::protocol(format!("the server named the stored file badly: {e}")))?;
+    if got != size || !transfer::same_digest(theirs, &sha256) {
+        return Err(Error::integrity(format!(
+            "the server acknowledged {got} bytes with SHA-256 {} but {size} bytes with SHA-256 {} were sent",
+            hex::encode(theirs),
+            hex::encode(sha256)
+        )));
+    }
+    Ok(Uploaded {
+        name,
+        size,
+        sha256,
+        wire,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
 fn open_local(path: &Path) -> Result<(File, u64)> {
     let shown = path.display().to_string();
     let file = File::open(path).map_err(|e| Error::io(format!("opening {shown}"), &e))?;
@@ -114,11 +152,7 @@ impl Client {
 
         let sender = async {
             for (index, job) in jobs.iter().enumerate() {
-                let permit = window
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .map_err(|_| Error::other("internal error: window closed"))?;
+                let permit = slot(&window).await?;
                 let (otx, orx) = oneshot::channel();
                 let (file, size) = match open_local(&job.local) {
                     Ok(x) => x,
@@ -248,24 +282,10 @@ impl Client {
                         name,
                     } => {
                         let (sha256, wire) = sent?;
-                        names::validate(&name).map_err(|e| {
-                            Error::protocol(format!("the server named the stored file badly: {e}"))
-                        })?;
-                        if got != p.size || !transfer::same_digest(&theirs, &sha256) {
-                            Err(Error::integrity(format!(
-                                "the server acknowledged {got} bytes with SHA-256 {} but {} bytes with SHA-256 {} were sent",
-                                hex::encode(theirs),
-                                p.size,
-                                hex::encode(sha256)
-                            )))
-                        } else {
-                            Ok(Uploaded {
-                                name,
-                                size: p.size,
-                                sha256,
-                                wire,
-                                seconds: p.started.elapsed().as_secs_f64(),
-                            })
+                        match acknowledged(got, &theirs, name, p.size, sha256, wire, p.started) {
+                            // a badly named reply breaks the session
+                            Err(e) if e.kind == Kind::Protocol => return Err(e),
+                            r => r,
                         }
                     }
                     // a local read failure makes the sender cancel: report
@@ -312,11 +332,7 @@ impl Client {
         let (r, w) = (&mut self.r, &mut self.w);
         let sender = async {
             for (index, job) in jobs.iter().enumerate() {
-                let permit = window
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .map_err(|_| Error::other("internal error: window closed"))?;
+                let permit = slot(&window).await?;
                 w.send_now(&Msg::Get {
                     offset: 0,
                     compress,
@@ -498,25 +514,7 @@ impl Client {
                 size: got,
                 sha256: theirs,
                 name,
-            } => {
-                names::validate(&name).map_err(|e| {
-                    Error::protocol(format!("the server named the stored file badly: {e}"))
-                })?;
-                if got != size || !transfer::same_digest(&theirs, &sha256) {
-                    return Err(Error::integrity(format!(
-                        "the server acknowledged {got} bytes with SHA-256 {} but {size} bytes with SHA-256 {} were sent",
-                        hex::encode(theirs),
-                        hex::encode(sha256)
-                    )));
-                }
-                Ok(Uploaded {
-                    name,
-                    size,
-                    sha256,
-                    wire,
-                    seconds: started.elapsed().as_secs_f64(),
-                })
-            }
+            } => acknowledged(got, &theirs, name, size, sha256, wire, started),
             other => Err(unexpected(&other, "the upload acknowledgement")),
         }
     }
