@@ -236,10 +236,7 @@ fn wait_for_transfer(t: &Team) {
 }
 
 fn spawn_put(t: &Team, token: &str, path: &Path, rate: &str) -> std::process::Child {
-    Command::new(bin())
-        .env_clear()
-        .env("SFT_SERVER", &t.s.addr)
-        .env("SFT_PIN", &t.s.pin)
+    t.s.process()
         .env("SFT_TOKEN", token)
         .args(["--compress", "off", "--limit-rate", rate, "put"])
         .arg(path)

@@ -99,6 +99,13 @@ fn a_tree_goes_up_and_comes_back_identical_with_empty_dirs_kept() {
         .success();
     assert!(s.root.join("flat/one").is_file() && s.root.join("flat/two").is_file());
 
+    // a directory needs -r
+    let a = s.client().args(["rm", "backup"]).assert().code(2);
+    assert!(
+        stderr_text(&a).contains("is a directory"),
+        "{}",
+        stderr_text(&a)
+    );
     // rm -r needs --yes without a terminal, then removes the whole tree
     let a = s.client().args(["rm", "-r", "backup"]).assert().code(2);
     assert!(stderr_text(&a).contains("--yes"));
@@ -291,10 +298,8 @@ fn pipes_in_and_out() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let put = Command::new(bin())
-        .env("SFT_SERVER", &s.addr)
-        .env("SFT_PIN", &s.pin)
-        .env("SFT_TOKEN", TOKEN)
+    let put = s
+        .process()
         .args(["put", "-", "--as", "proj.tar"])
         .stdin(tar.stdout.take().unwrap())
         .output()
@@ -310,10 +315,8 @@ fn pipes_in_and_out() {
     // sft get dir.tar -o - | tar x
     let out = work.path().join("out");
     std::fs::create_dir(&out).unwrap();
-    let mut get = Command::new(bin())
-        .env("SFT_SERVER", &s.addr)
-        .env("SFT_PIN", &s.pin)
-        .env("SFT_TOKEN", TOKEN)
+    let mut get = s
+        .process()
         .args(["get", "proj.tar", "-o", "-"])
         .stdout(Stdio::piped())
         .spawn()

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Server, bin, noise, sha256_hex};
+use common::{Server, noise, sha256_hex};
 use sft::protocol::Msg;
 
 fn digest(data: &[u8]) -> [u8; 32] {
@@ -74,10 +74,8 @@ fn a_client_killed_mid_upload_leaves_no_file() {
     let work = tempfile::tempdir().unwrap();
     let src = work.path().join("big.bin");
     std::fs::write(&src, noise(400 << 20, 3)).unwrap();
-    let mut child = std::process::Command::new(common::bin())
-        .env("SFT_SERVER", &s.addr)
-        .env("SFT_PIN", &s.pin)
-        .env("SFT_TOKEN", common::TOKEN)
+    let mut child = s
+        .process()
         .arg("put")
         .arg(&src)
         .stdout(std::process::Stdio::null())
@@ -424,11 +422,8 @@ fn a_full_disk_is_reported_as_exit_7_and_leaves_nothing() {
     // fits when it starts, but the disk fills up under it (ENOSPC mid-write)
     let mid = work.path().join("mid.bin");
     std::fs::write(&mid, noise(3 << 20, 15)).unwrap();
-    let put = std::process::Command::new(bin())
-        .env_clear()
-        .env("SFT_SERVER", &s.addr)
-        .env("SFT_PIN", &s.pin)
-        .env("SFT_TOKEN", common::TOKEN)
+    let put = s
+        .process()
         .args(["--compress", "off", "--limit-rate", "1MB", "put"])
         .arg(&mid)
         .stderr(std::process::Stdio::piped())

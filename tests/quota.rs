@@ -86,6 +86,24 @@ fn an_upload_that_does_not_fit_is_refused_before_any_data_is_sent() {
 }
 
 #[test]
+fn min_free_keeps_a_reserve_on_the_filesystem() {
+    // more than any test machine has free: every upload would eat the reserve
+    let s = Server::start_args(&["--min-free", "1000TiB"]);
+    let work = tempfile::tempdir().unwrap();
+    let f = file(work.path(), "f.bin", 1000, 1);
+    let a = s.client().arg("put").arg(&f).assert().code(7);
+    assert!(
+        stderr_text(&a).contains("must stay free"),
+        "{}",
+        stderr_text(&a)
+    );
+    assert_eq!(bytes_in(&s), 0);
+    assert!(s.files().is_empty());
+    let df = stdout_text(&s.client().args(["df", "--bytes"]).assert().success());
+    assert!(df.contains(&format!("{} kept free", 1000u64 << 40)), "{df}");
+}
+
+#[test]
 fn twenty_concurrent_uploads_worth_twice_the_space_fill_it_exactly() {
     let s = Server::start_args(&["--quota", "10MiB"]);
     let work = tempfile::tempdir().unwrap();
@@ -95,11 +113,7 @@ fn twenty_concurrent_uploads_worth_twice_the_space_fill_it_exactly() {
     let children: Vec<_> = files
         .iter()
         .map(|f| {
-            Command::new(bin())
-                .env_clear()
-                .env("SFT_SERVER", &s.addr)
-                .env("SFT_PIN", &s.pin)
-                .env("SFT_TOKEN", TOKEN)
+            s.process()
                 .args(["--compress", "off", "put"])
                 .arg(f)
                 .stdout(Stdio::null())
@@ -133,11 +147,7 @@ fn twenty_concurrent_uploads_worth_twice_the_space_fill_it_exactly() {
 }
 
 fn spawn_slow_put(s: &Server, path: &Path) -> std::process::Child {
-    Command::new(bin())
-        .env_clear()
-        .env("SFT_SERVER", &s.addr)
-        .env("SFT_PIN", &s.pin)
-        .env("SFT_TOKEN", TOKEN)
+    s.process()
         .args(["--compress", "off", "--limit-rate", "2MB", "put"])
         .arg(path)
         .stdout(Stdio::null())

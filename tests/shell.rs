@@ -186,13 +186,9 @@ fn names_cannot_climb_out_of_the_root_and_eof_ends_the_shell() {
 #[test]
 fn a_lost_session_ends_the_shell_with_its_error() {
     let mut s = Server::start();
-    let mut child = Command::new(bin())
+    let mut child = s
+        .process()
         .arg("shell")
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("SFT_SERVER", &s.addr)
-        .env("SFT_PIN", &s.pin)
-        .env("SFT_TOKEN", TOKEN)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -170,13 +170,8 @@ fn twenty_concurrent_uploads_of_one_name_make_twenty_files() {
         let data = noise(200_000 + i * 1000, i as u64);
         digests.push(sha256_hex(&data));
         std::fs::write(&p, &data).unwrap();
-        let mut c = std::process::Command::new(common::bin());
-        c.env("SFT_SERVER", &s.addr)
-            .env("SFT_PIN", &s.pin)
-            .env("SFT_TOKEN", common::TOKEN)
-            .arg("put")
-            .arg(&p)
-            .args(["--as", "same.txt"]);
+        let mut c = s.process();
+        c.arg("put").arg(&p).args(["--as", "same.txt"]);
         c.stdout(std::process::Stdio::piped());
         children.push(c.spawn().unwrap());
     }

@@ -163,15 +163,22 @@ impl Server {
         self.launch(&tokens, extra, "info");
     }
 
-    /// A client command with server, pin and token set through the environment.
-    pub fn client(&self) -> assert_cmd::Command {
-        let mut c = assert_cmd::Command::new(bin());
+    /// The client binary with server, pin and token set through a clean
+    /// environment, for running in the background (spawn, pipes).
+    pub fn process(&self) -> Command {
+        let mut c = Command::new(bin());
         c.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("SFT_SERVER", &self.addr)
             .env("SFT_PIN", &self.pin)
-            .env("SFT_TOKEN", TOKEN)
-            .timeout(Duration::from_secs(120));
+            .env("SFT_TOKEN", TOKEN);
+        c
+    }
+
+    /// The same, as an assert_cmd command (with a deadline).
+    pub fn client(&self) -> assert_cmd::Command {
+        let mut c = assert_cmd::Command::from_std(self.process());
+        c.timeout(Duration::from_secs(120));
         c
     }
 
