@@ -1,8 +1,6 @@
 //! `sft cert`: a CA, server certificates it signs, and self-signed ones,
 //! made with rcgen. Keys are written 0600 and never printed.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::certs::{self, Pem};
@@ -19,29 +17,7 @@ fn write_file(path: &Path, contents: &str, mode: u32, force: bool) -> Result<()>
             path.display()
         )));
     }
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let tmp = dir.join(format!(
-        ".sft-cert.{}.tmp",
-        crate::server::store::random_hex(6)
-    ));
-    let res = (|| -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)?;
-        f.write_all(contents.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = res {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Error::io(format!("writing {}", path.display()), &e));
-    }
-    Ok(())
+    crate::server::state::write_atomic(path, contents.as_bytes(), mode)
 }
 
 fn make_dir(dir: &Path) -> Result<()> {

@@ -2,8 +2,6 @@
 //! per server, `HOST:PORT sha256:HEX`, written by `sft trust` or on first
 //! use. A server whose certificate no longer matches its line is refused.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -84,34 +82,13 @@ fn render(entries: &[Known]) -> String {
 
 /// Replace the file atomically (0600, its directory created 0700).
 fn store(path: &Path, entries: &[Known]) -> Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+    let dir = crate::server::state::parent_dir(path);
     if !dir.exists() {
         std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
             .create(&dir)
             .map_err(|e| Error::io(format!("creating {}", dir.display()), &e))?;
     }
-    let tmp = dir.join(format!(
-        ".known_servers.{}.tmp",
-        crate::server::store::random_hex(6)
-    ));
-    let res = (|| -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(render(entries).as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = res {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Error::io(format!("writing {}", path.display()), &e));
-    }
-    Ok(())
+    crate::server::state::write_atomic(path, render(entries).as_bytes(), 0o600)
 }
 
 /// What `add` did.

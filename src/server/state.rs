@@ -41,6 +41,46 @@ pub fn write_private(path: &Path, contents: &[u8]) -> Result<()> {
         .map_err(|e| Error::io(format!("writing {}", path.display()), &e))
 }
 
+/// The directory a path is in ("." for a bare file name).
+pub fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Replace (or create) a file atomically: write a temporary file beside it
+/// with `mode`, fsync it, rename it over `path`, fsync the directory. A
+/// reader sees the old contents or the new, never a mix; a failure leaves
+/// the old file as it was.
+pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
+    let dir = parent_dir(path);
+    let base = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(
+        ".{base}.{}.tmp",
+        crate::server::store::random_hex(6)
+    ));
+    let res = (|| -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)?;
+        f.write_all(contents)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(&dir)?.sync_all()
+    })();
+    if let Err(e) = res {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::io(format!("writing {}", path.display()), &e));
+    }
+    Ok(())
+}
+
 /// Refuse a secret file that other users can read.
 pub fn check_private(path: &Path) -> Result<()> {
     let meta = std::fs::metadata(path)

@@ -15,9 +15,8 @@
 //! useless to someone who reads it (no password-style stretching needed).
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -163,37 +162,7 @@ impl UsersFile {
             "# sft users: edit with `sft user add|rm|token|list --users {}`.\n# Tokens are stored only as SHA-256 digests.\n\n{body}",
             path.display()
         );
-        let dir = parent_dir(path);
-        let tmp = dir.join(format!(
-            ".{}.{}.tmp",
-            path.file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            super::store::random_hex(6)
-        ));
-        let res = (|| -> std::io::Result<()> {
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            f.write_all(text.as_bytes())?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, path)?;
-            std::fs::File::open(&dir)?.sync_all()
-        })();
-        if let Err(e) = res {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(Error::io(format!("writing {}", path.display()), &e));
-        }
-        Ok(())
-    }
-}
-
-fn parent_dir(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
+        super::state::write_atomic(path, text.as_bytes(), 0o600)
     }
 }
 
@@ -205,7 +174,7 @@ pub fn edit<T>(
     create: bool,
     f: impl FnOnce(&mut UsersFile) -> Result<T>,
 ) -> Result<T> {
-    let dir = parent_dir(path);
+    let dir = super::state::parent_dir(path);
     let lock_path = dir.join(format!(
         ".{}.lock",
         path.file_name()
