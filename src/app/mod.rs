@@ -280,14 +280,11 @@ async fn run_on(
     match cmd {
         Command::Ls { dir, long, bytes } => files::ls(c, o, dir.as_deref(), long, bytes).await?,
         Command::Put {
-            paths,
-            as_name,
-            overwrite,
-            ..
+            as_name, overwrite, ..
         } => match planned_put {
             Some((jobs, empty)) => files::put(c, o, jobs, empty, overwrite, stats).await?,
+            // no plan: standard input, whose name was checked before connecting
             None => {
-                let _ = paths;
                 let name = as_name.unwrap_or_default();
                 files::put_stdin(c, o, &name, overwrite, stats).await?
             }

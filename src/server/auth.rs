@@ -196,17 +196,14 @@ impl Accounts {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.fixed.is_empty() && self.live_tokens().is_empty()
+        self.fixed.is_empty() && self.live_tokens().is_none_or(|t| t.is_empty())
     }
 
-    /// Re-read the users file if it changed; returns the current tokens.
-    fn live_tokens(&self) -> Arc<Tokens> {
-        let Some(live) = &self.live else {
-            return Arc::new(Tokens::default());
-        };
-        let Ok(mut cache) = live.cache.lock() else {
-            return Arc::new(Tokens::default());
-        };
+    /// Re-read the users file if it changed; the current users (None
+    /// without a users file).
+    fn live_tokens(&self) -> Option<Arc<Tokens>> {
+        let live = self.live.as_ref()?;
+        let mut cache = live.cache.lock().unwrap_or_else(|p| p.into_inner());
         let now = stamp(&live.path).ok();
         if now != cache.0 {
             cache.0 = now;
@@ -221,7 +218,7 @@ impl Accounts {
                 ),
             }
         }
-        cache.1.clone()
+        Some(cache.1.clone())
     }
 
     /// Force a re-read of the users file (admin reload, SIGHUP).
@@ -240,7 +237,7 @@ impl Accounts {
         let live = self.live_tokens();
         // both are checked, so timing does not tell which list matched
         let a = self.fixed.check(secret);
-        let b = live.check(secret);
+        let b = live.and_then(|t| t.check(secret));
         b.or(a)
     }
 
@@ -248,13 +245,13 @@ impl Accounts {
     /// follow the users file; `None` once the user has been removed.
     pub fn current(&self, user: &str) -> Option<Identity> {
         self.live_tokens()
-            .user(user)
+            .and_then(|t| t.user(user))
             .or_else(|| self.fixed.user(user))
     }
 
     /// Every known user.
     pub fn all(&self) -> Vec<Identity> {
-        let mut v = self.live_tokens().users();
+        let mut v = self.live_tokens().map(|t| t.users()).unwrap_or_default();
         for f in self.fixed.users() {
             if !v.iter().any(|u| u.user == f.user) {
                 v.push(f);
