@@ -124,11 +124,15 @@ fn recent_cpu_times() -> Option<(u64, u64)> {
     }
 }
 
-/// Cores this process may use.
+/// Cores this process may use (looked up once: the lookup reads several
+/// cgroup files, which costs more than sending a small file).
 pub fn cores() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    })
 }
 
 /// (idle + iowait, total) jiffies of all CPUs.

@@ -187,6 +187,16 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         self.wr.write_all(frame).await.map_err(lost)
     }
 
+    /// Queue already-encoded frames; like `send`, they go out on the next
+    /// `flush` or when the buffer fills, so many small ones share TLS records.
+    pub async fn queue_raw(&mut self, frames: &[u8]) -> Result<()> {
+        self.buf.extend_from_slice(frames);
+        if self.buf.len() >= 256 * 1024 {
+            self.flush_buf().await?;
+        }
+        Ok(())
+    }
+
     async fn flush_buf(&mut self) -> Result<()> {
         if !self.buf.is_empty() {
             self.wr.write_all(&self.buf).await.map_err(lost)?;

@@ -122,7 +122,9 @@ pub fn spawn_reader(
         };
         let workers = Workers::start(n, &pool);
         policy.set_workers(workers.len());
-        sequence(file, size, &what, &pool, policy, workers, &tx);
+        sequence(file, size, &what, &pool, policy, workers, &mut |item| {
+            tx.blocking_send(item).is_ok()
+        });
     });
     rx
 }
@@ -299,6 +301,43 @@ enum Slot {
     Done(Compressed),
 }
 
+/// Read a small file (at most one compression block) on this thread and
+/// append its DATA frames to `out`, compressed as `policy` decides; its
+/// SHA-256. For senders that prepare many small files ahead on one thread.
+pub fn encode_small(
+    file: File,
+    size: u64,
+    what: &str,
+    mut policy: Policy,
+    out: &mut Vec<u8>,
+) -> Result<[u8; 32]> {
+    let pool = Pool::new();
+    let mut result = Err(Error::other("internal error: the file was not read"));
+    let mut emit = |item: Outgoing| match item {
+        Outgoing::Frame(f) => {
+            out.extend_from_slice(&f);
+            pool.give(f);
+            true
+        }
+        Outgoing::Done { sha256, .. } => {
+            result = Ok(sha256);
+            false
+        }
+        Outgoing::Failed(e) => {
+            result = Err(e);
+            false
+        }
+    };
+    if policy.may_compress() && size <= BLOCK as u64 {
+        let workers = Workers::start(0, &pool);
+        policy.set_workers(workers.len());
+        sequence(file, size, what, &pool, policy, workers, &mut emit);
+    } else {
+        read_blocks(file, size, what, CHUNK, &pool, emit);
+    }
+    result
+}
+
 /// Read and hash the file, send compressible blocks to the workers, and emit
 /// every frame in file order, telling the policy how each went.
 fn sequence(
@@ -308,7 +347,7 @@ fn sequence(
     pool: &Pool,
     mut policy: Policy,
     mut workers: Workers,
-    tx: &mpsc::Sender<Outgoing>,
+    emit: &mut dyn FnMut(Outgoing) -> bool,
 ) {
     let mut h = Sha256::new();
     let mut left = size;
@@ -344,7 +383,7 @@ fn sequence(
                         }
                     };
                     let Some(c) = got else {
-                        let _ = tx.blocking_send(Outgoing::Failed(Error::other(
+                        emit(Outgoing::Failed(Error::other(
                             "internal error: a compression worker stopped",
                         )));
                         return;
@@ -355,13 +394,13 @@ fn sequence(
                 }
             };
             let t = Instant::now();
-            if tx.blocking_send(Outgoing::Frame(frame)).is_err() {
+            if !emit(Outgoing::Frame(frame)) {
                 return; // the network side gave up
             }
             policy.observe(raw, t.elapsed(), took);
         }
         if left == 0 {
-            let _ = tx.blocking_send(Outgoing::Done {
+            emit(Outgoing::Done {
                 size,
                 sha256: h.finalize().into(),
             });
@@ -372,7 +411,7 @@ fn sequence(
         let frame = match read_frame(&mut file, want, what, pool, &mut h) {
             Ok(f) => f,
             Err(e) => {
-                let _ = tx.blocking_send(Outgoing::Failed(e));
+                emit(Outgoing::Failed(e));
                 return;
             }
         };

@@ -123,6 +123,79 @@ fn open_local(path: &Path) -> Result<(File, u64)> {
     Ok((file, meta.len()))
 }
 
+/// An upload as the preparing thread leaves it for the sender.
+enum Prepared {
+    /// A file under `PIPELINE_BELOW`: PUT (pipelined), DATA and END, encoded.
+    Small {
+        index: usize,
+        size: u64,
+        frames: Vec<u8>,
+        sha256: [u8; 32],
+        /// Bytes of its DATA frames.
+        wire: u64,
+        started: Instant,
+    },
+    /// A larger file, opened: it is streamed after PUT_READY.
+    Large { index: usize, file: File, size: u64 },
+    /// The local file could not be opened or read; nothing was sent.
+    Failed { index: usize, error: Error },
+}
+
+/// Files prepared ahead of the sender; each holds at most one small file.
+const PREPARED_AHEAD: usize = 16;
+
+/// Open the files of `jobs` in order on one blocking thread, and read, hash
+/// (and compress, as the policy decides) each small one into its encoded
+/// frames, ahead of the sender: no thread or flush per file.
+fn spawn_preparer(
+    jobs: Vec<PutJob>,
+    base_flags: u32,
+    mode: Mode,
+    local: bool,
+) -> mpsc::Receiver<Prepared> {
+    let (tx, rx) = mpsc::channel(PREPARED_AHEAD);
+    tokio::task::spawn_blocking(move || {
+        for (index, job) in jobs.into_iter().enumerate() {
+            let item = match open_local(&job.local) {
+                Err(error) => Prepared::Failed { index, error },
+                Ok((file, size)) if size >= PIPELINE_BELOW => Prepared::Large { index, file, size },
+                Ok((file, size)) => {
+                    let started = Instant::now();
+                    let mut frames = Vec::with_capacity(size as usize + 256);
+                    Msg::Put {
+                        size,
+                        flags: base_flags | protocol::PUT_PIPELINED,
+                        name: job.remote,
+                    }
+                    .encode(&mut frames);
+                    let policy = Policy::new(mode, crate::compress::MAX_LEVEL).on_local_link(local);
+                    let what = job.local.display().to_string();
+                    let head = frames.len();
+                    match transfer::encode_small(file, size, &what, policy, &mut frames) {
+                        Ok(sha256) => {
+                            let wire = (frames.len() - head) as u64;
+                            Msg::End { sha256 }.encode(&mut frames);
+                            Prepared::Small {
+                                index,
+                                size,
+                                frames,
+                                sha256,
+                                wire,
+                                started,
+                            }
+                        }
+                        Err(error) => Prepared::Failed { index, error },
+                    }
+                }
+            };
+            if tx.blocking_send(item).is_err() {
+                return; // the sender stopped
+            }
+        }
+    });
+    rx
+}
+
 impl Client {
     /// Upload `jobs` in order over this session, pipelined. `done` gets each
     /// job's result in order; an error it returns stops everything. Errors
@@ -150,53 +223,82 @@ impl Client {
         let (tx, mut rx) = mpsc::unbounded_channel::<SentPut>();
         let (r, w) = (&mut self.r, &mut self.w);
 
+        let mut prepared = spawn_preparer(jobs.to_vec(), base_flags, mode, local);
         let sender = async {
-            for (index, job) in jobs.iter().enumerate() {
+            let mut pacer = Pacer::new(limit_rate);
+            while let Some(item) = {
+                // nothing may wait in the buffer while this side waits
+                if prepared.is_empty() || window.available_permits() == 0 {
+                    w.flush().await?;
+                }
+                prepared.recv().await
+            } {
+                if window.available_permits() == 0 {
+                    w.flush().await?;
+                }
                 let permit = slot(&window).await?;
                 let (otx, orx) = oneshot::channel();
-                let (file, size) = match open_local(&job.local) {
-                    Ok(x) => x,
-                    Err(e) => {
+                let (index, file, size) = match item {
+                    Prepared::Failed { index, error } => {
                         let _ = tx.send(SentPut {
                             index,
                             size: 0,
                             started: Instant::now(),
-                            sent: Err(e),
+                            sent: Err(error),
                             outcome: orx,
                             ready: None,
                             _permit: permit,
                         });
                         continue;
                     }
+                    Prepared::Small {
+                        index,
+                        size,
+                        frames,
+                        sha256,
+                        wire,
+                        started,
+                    } => {
+                        // PUT, DATA and END, queued without waiting
+                        let remote = &jobs[index].remote;
+                        progress.start(remote, size);
+                        w.queue_raw(&frames).await?;
+                        progress.advance(size);
+                        progress.done();
+                        let _ = otx.send(Ok((sha256, wire)));
+                        let _ = tx.send(SentPut {
+                            index,
+                            size,
+                            started,
+                            sent: Ok(()),
+                            outcome: orx,
+                            ready: None,
+                            _permit: permit,
+                        });
+                        pacer.pace(size).await;
+                        continue;
+                    }
+                    Prepared::Large { index, file, size } => (index, file, size),
                 };
-                let pipelined = size < PIPELINE_BELOW;
-                let flags = base_flags
-                    | if pipelined {
-                        protocol::PUT_PIPELINED
-                    } else {
-                        0
-                    };
-                let msg = Msg::Put {
+                let job = &jobs[index];
+                // a larger file waits for PUT_READY, so a refusal costs no data
+                w.send_now(&Msg::Put {
                     size,
-                    flags,
+                    flags: base_flags,
                     name: job.remote.clone(),
-                };
+                })
+                .await?;
                 let (ready_tx, ready_rx) = oneshot::channel();
-                if pipelined {
-                    w.send(&msg).await?;
-                } else {
-                    w.send_now(&msg).await?;
-                }
                 let _ = tx.send(SentPut {
                     index,
                     size,
                     started: Instant::now(),
                     sent: Ok(()),
                     outcome: orx,
-                    ready: (!pipelined).then_some(ready_tx),
+                    ready: Some(ready_tx),
                     _permit: permit,
                 });
-                if !pipelined && !ready_rx.await.unwrap_or(false) {
+                if !ready_rx.await.unwrap_or(false) {
                     // refused before any data: nothing to send
                     let _ = otx.send(Err(Error::other(REFUSED)));
                     continue;

@@ -3,6 +3,7 @@
 //! session uses.
 
 pub mod auth;
+pub mod commit;
 pub mod quota;
 pub mod session;
 pub mod state;

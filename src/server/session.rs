@@ -14,6 +14,7 @@ use tokio_rustls::server::TlsStream;
 use tracing::{debug, info, warn};
 
 use super::auth::Identity;
+use super::commit::{self, Committed, Committer, SMALL_UPLOAD, check_owner, check_upload};
 use super::{Control, Gauge, Shared};
 use crate::compress::{Mode, Policy};
 use crate::connection::{FrameReader, FrameWriter};
@@ -37,6 +38,8 @@ struct Session {
     who: Option<Identity>,
     /// zstd DATA blocks were negotiated in HELLO/WELCOME.
     zstd: bool,
+    /// Small pipelined uploads being committed (started with the first).
+    commits: Option<Committer>,
 }
 
 /// Serve one accepted TCP connection to the end. With `busy`, the client only
@@ -72,6 +75,7 @@ pub async fn serve(
         peer,
         who: None,
         zstd: false,
+        commits: None,
     };
     if busy {
         warn!(%peer, "refused: server busy ({} connections)", limits.max_connections);
@@ -192,6 +196,8 @@ impl Session {
             }
         ));
         info!(event = what, peer = %self.peer, user = self.user(), outcome = "aborted", "{e}");
+        // uploads already received are answered first, in order
+        let _ = self.drain_commits().await;
         let _ = self.reply_error(&e).await;
         Err(Error::network("transfer aborted at shutdown"))
     }
@@ -264,19 +270,37 @@ impl Session {
         let mut stop = self.shared.stop.clone();
         let idle = self.shared.limits.idle;
         loop {
+            let pending = self.commits.as_ref().is_some_and(|c| c.pending > 0);
             let next = tokio::select! {
                 biased;
                 _ = stop.wait_for(|s| *s) => None,
-                m = tokio::time::timeout(idle, self.r.read_frame()) => Some(m),
+                // replies to committed uploads go out while commands come in
+                Some(c) = async {
+                    match self.commits.as_mut() {
+                        Some(c) => c.next().await,
+                        None => None,
+                    }
+                }, if pending => Some(Err(c)),
+                m = tokio::time::timeout(idle, self.r.read_frame()) => Some(Ok(m)),
+            };
+            let next = match next {
+                Some(Err(c)) => {
+                    self.flush_commits(c).await?;
+                    continue;
+                }
+                Some(Ok(m)) => Some(m),
+                None => None,
             };
             let msg = match next {
                 None => {
+                    self.drain_commits().await?;
                     let e = Error::network("server is shutting down; try again later");
                     return self.reply_error(&e).await;
                 }
                 Some(Ok(m)) => m?,
                 Some(Err(_)) => {
                     info!(peer = %self.peer, user = self.user(), "idle timeout");
+                    self.drain_commits().await?;
                     let e = Error::network(format!(
                         "session closed after {}s without a command",
                         idle.as_secs()
@@ -302,6 +326,7 @@ impl Session {
             if let Some((role, op)) = need
                 && let Err(e) = who.require(role, op)
             {
+                self.drain_commits().await?;
                 warn!(event = "denied", peer = %self.peer, user = %who.user, role = who.role.name(), op, "{e}");
                 // like any refusal before PUT_READY, the session goes on
                 self.reply_error(&e).await?;
@@ -312,6 +337,16 @@ impl Session {
                 }
                 continue;
             }
+            if let Msg::Put { size, flags, .. } = &msg
+                && queued(*size, *flags)
+            {
+                if let Msg::Put { size, flags, name } = msg {
+                    self.put_queued(size, flags, name, who).await?;
+                }
+                continue;
+            }
+            // any other reply waits for those of the uploads before it
+            self.drain_commits().await?;
             match msg {
                 Msg::List { path } => self.list(path).await?,
                 Msg::Put { size, flags, name } => self.put(size, flags, name).await?,
@@ -504,24 +539,31 @@ impl Session {
         size: u64,
         started: Instant,
         outcome: Result<(String, [u8; 32], u64)>,
+        flush: bool,
     ) -> Result<()> {
         let secs = started.elapsed().as_secs_f64();
         match outcome {
             Ok((stored, digest, size)) => {
                 info!(event = "put", peer = %self.peer, user = self.user(), name = %names::escape(&stored), size, sha256 = %hex::encode(digest), seconds = secs, outcome = "ok");
                 self.w
-                    .send_now(&Msg::PutOk {
+                    .send(&Msg::PutOk {
                         size,
                         sha256: digest,
                         name: stored,
                     })
-                    .await
+                    .await?;
             }
             Err(e) => {
                 info!(event = "put", peer = %self.peer, user = self.user(), name = %names::escape(name), size, outcome = e.kind.name(), "{e}");
-                self.reply_error(&e).await
+                self.w
+                    .send(&Msg::Error {
+                        code: e.kind.wire_code(),
+                        message: e.message.clone(),
+                    })
+                    .await?;
             }
         }
+        if flush { self.w.flush().await } else { Ok(()) }
     }
 
     /// A refusal before the upload started: the one reply, and for a
@@ -546,8 +588,6 @@ impl Session {
             let e = Error::protocol("a PUT of unknown size (STREAM flag) must declare size 0");
             return self.refuse_put(&e, pipelined).await;
         }
-        // an upload of unknown size reserves a step now and more as it grows
-        let first = if stream { protocol::STREAM_STEP } else { size };
         let overwrite = flags & protocol::PUT_OVERWRITE != 0;
         // small files are gathered in memory and written in one step
         let small = !stream && size <= SMALL_UPLOAD;
@@ -555,35 +595,10 @@ impl Session {
         let who = self.identity();
         let (upload, mut reservation) = match self
             .blocking(move |s| {
-                let old = if overwrite {
-                    s.store.existing(&n)?
-                } else {
-                    None
-                };
-                if let Some((_, owner)) = &old
-                    && who.role < Role::Admin
-                {
-                    // replacing another user's file would be removing it
-                    check_owner(&who, Some(owner.clone()), &n, "overwrite")?;
-                }
                 // space is reserved before a single data byte is accepted
-                let request = super::quota::Request {
-                    user: who.user.clone(),
-                    user_quota: who.quota,
-                    user_max_files: who.max_files,
-                    bytes: match &old {
-                        Some((old_size, owner)) if *owner == who.user && !stream => {
-                            size.saturating_sub(*old_size)
-                        }
-                        _ => first,
-                    },
-                    files: u64::from(old.is_none()),
-                    disk_bytes: first,
-                };
-                let reservation = s.ledger.reserve(&request, s.store.free_space())?;
+                let reservation = commit::reserve(s, &who, &n, size, overwrite, stream)?;
                 if small {
                     // the file itself is made at END, in one step
-                    super::store::check_client_name(&n)?;
                     return Ok((None, reservation));
                 }
                 Ok((Some(s.store.begin_upload(&n)?), reservation))
@@ -715,24 +730,19 @@ impl Session {
             Ok((stored, digest, n))
         }
         .await;
-        self.finish_put(&name, size, started, outcome).await
+        self.finish_put(&name, size, started, outcome, true).await
     }
 
-    /// An upload of at most `SMALL_UPLOAD` bytes: its blocks are gathered in
-    /// memory, then decoded, hashed, written, checked and committed in one
-    /// blocking step, which for many small files saves a writer thread and
-    /// several thread hand-offs per file. Replies exactly as `put` does.
-    async fn put_small(
+    /// The DATA of an upload of at most `SMALL_UPLOAD` bytes, gathered in
+    /// memory up to END (with the digest sent) or CANCEL (`None`).
+    async fn gather_small(
         &mut self,
         size: u64,
-        overwrite: bool,
-        name: String,
-        reservation: super::quota::Reservation,
-    ) -> Result<()> {
-        let started = Instant::now();
+        name: &str,
+    ) -> Result<(Vec<transfer::Block>, Option<[u8; 32]>)> {
         let mut blocks: Vec<transfer::Block> = Vec::new();
         let (mut raw, mut payload_bytes) = (0u64, 0u64);
-        let end = loop {
+        loop {
             match self.upload_frame().await? {
                 UploadFrame::Data(block) => {
                     raw += u64::from(block.raw_len);
@@ -741,7 +751,7 @@ impl Session {
                     if raw > size || payload_bytes > 2 * SMALL_UPLOAD + 65536 {
                         return Err(Error::protocol(format!(
                             "upload of {} sent more data than its declared size of {size} bytes",
-                            names::quote(&name)
+                            names::quote(name)
                         )));
                     }
                     self.shared.stats.bytes_in.fetch_add(
@@ -750,10 +760,25 @@ impl Session {
                     );
                     blocks.push(block);
                 }
-                UploadFrame::End(sha256) => break Some(sha256),
-                UploadFrame::Cancel => break None,
+                UploadFrame::End(sha256) => return Ok((blocks, Some(sha256))),
+                UploadFrame::Cancel => return Ok((blocks, None)),
             }
-        };
+        }
+    }
+
+    /// An upload of at most `SMALL_UPLOAD` bytes that waited for PUT_READY:
+    /// its blocks are gathered in memory, then decoded, hashed, written,
+    /// checked and committed in one blocking step. Replies exactly as `put`
+    /// does.
+    async fn put_small(
+        &mut self,
+        size: u64,
+        overwrite: bool,
+        name: String,
+        reservation: super::quota::Reservation,
+    ) -> Result<()> {
+        let started = Instant::now();
+        let (blocks, end) = self.gather_small(size, &name).await?;
         let outcome = match end {
             None => Err(Error::other(
                 "upload cancelled by the client; nothing was stored",
@@ -761,21 +786,100 @@ impl Session {
             Some(claimed) => {
                 let (n, owner) = (name.clone(), self.user().to_string());
                 self.blocking(move |s| {
-                    write_small(
-                        s,
-                        &n,
-                        size,
-                        &blocks,
-                        &claimed,
-                        overwrite,
-                        &owner,
-                        reservation,
-                    )
+                    let (up, digest, n_bytes) =
+                        commit::write_blocks(s, &n, size, &blocks, &claimed)?;
+                    let (stored, replaced) = s.store.commit(up, &digest, overwrite, &owner)?;
+                    reservation.commit(n_bytes, replaced.map(|(sz, o)| (o, sz)));
+                    Ok((stored, digest, n_bytes))
                 })
                 .await
             }
         };
-        self.finish_put(&name, size, started, outcome).await
+        self.finish_put(&name, size, started, outcome, true).await
+    }
+
+    /// A small pipelined upload (PROTOCOL.md §4.4a): its data is gathered and
+    /// handed to the session's committer, and the next command is read at
+    /// once; the reply follows, in order, when the committer is done.
+    async fn put_queued(
+        &mut self,
+        size: u64,
+        flags: u32,
+        name: String,
+        who: Identity,
+    ) -> Result<()> {
+        let started = Instant::now();
+        let overwrite = flags & protocol::PUT_OVERWRITE != 0;
+        // space is reserved before a data byte is accepted, as for any PUT;
+        // without an old file to look at, that is no more than a statvfs
+        let reserved = if overwrite {
+            let (n, w) = (name.clone(), who.clone());
+            self.blocking(move |s| commit::reserve(s, &w, &n, size, true, false))
+                .await
+        } else {
+            commit::reserve(&self.shared, &who, &name, size, false, false)
+        };
+        let reservation = match reserved {
+            Ok(r) => r,
+            Err(e) => {
+                info!(event = "put", peer = %self.peer, user = self.user(), name = %names::escape(&name), size, outcome = e.kind.name(), "{e}");
+                // the refusal is the reply to this PUT: those before it go first
+                self.drain_commits().await?;
+                return self.refuse_put(&e, true).await;
+            }
+        };
+        let in_flight = commit::InFlight::new(&self.shared);
+        let (blocks, claimed) = self.gather_small(size, &name).await?;
+        let job = commit::SmallPut {
+            name,
+            size,
+            overwrite,
+            owner: who.user,
+            reservation,
+            blocks,
+            claimed,
+            started,
+            in_flight,
+        };
+        if self.commits.is_none() {
+            self.commits = Some(Committer::start(self.shared.clone())?);
+        }
+        match self.commits.as_mut() {
+            Some(c) => c.submit(job).await,
+            None => Err(Error::other("internal error: no upload committer")),
+        }
+    }
+
+    /// Reply to one committed upload (buffered; see `flush_commits`).
+    async fn reply_committed(&mut self, c: Committed) -> Result<()> {
+        self.finish_put(&c.name, c.size, c.started, c.outcome, false)
+            .await
+    }
+
+    /// Reply to every upload the committer has finished, then flush.
+    async fn flush_commits(&mut self, first: Committed) -> Result<()> {
+        self.reply_committed(first).await?;
+        while let Some(c) = self.commits.as_mut().and_then(|c| c.try_next()) {
+            self.reply_committed(c).await?;
+        }
+        self.w.flush().await
+    }
+
+    /// Wait for every queued upload and send their replies: before any
+    /// other reply, so replies stay in the order of the commands.
+    async fn drain_commits(&mut self) -> Result<()> {
+        let mut any = false;
+        while let Some(c) = match self.commits.as_mut() {
+            Some(c) => c.next().await,
+            None => None,
+        } {
+            self.reply_committed(c).await?;
+            any = true;
+        }
+        if any {
+            self.w.flush().await?;
+        }
+        Ok(())
     }
 
     async fn get(&mut self, offset: u64, compress: u8, name: String) -> Result<()> {
@@ -873,74 +977,11 @@ impl Session {
     }
 }
 
-/// Uploads up to this size are gathered in memory and written in one step.
-const SMALL_UPLOAD: u64 = 1 << 20;
-
-/// Decode, hash, write, check and commit a small upload (on a blocking
-/// thread). Nothing becomes visible unless every check passes.
-#[allow(clippy::too_many_arguments)]
-fn write_small(
-    s: &Shared,
-    name: &str,
-    size: u64,
-    blocks: &[transfer::Block],
-    claimed: &[u8; 32],
-    overwrite: bool,
-    owner: &str,
-    reservation: super::quota::Reservation,
-) -> Result<(String, [u8; 32], u64)> {
-    use sha2::Digest;
-    use std::io::Write;
-    let up = s.store.begin_upload(name)?;
-    let mut decoder = crate::compress::Decoder::new();
-    let mut buf = Vec::new();
-    let mut h = sha2::Sha256::new();
-    let mut n: u64 = 0;
-    let mut file = &up.file;
-    for b in blocks {
-        let data: &[u8] = if b.encoding == Encoding::Raw && b.payload.len() == b.raw_len as usize {
-            &b.payload
-        } else {
-            decoder.decode(b.encoding, b.raw_len, &b.payload, &mut buf)?;
-            &buf
-        };
-        h.update(data);
-        file.write_all(data)
-            .map_err(|e| Error::io(format!("writing {}", names::quote(name)), &e))?;
-        n += data.len() as u64;
-    }
-    let digest: [u8; 32] = h.finalize().into();
-    check_upload(name, Some(size), n, &digest, claimed)?;
-    let (stored, replaced) = s.store.commit(up, &digest, overwrite, owner)?;
-    reservation.commit(n, replaced.map(|(sz, o)| (o, sz)));
-    Ok((stored, digest, n))
-}
-
-/// What arrived is what was announced: `n` bytes (when the size was
-/// declared) hashing to the digest the client sent in END.
-fn check_upload(
-    name: &str,
-    declared: Option<u64>,
-    n: u64,
-    digest: &[u8; 32],
-    claimed: &[u8; 32],
-) -> Result<()> {
-    if let Some(size) = declared
-        && n != size
-    {
-        return Err(Error::protocol(format!(
-            "upload ended after {n} of its declared {size} bytes; nothing was stored"
-        )));
-    }
-    if !transfer::same_digest(digest, claimed) {
-        return Err(Error::integrity(format!(
-            "SHA-256 mismatch for {}: the client sent {} but the data received hashes to {}; nothing was stored",
-            names::quote(name),
-            hex::encode(claimed),
-            hex::encode(digest)
-        )));
-    }
-    Ok(())
+/// Whether a PUT is a small pipelined upload, which the committer handles
+/// (any other flags, and larger or streamed uploads, take the general path).
+fn queued(size: u64, flags: u32) -> bool {
+    let known = protocol::PUT_PIPELINED | protocol::PUT_OVERWRITE;
+    flags & protocol::PUT_PIPELINED != 0 && flags & !known == 0 && size <= SMALL_UPLOAD
 }
 
 /// One frame of an upload's data.
@@ -948,28 +989,4 @@ enum UploadFrame {
     Data(transfer::Block),
     End([u8; 32]),
     Cancel,
-}
-
-/// A non-admin may remove or replace only the files it uploaded.
-fn check_owner(who: &Identity, owner: Option<String>, name: &str, op: &str) -> Result<()> {
-    match owner {
-        None => Ok(()), // no such file: the operation reports that itself
-        Some(o) if o == who.user => Ok(()),
-        Some(o) => {
-            let by = if o.is_empty() {
-                "it was not uploaded through sft".to_string()
-            } else {
-                format!("it was uploaded by {o}")
-            };
-            Err(Error::new(
-                Kind::Auth,
-                format!(
-                    "permission denied: user {} (role {}) cannot {op} {}: {by}; only its owner or an admin can",
-                    who.user,
-                    who.role.name(),
-                    names::quote(name)
-                ),
-            ))
-        }
-    }
 }

