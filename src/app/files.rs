@@ -117,24 +117,30 @@ fn entry_json(dir: &str, e: &Entry) -> serde_json::Value {
 pub async fn walk_remote(c: &mut Client, dir: &str) -> Result<(Vec<(String, Entry)>, Vec<String>)> {
     let mut files = Vec::new();
     let mut dirs = Vec::new();
-    let mut stack = vec![dir.trim_end_matches('/').to_string()];
-    while let Some(d) = stack.pop() {
-        for e in c.list(&d).await? {
-            let full = join_remote(&d, &e.name);
-            names::validate(&full).map_err(|err| {
-                Error::protocol(format!("the server listed a bad name, refusing it: {err}"))
-            })?;
-            if e.name.contains('/') {
-                return Err(Error::protocol("the server listed a name with '/' in it"));
-            }
-            match e.kind {
-                EntryKind::Dir => {
-                    dirs.push(full.clone());
-                    stack.push(full);
+    // one level at a time, each level's listings requested together
+    let mut level = vec![dir.trim_end_matches('/').to_string()];
+    while !level.is_empty() {
+        let listings = c.list_many(&level).await?;
+        let mut next = Vec::new();
+        for (d, listing) in level.iter().zip(listings) {
+            for e in listing? {
+                let full = join_remote(d, &e.name);
+                names::validate(&full).map_err(|err| {
+                    Error::protocol(format!("the server listed a bad name, refusing it: {err}"))
+                })?;
+                if e.name.contains('/') {
+                    return Err(Error::protocol("the server listed a name with '/' in it"));
                 }
-                EntryKind::File => files.push((full, e)),
+                match e.kind {
+                    EntryKind::Dir => {
+                        dirs.push(full.clone());
+                        next.push(full);
+                    }
+                    EntryKind::File => files.push((full, e)),
+                }
             }
         }
+        level = next;
     }
     files.sort_by(|a, b| a.0.cmp(&b.0));
     dirs.sort();

@@ -423,6 +423,41 @@ impl Client {
         }
     }
 
+    /// The listings of several directories, requested all at once (one
+    /// round trip for the lot); one result per directory, in order.
+    pub async fn list_many(&mut self, paths: &[String]) -> Result<Vec<Result<Vec<Entry>>>> {
+        for p in paths {
+            if !p.is_empty() {
+                names::validate(p)?;
+            }
+        }
+        let (r, w, timeout) = (&mut self.r, &mut self.w, self.timeout);
+        let sender = async {
+            for p in paths {
+                w.send(&Msg::List { path: p.clone() }).await?;
+            }
+            w.flush().await
+        };
+        let receiver = async {
+            let mut all = Vec::with_capacity(paths.len());
+            for _ in paths {
+                let mut out = Vec::new();
+                let one = loop {
+                    match r.expect_within(timeout, "the listing").await? {
+                        Msg::Entry(e) => out.push(e),
+                        Msg::ListEnd => break Ok(out),
+                        Msg::Error { code, message } => break Err(server_error(code, &message)),
+                        other => return Err(unexpected(&other, "the listing")),
+                    }
+                };
+                all.push(one);
+            }
+            Ok(all)
+        };
+        let ((), all) = tokio::try_join!(sender, receiver)?;
+        Ok(all)
+    }
+
     /// Create a remote directory (and its parents).
     pub async fn mkdir(&mut self, name: &str) -> Result<()> {
         names::validate(name)?;

@@ -431,11 +431,17 @@ impl Client {
         let (zstd, limit_rate, timeout) = (self.zstd, self.limit_rate, self.timeout);
         let window = Arc::new(Semaphore::new(WINDOW));
         let (tx, mut rx) = mpsc::unbounded_channel::<(usize, OwnedSemaphorePermit)>();
+        let (report_tx, mut report_rx) = mpsc::unbounded_channel::<Report>();
+        let storer = spawn_storer();
         let (r, w) = (&mut self.r, &mut self.w);
         let sender = async {
             for (index, job) in jobs.iter().enumerate() {
+                if window.available_permits() == 0 {
+                    // the requests queued so far must go out before waiting
+                    w.flush().await?;
+                }
                 let permit = slot(&window).await?;
-                w.send_now(&Msg::Get {
+                w.send(&Msg::Get {
                     offset: 0,
                     compress,
                     name: job.remote.clone(),
@@ -446,37 +452,303 @@ impl Client {
                 }
             }
             drop(tx);
-            Ok::<(), Error>(())
+            w.flush().await
         };
         let receiver = async {
+            let mut pacer = Pacer::new(limit_rate);
             while let Some((index, permit)) = rx.recv().await {
                 let job = &jobs[index];
                 let (size, recorded) = match r.expect_within(timeout, "the reply to GET").await? {
                     Msg::GetOk { size, sha256, .. } => (size, sha256),
                     Msg::Error { code, message } => {
                         drop(permit);
-                        done(index, Err(super::server_error(code, &message)))?;
+                        let _ = report_tx.send(Report::Ready(
+                            index,
+                            Err(super::server_error(code, &message)),
+                        ));
                         continue;
                     }
                     other => return Err(unexpected(&other, "the reply to GET")),
                 };
                 progress.start(&job.remote, size);
-                let r2 = receive_one(
-                    r, job, size, recorded, force, zstd, timeout, limit_rate, progress,
-                )
-                .await;
+                let report = match &job.dest {
+                    Dest::Path(dest) if size <= SMALL_DOWNLOAD => {
+                        // whole in memory, then stored on the storing thread
+                        let started = Instant::now();
+                        let got = gather(r, size, &job.remote, zstd, timeout, progress, &mut pacer)
+                            .await?;
+                        match got {
+                            Err(e) => Report::Ready(index, Err(e)),
+                            Ok((blocks, sent, wire)) => {
+                                let (otx, orx) = oneshot::channel();
+                                let store = StoreJob {
+                                    dest: dest.clone(),
+                                    remote: job.remote.clone(),
+                                    blocks,
+                                    size,
+                                    sent,
+                                    recorded,
+                                    expect: job.expect,
+                                    force,
+                                    wire,
+                                    started,
+                                    reply: otx,
+                                };
+                                if storer.send(store).await.is_err() {
+                                    return Err(Error::other(
+                                        "internal error: the download storer stopped",
+                                    ));
+                                }
+                                Report::Pending(index, orx)
+                            }
+                        }
+                    }
+                    _ => {
+                        let r2 = receive_one(
+                            r, job, size, recorded, force, zstd, timeout, limit_rate, progress,
+                        )
+                        .await;
+                        if let Err(e) = &r2
+                            && matches!(e.kind, Kind::Network | Kind::Protocol)
+                        {
+                            return r2.map(|_| ());
+                        }
+                        Report::Ready(index, r2)
+                    }
+                };
                 progress.done();
                 drop(permit);
-                match r2 {
-                    Err(e) if matches!(e.kind, Kind::Network | Kind::Protocol) => return Err(e),
-                    other => done(index, other)?,
-                }
+                let _ = report_tx.send(report);
+            }
+            drop(report_tx);
+            drop(storer);
+            Ok::<(), Error>(())
+        };
+        let reporter = async {
+            while let Some(report) = report_rx.recv().await {
+                let (index, result) = match report {
+                    Report::Ready(index, r) => (index, r),
+                    Report::Pending(index, rx) => (
+                        index,
+                        rx.await.unwrap_or_else(|_| {
+                            Err(Error::other("internal error: the download storer stopped"))
+                        }),
+                    ),
+                };
+                done(index, result)?;
             }
             Ok::<(), Error>(())
         };
-        tokio::try_join!(sender, receiver)?;
+        tokio::try_join!(sender, receiver, reporter)?;
         Ok(())
     }
+}
+
+/// Downloads up to this size are gathered in memory and stored in one step.
+const SMALL_DOWNLOAD: u64 = 1 << 20;
+
+/// Small downloads received but not yet stored; bounds the memory they hold.
+const STORE_QUEUE: usize = 8;
+
+/// A download's result, in the order of the requests.
+enum Report {
+    Ready(usize, Result<Downloaded>),
+    /// Being stored by the storing thread.
+    Pending(usize, oneshot::Receiver<Result<Downloaded>>),
+}
+
+/// A small download, whole in memory, for the storing thread.
+struct StoreJob {
+    dest: PathBuf,
+    remote: String,
+    blocks: Vec<transfer::Block>,
+    size: u64,
+    /// The SHA-256 in END.
+    sent: [u8; 32],
+    /// The SHA-256 recorded at upload (GET_OK).
+    recorded: Option<[u8; 32]>,
+    /// The SHA-256 the file must have (--sha256, --check).
+    expect: Option<[u8; 32]>,
+    force: bool,
+    wire: u64,
+    started: Instant,
+    reply: oneshot::Sender<Result<Downloaded>>,
+}
+
+/// One blocking thread that stores small downloads in order: decode, hash
+/// and write each to a `.part` file, check it, rename it into place.
+fn spawn_storer() -> mpsc::Sender<StoreJob> {
+    let (tx, mut rx) = mpsc::channel::<StoreJob>(STORE_QUEUE);
+    tokio::task::spawn_blocking(move || {
+        while let Some(job) = rx.blocking_recv() {
+            let r = store_small(&job);
+            let _ = job.reply.send(r);
+        }
+    });
+    tx
+}
+
+fn store_small(job: &StoreJob) -> Result<Downloaded> {
+    use sha2::Digest;
+    use std::io::Write;
+    let (part, file) = super::create_part(&job.dest)?;
+    let shown = part.display().to_string();
+    let written = (|| {
+        let mut decoder = crate::compress::Decoder::new();
+        let mut buf = Vec::new();
+        let mut h = sha2::Sha256::new();
+        let mut n: u64 = 0;
+        let mut out = std::io::BufWriter::with_capacity(256 * 1024, &file);
+        for b in &job.blocks {
+            let data: &[u8] =
+                if b.encoding == Encoding::Raw && b.payload.len() == b.raw_len as usize {
+                    &b.payload
+                } else {
+                    decoder.decode(b.encoding, b.raw_len, &b.payload, &mut buf)?;
+                    &buf
+                };
+            h.update(data);
+            out.write_all(data)
+                .map_err(|e| Error::io(format!("writing {shown}"), &e))?;
+            n += data.len() as u64;
+        }
+        out.flush()
+            .map_err(|e| Error::io(format!("writing {shown}"), &e))?;
+        let digest: [u8; 32] = h.finalize().into();
+        verify_download(
+            &job.remote,
+            n,
+            job.size,
+            &digest,
+            &job.sent,
+            job.recorded,
+            job.expect,
+            "the file was not saved",
+        )?;
+        Ok(digest)
+    })();
+    drop(file);
+    let placed = written
+        .and_then(|digest| super::place(&part, &job.dest, job.force).map(|path| (path, digest)));
+    match placed {
+        Ok((path, sha256)) => Ok(Downloaded {
+            path,
+            size: job.size,
+            sha256,
+            wire: job.wire,
+            seconds: job.started.elapsed().as_secs_f64(),
+        }),
+        Err(e) => {
+            let _ = std::fs::remove_file(&part);
+            Err(e)
+        }
+    }
+}
+
+/// The DATA of a small download up to END, in memory: (blocks, the digest
+/// sent, wire bytes). `Ok(Err)`: the server replied ERROR instead (the
+/// session goes on); `Err`: the session cannot.
+async fn gather(
+    r: &mut FrameReader<ReadHalf<Stream>>,
+    size: u64,
+    remote: &str,
+    zstd: bool,
+    timeout: std::time::Duration,
+    progress: &Progress,
+    pacer: &mut Pacer,
+) -> Result<Result<(Vec<transfer::Block>, [u8; 32], u64)>> {
+    let mut blocks = Vec::new();
+    let (mut received, mut wire) = (0u64, 0u64);
+    loop {
+        match r.expect_within(timeout, "download data").await? {
+            Msg::Data {
+                encoding,
+                raw_len,
+                payload,
+            } => {
+                if encoding != Encoding::Raw && !zstd {
+                    return Err(Error::protocol(
+                        "the server sent compressed data that was not negotiated",
+                    ));
+                }
+                wire += (protocol::HEADER_LEN + protocol::DATA_PREFIX_LEN + payload.len()) as u64;
+                received += u64::from(raw_len);
+                // compressed payloads are bounded too, not only their raw sizes
+                if received > size || wire > 2 * SMALL_DOWNLOAD + 65536 {
+                    return Err(Error::protocol(format!(
+                        "the server sent more than the {size} bytes it announced for {}",
+                        names::quote(remote)
+                    )));
+                }
+                progress.advance(u64::from(raw_len));
+                pacer.pace(u64::from(raw_len)).await;
+                blocks.push(transfer::Block {
+                    encoding,
+                    raw_len,
+                    payload,
+                });
+            }
+            Msg::End { sha256 } => {
+                if received != size {
+                    return Err(Error::protocol(format!(
+                        "the server sent {received} bytes but announced {size}"
+                    )));
+                }
+                return Ok(Ok((blocks, sha256, wire)));
+            }
+            Msg::Error { code, message } => return Ok(Err(super::server_error(code, &message))),
+            other => return Err(unexpected(&other, "download data")),
+        }
+    }
+}
+
+/// A download checked three ways: the digest in END, the one recorded at
+/// upload, and the expected one. `saved` says what became of the data.
+#[allow(clippy::too_many_arguments)]
+fn verify_download(
+    remote: &str,
+    n: u64,
+    size: u64,
+    digest: &[u8; 32],
+    sent: &[u8; 32],
+    recorded: Option<[u8; 32]>,
+    expect: Option<[u8; 32]>,
+    saved: &str,
+) -> Result<()> {
+    if n != size {
+        return Err(Error::protocol(format!(
+            "the server sent {n} bytes but announced {size}"
+        )));
+    }
+    if !transfer::same_digest(digest, sent) {
+        return Err(Error::integrity(format!(
+            "SHA-256 mismatch for {}: the server sent {} but the data received hashes to {}; {saved}",
+            names::quote(remote),
+            hex::encode(sent),
+            hex::encode(digest)
+        )));
+    }
+    if let Some(rec) = recorded
+        && !transfer::same_digest(digest, &rec)
+    {
+        return Err(Error::integrity(format!(
+            "SHA-256 mismatch for {}: recorded at upload as {} but received {}; {saved}",
+            names::quote(remote),
+            hex::encode(rec),
+            hex::encode(digest)
+        )));
+    }
+    if let Some(want) = expect
+        && !transfer::same_digest(digest, &want)
+    {
+        return Err(Error::integrity(format!(
+            "SHA-256 mismatch for {}: expected {} but the file is {}; {saved}",
+            names::quote(remote),
+            hex::encode(want),
+            hex::encode(digest)
+        )));
+    }
+    Ok(())
 }
 
 /// Frames of a stream of unknown length (a pipe): raw DATA frames of up to
@@ -727,45 +999,21 @@ async fn receive_one(
     )
     .await;
     let checked = result.and_then(|(n, digest, sent, wire)| {
-        let remote = &job.remote;
-        if n != size {
-            return Err(Error::protocol(format!(
-                "the server sent {n} bytes but announced {size}"
-            )));
-        }
         let saved = if part.is_some() {
             "the file was not saved"
         } else {
             "the data written to stdout is bad"
         };
-        if !transfer::same_digest(&digest, &sent) {
-            return Err(Error::integrity(format!(
-                "SHA-256 mismatch for {}: the server sent {} but the data received hashes to {}; {saved}",
-                names::quote(remote),
-                hex::encode(sent),
-                hex::encode(digest)
-            )));
-        }
-        if let Some(rec) = recorded
-            && !transfer::same_digest(&digest, &rec)
-        {
-            return Err(Error::integrity(format!(
-                "SHA-256 mismatch for {}: recorded at upload as {} but received {}; {saved}",
-                names::quote(remote),
-                hex::encode(rec),
-                hex::encode(digest)
-            )));
-        }
-        if let Some(want) = job.expect
-            && !transfer::same_digest(&digest, &want)
-        {
-            return Err(Error::integrity(format!(
-                "SHA-256 mismatch for {}: expected {} but the file is {}; {saved}",
-                names::quote(remote),
-                hex::encode(want),
-                hex::encode(digest)
-            )));
-        }
+        verify_download(
+            &job.remote,
+            n,
+            size,
+            &digest,
+            &sent,
+            recorded,
+            job.expect,
+            saved,
+        )?;
         Ok((digest, wire))
     });
     let (sha256, wire) = match checked {

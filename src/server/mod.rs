@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod commit;
+pub mod fetch;
 pub mod quota;
 pub mod session;
 pub mod state;

@@ -15,6 +15,7 @@ use tracing::{debug, info, warn};
 
 use super::auth::Identity;
 use super::commit::{self, Committed, Committer, SMALL_UPLOAD, check_owner, check_upload};
+use super::fetch::{self, Fetch, Fetched, Fetcher};
 use super::{Control, Gauge, Shared};
 use crate::compress::{Mode, Policy};
 use crate::connection::{FrameReader, FrameWriter};
@@ -40,6 +41,8 @@ struct Session {
     zstd: bool,
     /// Small pipelined uploads being committed (started with the first).
     commits: Option<Committer>,
+    /// Downloads being read ahead (started with the first GET).
+    fetches: Option<Fetcher>,
 }
 
 /// Serve one accepted TCP connection to the end. With `busy`, the client only
@@ -76,6 +79,7 @@ pub async fn serve(
         who: None,
         zstd: false,
         commits: None,
+        fetches: None,
     };
     if busy {
         warn!(%peer, "refused: server busy ({} connections)", limits.max_connections);
@@ -270,37 +274,49 @@ impl Session {
         let mut stop = self.shared.stop.clone();
         let idle = self.shared.limits.idle;
         loop {
-            let pending = self.commits.as_ref().is_some_and(|c| c.pending > 0);
+            let committing = self.commits.as_ref().is_some_and(|c| c.pending > 0);
+            let fetching = self.fetches.as_ref().is_some_and(|f| f.pending > 0);
             let next = tokio::select! {
                 biased;
                 _ = stop.wait_for(|s| *s) => None,
-                // replies to committed uploads go out while commands come in
+                // replies to queued uploads and downloads go out while
+                // commands come in
                 Some(c) = async {
                     match self.commits.as_mut() {
                         Some(c) => c.next().await,
                         None => None,
                     }
-                }, if pending => Some(Err(c)),
-                m = tokio::time::timeout(idle, self.r.read_frame()) => Some(Ok(m)),
+                }, if committing => Some(Ahead::Committed(c)),
+                Some(f) = async {
+                    match self.fetches.as_mut() {
+                        Some(f) => f.next().await,
+                        None => None,
+                    }
+                }, if fetching => Some(Ahead::Fetched(Box::new(f))),
+                m = tokio::time::timeout(idle, self.r.read_frame()) => Some(Ahead::Command(m)),
             };
             let next = match next {
-                Some(Err(c)) => {
+                Some(Ahead::Committed(c)) => {
                     self.flush_commits(c).await?;
                     continue;
                 }
-                Some(Ok(m)) => Some(m),
+                Some(Ahead::Fetched(f)) => {
+                    self.flush_fetches(*f).await?;
+                    continue;
+                }
+                Some(Ahead::Command(m)) => Some(m),
                 None => None,
             };
             let msg = match next {
                 None => {
-                    self.drain_commits().await?;
+                    self.drain_all().await?;
                     let e = Error::network("server is shutting down; try again later");
                     return self.reply_error(&e).await;
                 }
                 Some(Ok(m)) => m?,
                 Some(Err(_)) => {
                     info!(peer = %self.peer, user = self.user(), "idle timeout");
-                    self.drain_commits().await?;
+                    self.drain_all().await?;
                     let e = Error::network(format!(
                         "session closed after {}s without a command",
                         idle.as_secs()
@@ -326,7 +342,7 @@ impl Session {
             if let Some((role, op)) = need
                 && let Err(e) = who.require(role, op)
             {
-                self.drain_commits().await?;
+                self.drain_all().await?;
                 warn!(event = "denied", peer = %self.peer, user = %who.user, role = who.role.name(), op, "{e}");
                 // like any refusal before PUT_READY, the session goes on
                 self.reply_error(&e).await?;
@@ -337,24 +353,28 @@ impl Session {
                 }
                 continue;
             }
-            if let Msg::Put { size, flags, .. } = &msg
-                && queued(*size, *flags)
-            {
-                if let Msg::Put { size, flags, name } = msg {
-                    self.put_queued(size, flags, name, who).await?;
-                }
-                continue;
-            }
-            // any other reply waits for those of the uploads before it
-            self.drain_commits().await?;
+            // replies go out in the order of the commands: queued uploads
+            // and queued downloads wait for each other, anything else for both
             match msg {
-                Msg::List { path } => self.list(path).await?,
-                Msg::Put { size, flags, name } => self.put(size, flags, name).await?,
+                Msg::Put { size, flags, name } if queued(size, flags) => {
+                    self.drain_fetches().await?;
+                    self.put_queued(size, flags, name, who).await?;
+                    continue;
+                }
                 Msg::Get {
                     offset,
                     compress,
                     name,
-                } => self.get(offset, compress, name).await?,
+                } => {
+                    self.drain_commits().await?;
+                    self.get(offset, compress, name).await?;
+                    continue;
+                }
+                _ => self.drain_all().await?,
+            }
+            match msg {
+                Msg::List { path } => self.list(path).await?,
+                Msg::Put { size, flags, name } => self.put(size, flags, name).await?,
                 Msg::Remove { name } => self.remove(name).await?,
                 Msg::Mkdir { name } => {
                     let n = name.clone();
@@ -882,6 +902,8 @@ impl Session {
         Ok(())
     }
 
+    /// A GET is queued for the session's reading thread (see `fetch`), and
+    /// the next command read at once; the reply follows in order.
     async fn get(&mut self, offset: u64, compress: u8, name: String) -> Result<()> {
         if offset != 0 {
             return self
@@ -890,14 +912,125 @@ impl Session {
                 ))
                 .await;
         }
-        let n = name.clone();
-        let (file, info) = match self.blocking(move |s| s.store.open_read(&n)).await {
-            Ok(x) => x,
-            Err(e) => {
-                info!(event = "get", peer = %self.peer, user = self.user(), name = %names::escape(&name), outcome = e.kind.name(), "{e}");
-                return self.reply_error(&e).await;
-            }
+        let mode = if self.zstd {
+            Mode::from_wire(compress).capped(self.shared.max_level)
+        } else {
+            Mode::Off
         };
+        let policy =
+            Policy::new(mode, self.shared.max_level).on_local_link(self.peer.ip().is_loopback());
+        if self.fetches.is_none() {
+            self.fetches = Some(Fetcher::start(self.shared.clone())?);
+        }
+        // a client far ahead of its replies gets some before more is read
+        while self
+            .fetches
+            .as_ref()
+            .is_some_and(|f| f.pending >= fetch::AHEAD)
+        {
+            match self.fetches.as_mut() {
+                Some(f) => match f.next().await {
+                    Some(done) => self.reply_fetched(done).await?,
+                    None => break,
+                },
+                None => break,
+            }
+        }
+        let job = Fetch {
+            name,
+            policy,
+            started: Instant::now(),
+        };
+        match self.fetches.as_mut() {
+            Some(f) => f.submit(job),
+            None => Err(Error::other("internal error: no download reader")),
+        }
+    }
+
+    /// Send one fetched reply (buffered; a large file is streamed).
+    async fn reply_fetched(&mut self, f: Fetched) -> Result<()> {
+        match f {
+            Fetched::Ready {
+                name,
+                reply,
+                outcome,
+                started,
+                _in_flight,
+            } => {
+                self.w.queue_raw(&reply).await?;
+                self.shared
+                    .stats
+                    .bytes_out
+                    .fetch_add(reply.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                let secs = started.elapsed().as_secs_f64();
+                match outcome {
+                    Ok((size, sha256)) => {
+                        info!(event = "get", peer = %self.peer, user = self.user(), name = %names::escape(&name), size, sha256 = %hex::encode(sha256), seconds = secs, outcome = "ok")
+                    }
+                    Err(e) => {
+                        warn!(event = "get", peer = %self.peer, user = self.user(), name = %names::escape(&name), outcome = e.kind.name(), "{e}")
+                    }
+                }
+                Ok(())
+            }
+            Fetched::Large {
+                name,
+                file,
+                info,
+                policy,
+            } => self.stream_file(name, file, info, policy).await,
+            Fetched::Failed { name, error } => {
+                info!(event = "get", peer = %self.peer, user = self.user(), name = %names::escape(&name), outcome = error.kind.name(), "{error}");
+                self.w
+                    .send(&Msg::Error {
+                        code: error.kind.wire_code(),
+                        message: error.message.clone(),
+                    })
+                    .await
+            }
+        }
+    }
+
+    /// Send every reply the reading thread has ready, starting with `first`,
+    /// then flush.
+    async fn flush_fetches(&mut self, first: Fetched) -> Result<()> {
+        self.reply_fetched(first).await?;
+        while let Some(f) = self.fetches.as_mut().and_then(|f| f.try_next()) {
+            self.reply_fetched(f).await?;
+        }
+        self.w.flush().await
+    }
+
+    /// Wait for every queued GET and send its reply.
+    async fn drain_fetches(&mut self) -> Result<()> {
+        let mut any = false;
+        while let Some(f) = match self.fetches.as_mut() {
+            Some(f) => f.next().await,
+            None => None,
+        } {
+            self.reply_fetched(f).await?;
+            any = true;
+        }
+        if any {
+            self.w.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Every queued reply, uploads' and downloads'.
+    async fn drain_all(&mut self) -> Result<()> {
+        self.drain_commits().await?;
+        self.drain_fetches().await
+    }
+
+    /// Stream a large file: GET_OK, its DATA as the reader produces it, END.
+    async fn stream_file(
+        &mut self,
+        name: String,
+        file: std::fs::File,
+        info: super::store::FileInfo,
+        policy: Policy,
+    ) -> Result<()> {
         let keep = file
             .try_clone()
             .map_err(|e| Error::io("duplicating file handle", &e))?;
@@ -910,13 +1043,6 @@ impl Session {
             .await?;
         let started = Instant::now();
         let pool = transfer::Pool::new();
-        let mode = if self.zstd {
-            Mode::from_wire(compress).capped(self.shared.max_level)
-        } else {
-            Mode::Off
-        };
-        let policy =
-            Policy::new(mode, self.shared.max_level).on_local_link(self.peer.ip().is_loopback());
         let mut rx =
             transfer::spawn_reader(file, info.size, names::quote(&name), pool.clone(), policy);
         let shared = self.shared.clone();
@@ -975,6 +1101,13 @@ impl Session {
             }
         }
     }
+}
+
+/// What the command loop woke up for.
+enum Ahead {
+    Committed(Committed),
+    Fetched(Box<Fetched>),
+    Command(std::result::Result<Result<Option<Msg>>, tokio::time::error::Elapsed>),
 }
 
 /// Whether a PUT is a small pipelined upload, which the committer handles

@@ -1,0 +1,202 @@
+//! Downloads requested ahead (PROTOCOL.md §4.5a): one thread per session
+//! opens each requested file in order and, when it is small, reads, hashes
+//! (and compresses, as the client asked) the whole reply — GET_OK, DATA, END
+//! — into one buffer while the session is still sending the previous ones.
+//! Larger files are handed back opened, for the session to stream. For many
+//! small files this saves a thread and two hand-offs per file, and lets their
+//! replies share TLS records.
+
+use std::fs::File;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+
+use super::Shared;
+use super::commit::{InFlight, SMALL_UPLOAD};
+use super::store::FileInfo;
+use crate::compress::Policy;
+use crate::error::{Error, Result};
+use crate::names;
+use crate::protocol::Msg;
+use crate::transfer;
+
+/// Most requests a session reads ahead of its replies; beyond this it sends
+/// replies before reading more.
+pub const AHEAD: usize = 64;
+
+/// Ready replies held for the session; with at most `SMALL_UPLOAD` bytes each
+/// this bounds a session's memory.
+const READY: usize = 4;
+
+/// One GET, as the session received it.
+pub struct Fetch {
+    pub name: String,
+    pub policy: Policy,
+    pub started: Instant,
+}
+
+/// What became of a [`Fetch`], in the order they were submitted.
+pub enum Fetched {
+    /// The whole reply, encoded; `outcome` is for the audit line.
+    Ready {
+        name: String,
+        reply: Vec<u8>,
+        outcome: Result<(u64, [u8; 32])>,
+        started: Instant,
+        _in_flight: InFlight,
+    },
+    /// Too large to hold: the session streams it.
+    Large {
+        name: String,
+        file: File,
+        info: FileInfo,
+        policy: Policy,
+    },
+    /// Could not be opened: the reply is this error.
+    Failed { name: String, error: Error },
+}
+
+/// A session's reading thread, and the requests it has not answered yet.
+pub struct Fetcher {
+    jobs: mpsc::UnboundedSender<Fetch>,
+    done: mpsc::Receiver<Fetched>,
+    /// Submitted, not yet taken back with `next`/`try_next`.
+    pub pending: usize,
+}
+
+impl Fetcher {
+    pub fn start(shared: Arc<Shared>) -> Result<Fetcher> {
+        let (jobs, rx) = mpsc::unbounded_channel();
+        let (tx, done) = mpsc::channel(READY);
+        std::thread::Builder::new()
+            .name("sft-fetch".into())
+            .spawn(move || run(&shared, rx, tx))
+            .map_err(|e| Error::io("starting a thread for downloads", &e))?;
+        Ok(Fetcher {
+            jobs,
+            done,
+            pending: 0,
+        })
+    }
+
+    /// Queue a request (never waits: the session bounds `pending`).
+    pub fn submit(&mut self, job: Fetch) -> Result<()> {
+        self.jobs
+            .send(job)
+            .map_err(|_| Error::other("internal error: the download reader stopped"))?;
+        self.pending += 1;
+        Ok(())
+    }
+
+    /// The next reply in order; cancel-safe. `None` if nothing is pending.
+    pub async fn next(&mut self) -> Option<Fetched> {
+        if self.pending == 0 {
+            return None;
+        }
+        let f = self.done.recv().await;
+        self.pending -= 1;
+        Some(f.unwrap_or_else(lost))
+    }
+
+    /// The next reply if it is ready now.
+    pub fn try_next(&mut self) -> Option<Fetched> {
+        if self.pending == 0 {
+            return None;
+        }
+        match self.done.try_recv() {
+            Ok(f) => {
+                self.pending -= 1;
+                Some(f)
+            }
+            Err(mpsc::error::TryRecvError::Empty) => None,
+            Err(mpsc::error::TryRecvError::Disconnected) => {
+                self.pending -= 1;
+                Some(lost())
+            }
+        }
+    }
+}
+
+fn lost() -> Fetched {
+    Fetched::Failed {
+        name: String::new(),
+        error: Error::other("internal error: the download reader stopped"),
+    }
+}
+
+fn run(s: &Arc<Shared>, mut jobs: mpsc::UnboundedReceiver<Fetch>, done: mpsc::Sender<Fetched>) {
+    while let Some(job) = jobs.blocking_recv() {
+        if done.blocking_send(fetch(s, job)).is_err() {
+            return; // the session ended
+        }
+    }
+}
+
+/// Open one requested file; read a small one into its whole reply.
+fn fetch(s: &Arc<Shared>, job: Fetch) -> Fetched {
+    let (file, info) = match s.store.open_read(&job.name) {
+        Ok(x) => x,
+        Err(error) => {
+            return Fetched::Failed {
+                name: job.name,
+                error,
+            };
+        }
+    };
+    if info.size > SMALL_UPLOAD {
+        return Fetched::Large {
+            name: job.name,
+            file,
+            info,
+            policy: job.policy,
+        };
+    }
+    let in_flight = InFlight::new(s);
+    let mut reply = Vec::with_capacity(info.size as usize + 256);
+    Msg::GetOk {
+        size: info.size,
+        mtime_ns: info.mtime_ns,
+        sha256: info.sha256,
+    }
+    .encode(&mut reply);
+    let keep = file.try_clone();
+    let outcome = transfer::encode_small(
+        file,
+        info.size,
+        &names::quote(&job.name),
+        job.policy,
+        &mut reply,
+    )
+    .and_then(|sha256| match info.sha256 {
+        Some(stored) if !transfer::same_digest(&stored, &sha256) => {
+            Err(Error::integrity(format!(
+                "{} is corrupted on the server: its SHA-256 no longer matches the one recorded when it was stored; restore it from a backup",
+                names::quote(&job.name)
+            )))
+        }
+        stored => {
+            if stored.is_none()
+                && let Ok(f) = &keep
+            {
+                s.store.remember_digest(f, &info, &sha256);
+            }
+            Ok((info.size, sha256))
+        }
+    });
+    match &outcome {
+        Ok((_, sha256)) => Msg::End { sha256: *sha256 }.encode(&mut reply),
+        Err(e) => Msg::Error {
+            code: e.kind.wire_code(),
+            message: e.message.clone(),
+        }
+        .encode(&mut reply),
+    }
+    Fetched::Ready {
+        name: job.name,
+        reply,
+        outcome,
+        started: job.started,
+        _in_flight: in_flight,
+    }
+}
