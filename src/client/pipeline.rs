@@ -26,8 +26,13 @@ use crate::transfer::{self, Outgoing};
 /// Why the sender stopped a file the server had already refused.
 const REFUSED: &str = "refused by the server";
 
-/// Most files sent (or requested) ahead of their replies.
-pub const WINDOW: usize = 64;
+/// Most files requested ahead of their replies (downloads).
+pub const WINDOW: usize = 256;
+
+/// Most small files sent ahead of their replies (uploads): enough for the
+/// server to make hundreds durable with one sync (group commit). The server
+/// bounds what it buffers, so this bounds nothing but bookkeeping.
+pub const PUT_WINDOW: usize = 1024;
 
 /// Files this small are pipelined; larger ones wait for PUT_READY, so a
 /// refused upload (quota) costs no data at all, and the round trip is lost in
@@ -217,7 +222,7 @@ impl Client {
         };
         let mode = if self.zstd { self.compress } else { Mode::Off };
         let (limit_rate, timeout, local) = (self.limit_rate, self.timeout, self.local_link);
-        let window = Arc::new(Semaphore::new(WINDOW));
+        let window = Arc::new(Semaphore::new(PUT_WINDOW));
         // jobs with an index below this were refused by the server: stop sending them
         let refused = AtomicUsize::new(0);
         let (tx, mut rx) = mpsc::unbounded_channel::<SentPut>();

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use super::Shared;
 use super::auth::Identity;
@@ -30,12 +30,18 @@ use crate::transfer;
 /// Uploads up to this size are gathered in memory and written in one step.
 pub const SMALL_UPLOAD: u64 = 1 << 20;
 
-/// Uploads waiting for the committer; with at most `SMALL_UPLOAD` each this
-/// bounds a session's memory (the session stops reading while it is full).
-const QUEUE: usize = 16;
+/// Most uploads waiting for the committer.
+const QUEUE: usize = 1024;
+
+/// Data of uploads waiting for the committer, in `UNIT`s: 16 MiB a session.
+/// The session stops reading (so the client stops sending) while it is used
+/// up. Sized for group commit: a batch of many small files while the
+/// previous one syncs.
+const BUDGET: u32 = 4096;
+const UNIT: u64 = 4096;
 
 /// Most uploads committed together.
-const BATCH: usize = 64;
+const BATCH: usize = 512;
 
 /// What a stored upload is: its final name, SHA-256 and size.
 pub type Stored = (String, [u8; 32], u64);
@@ -56,6 +62,8 @@ pub struct SmallPut {
     /// Counts the upload as a transfer in flight (`admin status`) until it
     /// is committed or dropped.
     pub in_flight: InFlight,
+    /// Its share of the session's queue budget (see `Committer::room`).
+    pub room: OwnedSemaphorePermit,
 }
 
 /// The outcome of a [`SmallPut`], in the order they were submitted.
@@ -85,6 +93,7 @@ impl Drop for InFlight {
 /// A session's committer thread, and the uploads it has not answered yet.
 pub struct Committer {
     jobs: mpsc::Sender<SmallPut>,
+    budget: Arc<Semaphore>,
     done: mpsc::UnboundedReceiver<Committed>,
     /// Submitted, not yet taken back with `next`/`try_next`.
     pub pending: usize,
@@ -100,9 +109,21 @@ impl Committer {
             .map_err(|e| Error::io("starting a thread for uploads", &e))?;
         Ok(Committer {
             jobs,
+            budget: Arc::new(Semaphore::new(BUDGET as usize)),
             done,
             pending: 0,
         })
+    }
+
+    /// Room in the queue for an upload of `size` bytes; waits while the
+    /// uploads queued before it hold the budget.
+    pub async fn room(&self, size: u64) -> Result<OwnedSemaphorePermit> {
+        let units = (size.div_ceil(UNIT) + 1).min(u64::from(BUDGET)) as u32;
+        self.budget
+            .clone()
+            .acquire_many_owned(units)
+            .await
+            .map_err(|_| Error::other("internal error: the upload queue closed"))
     }
 
     /// Queue an upload (waits while the queue is full).
@@ -153,9 +174,34 @@ fn lost() -> Committed {
     }
 }
 
-/// The committer thread: batches of whatever is waiting, until the session
-/// drops its end (uploads already queued are still committed).
-fn run(s: &Shared, mut jobs: mpsc::Receiver<SmallPut>, done: mpsc::UnboundedSender<Committed>) {
+/// The committer: a writing thread takes batches of whatever is waiting and
+/// writes them; a syncing thread makes each batch durable and visible while
+/// the next is being written (its sync is I/O wait, the writing is CPU). Both
+/// keep the order. Runs until the session drops its end (uploads already
+/// queued are still committed).
+fn run(
+    s: &Arc<Shared>,
+    mut jobs: mpsc::Receiver<SmallPut>,
+    done: mpsc::UnboundedSender<Committed>,
+) {
+    let (to_sync, written) = std::sync::mpsc::sync_channel::<Written>(1);
+    let syncing = {
+        let s = s.clone();
+        std::thread::Builder::new()
+            .name("sft-sync".into())
+            .spawn(move || {
+                while let Ok(batch) = written.recv() {
+                    for c in publish_batch(&s, batch) {
+                        // a session that ended no longer wants the answer
+                        let _ = done.send(c);
+                    }
+                }
+            })
+    };
+    if let Err(e) = syncing {
+        tracing::error!("cannot start a thread for uploads: {e}");
+        return;
+    }
     while let Some(first) = jobs.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < BATCH {
@@ -164,53 +210,67 @@ fn run(s: &Shared, mut jobs: mpsc::Receiver<SmallPut>, done: mpsc::UnboundedSend
                 Err(_) => break,
             }
         }
-        for c in commit_batch(s, batch) {
-            // a session that ended no longer wants the answer
-            let _ = done.send(c);
+        if to_sync.send(write_batch(s, batch)).is_err() {
+            return;
         }
     }
 }
 
-/// Write and verify each upload, then commit those that passed
-/// together. One result per upload, in order.
-fn commit_batch(s: &Shared, batch: Vec<SmallPut>) -> Vec<Committed> {
-    let mut out = Vec::with_capacity(batch.len());
-    let mut staged = Vec::new();
-    // (index in `out`, reservation, digest, size) of each staged upload
-    let mut held = Vec::new();
+/// A batch written and verified, waiting to be synced and renamed: each
+/// upload's result so far, and for those that passed their staged file.
+struct Written {
+    out: Vec<Committed>,
+    staged: Vec<Staged>,
+    /// (index in `out`, reservation, digest, size) of each staged upload.
+    held: Vec<(usize, Reservation, [u8; 32], u64)>,
+}
+
+/// Write and verify each upload of a batch.
+fn write_batch(s: &Shared, batch: Vec<SmallPut>) -> Written {
+    let mut w = Written {
+        out: Vec::with_capacity(batch.len()),
+        staged: Vec::new(),
+        held: Vec::new(),
+    };
     for job in batch {
         let res = job.reservation;
         let r = match job.claimed {
             None => Err(Error::other(
                 "upload cancelled by the client; nothing was stored",
             )),
-            Some(claimed) => write_blocks(s, &job.name, job.size, &job.blocks, &claimed)
-                .map(|(up, digest, n)| (up, res, digest, n)),
+            Some(claimed) => write_blocks(s, &job.name, job.size, &job.blocks, &claimed),
         };
-        match r {
-            Ok((up, res, digest, n)) => {
-                held.push((out.len(), res, digest, n));
-                staged.push(Staged {
+        let outcome = match r {
+            Ok((up, digest, n)) => {
+                w.held.push((w.out.len(), res, digest, n));
+                w.staged.push(Staged {
                     up,
                     sha256: digest,
                     overwrite: job.overwrite,
                     owner: job.owner,
                 });
-                out.push(Committed {
-                    name: job.name,
-                    size: job.size,
-                    started: job.started,
-                    outcome: Err(Error::other("internal error: not committed")),
-                });
+                Err(Error::other("internal error: not committed"))
             }
-            Err(e) => out.push(Committed {
-                name: job.name,
-                size: job.size,
-                started: job.started,
-                outcome: Err(e),
-            }),
-        }
+            Err(e) => Err(e),
+        };
+        w.out.push(Committed {
+            name: job.name,
+            size: job.size,
+            started: job.started,
+            outcome,
+        });
     }
+    w
+}
+
+/// Make a written batch durable and visible together (group commit); one
+/// result per upload, in order.
+fn publish_batch(s: &Shared, w: Written) -> Vec<Committed> {
+    let Written {
+        mut out,
+        staged,
+        held,
+    } = w;
     let results = s.store.commit_all(staged);
     for ((i, res, digest, n), r) in held.into_iter().zip(results) {
         out[i].outcome = r.map(|(stored, replaced)| {

@@ -23,11 +23,15 @@ use crate::transfer;
 
 /// Most requests a session reads ahead of its replies; beyond this it sends
 /// replies before reading more.
-pub const AHEAD: usize = 64;
+pub const AHEAD: usize = 256;
 
-/// Ready replies held for the session; with at most `SMALL_UPLOAD` bytes each
-/// this bounds a session's memory.
-const READY: usize = 4;
+/// Batches of ready replies held for the session (one more is being read).
+const READY: usize = 2;
+
+/// A batch ends after this many replies, or once it holds `BATCH_BYTES`:
+/// whatever the files, a session holds at most (READY + 1) batches.
+const BATCH: usize = 16;
+const BATCH_BYTES: usize = 4 << 20;
 
 /// One GET, as the session received it.
 pub struct Fetch {
@@ -60,7 +64,9 @@ pub enum Fetched {
 /// A session's reading thread, and the requests it has not answered yet.
 pub struct Fetcher {
     jobs: mpsc::UnboundedSender<Fetch>,
-    done: mpsc::Receiver<Fetched>,
+    done: mpsc::Receiver<Vec<Fetched>>,
+    /// The rest of the batch received last.
+    ready: std::collections::VecDeque<Fetched>,
     /// Submitted, not yet taken back with `next`/`try_next`.
     pub pending: usize,
 }
@@ -76,6 +82,7 @@ impl Fetcher {
         Ok(Fetcher {
             jobs,
             done,
+            ready: Default::default(),
             pending: 0,
         })
     }
@@ -94,9 +101,13 @@ impl Fetcher {
         if self.pending == 0 {
             return None;
         }
-        let f = self.done.recv().await;
-        self.pending -= 1;
-        Some(f.unwrap_or_else(lost))
+        if self.ready.is_empty() {
+            match self.done.recv().await {
+                Some(batch) => self.ready.extend(batch),
+                None => self.ready.push_back(lost()),
+            }
+        }
+        self.take()
     }
 
     /// The next reply if it is ready now.
@@ -104,17 +115,20 @@ impl Fetcher {
         if self.pending == 0 {
             return None;
         }
-        match self.done.try_recv() {
-            Ok(f) => {
-                self.pending -= 1;
-                Some(f)
-            }
-            Err(mpsc::error::TryRecvError::Empty) => None,
-            Err(mpsc::error::TryRecvError::Disconnected) => {
-                self.pending -= 1;
-                Some(lost())
+        if self.ready.is_empty() {
+            match self.done.try_recv() {
+                Ok(batch) => self.ready.extend(batch),
+                Err(mpsc::error::TryRecvError::Empty) => return None,
+                Err(mpsc::error::TryRecvError::Disconnected) => self.ready.push_back(lost()),
             }
         }
+        self.take()
+    }
+
+    fn take(&mut self) -> Option<Fetched> {
+        let f = self.ready.pop_front()?;
+        self.pending -= 1;
+        Some(f)
     }
 }
 
@@ -125,9 +139,31 @@ fn lost() -> Fetched {
     }
 }
 
-fn run(s: &Arc<Shared>, mut jobs: mpsc::UnboundedReceiver<Fetch>, done: mpsc::Sender<Fetched>) {
-    while let Some(job) = jobs.blocking_recv() {
-        if done.blocking_send(fetch(s, job)).is_err() {
+/// Read requests in order, in batches of whatever is waiting (one hand-off
+/// to the session per batch, not per file).
+fn run(
+    s: &Arc<Shared>,
+    mut jobs: mpsc::UnboundedReceiver<Fetch>,
+    done: mpsc::Sender<Vec<Fetched>>,
+) {
+    while let Some(first) = jobs.blocking_recv() {
+        let mut bytes = 0;
+        let mut batch = Vec::new();
+        let mut next = Some(first);
+        while let Some(job) = next.take() {
+            let f = fetch(s, job);
+            if let Fetched::Ready { reply, .. } = &f {
+                bytes += reply.len();
+            }
+            let large = matches!(f, Fetched::Large { .. });
+            batch.push(f);
+            // a large file is streamed by the session: no reason to wait
+            if large || batch.len() >= BATCH || bytes >= BATCH_BYTES {
+                break;
+            }
+            next = jobs.try_recv().ok();
+        }
+        if done.blocking_send(batch).is_err() {
             return; // the session ended
         }
     }

@@ -848,6 +848,13 @@ impl Session {
                 return self.refuse_put(&e, true).await;
             }
         };
+        if self.commits.is_none() {
+            self.commits = Some(Committer::start(self.shared.clone())?);
+        }
+        let room = match self.commits.as_ref() {
+            Some(c) => c.room(size).await?,
+            None => return Err(Error::other("internal error: no upload committer")),
+        };
         let in_flight = commit::InFlight::new(&self.shared);
         let (blocks, claimed) = self.gather_small(size, &name).await?;
         let job = commit::SmallPut {
@@ -860,10 +867,8 @@ impl Session {
             claimed,
             started,
             in_flight,
+            room,
         };
-        if self.commits.is_none() {
-            self.commits = Some(Committer::start(self.shared.clone())?);
-        }
         match self.commits.as_mut() {
             Some(c) => c.submit(job).await,
             None => Err(Error::other("internal error: no upload committer")),
