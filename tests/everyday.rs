@@ -586,3 +586,110 @@ fn a_hostile_server_cannot_make_the_client_write_outside_the_target() {
     let a = client().args(["rm", "x"]).assert().code(1);
     assert!(!stderr_text(&a).contains('\x1b'));
 }
+
+/// Hundreds of small files (more than the server commits or reads ahead in
+/// one batch, and more than the client keeps ahead for downloads), with a
+/// file larger than the pipelining limit among them: up with the default
+/// `--fsync always` (group commit) and back, byte for byte, in order.
+#[test]
+fn hundreds_of_small_files_and_a_large_one_go_up_and_come_back_identical() {
+    let s = Server::start();
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src/many");
+    let mut files = Vec::new();
+    for i in 0..700u64 {
+        let name = format!("d{}/f{i:03}.bin", i % 7);
+        let data = noise((i * 37 % 3000) as usize, i);
+        files.push((name, data));
+    }
+    // sorted between d3/f0… and d3/f1…: sent in the middle of the small ones
+    files.push(("d3/f05-large.bin".into(), noise(3 << 20, 9999)));
+    for (name, data) in &files {
+        let p = src.join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, data).unwrap();
+    }
+    let a = s
+        .client()
+        .args(["--json", "put", "-r"])
+        .arg(&src)
+        .assert()
+        .success();
+    let lines = json_lines(&stdout_text(&a));
+    let puts: Vec<&Value> = lines.iter().filter(|v| v["op"] == "put").collect();
+    assert_eq!(puts.len(), files.len());
+    // one line per file, in the order sent (sorted names), each acknowledged
+    // with the digest of what was sent
+    let mut sorted = files.clone();
+    sorted.sort();
+    for (v, (name, data)) in puts.iter().zip(&sorted) {
+        assert_eq!(v["remote"], format!("many/{name}"), "{v}");
+        assert_eq!(v["sha256"], sha256_hex(data), "{v}");
+        assert_eq!(v["outcome"], "ok", "{v}");
+    }
+    for (name, data) in &files {
+        let stored = std::fs::read(s.root.join("many").join(name)).unwrap();
+        assert!(stored == *data, "{name} stored intact");
+    }
+    let status = stdout_text(&s.client().args(["admin", "status"]).assert().success());
+    assert!(status.contains("transfers in flight: 0"), "{status}");
+
+    let dst = work.path().join("dst");
+    std::fs::create_dir(&dst).unwrap();
+    s.client()
+        .args(["get", "-r", "many"])
+        .arg(&dst)
+        .assert()
+        .success();
+    for (name, data) in &files {
+        let got = std::fs::read(dst.join("many").join(name)).unwrap();
+        assert!(got == *data, "{name} came back intact");
+    }
+    let left: Vec<_> = std::fs::read_dir(dst.join("many/d3"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".part"))
+        .collect();
+    assert!(left.is_empty(), "no partial downloads left behind");
+}
+
+/// The server answers queued uploads in order even when one in the middle
+/// is refused: the refusal is the reply to that file, the files before it
+/// are stored, and those after it are refused too when nothing fits.
+#[test]
+fn a_refusal_among_queued_uploads_answers_that_file_and_keeps_the_order() {
+    let s = Server::start_args(&["--max-files", "3"]);
+    let work = tempfile::tempdir().unwrap();
+    let mut paths = Vec::new();
+    for i in 0..6u64 {
+        let p = work.path().join(format!("f{i}"));
+        std::fs::write(&p, noise(1000 + i as usize, i)).unwrap();
+        paths.push(p);
+    }
+    let a = s
+        .client()
+        .args(["--json", "put"])
+        .args(&paths)
+        .assert()
+        .code(7);
+    let lines = json_lines(&stdout_text(&a));
+    assert_eq!(lines.len(), 6, "{lines:?}");
+    for (i, v) in lines.iter().enumerate() {
+        let name = v["name"].as_str().unwrap_or_default();
+        assert!(name.ends_with(&format!("/f{i}")), "{v}");
+        if i < 3 {
+            assert_eq!(v["remote"], format!("f{i}"), "{v}");
+            assert_eq!(v["outcome"], "ok", "{v}");
+        } else {
+            assert_eq!(v["outcome"], "error", "{v}");
+            assert_eq!(v["error"]["kind"], "space", "{v}");
+        }
+    }
+    assert_eq!(s.files(), vec!["f0", "f1", "f2"]);
+    for i in 0..3 {
+        assert_eq!(
+            std::fs::read(s.root.join(format!("f{i}"))).unwrap(),
+            noise(1000 + i, i as u64)
+        );
+    }
+}

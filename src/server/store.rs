@@ -840,6 +840,52 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_is_committed_together_in_order_with_taken_names_numbered() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path(), Fsync::Always).unwrap();
+        upload(&s, "old", b"old", false).unwrap();
+        let mut batch = Vec::new();
+        for (name, data, overwrite) in [
+            ("a.txt", &b"first"[..], false),
+            ("sub/deeper/b", b"second", false),
+            ("a.txt", b"third", false),
+            ("old", b"new", true),
+        ] {
+            let mut up = s.begin_upload(name).unwrap();
+            up.file.write_all(data).unwrap();
+            batch.push(Staged {
+                up,
+                sha256: Sha256::digest(data).into(),
+                overwrite,
+                owner: "rita".into(),
+            });
+        }
+        let got: Vec<Published> = s
+            .commit_all(batch)
+            .into_iter()
+            .map(|r| r.unwrap())
+            .collect();
+        let names: Vec<&str> = got.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["a.txt", "sub/deeper/b", "a (1).txt", "old"]);
+        assert_eq!(got[3].1, Some((3, String::new())), "the replaced file");
+        for (name, data) in [
+            ("a.txt", &b"first"[..]),
+            ("sub/deeper/b", b"second"),
+            ("a (1).txt", b"third"),
+            ("old", b"new"),
+        ] {
+            assert_eq!(std::fs::read(d.path().join(name)).unwrap(), data);
+            let (_, info) = s.open_read(name).unwrap();
+            assert_eq!(info.sha256, Some(Sha256::digest(data).into()), "{name}");
+            assert_eq!(s.existing(name).unwrap().unwrap().1, "rita");
+        }
+        // nothing left under a reserved name
+        assert_eq!(s.sweep().unwrap(), 0);
+        // an empty batch is nothing to do
+        assert!(s.commit_all(Vec::new()).is_empty());
+    }
+
+    #[test]
     fn an_upload_is_invisible_until_committed() {
         let (dir, s) = store();
         let mut up = s.begin_upload("a.txt").unwrap();
