@@ -1,10 +1,11 @@
-//! Downloads requested ahead (PROTOCOL.md §4.5a): one thread per session
-//! opens each requested file in order and, when it is small, reads, hashes
-//! (and compresses, as the client asked) the whole reply — GET_OK, DATA, END
-//! — into one buffer while the session is still sending the previous ones.
-//! Larger files are handed back opened, for the session to stream. For many
-//! small files this saves a thread and two hand-offs per file, and lets their
-//! replies share TLS records.
+//! Downloads and listings requested ahead (PROTOCOL.md §4.4a): one thread per
+//! session serves them in order. A small file's whole reply — GET_OK, DATA,
+//! END — is read, hashed (and compressed, as the client asked) into one
+//! buffer while the session is still sending the previous ones; a larger
+//! file is handed back opened, for the session to stream; a listing is
+//! encoded whole. For many small files (and the many directories of a tree)
+//! this saves a thread and two hand-offs each, and lets replies share TLS
+//! records.
 
 use std::fs::File;
 use std::sync::Arc;
@@ -33,11 +34,16 @@ const READY: usize = 2;
 const BATCH: usize = 16;
 const BATCH_BYTES: usize = 4 << 20;
 
-/// One GET, as the session received it.
-pub struct Fetch {
-    pub name: String,
-    pub policy: Policy,
-    pub started: Instant,
+/// One read-only request, as the session received it.
+pub enum Fetch {
+    /// GET of a file, compressed as `policy` says.
+    File {
+        name: String,
+        policy: Box<Policy>,
+        started: Instant,
+    },
+    /// LIST of a directory.
+    Listing { path: String },
 }
 
 /// What became of a [`Fetch`], in the order they were submitted.
@@ -59,6 +65,8 @@ pub enum Fetched {
     },
     /// Could not be opened: the reply is this error.
     Failed { name: String, error: Error },
+    /// A listing's whole reply (ENTRY… LIST_END, or ERROR).
+    Listed { reply: Vec<u8> },
 }
 
 /// A session's reading thread, and the requests it has not answered yet.
@@ -151,8 +159,15 @@ fn run(
         let mut batch = Vec::new();
         let mut next = Some(first);
         while let Some(job) = next.take() {
-            let f = fetch(s, job);
-            if let Fetched::Ready { reply, .. } = &f {
+            let f = match job {
+                Fetch::File {
+                    name,
+                    policy,
+                    started,
+                } => fetch(s, name, *policy, started),
+                Fetch::Listing { path } => list(s, &path),
+            };
+            if let Fetched::Ready { reply, .. } | Fetched::Listed { reply } = &f {
                 bytes += reply.len();
             }
             let large = matches!(f, Fetched::Large { .. });
@@ -169,23 +184,37 @@ fn run(
     }
 }
 
-/// Open one requested file; read a small one into its whole reply.
-fn fetch(s: &Arc<Shared>, job: Fetch) -> Fetched {
-    let (file, info) = match s.store.open_read(&job.name) {
-        Ok(x) => x,
-        Err(error) => {
-            return Fetched::Failed {
-                name: job.name,
-                error,
-            };
+/// A directory's listing, encoded.
+fn list(s: &Shared, path: &str) -> Fetched {
+    let mut reply = Vec::new();
+    match s.store.list(path) {
+        Ok(entries) => {
+            for e in entries {
+                Msg::Entry(e).encode(&mut reply);
+            }
+            Msg::ListEnd.encode(&mut reply);
         }
+        Err(e) => Msg::Error {
+            code: e.kind.wire_code(),
+            message: e.message.clone(),
+        }
+        .encode(&mut reply),
+    }
+    Fetched::Listed { reply }
+}
+
+/// Open one requested file; read a small one into its whole reply.
+fn fetch(s: &Arc<Shared>, name: String, policy: Policy, started: Instant) -> Fetched {
+    let (file, info) = match s.store.open_read(&name) {
+        Ok(x) => x,
+        Err(error) => return Fetched::Failed { name, error },
     };
     if info.size > SMALL_UPLOAD {
         return Fetched::Large {
-            name: job.name,
+            name,
             file,
             info,
-            policy: job.policy,
+            policy,
         };
     }
     let in_flight = InFlight::new(s);
@@ -200,15 +229,15 @@ fn fetch(s: &Arc<Shared>, job: Fetch) -> Fetched {
     let outcome = transfer::encode_small(
         file,
         info.size,
-        &names::quote(&job.name),
-        job.policy,
+        &names::quote(&name),
+        policy,
         &mut reply,
     )
     .and_then(|sha256| match info.sha256 {
         Some(stored) if !transfer::same_digest(&stored, &sha256) => {
             Err(Error::integrity(format!(
                 "{} is corrupted on the server: its SHA-256 no longer matches the one recorded when it was stored; restore it from a backup",
-                names::quote(&job.name)
+                names::quote(&name)
             )))
         }
         stored => {
@@ -229,10 +258,10 @@ fn fetch(s: &Arc<Shared>, job: Fetch) -> Fetched {
         .encode(&mut reply),
     }
     Fetched::Ready {
-        name: job.name,
+        name,
         reply,
         outcome,
-        started: job.started,
+        started,
         _in_flight: in_flight,
     }
 }

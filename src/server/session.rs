@@ -370,10 +370,14 @@ impl Session {
                     self.get(offset, compress, name).await?;
                     continue;
                 }
+                Msg::List { path } => {
+                    self.drain_commits().await?;
+                    self.fetch(Fetch::Listing { path }).await?;
+                    continue;
+                }
                 _ => self.drain_all().await?,
             }
             match msg {
-                Msg::List { path } => self.list(path).await?,
                 Msg::Put { size, flags, name } => self.put(size, flags, name).await?,
                 Msg::Remove { name } => self.remove(name).await?,
                 Msg::Mkdir { name } => {
@@ -449,19 +453,6 @@ impl Session {
         tokio::task::spawn_blocking(move || f(&shared))
             .await
             .map_err(|e| Error::other(format!("internal error: {e}")))?
-    }
-
-    async fn list(&mut self, path: String) -> Result<()> {
-        let p = path.clone();
-        match self.blocking(move |s| s.store.list(&p)).await {
-            Ok(entries) => {
-                for e in entries {
-                    self.w.send(&Msg::Entry(e)).await?;
-                }
-                self.w.send_now(&Msg::ListEnd).await
-            }
-            Err(e) => self.reply_error(&e).await,
-        }
     }
 
     /// Reply DONE or ERROR to a simple command, with its audit line.
@@ -941,11 +932,33 @@ impl Session {
                 None => break,
             }
         }
-        let job = Fetch {
+        self.fetch(Fetch::File {
             name,
-            policy,
+            policy: Box::new(policy),
             started: Instant::now(),
-        };
+        })
+        .await
+    }
+
+    /// Queue a read-only request for the session's reading thread.
+    async fn fetch(&mut self, job: Fetch) -> Result<()> {
+        if self.fetches.is_none() {
+            self.fetches = Some(Fetcher::start(self.shared.clone())?);
+        }
+        // a client far ahead of its replies gets some before more is read
+        while self
+            .fetches
+            .as_ref()
+            .is_some_and(|f| f.pending >= fetch::AHEAD)
+        {
+            match self.fetches.as_mut() {
+                Some(f) => match f.next().await {
+                    Some(done) => self.reply_fetched(done).await?,
+                    None => break,
+                },
+                None => break,
+            }
+        }
         match self.fetches.as_mut() {
             Some(f) => f.submit(job),
             None => Err(Error::other("internal error: no download reader")),
@@ -984,6 +997,7 @@ impl Session {
                 info,
                 policy,
             } => self.stream_file(name, file, info, policy).await,
+            Fetched::Listed { reply } => self.w.queue_raw(&reply).await,
             Fetched::Failed { name, error } => {
                 info!(event = "get", peer = %self.peer, user = self.user(), name = %names::escape(&name), outcome = error.kind.name(), "{error}");
                 self.w
