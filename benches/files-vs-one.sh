@@ -5,8 +5,11 @@
 # each repetition runs every case once, so all share the machine's drift. Every transfer is
 # verified (tree digest or file digest) before its time counts.
 #
-# Destinations: tmpfs (file creation costs next to nothing: the protocol's own cost) and the work
-# disk's ext4 with the server's default --fsync always (what a user gets).
+# Destinations: tmpfs (file creation costs next to nothing: the protocol's own cost), and a
+# fresh ext4 filesystem on the work disk (a loop-mounted image made here, so earlier runs'
+# deletions cannot slow its inode allocation) with the server's default --fsync always: what
+# a user gets, every upload on stable storage before it is acknowledged. For scale, the same
+# files unpacked locally with `tar x` (then `sync -f` for the durable figure) are timed too.
 #
 #   REPS=5 benches/files-vs-one.sh          # needs peers.sh's data (benches/many.sh makes it)
 #
@@ -24,14 +27,19 @@ SFT=${SFT:-${CARGO_TARGET_DIR:-$repo/target}/release/sft}
 mkdir -p "$R"
 OUT=$R/files-vs-one.tsv
 W=$(mktemp -d /dev/shm/sft-fvo.XXXXXX)       # client side and tmpfs server root
-E=$(mktemp -d "$BENCH_DIR/fvo.XXXXXX")        # ext4 server root and client side
+E=$(mktemp -d "$BENCH_DIR/fvo.XXXXXX")        # a fresh ext4: server root and client side
+IMG=$BENCH_DIR/fvo-ext4.img
 pids=()
 cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
-    rm -rf "$W" "$E"
+    mountpoint -q "$E" && umount "$E"
+    rm -rf "$W" "$E" "$IMG"
 }
 trap cleanup EXIT
+truncate -s 8G "$IMG"
+mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 "$IMG"
+mount -o loop "$IMG" "$E"
 
 # start_server NAME ROOT [ARGS]: a server on a free port; sets PORT_<NAME>
 start_server() {
@@ -65,6 +73,9 @@ files_bytes=$(find "$D/C" -type f -printf '%s\n' | awk '{s+=$1} END {print s}')
 tar_bytes=$(stat -c %s "$D/C.tar")
 want_tree=$(tree_digest "$D/C")
 want_tar=$(sha256sum <"$D/C.tar" | cut -d' ' -f1)
+mkdir -p "$W/ref" && tar -C "$W/ref" -xf "$D/C.tar"
+want_untar=$(tree_digest "$W/ref/C")   # C.tar leaves out peers.sh's marker file
+rm -rf "$W/ref"
 
 # the server side of each tree, for downloads
 sft_to tmpfs put -r "$D/C" && sft_to tmpfs put "$D/C.tar"
@@ -81,6 +92,8 @@ run() {
     mkdir -p "$cli"; sync
     t0=$(date +%s%N)
     case $c in
+    tar_x) mkdir -p "$srv/$up" && tar -C "$srv/$up" -xf "$D/C.tar" ;;
+    tar_x_sync) mkdir -p "$srv/$up" && tar -C "$srv/$up" -xf "$D/C.tar" && sync -f "$srv/$up" ;;
     put_files) sft_to "$dest" put -r "$D/C" "$up" ;;
     put_one) sft_to "$dest" put "$D/C.tar" --as "$up/C.tar" ;;
     get_files) sft_to "$dest" get -r C "$cli" ;;
@@ -88,6 +101,7 @@ run() {
     esac
     t1=$(date +%s%N)
     case $c in
+    tar_x | tar_x_sync) got=$(tree_digest "$srv/$up/C"); ok=$want_untar; bytes=$files_bytes ;;
     put_files) got=$(tree_digest "$srv/$up/C"); ok=$want_tree; bytes=$files_bytes ;;
     get_files) got=$(tree_digest "$cli/C"); ok=$want_tree; bytes=$files_bytes ;;
     put_one) got=$(sha256sum <"$srv/$up/C.tar" | cut -d' ' -f1); ok=$want_tar; bytes=$tar_bytes ;;
@@ -102,7 +116,7 @@ run() {
 
 for ((rep = 1; rep <= REPS; rep++)); do
     for dest in tmpfs ext4; do
-        for c in put_files put_one get_files get_one; do run "$dest" "$c" "$rep"; done
+        for c in put_files put_one get_files get_one tar_x tar_x_sync; do run "$dest" "$c" "$rep"; done
     done
 done
 
@@ -112,9 +126,10 @@ awk -F'\t' 'NR > 1 && $8 == "ok" { print $2 "\t" $3 "\t" $7 }' "$OUT" | sort -t$
         END {
             for (k in n) { c = n[k]; m[k] = (c % 2) ? v[k, (c + 1) / 2] : (v[k, c / 2] + v[k, c / 2 + 1]) / 2 }
             split("tmpfs ext4", ds, " "); split("put get", ops, " ")
-            printf "dest\top\tfiles\tone\tfiles/one\n"
+            printf "dest\top\tfiles\tone\tfiles/one\ttar x (local)\ttar x + sync\n"
             for (i = 1; i <= 2; i++) for (j = 1; j <= 2; j++) {
                 f = m[ds[i] "\t" ops[j] "_files"]; o = m[ds[i] "\t" ops[j] "_one"]
-                if (o > 0) printf "%s\t%s\t%.1f\t%.1f\t%.2f\n", ds[i], ops[j], f, o, f / o
+                if (o > 0) printf "%s\t%s\t%.1f\t%.1f\t%.2f\t%.1f\t%.1f\n", ds[i], ops[j], f, o, f / o,
+                    m[ds[i] "\ttar_x"], m[ds[i] "\ttar_x_sync"]
             }
         }'
