@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Many small files: the 5000 files of 1-64 KiB (92 MB) of peers.sh's dataset C/, uploaded over
+# Many small files: the 5000 files of 1-64 KiB (75.6 MB) of peers.sh's dataset C/, uploaded over
 # loopback by `sft put -r` (one connection, pipelined) side by side with scp -r, rsync -a and
 # tar|ssh, and -- for "about as fast as one file of the same total size" -- sft putting one
 # tar of the same files (dataset C.tar, made here); then the directory cases again onto tmpfs
@@ -26,3 +26,6 @@ ONLY='^(sft|sft_off)$' LO_DATASETS=C.tar RESULTS=$R/many-one.tsv "$here/peers.sh
 for f in many-dirs many-one; do
     RESULTS=$R/$f.tsv "$here/peers.sh" table 2>/dev/null | sed -n '/== transfers/,/^$/p'
 done
+"$here/peers.sh" down >/dev/null 2>&1 || true
+# the files against one file of the same bytes, both directions, tmpfs and a fresh ext4
+"$here/files-vs-one.sh"

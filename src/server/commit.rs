@@ -3,10 +3,12 @@
 //! committing them in batches on one thread per session.
 //!
 //! A client sending many small files pipelined (PROTOCOL.md §4.4a) never waits
-//! for a reply, so the session need not either: it gathers each upload's data
-//! and hands it to its committer thread, then reads the next PUT at once.
-//! The committer takes whatever uploads are waiting, writes them, makes them
-//! durable together (one `syncfs`, one sync per directory: a group commit),
+//! for a reply, so the session need not either: it reserves space for each
+//! upload as its PUT arrives, gathers its data and hands it to its committer,
+//! then reads the next PUT at once. The committer's writing thread takes
+//! whatever uploads are waiting and writes and verifies them; its syncing
+//! thread makes each batch durable together (one `syncfs` for the data, one
+//! for the new names: a group commit) while the next batch is being written,
 //! renames them into place and hands the results back in order; the session
 //! sends the replies, still in order, as they come. Per file this saves two
 //! thread hand-offs, a flush and — under `--fsync always` — two journal
