@@ -21,6 +21,7 @@ use std::time::Instant;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use super::Shared;
+use super::ahead::InOrder;
 use super::auth::Identity;
 use super::quota::{Request, Reservation};
 use super::store::{Staged, Upload};
@@ -92,18 +93,19 @@ impl Drop for InFlight {
     }
 }
 
-/// A session's committer thread, and the uploads it has not answered yet.
+/// A session's committer, and the uploads it has not answered yet.
 pub struct Committer {
     jobs: mpsc::Sender<SmallPut>,
     budget: Arc<Semaphore>,
-    done: mpsc::UnboundedReceiver<Committed>,
-    /// Submitted, not yet taken back with `next`/`try_next`.
-    pub pending: usize,
+    /// The outcomes, in the order the uploads were submitted.
+    pub answers: InOrder<Committed, mpsc::UnboundedReceiver<Vec<Committed>>>,
 }
 
 impl Committer {
     pub fn start(shared: Arc<Shared>) -> Result<Committer> {
         let (jobs, rx) = mpsc::channel(QUEUE);
+        // unbounded: the committer never waits for the session (which may be
+        // waiting for `room` the committer is about to free)
         let (tx, done) = mpsc::unbounded_channel();
         std::thread::Builder::new()
             .name("sft-commit".into())
@@ -112,8 +114,7 @@ impl Committer {
         Ok(Committer {
             jobs,
             budget: Arc::new(Semaphore::new(BUDGET as usize)),
-            done,
-            pending: 0,
+            answers: InOrder::new(done, lost),
         })
     }
 
@@ -134,36 +135,8 @@ impl Committer {
             .send(job)
             .await
             .map_err(|_| Error::other("internal error: the upload committer stopped"))?;
-        self.pending += 1;
+        self.answers.expect_one();
         Ok(())
-    }
-
-    /// The next result in order; cancel-safe. `None` if nothing is pending.
-    pub async fn next(&mut self) -> Option<Committed> {
-        if self.pending == 0 {
-            return None;
-        }
-        let c = self.done.recv().await;
-        self.pending -= 1;
-        Some(c.unwrap_or_else(lost))
-    }
-
-    /// The next result if it is ready now.
-    pub fn try_next(&mut self) -> Option<Committed> {
-        if self.pending == 0 {
-            return None;
-        }
-        match self.done.try_recv() {
-            Ok(c) => {
-                self.pending -= 1;
-                Some(c)
-            }
-            Err(mpsc::error::TryRecvError::Empty) => None,
-            Err(mpsc::error::TryRecvError::Disconnected) => {
-                self.pending -= 1;
-                Some(lost())
-            }
-        }
     }
 }
 
@@ -184,7 +157,7 @@ fn lost() -> Committed {
 fn run(
     s: &Arc<Shared>,
     mut jobs: mpsc::Receiver<SmallPut>,
-    done: mpsc::UnboundedSender<Committed>,
+    done: mpsc::UnboundedSender<Vec<Committed>>,
 ) {
     let (to_sync, written) = std::sync::mpsc::sync_channel::<Written>(1);
     let syncing = {
@@ -193,10 +166,8 @@ fn run(
             .name("sft-sync".into())
             .spawn(move || {
                 while let Ok(batch) = written.recv() {
-                    for c in publish_batch(&s, batch) {
-                        // a session that ended no longer wants the answer
-                        let _ = done.send(c);
-                    }
+                    // a session that ended no longer wants the answers
+                    let _ = done.send(publish_batch(&s, batch));
                 }
             })
     };

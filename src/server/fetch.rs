@@ -14,6 +14,7 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 
 use super::Shared;
+use super::ahead::InOrder;
 use super::commit::{InFlight, SMALL_UPLOAD};
 use super::store::FileInfo;
 use crate::compress::Policy;
@@ -72,11 +73,8 @@ pub enum Fetched {
 /// A session's reading thread, and the requests it has not answered yet.
 pub struct Fetcher {
     jobs: mpsc::UnboundedSender<Fetch>,
-    done: mpsc::Receiver<Vec<Fetched>>,
-    /// The rest of the batch received last.
-    ready: std::collections::VecDeque<Fetched>,
-    /// Submitted, not yet taken back with `next`/`try_next`.
-    pub pending: usize,
+    /// The replies, in the order the requests were submitted.
+    pub answers: InOrder<Fetched, mpsc::Receiver<Vec<Fetched>>>,
 }
 
 impl Fetcher {
@@ -89,54 +87,17 @@ impl Fetcher {
             .map_err(|e| Error::io("starting a thread for downloads", &e))?;
         Ok(Fetcher {
             jobs,
-            done,
-            ready: Default::default(),
-            pending: 0,
+            answers: InOrder::new(done, lost),
         })
     }
 
-    /// Queue a request (never waits: the session bounds `pending`).
+    /// Queue a request (never waits: the session bounds what is pending).
     pub fn submit(&mut self, job: Fetch) -> Result<()> {
         self.jobs
             .send(job)
             .map_err(|_| Error::other("internal error: the download reader stopped"))?;
-        self.pending += 1;
+        self.answers.expect_one();
         Ok(())
-    }
-
-    /// The next reply in order; cancel-safe. `None` if nothing is pending.
-    pub async fn next(&mut self) -> Option<Fetched> {
-        if self.pending == 0 {
-            return None;
-        }
-        if self.ready.is_empty() {
-            match self.done.recv().await {
-                Some(batch) => self.ready.extend(batch),
-                None => self.ready.push_back(lost()),
-            }
-        }
-        self.take()
-    }
-
-    /// The next reply if it is ready now.
-    pub fn try_next(&mut self) -> Option<Fetched> {
-        if self.pending == 0 {
-            return None;
-        }
-        if self.ready.is_empty() {
-            match self.done.try_recv() {
-                Ok(batch) => self.ready.extend(batch),
-                Err(mpsc::error::TryRecvError::Empty) => return None,
-                Err(mpsc::error::TryRecvError::Disconnected) => self.ready.push_back(lost()),
-            }
-        }
-        self.take()
-    }
-
-    fn take(&mut self) -> Option<Fetched> {
-        let f = self.ready.pop_front()?;
-        self.pending -= 1;
-        Some(f)
     }
 }
 

@@ -2,6 +2,7 @@
 //! on SIGTERM/SIGINT, certificate reload on SIGHUP, and the shared state every
 //! session uses.
 
+pub mod ahead;
 pub mod auth;
 pub mod commit;
 pub mod fetch;

@@ -201,7 +201,8 @@ impl Session {
         ));
         info!(event = what, peer = %self.peer, user = self.user(), outcome = "aborted", "{e}");
         // uploads already received are answered first, in order
-        let _ = self.drain_commits().await;
+        // (boxed: answering a download may end here again)
+        let _ = Box::pin(self.drain(Which::Puts)).await;
         let _ = self.reply_error(&e).await;
         Err(Error::network("transfer aborted at shutdown"))
     }
@@ -274,34 +275,36 @@ impl Session {
         let mut stop = self.shared.stop.clone();
         let idle = self.shared.limits.idle;
         loop {
-            let committing = self.commits.as_ref().is_some_and(|c| c.pending > 0);
-            let fetching = self.fetches.as_ref().is_some_and(|f| f.pending > 0);
+            let committing = self
+                .commits
+                .as_ref()
+                .is_some_and(|c| c.answers.pending() > 0);
+            let fetching = self
+                .fetches
+                .as_ref()
+                .is_some_and(|f| f.answers.pending() > 0);
             let next = tokio::select! {
                 biased;
                 _ = stop.wait_for(|s| *s) => None,
-                // replies to queued uploads and downloads go out while
+                // answers to queued uploads and downloads go out while
                 // commands come in
                 Some(c) = async {
                     match self.commits.as_mut() {
-                        Some(c) => c.next().await,
+                        Some(c) => c.answers.next().await,
                         None => None,
                     }
-                }, if committing => Some(Ahead::Committed(c)),
+                }, if committing => Some(Ahead::Answer(Answer::Put(c))),
                 Some(f) = async {
                     match self.fetches.as_mut() {
-                        Some(f) => f.next().await,
+                        Some(f) => f.answers.next().await,
                         None => None,
                     }
-                }, if fetching => Some(Ahead::Fetched(Box::new(f))),
+                }, if fetching => Some(Ahead::Answer(Answer::Get(Box::new(f)))),
                 m = tokio::time::timeout(idle, self.r.read_frame()) => Some(Ahead::Command(m)),
             };
             let next = match next {
-                Some(Ahead::Committed(c)) => {
-                    self.flush_commits(c).await?;
-                    continue;
-                }
-                Some(Ahead::Fetched(f)) => {
-                    self.flush_fetches(*f).await?;
+                Some(Ahead::Answer(a)) => {
+                    self.flush_answers(a).await?;
                     continue;
                 }
                 Some(Ahead::Command(m)) => Some(m),
@@ -357,7 +360,7 @@ impl Session {
             // and queued downloads wait for each other, anything else for both
             match msg {
                 Msg::Put { size, flags, name } if queued(size, flags) => {
-                    self.drain_fetches().await?;
+                    self.drain(Which::Gets).await?;
                     self.put_queued(size, flags, name, who).await?;
                     continue;
                 }
@@ -366,12 +369,12 @@ impl Session {
                     compress,
                     name,
                 } => {
-                    self.drain_commits().await?;
+                    self.drain(Which::Puts).await?;
                     self.get(offset, compress, name).await?;
                     continue;
                 }
                 Msg::List { path } => {
-                    self.drain_commits().await?;
+                    self.drain(Which::Puts).await?;
                     self.fetch(Fetch::Listing { path }).await?;
                     continue;
                 }
@@ -835,7 +838,7 @@ impl Session {
             Err(e) => {
                 info!(event = "put", peer = %self.peer, user = self.user(), name = %names::escape(&name), size, outcome = e.kind.name(), "{e}");
                 // the refusal is the reply to this PUT: those before it go first
-                self.drain_commits().await?;
+                self.drain(Which::Puts).await?;
                 return self.refuse_put(&e, true).await;
             }
         };
@@ -866,36 +869,78 @@ impl Session {
         }
     }
 
-    /// Reply to one committed upload (buffered; see `flush_commits`).
-    async fn reply_committed(&mut self, c: Committed) -> Result<()> {
-        self.finish_put(&c.name, c.size, c.started, c.outcome, false)
-            .await
+    /// The next answer owed by one of the session's workers, in order.
+    async fn next_answer(&mut self, which: Which) -> Option<Answer> {
+        match which {
+            Which::Puts => match self.commits.as_mut() {
+                Some(c) => c.answers.next().await.map(Answer::Put),
+                None => None,
+            },
+            Which::Gets => match self.fetches.as_mut() {
+                Some(f) => f.answers.next().await.map(|f| Answer::Get(Box::new(f))),
+                None => None,
+            },
+        }
     }
 
-    /// Reply to every upload the committer has finished, then flush.
-    async fn flush_commits(&mut self, first: Committed) -> Result<()> {
-        self.reply_committed(first).await?;
-        while let Some(c) = self.commits.as_mut().and_then(|c| c.try_next()) {
-            self.reply_committed(c).await?;
+    /// The next answer owed by one of the session's workers, if it is ready.
+    fn try_answer(&mut self, which: Which) -> Option<Answer> {
+        match which {
+            Which::Puts => self
+                .commits
+                .as_mut()
+                .and_then(|c| c.answers.try_next())
+                .map(Answer::Put),
+            Which::Gets => self
+                .fetches
+                .as_mut()
+                .and_then(|f| f.answers.try_next())
+                .map(|f| Answer::Get(Box::new(f))),
+        }
+    }
+
+    /// Send one answer (buffered; a large download is streamed).
+    async fn answer(&mut self, a: Answer) -> Result<()> {
+        match a {
+            Answer::Put(c) => {
+                self.finish_put(&c.name, c.size, c.started, c.outcome, false)
+                    .await
+            }
+            Answer::Get(f) => self.reply_fetched(*f).await,
+        }
+    }
+
+    /// Send `first` and every answer of its kind that is ready, then flush.
+    async fn flush_answers(&mut self, first: Answer) -> Result<()> {
+        let which = match first {
+            Answer::Put(_) => Which::Puts,
+            Answer::Get(_) => Which::Gets,
+        };
+        self.answer(first).await?;
+        while let Some(a) = self.try_answer(which) {
+            self.answer(a).await?;
         }
         self.w.flush().await
     }
 
-    /// Wait for every queued upload and send their replies: before any
-    /// other reply, so replies stay in the order of the commands.
-    async fn drain_commits(&mut self) -> Result<()> {
+    /// Wait for every answer one worker owes and send it: before any other
+    /// reply, so replies stay in the order of the commands.
+    async fn drain(&mut self, which: Which) -> Result<()> {
         let mut any = false;
-        while let Some(c) = match self.commits.as_mut() {
-            Some(c) => c.next().await,
-            None => None,
-        } {
-            self.reply_committed(c).await?;
+        while let Some(a) = self.next_answer(which).await {
+            self.answer(a).await?;
             any = true;
         }
         if any {
             self.w.flush().await?;
         }
         Ok(())
+    }
+
+    /// Every answer owed, uploads' and downloads'.
+    async fn drain_all(&mut self) -> Result<()> {
+        self.drain(Which::Puts).await?;
+        self.drain(Which::Gets).await
     }
 
     /// A GET is queued for the session's reading thread (see `fetch`), and
@@ -915,23 +960,6 @@ impl Session {
         };
         let policy =
             Policy::new(mode, self.shared.max_level).on_local_link(self.peer.ip().is_loopback());
-        if self.fetches.is_none() {
-            self.fetches = Some(Fetcher::start(self.shared.clone())?);
-        }
-        // a client far ahead of its replies gets some before more is read
-        while self
-            .fetches
-            .as_ref()
-            .is_some_and(|f| f.pending >= fetch::AHEAD)
-        {
-            match self.fetches.as_mut() {
-                Some(f) => match f.next().await {
-                    Some(done) => self.reply_fetched(done).await?,
-                    None => break,
-                },
-                None => break,
-            }
-        }
         self.fetch(Fetch::File {
             name,
             policy: Box::new(policy),
@@ -949,13 +977,10 @@ impl Session {
         while self
             .fetches
             .as_ref()
-            .is_some_and(|f| f.pending >= fetch::AHEAD)
+            .is_some_and(|f| f.answers.pending() >= fetch::AHEAD)
         {
-            match self.fetches.as_mut() {
-                Some(f) => match f.next().await {
-                    Some(done) => self.reply_fetched(done).await?,
-                    None => break,
-                },
+            match self.next_answer(Which::Gets).await {
+                Some(a) => self.answer(a).await?,
                 None => break,
             }
         }
@@ -1008,38 +1033,6 @@ impl Session {
                     .await
             }
         }
-    }
-
-    /// Send every reply the reading thread has ready, starting with `first`,
-    /// then flush.
-    async fn flush_fetches(&mut self, first: Fetched) -> Result<()> {
-        self.reply_fetched(first).await?;
-        while let Some(f) = self.fetches.as_mut().and_then(|f| f.try_next()) {
-            self.reply_fetched(f).await?;
-        }
-        self.w.flush().await
-    }
-
-    /// Wait for every queued GET and send its reply.
-    async fn drain_fetches(&mut self) -> Result<()> {
-        let mut any = false;
-        while let Some(f) = match self.fetches.as_mut() {
-            Some(f) => f.next().await,
-            None => None,
-        } {
-            self.reply_fetched(f).await?;
-            any = true;
-        }
-        if any {
-            self.w.flush().await?;
-        }
-        Ok(())
-    }
-
-    /// Every queued reply, uploads' and downloads'.
-    async fn drain_all(&mut self) -> Result<()> {
-        self.drain_commits().await?;
-        self.drain_fetches().await
     }
 
     /// Stream a large file: GET_OK, its DATA as the reader produces it, END.
@@ -1124,9 +1117,22 @@ impl Session {
 
 /// What the command loop woke up for.
 enum Ahead {
-    Committed(Committed),
-    Fetched(Box<Fetched>),
+    Answer(Answer),
     Command(std::result::Result<Result<Option<Msg>>, tokio::time::error::Elapsed>),
+}
+
+/// A reply a worker prepared for a queued command.
+enum Answer {
+    Put(Committed),
+    Get(Box<Fetched>),
+}
+
+/// The session's workers: the committer of small uploads, the reader of
+/// downloads and listings.
+#[derive(Clone, Copy)]
+enum Which {
+    Puts,
+    Gets,
 }
 
 /// Whether a PUT is a small pipelined upload, which the committer handles
