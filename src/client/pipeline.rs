@@ -411,8 +411,24 @@ impl Client {
             }
             Ok::<(), Error>(())
         };
-        tokio::try_join!(sender, receiver)?;
-        Ok(())
+        // a connection lost while sending: the server may have said why
+        // (shutting down, disk full) before it closed, and that reason, read
+        // by the receiver, is what the user needs to see
+        tokio::pin!(sender, receiver);
+        tokio::select! {
+            sent = &mut sender => match sent {
+                Ok(()) => receiver.await,
+                Err(e) if e.kind == Kind::Network => {
+                    let _ = receiver.await;
+                    Err(e)
+                }
+                Err(e) => Err(e),
+            },
+            received = &mut receiver => match received {
+                Ok(()) => sender.await,
+                Err(e) => Err(e),
+            },
+        }
     }
 
     /// Download `jobs` in order over this session, requests sent ahead.

@@ -204,6 +204,18 @@ impl Session {
         // (boxed: answering a download may end here again)
         let _ = Box::pin(self.drain(Which::Puts)).await;
         let _ = self.reply_error(&e).await;
+        if what == "upload" {
+            // a lingering close: closing with the client's data still
+            // arriving would make the kernel reset the connection, and a
+            // reset can destroy the ERROR before the client reads it; so
+            // its data is read and dropped until it stops (CANCEL, close)
+            // or a short deadline passes
+            let _ = self.w.shutdown().await;
+            let _ = tokio::time::timeout(LINGER, async {
+                while let Ok(Some(_)) = self.r.read_frame().await {}
+            })
+            .await;
+        }
         Err(Error::network("transfer aborted at shutdown"))
     }
 
@@ -1114,6 +1126,10 @@ impl Session {
         }
     }
 }
+
+/// How long an upload cut off at shutdown may go on arriving (and be
+/// dropped) after its ERROR, so the client reads the ERROR, not a reset.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// What the command loop woke up for.
 enum Ahead {
