@@ -332,3 +332,41 @@ fn on_a_terminal_the_shell_edits_completes_and_remembers() {
     assert!(s.root.join("h1").is_dir());
     assert!(s.root.join("h12").is_dir(), "{}", screen.shown());
 }
+
+/// A session the server closes while the shell sits at its prompt (the idle
+/// timeout here) is opened again before the next command, which then runs
+/// once, in the same remote directory.
+#[test]
+fn a_session_closed_while_idle_is_opened_again_for_the_next_command() {
+    let s = Server::start_args(&["--idle-timeout", "1s"]);
+    std::fs::create_dir(s.root.join("docs")).unwrap();
+    std::fs::write(s.root.join("docs/a.txt"), b"a").unwrap();
+    let mut child = s
+        .process()
+        .arg("shell")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"cd docs\nls\n").unwrap();
+    stdin.flush().unwrap();
+    // idle for longer than the server allows
+    std::thread::sleep(Duration::from_millis(2500));
+    stdin.write_all(b"mkdir made-after\nls\nexit\n").unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("session closed after 1s without a command")
+            && stderr.contains("connecting again"),
+        "{stderr}"
+    );
+    // the command after the pause ran once, in the directory kept from before
+    assert!(s.root.join("docs/made-after").is_dir());
+    assert_eq!(stdout.matches("a.txt").count(), 2, "{stdout}");
+    assert!(stdout.contains("made-after"), "{stdout}");
+}

@@ -253,7 +253,7 @@ async fn client_command(
         _ => {}
     }
     let mut c = Client::connect(opts).await?;
-    let result = run_on(&mut c, cmd, stats, o, planned_put).await;
+    let result = run_on(&mut c, opts, cmd, stats, o, planned_put).await;
     match &result {
         // the session is lost: nothing more to say
         Err(e)
@@ -272,6 +272,7 @@ async fn client_command(
 
 async fn run_on(
     c: &mut Client,
+    opts: &client::Options,
     cmd: Command,
     stats: bool,
     o: &Output,
@@ -323,7 +324,7 @@ async fn run_on(
             c.mkdir(&name).await?;
             o.json_only(|| serde_json::json!({"op": "mkdir", "name": name, "outcome": "ok"}))?;
         }
-        Command::Shell => shell::run(c).await?,
+        Command::Shell => shell::run(c, opts).await?,
         Command::Admin(AdminCmd::Shutdown { grace }) => {
             c.shutdown(grace).await?;
             eprintln!(

@@ -51,8 +51,11 @@ const COMMANDS: &[&str] = &[
     "quit", "rm", "rmdir",
 ];
 
-/// Run the shell on an open session until `exit` or end of input.
-pub async fn run(c: &mut Client) -> Result<()> {
+/// Run the shell on an open session until `exit` or end of input. A session
+/// the server ended while the shell sat at its prompt (idle timeout, a
+/// restart) is opened again with `opts` before the next command, which is
+/// then sent as usual: the server never saw it, so nothing runs twice.
+pub async fn run(c: &mut Client, opts: &crate::client::Options) -> Result<()> {
     let interactive = std::io::stdin().is_terminal();
     let mut input = Input::start(interactive)?;
     let mut sh = Shell::default();
@@ -98,6 +101,10 @@ pub async fn run(c: &mut Client) -> Result<()> {
         };
         if words.is_empty() {
             continue;
+        }
+        if let Some(why) = c.ended().await {
+            eprintln!("sft: the session had ended ({why}); connecting again");
+            *c = Client::connect(opts).await?;
         }
         match sh.exec(c, &words).await {
             Ok(Flow::Go) => {}

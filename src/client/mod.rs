@@ -338,6 +338,22 @@ impl Client {
         Ok(c)
     }
 
+    /// Whether the server has ended this session while it sat idle between
+    /// commands (idle timeout, shutdown): `Some(its reason)`. Never waits.
+    pub async fn ended(&mut self) -> Option<String> {
+        // read_frame is cancel-safe: a zero deadline only looks at what
+        // has already arrived
+        match tokio::time::timeout(Duration::ZERO, self.r.read_frame()).await {
+            Err(_) => None,
+            Ok(Ok(None)) => Some("the server closed the session".into()),
+            Ok(Ok(Some(Msg::Error { message, .. }))) => Some(message),
+            Ok(Ok(Some(other))) => {
+                Some(format!("the server sent {} between commands", other.name()))
+            }
+            Ok(Err(e)) => Some(e.message),
+        }
+    }
+
     /// End the session politely (BYE, then TLS close_notify).
     pub async fn bye(&mut self) -> Result<()> {
         self.w.send_now(&Msg::Bye).await?;
