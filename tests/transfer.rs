@@ -342,3 +342,85 @@ async fn one_session_carries_many_commands_then_ends_cleanly() {
     assert_eq!(r.next().await, Msg::Bye);
     assert_eq!(r.next_or_closed().await, None, "server closes after BYE");
 }
+
+/// One burst of pipelined commands of every kind, sent without waiting:
+/// the replies come back in the order of the commands, each exactly as if
+/// it had been sent alone. A GET of a file whose upload is still being
+/// committed sees the committed file.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_burst_of_mixed_commands_is_answered_in_order() {
+    use sft::protocol::{Encoding, Msg, PUT_PIPELINED};
+    use sha2::Digest;
+    let s = Server::start();
+    let mut r = s.raw().await;
+    let (a, b) = (noise(5000, 1), noise(300, 2));
+    let put = |name: &str, data: &[u8]| {
+        vec![
+            Msg::Put {
+                size: data.len() as u64,
+                flags: PUT_PIPELINED,
+                name: name.into(),
+            },
+            Msg::Data {
+                encoding: Encoding::Raw,
+                raw_len: data.len() as u32,
+                payload: data.to_vec().into(),
+            },
+            Msg::End {
+                sha256: sha2::Sha256::digest(data).into(),
+            },
+        ]
+    };
+    let get = |offset: u64, name: &str| Msg::Get {
+        offset,
+        compress: 0,
+        name: name.into(),
+    };
+    let mut burst = put("a", &a);
+    burst.push(get(0, "a"));
+    burst.push(Msg::List { path: "".into() });
+    burst.push(get(5, "a"));
+    burst.push(get(0, "missing"));
+    burst.extend(put("b", &b));
+    burst.push(Msg::Stat { name: "b".into() });
+    burst.push(Msg::Bye);
+    for m in &burst {
+        r.w.send(m).await.unwrap();
+    }
+    r.w.flush().await.unwrap();
+
+    let digest_a: [u8; 32] = sha2::Sha256::digest(&a).into();
+    assert!(matches!(r.next().await, Msg::PutOk { ref name, .. } if name == "a"));
+    match r.next().await {
+        Msg::GetOk { size, sha256, .. } => {
+            assert_eq!(size, a.len() as u64);
+            assert_eq!(sha256, Some(digest_a), "the digest recorded at commit");
+        }
+        other => panic!("expected GET_OK, got {other:?}"),
+    }
+    let mut got = Vec::new();
+    loop {
+        match r.next().await {
+            Msg::Data { payload, .. } => got.extend_from_slice(&payload),
+            Msg::End { sha256 } => {
+                assert_eq!(sha256, digest_a);
+                break;
+            }
+            other => panic!("expected DATA or END, got {other:?}"),
+        }
+    }
+    assert_eq!(got, a);
+    assert!(matches!(r.next().await, Msg::Entry(ref e) if e.name == "a"));
+    assert!(matches!(r.next().await, Msg::ListEnd));
+    assert!(
+        matches!(r.next().await, Msg::Error { code: 2, .. }),
+        "offset ≠ 0"
+    );
+    assert!(
+        matches!(r.next().await, Msg::Error { code: 6, .. }),
+        "not found"
+    );
+    assert!(matches!(r.next().await, Msg::PutOk { ref name, .. } if name == "b"));
+    assert!(matches!(r.next().await, Msg::Entry(ref e) if e.name == "b" && e.size == 300));
+    assert!(matches!(r.next().await, Msg::Bye));
+}

@@ -959,6 +959,8 @@ impl Session {
     /// the next command read at once; the reply follows in order.
     async fn get(&mut self, offset: u64, compress: u8, name: String) -> Result<()> {
         if offset != 0 {
+            // the answers to GETs queued before this one go first
+            self.drain(Which::Gets).await?;
             return self
                 .reply_error(&Error::usage(
                     "this server cannot resume downloads yet (offset must be 0)",
