@@ -402,3 +402,44 @@ fn the_audit_log_has_one_line_per_event_and_never_a_token() {
     );
     assert!(find("shutdown", &["\"by\":\"ada\""]), "{log}");
 }
+
+/// `rm -r` of a shared tree by a writer: its own files go, another user's
+/// stays (and so does the directory holding it), and the command exits
+/// with the refusal.
+#[test]
+fn rm_r_removes_what_the_user_may_and_reports_the_refusal() {
+    let t = team();
+    let work = tempfile::tempdir().unwrap();
+    let mine = file(work.path(), "mine.txt", b"walt's");
+    let theirs = file(work.path(), "theirs.txt", b"wendy's");
+    t.as_user(&t.writer)
+        .args(["put", "--to", "shared/a"])
+        .arg(&mine)
+        .assert()
+        .success();
+    t.as_user(&t.writer)
+        .args(["put", "--to", "shared/b"])
+        .arg(&mine)
+        .assert()
+        .success();
+    t.as_user(&t.writer2)
+        .args(["put", "--to", "shared/b"])
+        .arg(&theirs)
+        .assert()
+        .success();
+    let a = t
+        .as_user(&t.writer)
+        .args(["rm", "-r", "--yes", "shared"])
+        .assert()
+        .code(5);
+    assert!(
+        stderr_text(&a).contains("user walt (role write) cannot rm 'shared/b/theirs.txt'"),
+        "{}",
+        stderr_text(&a)
+    );
+    assert_eq!(t.s.files(), vec!["shared/b/theirs.txt"]);
+    assert!(
+        !t.s.root.join("shared/a").exists(),
+        "an emptied directory goes"
+    );
+}

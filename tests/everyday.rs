@@ -651,6 +651,18 @@ fn hundreds_of_small_files_and_a_large_one_go_up_and_come_back_identical() {
         .filter(|e| e.file_name().to_string_lossy().ends_with(".part"))
         .collect();
     assert!(left.is_empty(), "no partial downloads left behind");
+
+    // and removed again, in one burst: a line per file, one for the tree
+    let a = s
+        .client()
+        .args(["--json", "rm", "-r", "--yes", "many"])
+        .assert()
+        .success();
+    let lines = json_lines(&stdout_text(&a));
+    assert_eq!(lines.len(), files.len() + 1);
+    assert_eq!(lines.last().unwrap()["kind"], "dir");
+    assert!(!s.root.join("many").exists());
+    assert!(s.files().is_empty());
 }
 
 /// The server answers queued uploads in order even when one in the middle

@@ -11,7 +11,7 @@ use crate::client::pipeline::{Dest, GetJob, PutJob};
 use crate::error::{Error, Kind, Result};
 use crate::names;
 use crate::progress::Progress;
-use crate::protocol::{Entry, EntryKind};
+use crate::protocol::{Entry, EntryKind, Msg};
 use crate::units::human;
 
 fn hex32(d: &[u8; 32]) -> String {
@@ -703,18 +703,43 @@ async fn remove_one(
             return Err(Error::usage("nothing removed"));
         }
     }
-    for (f, _) in &files {
-        c.remove(f).await?;
-        o.json_only(|| json!({"op": "rm", "name": f, "outcome": "ok"}))?;
-    }
-    // deepest first
+    // every removal in one burst: files, then directories deepest first
     let mut all: Vec<&String> = dirs.iter().collect();
     all.sort_by_key(|d| std::cmp::Reverse(d.matches('/').count()));
-    for d in all {
-        c.rmdir(d).await?;
+    let mut msgs: Vec<Msg> = files
+        .iter()
+        .map(|(f, _)| Msg::Remove { name: f.clone() })
+        .collect();
+    msgs.extend(all.iter().map(|d| Msg::Rmdir {
+        name: d.to_string(),
+    }));
+    msgs.push(Msg::Rmdir {
+        name: name.to_string(),
+    });
+    let results = c.simple_many(&msgs, "the reply to a removal").await?;
+    let mut first = None;
+    for (m, r) in msgs.iter().zip(results) {
+        match r {
+            // one line per file, and one for the tree (as documented)
+            Ok(()) => match m {
+                Msg::Remove { name: f } => {
+                    o.json_only(|| json!({"op": "rm", "name": f, "outcome": "ok"}))?
+                }
+                Msg::Rmdir { name: d } if d == name => o.json_only(
+                    || json!({"op": "rm", "name": name, "kind": "dir", "outcome": "ok"}),
+                )?,
+                _ => {}
+            },
+            // the first failure is the command's; the rest follow from it
+            // (a directory that kept a file is not empty)
+            Err(e) if first.is_none() => first = Some(e),
+            Err(_) => {}
+        }
     }
-    c.rmdir(name).await?;
-    o.json_only(|| json!({"op": "rm", "name": name, "kind": "dir", "outcome": "ok"}))
+    match first {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 // ---------------------------------------------------------------- df

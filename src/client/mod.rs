@@ -516,6 +516,32 @@ impl Client {
         }
     }
 
+    /// Several commands answered by DONE or ERROR (REMOVE, RMDIR, MKDIR),
+    /// sent all at once and answered in order: one round trip for the lot.
+    /// The server carries them out in order, each as if sent alone.
+    pub async fn simple_many(&mut self, msgs: &[Msg], what: &str) -> Result<Vec<Result<()>>> {
+        let (r, w, timeout) = (&mut self.r, &mut self.w, self.timeout);
+        let sender = async {
+            for m in msgs {
+                w.send(m).await?;
+            }
+            w.flush().await
+        };
+        let receiver = async {
+            let mut all = Vec::with_capacity(msgs.len());
+            for _ in msgs {
+                all.push(match r.expect_within(timeout, what).await? {
+                    Msg::Done => Ok(()),
+                    Msg::Error { code, message } => Err(server_error(code, &message)),
+                    other => return Err(unexpected(&other, what)),
+                });
+            }
+            Ok(all)
+        };
+        let ((), all) = tokio::try_join!(sender, receiver)?;
+        Ok(all)
+    }
+
     async fn simple(&mut self, m: Msg, what: &str) -> Result<()> {
         self.w.send_now(&m).await?;
         match self.r.expect_within(self.timeout, what).await? {
