@@ -619,7 +619,7 @@ fn store_small(job: &StoreJob) -> Result<Downloaded> {
         let mut buf = Vec::new();
         let mut h = sha2::Sha256::new();
         let mut n: u64 = 0;
-        let mut out = std::io::BufWriter::with_capacity(256 * 1024, &file);
+        let mut out = &file;
         for b in &job.blocks {
             let data: &[u8] =
                 if b.encoding == Encoding::Raw && b.payload.len() == b.raw_len as usize {
@@ -633,8 +633,6 @@ fn store_small(job: &StoreJob) -> Result<Downloaded> {
                 .map_err(|e| Error::io(format!("writing {shown}"), &e))?;
             n += data.len() as u64;
         }
-        out.flush()
-            .map_err(|e| Error::io(format!("writing {shown}"), &e))?;
         let digest: [u8; 32] = h.finalize().into();
         verify_download(
             &job.remote,
@@ -741,33 +739,27 @@ fn verify_download(
             "the server sent {n} bytes but announced {size}"
         )));
     }
-    if !transfer::same_digest(digest, sent) {
-        return Err(Error::integrity(format!(
-            "SHA-256 mismatch for {}: the server sent {} but the data received hashes to {}; {saved}",
-            names::quote(remote),
-            hex::encode(sent),
-            hex::encode(digest)
-        )));
-    }
-    if let Some(rec) = recorded
-        && !transfer::same_digest(digest, &rec)
-    {
-        return Err(Error::integrity(format!(
-            "SHA-256 mismatch for {}: recorded at upload as {} but received {}; {saved}",
-            names::quote(remote),
-            hex::encode(rec),
-            hex::encode(digest)
-        )));
-    }
-    if let Some(want) = expect
-        && !transfer::same_digest(digest, &want)
-    {
-        return Err(Error::integrity(format!(
-            "SHA-256 mismatch for {}: expected {} but the file is {}; {saved}",
-            names::quote(remote),
-            hex::encode(want),
-            hex::encode(digest)
-        )));
+    // (the digest it must match, how to say "X but Y")
+    let checks = [
+        (
+            Some(*sent),
+            "the server sent",
+            "the data received hashes to",
+        ),
+        (recorded, "recorded at upload as", "received"),
+        (expect, "expected", "the file is"),
+    ];
+    for (want, said, got) in checks {
+        if let Some(want) = want
+            && !transfer::same_digest(digest, &want)
+        {
+            return Err(Error::integrity(format!(
+                "SHA-256 mismatch for {}: {said} {} but {got} {}; {saved}",
+                names::quote(remote),
+                hex::encode(want),
+                hex::encode(digest)
+            )));
+        }
     }
     Ok(())
 }

@@ -186,7 +186,12 @@ fn fetch(s: &Arc<Shared>, name: String, policy: Policy, started: Instant) -> Fet
         sha256: info.sha256,
     }
     .encode(&mut reply);
-    let keep = file.try_clone();
+    // a second handle only to record a digest the file does not have yet
+    let keep = info
+        .sha256
+        .is_none()
+        .then(|| file.try_clone().ok())
+        .flatten();
     let outcome = transfer::encode_small(
         file,
         info.size,
@@ -203,7 +208,7 @@ fn fetch(s: &Arc<Shared>, name: String, policy: Policy, started: Instant) -> Fet
         }
         stored => {
             if stored.is_none()
-                && let Ok(f) = &keep
+                && let Some(f) = &keep
             {
                 s.store.remember_digest(f, &info, &sha256);
             }

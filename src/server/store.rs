@@ -340,24 +340,9 @@ impl Store {
             }
         }
         // the data first: nothing becomes visible before it is durable
-        if self.fsync == Fsync::Always {
-            let live: Vec<usize> = (0..ups.len()).filter(|&i| ups[i].is_some()).collect();
-            let synced = match live.as_slice() {
-                [] => Ok(()),
-                [i] => ups[*i]
-                    .as_ref()
-                    .map_or(Ok(()), |st| rustix::fs::fdatasync(&st.up.file)),
-                _ => rustix::fs::syncfs(&self.root),
-            };
-            if let Err(e) = synced {
-                for i in live {
-                    if let Some(st) = ups[i].take() {
-                        let shown = join(&st.up.parent, &st.up.component);
-                        results[i] = Err(fs_err("writing", &shown, e));
-                    }
-                }
-            }
-        }
+        self.sync_batch(&mut ups, &mut results, "writing", |up| {
+            rustix::fs::fdatasync(&up.file)
+        });
         for (i, slot) in ups.iter_mut().enumerate() {
             let Some(st) = slot.as_mut() else { continue };
             match publish(&mut st.up, st.overwrite) {
@@ -368,27 +353,41 @@ impl Store {
                 }
             }
         }
-        if self.fsync == Fsync::Always {
-            let live: Vec<usize> = (0..ups.len()).filter(|&i| ups[i].is_some()).collect();
-            // the new names: one sync of the filesystem for a batch, the
-            // directory's own for a single upload
-            let synced = match live.as_slice() {
-                [] => Ok(()),
-                [i] => ups[*i]
-                    .as_ref()
-                    .map_or(Ok(()), |st| rustix::fs::fsync(&st.up.dir)),
-                _ => rustix::fs::syncfs(&self.root),
-            };
-            if let Err(e) = synced {
-                for i in live {
-                    if let Some(st) = &ups[i] {
-                        let shown = join(&st.up.parent, &st.up.component);
-                        results[i] = Err(fs_err("syncing directory of", &shown, e));
-                    }
+        // then the new names
+        self.sync_batch(&mut ups, &mut results, "syncing directory of", |up| {
+            rustix::fs::fsync(&up.dir)
+        });
+        results
+    }
+
+    /// Under `Fsync::Always`, make what the uploads still in `ups` have done
+    /// so far durable: a single upload with `one` (its own file or
+    /// directory), a batch with one `syncfs`. A failure fails every one of
+    /// them (`what` names the step) and takes it out of the batch.
+    fn sync_batch(
+        &self,
+        ups: &mut [Option<Staged>],
+        results: &mut [Result<Published>],
+        what: &str,
+        one: impl Fn(&Upload) -> std::result::Result<(), Errno>,
+    ) {
+        if self.fsync != Fsync::Always {
+            return;
+        }
+        let live: Vec<usize> = (0..ups.len()).filter(|&i| ups[i].is_some()).collect();
+        let synced = match live.as_slice() {
+            [] => Ok(()),
+            [i] => ups[*i].as_ref().map_or(Ok(()), |st| one(&st.up)),
+            _ => rustix::fs::syncfs(&self.root),
+        };
+        if let Err(e) = synced {
+            for i in live {
+                if let Some(st) = ups[i].take() {
+                    let shown = join(&st.up.parent, &st.up.component);
+                    results[i] = Err(fs_err(what, &shown, e));
                 }
             }
         }
-        results
     }
 
     /// An existing regular file's size and uploader (`""` if it was not
