@@ -705,3 +705,25 @@ fn a_refusal_among_queued_uploads_answers_that_file_and_keeps_the_order() {
         );
     }
 }
+
+/// More queued small uploads than the server buffers for a session (16 MiB):
+/// the server stops reading until the committer catches up, the client
+/// waits, and every file arrives intact.
+#[test]
+fn small_uploads_beyond_the_servers_buffer_wait_and_all_arrive() {
+    let s = Server::start();
+    let work = tempfile::tempdir().unwrap();
+    let mut paths = Vec::new();
+    for i in 0..40u64 {
+        let p = work.path().join(format!("f{i:02}"));
+        std::fs::write(&p, noise(900 << 10, 100 + i)).unwrap();
+        paths.push(p);
+    }
+    s.client().arg("put").args(&paths).assert().success();
+    for i in 0..40u64 {
+        let stored = std::fs::read(s.root.join(format!("f{i:02}"))).unwrap();
+        assert!(stored == noise(900 << 10, 100 + i), "f{i:02} stored intact");
+    }
+    let status = stdout_text(&s.client().args(["admin", "status"]).assert().success());
+    assert!(status.contains("transfers in flight: 0"), "{status}");
+}

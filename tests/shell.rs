@@ -10,6 +10,17 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
+/// `sft shell` in the background, all three streams piped.
+fn spawn_shell(s: &Server) -> std::process::Child {
+    s.process()
+        .arg("shell")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 /// A path as a quoted shell word.
 fn q(p: &std::path::Path) -> String {
     format!("\"{}\"", p.display())
@@ -186,14 +197,7 @@ fn names_cannot_climb_out_of_the_root_and_eof_ends_the_shell() {
 #[test]
 fn a_lost_session_ends_the_shell_with_its_error() {
     let mut s = Server::start();
-    let mut child = s
-        .process()
-        .arg("shell")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_shell(&s);
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(b"pwd\n").unwrap();
     let mut stdout = child.stdout.take().unwrap();
@@ -341,14 +345,7 @@ fn a_session_closed_while_idle_is_opened_again_for_the_next_command() {
     let s = Server::start_args(&["--idle-timeout", "1s"]);
     std::fs::create_dir(s.root.join("docs")).unwrap();
     std::fs::write(s.root.join("docs/a.txt"), b"a").unwrap();
-    let mut child = s
-        .process()
-        .arg("shell")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_shell(&s);
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(b"cd docs\nls\n").unwrap();
     stdin.flush().unwrap();
