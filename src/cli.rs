@@ -377,19 +377,27 @@ pub struct ServeArgs {
     /// When an acknowledged upload must be on stable storage
     #[arg(long, value_enum, default_value = "always")]
     pub fsync: FsyncArg,
-    /// Most clients served at once; more get "server busy"
+    /// Most authenticated sessions at once; more get "server busy"
     #[arg(long, default_value_t = 256)]
     pub max_connections: usize,
+    /// Most connections still in their TLS handshake or authentication;
+    /// beyond it the oldest waiting one is dropped to make room
+    #[arg(long, default_value_t = 512, value_name = "N")]
+    pub max_unauthenticated: usize,
+    /// Most unauthenticated connections from one address; beyond it that
+    /// address's oldest waiting one is dropped
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    pub max_unauthenticated_per_address: usize,
     /// Deadline for the TLS handshake
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub handshake_timeout: Duration,
     /// Deadline for HELLO and authentication after the handshake
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub auth_timeout: Duration,
     /// Close sessions idle for this long between commands
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     pub idle_timeout: Duration,
-    /// Abort a transfer when no data arrives for this long
+    /// Abort a transfer when no data moves (either way) for this long
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub data_timeout: Duration,
     /// On SIGTERM/SIGINT, how long transfers in flight may take to finish

@@ -2,7 +2,8 @@
 //!
 //! Layers, bottom up:
 //! - [`protocol`]: frames and messages, bytes in and out, no I/O (PROTOCOL.md).
-//! - [`connection`]: moves frames over any async stream.
+//! - [`connection`]: moves frames over any async stream, with deadlines.
+//! - [`net`]: the socket under TLS, the deadline helper, descriptor limits.
 //! - [`transfer`]: the streaming pipeline: read/hash/write on blocking threads.
 //! - [`compress`]: zstd blocks on the wire and the adaptive `auto` policy.
 //! - [`names`]: the one name validator, "name (1).ext", terminal escaping.
@@ -29,6 +30,7 @@ pub mod config;
 pub mod connection;
 pub mod error;
 pub mod names;
+pub mod net;
 pub mod progress;
 pub mod protocol;
 pub mod server;

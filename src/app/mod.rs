@@ -463,6 +463,8 @@ async fn serve(a: ServeArgs) -> Result<()> {
     };
     let limits = server::Limits {
         max_connections: a.max_connections.max(1),
+        max_unauthenticated: a.max_unauthenticated.max(1),
+        max_unauthenticated_per_address: a.max_unauthenticated_per_address.max(1),
         handshake: a.handshake_timeout,
         auth: a.auth_timeout,
         idle: a.idle_timeout,

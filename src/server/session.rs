@@ -10,13 +10,13 @@ use std::time::Instant;
 use tokio::io::{ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
-use tokio_rustls::server::TlsStream;
 use tracing::{debug, info, warn};
 
 use super::auth::Identity;
 use super::commit::{self, Committed, Committer, SMALL_UPLOAD, check_owner, check_upload};
 use super::fetch::{self, Fetch, Fetched, Fetcher};
-use super::{Control, Gauge, Shared};
+use super::gate::Pass;
+use super::{Control, Gauge, Shared, handshake};
 use crate::compress::{Mode, Policy};
 use crate::connection::{FrameReader, FrameWriter};
 use crate::error::{Error, Kind, Result};
@@ -24,12 +24,7 @@ use crate::names;
 use crate::protocol::{self, Encoding, Msg, Role};
 use crate::transfer::{self, Outgoing};
 
-/// rustls pulls at most one TLS record per read; a large buffer below it turns
-/// that into few, large socket reads (measured: far fewer syscalls per GiB).
-pub type Socket = tokio::io::BufReader<TcpStream>;
-pub const SOCKET_BUFFER: usize = 256 * 1024;
-
-type Stream = TlsStream<Socket>;
+use super::handshake::{Admitted, Stream};
 
 struct Session {
     r: FrameReader<ReadHalf<Stream>>,
@@ -45,64 +40,51 @@ struct Session {
     fetches: Option<Fetcher>,
 }
 
-/// Serve one accepted TCP connection to the end. With `busy`, the client only
-/// learns (over TLS) that the server is full.
+/// Serve one accepted TCP connection to the end: admission (TLS, HELLO,
+/// AUTH, a session slot; see `handshake`), then commands until BYE.
 pub async fn serve(
     tcp: TcpStream,
     peer: SocketAddr,
     acceptor: TlsAcceptor,
     shared: Arc<Shared>,
-    busy: bool,
+    pass: Pass,
 ) {
-    let limits = shared.limits.clone();
+    let Some(admitted) = handshake::admit(tcp, peer, acceptor, &shared, pass).await else {
+        return;
+    };
+    let Admitted {
+        r,
+        w,
+        who,
+        zstd,
+        permit,
+    } = admitted;
     let counted = shared.clone();
     let _connection = Gauge::new(&counted.stats.connections);
-    info!(event = "connection", %peer, "connection");
-    let sock = tokio::io::BufReader::with_capacity(SOCKET_BUFFER, tcp);
-    let tls = match tokio::time::timeout(limits.handshake, acceptor.accept(sock)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            info!(%peer, "TLS handshake failed: {}", crate::error::describe_io(&e));
-            return;
-        }
-        Err(_) => {
-            info!(%peer, "TLS handshake timed out after {}s", limits.handshake.as_secs());
-            return;
-        }
-    };
-    let (rd, wr) = tokio::io::split(tls);
     let mut s = Session {
-        r: FrameReader::new(rd),
-        w: FrameWriter::new(wr),
+        r,
+        w,
         shared,
         peer,
-        who: None,
-        zstd: false,
+        who: Some(who),
+        zstd,
         commits: None,
         fetches: None,
     };
-    if busy {
-        warn!(%peer, "refused: server busy ({} connections)", limits.max_connections);
-        let e = Error::network(format!(
-            "server busy: all {} connections are in use; try again later",
-            limits.max_connections
-        ));
-        let _ = s.reply_error(&e).await;
-    } else {
-        match s.run().await {
-            Ok(()) => {}
-            Err(e) => {
-                let user = s.who.as_ref().map(|w| w.user.as_str()).unwrap_or("-");
-                if e.kind == Kind::Network {
-                    info!(%peer, user, "connection ended: {e}");
-                } else {
-                    warn!(%peer, user, "closing connection: {e}");
-                    let _ = s.reply_error(&e).await;
-                }
+    match s.commands().await {
+        Ok(()) => {}
+        Err(e) => {
+            let user = s.user().to_string();
+            if e.kind == Kind::Network {
+                info!(%peer, user, "connection ended: {e}");
+            } else {
+                warn!(%peer, user, "closing connection: {e}");
+                let _ = s.reply_error(&e).await;
             }
         }
     }
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), s.w.shutdown()).await;
+    drop(permit);
 }
 
 impl Session {
@@ -199,7 +181,10 @@ impl Session {
                 ""
             }
         ));
-        info!(event = what, peer = %self.peer, user = self.user(), outcome = "aborted", "{e}");
+        if what != "upload" {
+            // (an upload's line is written by `next_upload_frame`, with its name)
+            info!(event = "get", peer = %self.peer, user = self.user(), outcome = "aborted", "{e}");
+        }
         // uploads already received are answered first, in order
         // (boxed: answering a download may end here again)
         let _ = Box::pin(self.drain(Which::Puts)).await;
@@ -217,70 +202,6 @@ impl Session {
             .await;
         }
         Err(Error::network("transfer aborted at shutdown"))
-    }
-
-    async fn run(&mut self) -> Result<()> {
-        let limits = self.shared.limits.clone();
-        let deadline = Instant::now() + limits.auth;
-        match self.r.expect_within(limits.auth, "HELLO").await? {
-            Msg::Hello {
-                min_version,
-                max_version,
-                features,
-            } => {
-                self.zstd = features & protocol::FEATURE_ZSTD != 0 && self.shared.compression;
-                if protocol::VERSION < min_version || protocol::VERSION > max_version {
-                    return Err(Error::protocol(format!(
-                        "protocol version mismatch: this server speaks version {}, the client {min_version}..{max_version}; upgrade the older side",
-                        protocol::VERSION
-                    )));
-                }
-            }
-            other => {
-                return Err(Error::protocol(format!(
-                    "expected HELLO, got {}",
-                    other.name()
-                )));
-            }
-        }
-        self.w
-            .send_now(&Msg::Welcome {
-                version: protocol::VERSION,
-                features: if self.zstd { protocol::FEATURE_ZSTD } else { 0 },
-                max_block: protocol::MAX_BLOCK as u32,
-            })
-            .await?;
-        let left = deadline.saturating_duration_since(Instant::now());
-        match self.r.expect_within(left, "AUTH").await? {
-            Msg::Auth { secret } => match self.shared.accounts.check(&secret) {
-                Some(who) => {
-                    info!(event = "auth", peer = %self.peer, user = %who.user, role = who.role.name(), outcome = "ok", "authenticated");
-                    self.w
-                        .send_now(&Msg::AuthOk {
-                            role: who.role,
-                            user: who.user.clone(),
-                        })
-                        .await?;
-                    self.who = Some(who);
-                }
-                None => {
-                    warn!(event = "auth", peer = %self.peer, outcome = "denied", "authentication failed: token not accepted");
-                    let e = Error::new(
-                        Kind::Auth,
-                        "authentication failed: the token was not accepted; check --token, --token-file or SFT_TOKEN",
-                    );
-                    self.reply_error(&e).await?;
-                    return Ok(());
-                }
-            },
-            other => {
-                return Err(Error::protocol(format!(
-                    "expected AUTH, got {}",
-                    other.name()
-                )));
-            }
-        }
-        self.commands().await
     }
 
     async fn commands(&mut self) -> Result<()> {
@@ -512,42 +433,62 @@ impl Session {
         }
     }
 
+    /// `upload_frame` for the upload of `name`: an upload cut off
+    /// (connection lost, data timeout, shutdown) leaves its audit line.
+    async fn next_upload_frame(&mut self, name: &str, received: u64) -> Result<UploadFrame> {
+        let r = self.upload_frame().await;
+        if let Err(e) = &r {
+            info!(event = "put", peer = %self.peer, user = self.user(), name = %names::escape(name), received, outcome = "aborted", "{e}");
+        }
+        r
+    }
+
     /// The next frame of an upload. Anything but DATA, END or CANCEL,
     /// compressed DATA that was not negotiated, the data timeout, and the end
     /// of the shutdown grace period (the client is told) end the session.
+    /// DATA frames that carry no bytes are no progress: they are dropped and
+    /// the data deadline keeps running, so they cannot hold an upload open.
     async fn upload_frame(&mut self) -> Result<UploadFrame> {
         let mut abort = self.shared.abort.clone();
-        let next = tokio::select! {
-            biased;
-            _ = abort.wait_for(|a| *a) => None,
-            m = self.r.expect_within(self.shared.limits.data, "upload data") => Some(m),
-        };
-        let Some(next) = next else {
-            return self.aborted("upload").await.map(|()| UploadFrame::Cancel);
-        };
-        match next? {
-            Msg::Data {
-                encoding,
-                raw_len,
-                payload,
-            } => {
-                if encoding != Encoding::Raw && !self.zstd {
-                    return Err(Error::protocol(
-                        "compressed DATA was not negotiated for this session",
-                    ));
-                }
-                Ok(UploadFrame::Data(transfer::Block {
+        let limit = self.shared.limits.data;
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let next = tokio::select! {
+                biased;
+                _ = abort.wait_for(|a| *a) => None,
+                m = self.r.expect_within(left, "upload data") => Some(m),
+            };
+            let Some(next) = next else {
+                return self.aborted("upload").await.map(|()| UploadFrame::Cancel);
+            };
+            return match next? {
+                Msg::Data {
                     encoding,
                     raw_len,
                     payload,
-                }))
-            }
-            Msg::End { sha256 } => Ok(UploadFrame::End(sha256)),
-            Msg::Cancel => Ok(UploadFrame::Cancel),
-            other => Err(Error::protocol(format!(
-                "unexpected {} during an upload",
-                other.name()
-            ))),
+                } => {
+                    if encoding != Encoding::Raw && !self.zstd {
+                        return Err(Error::protocol(
+                            "compressed DATA was not negotiated for this session",
+                        ));
+                    }
+                    if raw_len == 0 {
+                        continue;
+                    }
+                    Ok(UploadFrame::Data(transfer::Block {
+                        encoding,
+                        raw_len,
+                        payload,
+                    }))
+                }
+                Msg::End { sha256 } => Ok(UploadFrame::End(sha256)),
+                Msg::Cancel => Ok(UploadFrame::Cancel),
+                other => Err(Error::protocol(format!(
+                    "unexpected {} during an upload",
+                    other.name()
+                ))),
+            };
         }
     }
 
@@ -662,7 +603,7 @@ impl Session {
         let mut failed: Option<Error> = None;
         let mut received: u64 = 0;
         let end = loop {
-            match self.upload_frame().await? {
+            match self.next_upload_frame(&name, received).await? {
                 UploadFrame::Data(block) => {
                     if failed.is_some() {
                         continue; // discarding the rest of a failed upload
@@ -769,7 +710,7 @@ impl Session {
         let mut blocks: Vec<transfer::Block> = Vec::new();
         let (mut raw, mut payload_bytes) = (0u64, 0u64);
         loop {
-            match self.upload_frame().await? {
+            match self.next_upload_frame(name, raw).await? {
                 UploadFrame::Data(block) => {
                     raw += u64::from(block.raw_len);
                     payload_bytes += block.payload.len() as u64;
@@ -1022,7 +963,7 @@ impl Session {
                 let secs = started.elapsed().as_secs_f64();
                 match outcome {
                     Ok((size, sha256)) => {
-                        info!(event = "get", peer = %self.peer, user = self.user(), name = %names::escape(&name), size, sha256 = %hex::encode(sha256), seconds = secs, outcome = "ok")
+                        info!(event = "get", peer = %self.peer, user = self.user(), name = %names::escape(&name), size, sha256 = %hex::encode(sha256), seconds = secs, outcome = "sent")
                     }
                     Err(e) => {
                         warn!(event = "get", peer = %self.peer, user = self.user(), name = %names::escape(&name), outcome = e.kind.name(), "{e}")
@@ -1118,7 +1059,7 @@ impl Session {
         let secs = started.elapsed().as_secs_f64();
         match outcome {
             Ok(sha256) => {
-                info!(event = "get", peer = %self.peer, user = self.user(), name = %names::escape(&name), size = info.size, sha256 = %hex::encode(sha256), seconds = secs, outcome = "ok");
+                info!(event = "get", peer = %self.peer, user = self.user(), name = %names::escape(&name), size = info.size, sha256 = %hex::encode(sha256), seconds = secs, outcome = "sent");
                 self.w.send_now(&Msg::End { sha256 }).await
             }
             Err(e) => {
