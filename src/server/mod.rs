@@ -8,6 +8,7 @@ pub mod commit;
 pub mod fetch;
 pub mod gate;
 pub mod handshake;
+pub mod policy;
 pub mod quota;
 pub mod session;
 pub mod state;
