@@ -208,3 +208,88 @@ fn the_first_start_certificate_is_bounded_and_serve_says_when_it_expires() {
         "{expiry}"
     );
 }
+
+/// The "(server)" row of `sft df --bytes`: (used, reserved, files).
+fn server_usage(s: &Server) -> (u64, u64, u64) {
+    let out = s.client().args(["df", "--bytes"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some("(server)"))
+        .unwrap_or_else(|| panic!("no (server) row in {text}"));
+    let f: Vec<&str> = line.split_whitespace().collect();
+    (
+        f[1].parse().unwrap(),
+        f[2].parse().unwrap(),
+        f[5].parse().unwrap(),
+    )
+}
+
+/// `sft put - --as NAME` with `data` on standard input.
+fn put_stdin(s: &Server, name: &str, data: &[u8]) -> std::process::Output {
+    s.client()
+        .args(["put", "-", "--as", name])
+        .write_stdin(data.to_vec())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_stream_from_stdin_uses_what_is_left_and_is_refused_only_when_its_data_does_not_fit() {
+    const MIB: usize = 1 << 20;
+    let s = Server::start_args(&["--quota", "1MiB"]);
+    let out = put_stdin(&s, "tiny", b"hi\n");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read(s.root.join("tiny")).unwrap(), b"hi\n");
+    assert_eq!(server_usage(&s), (3, 0, 1));
+
+    // 2 MiB do not fit: refused once the data passes the quota, nothing kept
+    let out = put_stdin(&s, "big", &noise(2 * MIB, 1));
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("quota exceeded"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        s.files(),
+        ["tiny"],
+        "nothing left behind, not even a temporary file"
+    );
+    assert_eq!(server_usage(&s), (3, 0, 1), "the ledger is intact");
+
+    // exactly what is left fits
+    let rest = noise(MIB - 3, 2);
+    let out = put_stdin(&s, "rest", &rest);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read(s.root.join("rest")).unwrap(), rest);
+    assert_eq!(server_usage(&s), (MIB as u64, 0, 2));
+    // and now even one byte is refused
+    let out = put_stdin(&s, "one", b"x");
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(s.files(), ["rest", "tiny"]);
+    assert_eq!(server_usage(&s), (MIB as u64, 0, 2));
+}
