@@ -293,3 +293,279 @@ fn a_stream_from_stdin_uses_what_is_left_and_is_refused_only_when_its_data_does_
     assert_eq!(s.files(), ["rest", "tiny"]);
     assert_eq!(server_usage(&s), (MIB as u64, 0, 2));
 }
+
+/// A server started here (not through tests/common, whose server runs with
+/// `--fsync never` and no wrapper): under `--fsync always`, optionally
+/// behind a wrapper command such as `prlimit`, with its generated token.
+struct Served {
+    child: std::process::Child,
+    addr: String,
+    pin: String,
+    token: String,
+    root: std::path::PathBuf,
+    log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Served {
+    /// Start `sft serve` on `root` (None: a fresh one) behind `wrapper`;
+    /// Err with its log if it did not start.
+    fn start(
+        wrapper: &[&str],
+        root: Option<&Path>,
+        extra: &[&str],
+    ) -> Result<Served, (Option<i32>, String)> {
+        let dir = tempfile::tempdir().unwrap();
+        let root = root.map_or_else(|| dir.path().join("root"), Path::to_path_buf);
+        let state = dir.path().join("state");
+        let log = dir.path().join("server.log");
+        let mut cmd = match wrapper.split_first() {
+            Some((w, args)) => {
+                let mut c = Command::new(w);
+                c.args(args).arg(bin());
+                c
+            }
+            None => Command::new(bin()),
+        };
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--fsync", "always"])
+            .arg("--root")
+            .arg(&root)
+            .arg("--state-dir")
+            .arg(&state)
+            .args(extra)
+            .env("SFT_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap());
+        let mut child = cmd.spawn().expect("starting the server");
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut lines = Vec::new();
+        let until = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < until && !lines.iter().any(|l: &String| l.starts_with("connect")) {
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(l) => lines.push(l),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    if let Ok(Some(st)) = child.try_wait() {
+                        return Err((st.code(), std::fs::read_to_string(&log).unwrap()));
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        let Some(addr) = lines.first().and_then(|l| l.strip_prefix("listening on ")) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err((None, std::fs::read_to_string(&log).unwrap()));
+        };
+        let addr = addr.to_string();
+        let pin = sft::tls::fingerprint(&sft::tls::load_certs(&state.join("cert.pem")).unwrap()[0]);
+        let token = std::fs::read_to_string(state.join("token"))
+            .unwrap()
+            .trim()
+            .to_string();
+        Ok(Served {
+            child,
+            addr,
+            pin,
+            token,
+            root,
+            log,
+            _dir: dir,
+        })
+    }
+
+    fn client(&self) -> assert_cmd::Command {
+        let mut c = assert_cmd::Command::new(bin());
+        c.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("SFT_SERVER", &self.addr)
+            .env("SFT_PIN", &self.pin)
+            .env("SFT_TOKEN", &self.token)
+            .timeout(Duration::from_secs(120));
+        c
+    }
+
+    /// (used bytes, files) of the "(server)" row of `sft df --bytes`.
+    fn usage(&self) -> (u64, u64) {
+        let out = self.client().args(["df", "--bytes"]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some("(server)"))
+            .unwrap_or_else(|| panic!("no (server) row in {text}"));
+        let f: Vec<&str> = line.split_whitespace().collect();
+        (f[1].parse().unwrap(), f[5].parse().unwrap())
+    }
+
+    /// Every regular file under the root (reserved names included), with
+    /// its size.
+    fn on_disk(&self) -> Vec<(String, u64)> {
+        fn walk(base: &Path, dir: &Path, out: &mut Vec<(String, u64)>) {
+            for e in std::fs::read_dir(dir).unwrap().flatten() {
+                let ft = e.file_type().unwrap();
+                if ft.is_dir() {
+                    walk(base, &e.path(), out);
+                } else if ft.is_file() {
+                    let name = e
+                        .path()
+                        .strip_prefix(base)
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned();
+                    out.push((name, e.metadata().unwrap().len()));
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.root, &self.root, &mut out);
+        out.sort();
+        out
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// strace attached to a running server, failing the given syscalls with EIO
+/// (`inject` as strace takes it, e.g. "fsync:error=EIO:when=2+"). Detaches
+/// when the server ends. A missing strace fails the test: CI installs it.
+struct Faults(std::process::Child);
+
+impl Faults {
+    fn inject(pid: u32, injections: &[&str]) -> Faults {
+        let mut cmd = Command::new("strace");
+        cmd.args([
+            "-f",
+            "-o",
+            "/dev/null",
+            "-e",
+            "trace=fsync,fdatasync,syncfs,renameat2",
+        ]);
+        for i in injections {
+            cmd.args(["-e", &format!("inject={i}")]);
+        }
+        let mut child = cmd
+            .arg("-p")
+            .arg(pid.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("strace is needed for fault injection: apt-get install strace");
+        // it says "Process N attached with M threads" once it holds them all
+        let err = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("strace attached to the server");
+        assert!(line.contains("attached"), "strace: {line}");
+        Faults(child)
+    }
+}
+
+impl Drop for Faults {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn an_upload_whose_directory_sync_fails_is_reported_failed_and_is_not_visible_or_counted() {
+    let s = Served::start(&[], None, &[]).unwrap_or_else(|e| panic!("{e:?}"));
+    let d = tempfile::tempdir().unwrap();
+    let kept = d.path().join("kept");
+    std::fs::write(&kept, noise(300_000, 9)).unwrap();
+    let old = d.path().join("doc");
+    std::fs::write(&old, b"the old version").unwrap();
+    for f in [&kept, &old] {
+        s.client().arg("put").arg(f).assert().success();
+    }
+    let before = s.on_disk();
+    assert_eq!(s.usage(), (300_000 + 15, 2));
+
+    // every directory fsync (one upload) and every syncfs after the first
+    // (a batch's names; later batches' data) now fails with EIO
+    let _f = Faults::inject(
+        s.child.id(),
+        &["fsync:error=EIO", "syncfs:error=EIO:when=2+"],
+    );
+    // one large file
+    let big = d.path().join("big");
+    std::fs::write(&big, noise(5_000_000, 1)).unwrap();
+    let a = s.client().arg("put").arg(&big).assert().failure();
+    assert_eq!(s.on_disk(), before, "reported failed, so not visible");
+    assert_eq!(s.usage(), (300_000 + 15, 2));
+    assert!(
+        stderr_text(&a).contains("nothing was stored"),
+        "{}",
+        stderr_text(&a)
+    );
+    // a batch of eight small ones, pipelined
+    let mut batch = Vec::new();
+    for i in 0..8 {
+        let p = d.path().join(format!("small{i}"));
+        std::fs::write(&p, noise(1000 + i, i as u64)).unwrap();
+        batch.push(p);
+    }
+    let a = s.client().arg("put").args(&batch).assert().failure();
+    let err = stderr_text(&a);
+    assert!(err.contains("8 of 8 uploads failed"), "{err}");
+    // an overwrite: the old version must come back
+    let new = d.path().join("new");
+    std::fs::write(&new, b"the new version, longer").unwrap();
+    let a = s
+        .client()
+        .args(["put", "--overwrite", "--as", "doc"])
+        .arg(&new)
+        .assert()
+        .failure();
+    assert!(
+        stderr_text(&a).contains("nothing was stored"),
+        "{}",
+        stderr_text(&a)
+    );
+
+    // the client's answers, what is visible and the ledger agree
+    assert_eq!(
+        s.on_disk(),
+        before,
+        "nothing published, nothing left behind"
+    );
+    assert_eq!(
+        std::fs::read(s.root.join("doc")).unwrap(),
+        b"the old version"
+    );
+    assert_eq!(s.usage(), (300_000 + 15, 2));
+    let a = s.client().arg("ls").assert().success();
+    assert_eq!(stdout_text(&a).lines().count(), 2, "{}", stdout_text(&a));
+    assert!(
+        s.log_text().contains("Input/output error"),
+        "{}",
+        s.log_text()
+    );
+}

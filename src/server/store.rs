@@ -8,10 +8,16 @@
 //! removed however the upload ends, and leftovers of a crash are swept at the
 //! next start. A complete, verified upload becomes visible with a rename that
 //! never replaces an existing name (RENAME_NOREPLACE), which is what makes
-//! "name (1).ext" race-free. (O_TMPFILE would need no sweeping, but on ext4
-//! creating one costs ~0.6 ms, which dominated uploads of many small files.) Each file's SHA-256 is kept in the
-//! `user.sft.sha256` extended attribute together with the size and mtime it
-//! was computed for, so a file changed by hand is noticed and hashed again.
+//! "name (1).ext" race-free; an overwrite exchanges (RENAME_EXCHANGE) the
+//! upload with the old file, which stays under the reserved name until the
+//! directory is synced. Under `--fsync always` the data is synced before the
+//! rename and the directory after it; if that last sync fails the rename is
+//! undone and the upload reported failed (see `Store::unpublish_all`).
+//! (O_TMPFILE would need no sweeping, but on ext4 creating one costs ~0.6 ms,
+//! which dominated uploads of many small files.) Each file's SHA-256 is kept
+//! in the `user.sft.sha256` extended attribute together with the size and
+//! mtime it was computed for, so a file changed by hand is noticed and hashed
+//! again.
 
 use std::fs::File;
 use std::io::Read;
@@ -71,7 +77,12 @@ pub struct Upload {
     parent: String,
     component: String,
     /// The reserved name the data is written under; empty once committed.
+    /// After an overwrite it holds the replaced file until the new name is
+    /// durable (so the replacement can be undone), then is removed.
     tmp: String,
+    /// The final component the upload was renamed to, until its directory
+    /// is synced (what `unpublish` renames back).
+    published: Option<String>,
 }
 
 impl Drop for Upload {
@@ -277,6 +288,7 @@ impl Store {
             parent: parent.to_string(),
             component: component.to_string(),
             tmp,
+            published: None,
         })
     }
 
@@ -354,10 +366,67 @@ impl Store {
             }
         }
         // then the new names
-        self.sync_batch(&mut ups, &mut results, "syncing directory of", |up| {
-            rustix::fs::fsync(&up.dir)
-        });
+        let synced = self.sync_names(&ups);
+        if let Err(e) = synced {
+            self.unpublish_all(&mut ups, &mut results, e);
+        }
+        // dropping the uploads removes what overwrites replaced
+        drop(ups);
         results
+    }
+
+    /// Under `Fsync::Always`, make the new names of the uploads in `ups`
+    /// durable: one directory fsync for a single upload, one `syncfs` for a
+    /// batch.
+    fn sync_names(&self, ups: &[Option<Staged>]) -> std::result::Result<(), Errno> {
+        if self.fsync != Fsync::Always {
+            return Ok(());
+        }
+        let mut live = ups.iter().flatten();
+        match (live.next(), live.next()) {
+            (None, _) => Ok(()),
+            (Some(st), None) => rustix::fs::fsync(&st.up.dir),
+            _ => rustix::fs::syncfs(&self.root),
+        }
+    }
+
+    /// The directory sync after the renames failed (`e`, e.g. EIO): whether
+    /// the new names survive a power cut is unknown, so an acknowledgement
+    /// would be a lie. Each upload is taken back — renamed back to a reserved
+    /// name (an overwrite exchanged back, restoring the old file) and
+    /// removed — and reported failed: what the client is told, what is
+    /// visible and what the ledger counts agree. Only if taking it back
+    /// fails too is the upload left visible, and then it is reported stored
+    /// (and counted), with a warning in the log. Should the machine crash
+    /// before the directory reaches the disk, the name may come back after a
+    /// restart, but only with its complete, synced data, and the usage
+    /// rebuilt at start counts it.
+    fn unpublish_all(
+        &self,
+        ups: &mut [Option<Staged>],
+        results: &mut [Result<Published>],
+        e: Errno,
+    ) {
+        for (i, slot) in ups.iter_mut().enumerate() {
+            let Some(st) = slot.as_mut() else { continue };
+            let shown = join(&st.up.parent, &st.up.component);
+            match unpublish(&mut st.up) {
+                Ok(()) => {
+                    let mut err = fs_err("making the new name durable for", &shown, e);
+                    err.message.push_str("; nothing was stored");
+                    results[i] = Err(err);
+                }
+                Err(undo) => tracing::warn!(
+                    name = %names::escape(&shown),
+                    "the directory sync after storing {} failed ({}) and the upload could not be taken back ({}); it stays visible and counted but may not survive a power cut",
+                    names::quote(&shown),
+                    crate::error::describe_io(&e.into()),
+                    crate::error::describe_io(&undo.into())
+                ),
+            }
+        }
+        // best effort: the names taken back are on disk soon anyway
+        let _ = self.sync_names(ups);
     }
 
     /// Under `Fsync::Always`, make what the uploads still in `ups` have done
@@ -616,10 +685,38 @@ fn publish(up: &mut Upload, overwrite: bool) -> Result<Published> {
     let shown = join(&up.parent, &up.component);
     if overwrite {
         let replaced = existing_in(&up.dir, &up.component).ok().flatten();
-        rustix::fs::renameat(&up.dir, up.tmp.as_str(), &up.dir, up.component.as_str())
-            .map_err(|e| fs_err("replacing", &shown, e))?;
-        up.tmp.clear();
-        return Ok((shown, replaced));
+        // exchanged, not renamed over: the old file stays under the reserved
+        // name until the new name is durable, so a failed sync can undo it
+        match rustix::fs::renameat_with(
+            &up.dir,
+            up.tmp.as_str(),
+            &up.dir,
+            up.component.as_str(),
+            rustix::fs::RenameFlags::EXCHANGE,
+        ) {
+            Ok(()) => {
+                up.published = Some(up.component.clone());
+                return Ok((shown, replaced));
+            }
+            // nothing to replace: published like a new name (below)
+            Err(Errno::NOENT) => {}
+            // filesystems without RENAME_EXCHANGE: replaced for good
+            Err(Errno::INVAL) | Err(Errno::NOSYS) => {
+                rustix::fs::renameat(&up.dir, up.tmp.as_str(), &up.dir, up.component.as_str())
+                    .map_err(|e| fs_err("replacing", &shown, e))?;
+                up.tmp.clear();
+                return Ok((shown, replaced));
+            }
+            Err(e) => return Err(fs_err("replacing", &shown, e)),
+        }
+        return match rename_noreplace(&up.dir, &up.tmp, &up.component) {
+            Ok(()) => {
+                up.tmp.clear();
+                up.published = Some(up.component.clone());
+                Ok((shown, None))
+            }
+            Err(e) => Err(fs_err("replacing", &shown, e)),
+        };
     }
     let mut n = 0;
     loop {
@@ -631,7 +728,9 @@ fn publish(up: &mut Upload, overwrite: bool) -> Result<Published> {
         match rename_noreplace(&up.dir, &up.tmp, &candidate) {
             Ok(()) => {
                 up.tmp.clear();
-                return Ok((join(&up.parent, &candidate), None));
+                let stored = join(&up.parent, &candidate);
+                up.published = Some(candidate);
+                return Ok((stored, None));
             }
             Err(Errno::EXIST) if n < MAX_NUMBERED => n += 1,
             Err(Errno::EXIST) => {
@@ -641,6 +740,42 @@ fn publish(up: &mut Upload, overwrite: bool) -> Result<Published> {
                 )));
             }
             Err(e) => return Err(fs_err("storing", &shown, e)),
+        }
+    }
+}
+
+/// Take back a published upload whose new name may not be durable: an
+/// exchanged overwrite is exchanged back (the old file returns, the new one
+/// goes back under the reserved name), a new name is renamed to a fresh
+/// reserved name. Either way dropping the upload then removes it.
+fn unpublish(up: &mut Upload) -> std::result::Result<(), Errno> {
+    let Some(name) = up.published.take() else {
+        // replaced for good (no RENAME_EXCHANGE): nothing to go back to
+        return Err(Errno::OPNOTSUPP);
+    };
+    if !up.tmp.is_empty() {
+        rustix::fs::renameat_with(
+            &up.dir,
+            up.tmp.as_str(),
+            &up.dir,
+            name.as_str(),
+            rustix::fs::RenameFlags::EXCHANGE,
+        )
+        .inspect_err(|_| up.published = Some(name.clone()))?;
+        return Ok(());
+    }
+    loop {
+        let tmp = format!("{RESERVED_PREFIX}{}", random_hex(8));
+        match rename_noreplace(&up.dir, &name, &tmp) {
+            Ok(()) => {
+                up.tmp = tmp;
+                return Ok(());
+            }
+            Err(Errno::EXIST) => continue,
+            Err(e) => {
+                up.published = Some(name);
+                return Err(e);
+            }
         }
     }
 }
@@ -882,6 +1017,39 @@ mod tests {
         assert_eq!(s.sweep().unwrap(), 0);
         // an empty batch is nothing to do
         assert!(s.commit_all(Vec::new()).is_empty());
+    }
+
+    #[test]
+    fn a_published_upload_can_be_taken_back_restoring_what_it_replaced() {
+        let (dir, s) = store();
+        upload(&s, "doc", b"old", false).unwrap();
+        for (overwrite, visible) in [(true, "doc"), (false, "doc (1)")] {
+            let mut up = s.begin_upload("doc").unwrap();
+            up.file.write_all(b"new").unwrap();
+            let (name, _) = publish(&mut up, overwrite).unwrap();
+            assert_eq!(name, visible);
+            assert_eq!(std::fs::read(dir.path().join(visible)).unwrap(), b"new");
+            unpublish(&mut up).unwrap();
+            drop(up);
+            assert_eq!(std::fs::read(dir.path().join("doc")).unwrap(), b"old");
+            let listed: Vec<_> = s.list("").unwrap().into_iter().map(|e| e.name).collect();
+            assert_eq!(listed, ["doc"], "overwrite {overwrite}");
+            assert_eq!(
+                std::fs::read_dir(dir.path()).unwrap().count(),
+                1,
+                "nothing left"
+            );
+        }
+        // an overwrite kept removes the old file once the upload is dropped
+        let mut up = s.begin_upload("doc").unwrap();
+        up.file.write_all(b"newer").unwrap();
+        publish(&mut up, true).unwrap();
+        drop(up);
+        assert_eq!(std::fs::read(dir.path().join("doc")).unwrap(), b"newer");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        // overwriting a name that does not exist publishes it
+        assert_eq!(upload(&s, "fresh", b"f", true).unwrap(), "fresh");
+        assert_eq!(std::fs::read(dir.path().join("fresh")).unwrap(), b"f");
     }
 
     #[test]
