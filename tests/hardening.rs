@@ -359,9 +359,19 @@ impl Served {
             }
         }
         let Some(addr) = lines.first().and_then(|l| l.strip_prefix("listening on ")) else {
+            // its stdout closed: it is exiting (or stuck: then killed here)
+            let until = Instant::now() + Duration::from_secs(10);
+            let mut code = None;
+            while Instant::now() < until {
+                if let Ok(Some(st)) = child.try_wait() {
+                    code = st.code();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
             let _ = child.kill();
             let _ = child.wait();
-            return Err((None, std::fs::read_to_string(&log).unwrap()));
+            return Err((code, std::fs::read_to_string(&log).unwrap()));
         };
         let addr = addr.to_string();
         let pin = sft::tls::fingerprint(&sft::tls::load_certs(&state.join("cert.pem")).unwrap()[0]);
@@ -567,5 +577,70 @@ fn an_upload_whose_directory_sync_fails_is_reported_failed_and_is_not_visible_or
         s.log_text().contains("Input/output error"),
         "{}",
         s.log_text()
+    );
+}
+
+/// A root of `dirs` directories, each holding one 1000-byte file placed by
+/// hand and a leftover temporary file of a crashed upload.
+fn wide_root(dirs: usize) -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    for i in 0..dirs {
+        let sub = d.path().join(format!("d{i:04}"));
+        std::fs::create_dir(&sub).unwrap();
+        std::fs::write(sub.join("f"), noise(1000, i as u64)).unwrap();
+        std::fs::write(sub.join(".sft-tmp-0123456789abcdef"), b"left over").unwrap();
+    }
+    d
+}
+
+#[test]
+fn usage_is_rebuilt_exactly_with_few_descriptors_and_leftovers_are_all_swept() {
+    let root = wide_root(300);
+    let s = Served::start(&["prlimit", "--nofile=64:64", "--"], Some(root.path()), &[])
+        .unwrap_or_else(|e| panic!("the server did not start under 64 descriptors: {e:?}"));
+    assert_eq!(s.usage(), (300 * 1000, 300), "every file counted");
+    let left: Vec<_> = s
+        .on_disk()
+        .into_iter()
+        .filter(|(n, _)| n.contains(".sft-tmp-"))
+        .collect();
+    assert!(left.is_empty(), "{} leftovers not swept", left.len());
+    // and it works: a fresh upload is counted on top
+    let d = tempfile::tempdir().unwrap();
+    let f = d.path().join("one");
+    std::fs::write(&f, b"12345").unwrap();
+    s.client().arg("put").arg(&f).assert().success();
+    assert_eq!(s.usage(), (300 * 1000 + 5, 301));
+}
+
+#[test]
+fn a_server_that_cannot_count_its_usage_refuses_to_start_and_says_why() {
+    let root = wide_root(3);
+    // every getdents64 fails: the root cannot be read
+    let r = Served::start(
+        &[
+            "strace",
+            "-f",
+            "-qq",
+            "-o",
+            "/dev/null",
+            "-e",
+            "trace=getdents64",
+            "-e",
+            "inject=getdents64:error=EIO",
+            "--",
+        ],
+        Some(root.path()),
+        &[],
+    );
+    let Err((code, log)) = r else {
+        panic!("the server started with a usage it could not count");
+    };
+    assert_eq!(code, Some(1), "{log}");
+    assert!(
+        log.contains(
+            "sft: error: cannot count storage usage: reading directory the root: Input/output error"
+        ),
+        "{log}"
     );
 }

@@ -524,47 +524,127 @@ impl Store {
     }
 
     /// Bytes and files under the root, per owner ("" for files without one).
-    /// Reserved temporary names are not counted.
+    /// Reserved temporary names are not counted. Any directory or file that
+    /// cannot be read (no descriptors left, I/O error, no permission) fails
+    /// the whole count: a ledger known to be wrong is worse than none.
     pub fn usage(&self) -> Result<std::collections::BTreeMap<String, (u64, u64)>> {
         let mut out = std::collections::BTreeMap::new();
-        let mut stack = vec![self.open_dir("")?];
-        while let Some(dirfd) = stack.pop() {
-            let Ok(dir) = rustix::fs::Dir::read_from(&dirfd) else {
-                continue;
+        self.walk("cannot count storage usage", |dirfd, name, ft| {
+            if ft != rustix::fs::FileType::RegularFile
+                || name.to_bytes().starts_with(RESERVED_PREFIX.as_bytes())
+            {
+                return Ok(());
+            }
+            let fd = match rustix::fs::openat2(
+                dirfd,
+                name,
+                OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NONBLOCK,
+                Mode::empty(),
+                resolve(),
+            ) {
+                Ok(fd) => fd,
+                // removed, or swapped for a link, while counting
+                Err(Errno::NOENT) | Err(Errno::LOOP) => return Ok(()),
+                Err(e) => return Err(e),
             };
-            for ent in dir.flatten() {
+            let st = rustix::fs::fstat(&fd)?;
+            if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile
+            {
+                return Ok(());
+            }
+            let file = File::from(fd);
+            let owner = read_owner(&file).unwrap_or_default();
+            let e = out.entry(owner).or_insert((0u64, 0u64));
+            e.0 += st.st_size as u64;
+            e.1 += 1;
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Visit every entry beneath the root but `.` and `..` — (its
+    /// directory, its name, its type) — depth-first, descending into
+    /// directories (never through links). One directory is open at a time:
+    /// the directories still to visit are kept as paths and opened again
+    /// beneath the root, so however wide or deep the tree, the walk needs
+    /// two or three descriptors. Any failure but a directory vanishing
+    /// stops the walk with an error naming `what` and the directory.
+    fn walk(
+        &self,
+        what: &str,
+        mut visit: impl FnMut(
+            &OwnedFd,
+            &std::ffi::CStr,
+            rustix::fs::FileType,
+        ) -> std::result::Result<(), Errno>,
+    ) -> Result<()> {
+        use std::os::unix::ffi::OsStrExt;
+        let fail = |dir: &std::path::Path, e: Errno| {
+            let shown = if dir.as_os_str().is_empty() {
+                "the root".to_string()
+            } else {
+                names::quote(&dir.to_string_lossy())
+            };
+            let hint = match e {
+                Errno::MFILE | Errno::NFILE => {
+                    "; raise the open-files limit (ulimit -n, LimitNOFILE=)"
+                }
+                _ => "",
+            };
+            Error::other(format!(
+                "{what}: reading directory {shown}: {}{hint}",
+                crate::error::describe_io(&e.into())
+            ))
+        };
+        let mut stack = vec![std::path::PathBuf::new()];
+        while let Some(rel) = stack.pop() {
+            let dirfd = match self.open_rel_dir(&rel) {
+                Ok(fd) => fd,
+                Err(Errno::NOENT) if !rel.as_os_str().is_empty() => continue,
+                Err(e) => return Err(fail(&rel, e)),
+            };
+            let dir = rustix::fs::Dir::read_from(&dirfd).map_err(|e| fail(&rel, e))?;
+            for ent in dir {
+                let ent = ent.map_err(|e| fail(&rel, e))?;
                 let name = ent.file_name();
-                let bytes = name.to_bytes();
-                if bytes == b"." || bytes == b".." || bytes.starts_with(RESERVED_PREFIX.as_bytes())
-                {
+                if name.to_bytes() == b"." || name.to_bytes() == b".." {
                     continue;
                 }
-                let Ok(fd) = rustix::fs::openat2(
-                    &dirfd,
-                    name,
-                    OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NONBLOCK,
-                    Mode::empty(),
-                    resolve(),
-                ) else {
-                    continue;
-                };
-                let Ok(st) = rustix::fs::fstat(&fd) else {
-                    continue;
-                };
-                match rustix::fs::FileType::from_raw_mode(st.st_mode) {
-                    rustix::fs::FileType::Directory => stack.push(fd),
-                    rustix::fs::FileType::RegularFile => {
-                        let file = File::from(fd);
-                        let owner = read_owner(&file).unwrap_or_default();
-                        let e = out.entry(owner).or_insert((0u64, 0u64));
-                        e.0 += st.st_size as u64;
-                        e.1 += 1;
-                    }
-                    _ => {}
+                let mut ft = ent.file_type();
+                if ft == rustix::fs::FileType::Unknown {
+                    ft = match rustix::fs::statat(&dirfd, name, AtFlags::SYMLINK_NOFOLLOW) {
+                        Ok(st) => rustix::fs::FileType::from_raw_mode(st.st_mode),
+                        Err(Errno::NOENT) => continue,
+                        Err(e) => return Err(fail(&rel, e)),
+                    };
                 }
+                if ft == rustix::fs::FileType::Directory {
+                    stack.push(rel.join(std::ffi::OsStr::from_bytes(name.to_bytes())));
+                }
+                visit(&dirfd, name, ft).map_err(|e| fail(&rel, e))?;
             }
         }
-        Ok(out)
+        Ok(())
+    }
+
+    /// Open a directory beneath the root by a path of any length: one
+    /// openat2 when it fits in PATH_MAX, else component by component (two
+    /// descriptors at a time).
+    fn open_rel_dir(&self, rel: &std::path::Path) -> std::result::Result<OwnedFd, Errno> {
+        let flags = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC;
+        if rel.as_os_str().len() < 4000 {
+            let path = if rel.as_os_str().is_empty() {
+                std::path::Path::new(".")
+            } else {
+                rel
+            };
+            return rustix::fs::openat2(&self.root, path, flags, Mode::empty(), resolve());
+        }
+        let mut fd = rustix::fs::openat2(&self.root, ".", flags, Mode::empty(), resolve())?;
+        for comp in rel.components() {
+            fd = rustix::fs::openat2(&fd, comp.as_os_str(), flags, Mode::empty(), resolve())?;
+        }
+        Ok(fd)
     }
 
     /// Remove a file (not a directory); its size and owner.
@@ -608,33 +688,21 @@ impl Store {
     /// anywhere under the root; run at start. Returns how many were removed.
     pub fn sweep(&self) -> Result<usize> {
         let mut removed = 0;
-        let mut stack = vec![self.open_dir("")?];
-        while let Some(dirfd) = stack.pop() {
-            let Ok(dir) = rustix::fs::Dir::read_from(&dirfd) else {
-                continue;
-            };
-            for ent in dir.flatten() {
-                let name = ent.file_name().to_bytes();
-                if name == b"." || name == b".." {
-                    continue;
-                }
-                if ent.file_type() == rustix::fs::FileType::Directory {
-                    if let Ok(sub) = rustix::fs::openat2(
-                        &dirfd,
-                        ent.file_name(),
-                        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
-                        Mode::empty(),
-                        resolve(),
-                    ) {
-                        stack.push(sub);
-                    }
-                } else if name.starts_with(RESERVED_PREFIX.as_bytes())
-                    && rustix::fs::unlinkat(&dirfd, ent.file_name(), AtFlags::empty()).is_ok()
+        self.walk(
+            "cannot remove leftover temporary files",
+            |dirfd, name, ft| {
+                if ft != rustix::fs::FileType::Directory
+                    && name.to_bytes().starts_with(RESERVED_PREFIX.as_bytes())
                 {
-                    removed += 1;
+                    match rustix::fs::unlinkat(dirfd, name, AtFlags::empty()) {
+                        Ok(()) => removed += 1,
+                        Err(Errno::NOENT) => {}
+                        Err(e) => return Err(e),
+                    }
                 }
-            }
-        }
+                Ok(())
+            },
+        )?;
         Ok(removed)
     }
 }
@@ -1050,6 +1118,26 @@ mod tests {
         // overwriting a name that does not exist publishes it
         assert_eq!(upload(&s, "fresh", b"f", true).unwrap(), "fresh");
         assert_eq!(std::fs::read(dir.path().join("fresh")).unwrap(), b"f");
+    }
+
+    #[test]
+    fn usage_and_sweep_reach_trees_deeper_than_path_max() {
+        let (_dir, s) = store();
+        // 20 levels of 250-byte names: 5,020 bytes of path, made by hand
+        let mut fd = s.open_dir("").unwrap();
+        for i in 0..20 {
+            let comp = format!("{i:02}{}", "d".repeat(248));
+            rustix::fs::mkdirat(&fd, comp.as_str(), Mode::from_raw_mode(0o755)).unwrap();
+            fd = rustix::fs::openat(&fd, comp.as_str(), OFlags::DIRECTORY, Mode::empty()).unwrap();
+        }
+        for name in ["deep", ".sft-tmp-00"] {
+            let f =
+                rustix::fs::openat(&fd, name, OFlags::CREATE | OFlags::WRONLY, Mode::RUSR).unwrap();
+            rustix::io::write(&f, b"1234567").unwrap();
+        }
+        assert_eq!(s.sweep().unwrap(), 1);
+        let u = s.usage().unwrap();
+        assert_eq!(u.get(""), Some(&(7, 1)));
     }
 
     #[test]
