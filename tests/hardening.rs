@@ -644,3 +644,121 @@ fn a_server_that_cannot_count_its_usage_refuses_to_start_and_says_why() {
         "{log}"
     );
 }
+
+/// Directories making a remote parent of exactly `len` bytes.
+fn parent_of(len: usize) -> String {
+    let mut p = String::new();
+    let mut i = 0u8;
+    while p.len() < len {
+        if !p.is_empty() {
+            p.push('/');
+        }
+        let take = (len - p.len()).min(255);
+        p.push_str(&((b'a' + i % 26) as char).to_string().repeat(take));
+        i += 1;
+    }
+    p
+}
+
+#[test]
+fn names_of_4096_bytes_and_their_numbered_copies_stay_reachable() {
+    let s = Server::start();
+    let d = tempfile::tempdir().unwrap();
+    let last = "report-26.pdf";
+    let parent = parent_of(4096 - 1 - last.len());
+    let name = format!("{parent}/{last}");
+    assert_eq!(name.len(), 4096, "the longest name the rules allow");
+    let (a, b) = (d.path().join("a"), d.path().join("b"));
+    std::fs::write(&a, noise(5000, 1)).unwrap();
+    std::fs::write(&b, noise(7000, 2)).unwrap();
+    for f in [&a, &b] {
+        s.client()
+            .arg("put")
+            .arg(f)
+            .args(["--as", &name])
+            .assert()
+            .success();
+    }
+    // both stored in the same directory, the copy numbered within 4096 bytes
+    let out = s.client().args(["ls", &parent]).assert().success();
+    let listed = stdout_text(&out);
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+    // (the root's own path plus 4096 bytes is too long to look at locally)
+    let out = s.client().args(["sums", &parent]).assert().success();
+    let mut stored: Vec<String> = stdout_text(&out)
+        .lines()
+        .map(|l| {
+            l.split_once("  ")
+                .unwrap()
+                .1
+                .rsplit('/')
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    stored.sort();
+    assert_eq!(stored.len(), 2, "{stored:?}");
+    assert!(stored.contains(&last.to_string()));
+    let copy = stored.iter().find(|n| *n != last).unwrap();
+    let copy_name = format!("{parent}/{copy}");
+    assert!(copy_name.len() <= 4096, "{} bytes", copy_name.len());
+    assert!(copy.ends_with(" (1).pdf"), "{copy}");
+
+    // each can be fetched, checked and removed
+    for (remote, local) in [(&name, &a), (&copy_name, &b)] {
+        let got = d.path().join("got");
+        let _ = std::fs::remove_file(&got);
+        s.client()
+            .args(["get", remote.as_str(), "-o"])
+            .arg(&got)
+            .assert()
+            .success();
+        assert_eq!(std::fs::read(&got).unwrap(), std::fs::read(local).unwrap());
+    }
+    let top = parent.split('/').next().unwrap();
+    let out = s.client().args(["sums", top]).assert().success();
+    let sums = stdout_text(&out);
+    assert_eq!(sums.lines().count(), 2, "{sums}");
+    assert!(
+        sums.contains(&sha256_hex(&std::fs::read(&a).unwrap())),
+        "{sums}"
+    );
+    assert!(
+        sums.contains(&sha256_hex(&std::fs::read(&b).unwrap())),
+        "{sums}"
+    );
+    let into = d.path().join("tree");
+    s.client()
+        .args(["get", "-r", &parent])
+        .arg(&into)
+        .assert()
+        .success();
+    let mut local = Vec::new();
+    for e in walkdir_files(&into) {
+        local.push(std::fs::read(e).unwrap());
+    }
+    local.sort();
+    let mut want = vec![std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap()];
+    want.sort();
+    assert_eq!(local, want);
+    s.client()
+        .args(["rm", name.as_str(), copy_name.as_str()])
+        .assert()
+        .success();
+    let out = s.client().arg("sums").assert().success();
+    assert_eq!(stdout_text(&out), "", "no file left");
+    assert_eq!(server_usage(&s), (0, 0, 0));
+}
+
+fn walkdir_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        if e.file_type().unwrap().is_dir() {
+            out.extend(walkdir_files(&e.path()));
+        } else {
+            out.push(e.path());
+        }
+    }
+    out
+}

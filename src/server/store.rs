@@ -39,6 +39,8 @@ const XATTR: &str = "user.sft.sha256";
 /// Who uploaded a file (the user name, UTF-8).
 const OWNER_XATTR: &str = "user.sft.owner";
 const MAX_NUMBERED: u32 = 10_000;
+/// The kernel's limit on a path given to one call, its NUL included.
+const PATH_MAX: usize = 4096;
 
 /// Whether an acknowledged upload must already be on stable storage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -173,14 +175,23 @@ impl Store {
     /// Open a directory beneath the root ("" is the root itself).
     fn open_dir(&self, rel: &str) -> Result<OwnedFd> {
         let path = if rel.is_empty() { "." } else { rel };
-        rustix::fs::openat2(
-            &self.root,
-            path,
+        self.open_beneath(path, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC)
+            .map_err(|e| fs_err("opening directory", rel, e))
+    }
+
+    /// openat2 beneath the root, for any valid name: one that does not fit
+    /// in PATH_MAX with its NUL (4,096 bytes) is opened relative to its
+    /// parent directory, so every name the rules allow can be reached.
+    fn open_beneath(&self, name: &str, flags: OFlags) -> std::result::Result<OwnedFd, Errno> {
+        if name.len() < PATH_MAX {
+            return rustix::fs::openat2(&self.root, name, flags, Mode::empty(), resolve());
+        }
+        let (parent, component) = names::split_parent(name);
+        let dir = self.open_beneath(
+            if parent.is_empty() { "." } else { parent },
             OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
-            Mode::empty(),
-            resolve(),
-        )
-        .map_err(|e| fs_err("opening directory", rel, e))
+        )?;
+        rustix::fs::openat2(&dir, component, flags, Mode::empty(), resolve())
     }
 
     /// Open a directory, creating any missing components on the way. Only
@@ -232,10 +243,12 @@ impl Store {
             let Ok(name) = ent.file_name().to_str() else {
                 continue;
             };
+            // (the whole name too: one placed by hand beyond 4096 bytes
+            // could be neither fetched nor removed)
             if name == "."
                 || name == ".."
                 || name.starts_with(RESERVED_PREFIX)
-                || names::validate(name).is_err()
+                || names::validate(&join(rel, name)).is_err()
             {
                 continue;
             }
@@ -250,14 +263,9 @@ impl Store {
     /// Open a regular file for reading.
     pub fn open_read(&self, name: &str) -> Result<(File, FileInfo)> {
         check_client_name(name)?;
-        let fd = rustix::fs::openat2(
-            &self.root,
-            name,
-            OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-            Mode::empty(),
-            resolve(),
-        )
-        .map_err(|e| fs_err("opening", name, e))?;
+        let fd = self
+            .open_beneath(name, OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW)
+            .map_err(|e| fs_err("opening", name, e))?;
         let file = File::from(fd);
         let st = rustix::fs::fstat(&file).map_err(|e| fs_err("opening", name, e))?;
         if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
@@ -791,7 +799,16 @@ fn publish(up: &mut Upload, overwrite: bool) -> Result<Published> {
         let candidate = if n == 0 {
             up.component.clone()
         } else {
-            names::numbered(&up.component, n)
+            // shortened so that the whole name, too, stays within the rules
+            match names::numbered_name(&shown, n) {
+                Some(name) => names::split_parent(&name).1.to_string(),
+                None => {
+                    return Err(Error::usage(format!(
+                        "storing {}: the name is taken and too long to number; choose a shorter name or --overwrite",
+                        names::quote(&shown)
+                    )));
+                }
+            }
         };
         match rename_noreplace(&up.dir, &up.tmp, &candidate) {
             Ok(()) => {
