@@ -125,17 +125,28 @@ fn fs_err(what: &str, name: &str, e: Errno) -> Error {
             Kind::Space,
             format!("{what} {shown}: the server's storage is full"),
         ),
-        Errno::ACCESS | Errno::PERM | Errno::ROFS => Error::other(format!(
+        Errno::ROFS => fault(format!(
+            "{what} {shown}: the server's storage is a read-only filesystem"
+        )),
+        Errno::ACCESS | Errno::PERM => fault(format!(
             "{what} {shown}: the server has no permission to do this"
         )),
         Errno::NAMETOOLONG => Error::usage(format!(
             "{what} {shown}: name too long for the server's filesystem"
         )),
-        other => Error::other(format!(
+        other => fault(format!(
             "{what} {shown}: {}",
             crate::error::describe_io(&other.into())
         )),
     }
+}
+
+/// A failure of the server's storage itself (I/O error, read-only or
+/// misconfigured root), not of the request: logged at WARN here, where the
+/// cause is known, for the operator; the client gets the same one line.
+fn fault(message: String) -> Error {
+    tracing::warn!(event = "storage", "{message}");
+    Error::other(message)
 }
 
 impl Store {
@@ -1155,6 +1166,27 @@ mod tests {
         assert_eq!(s.sweep().unwrap(), 1);
         let u = s.usage().unwrap();
         assert_eq!(u.get(""), Some(&(7, 1)));
+    }
+
+    #[test]
+    fn storage_failures_say_what_happened() {
+        let cases = [
+            (Errno::ROFS, "read-only filesystem"),
+            (Errno::ACCESS, "no permission"),
+            (Errno::IO, "Input/output error"),
+            (Errno::NOSPC, "storage is full"),
+        ];
+        for (errno, says) in cases {
+            let e = fs_err("storing", "a.txt", errno);
+            assert!(e.message.starts_with("storing 'a.txt': "), "{}", e.message);
+            assert!(e.message.contains(says), "{errno:?}: {}", e.message);
+            assert!(!e.message.contains("os error"), "{}", e.message);
+        }
+        assert!(
+            !fs_err("storing", "a", Errno::ROFS)
+                .message
+                .contains("permission")
+        );
     }
 
     #[test]
