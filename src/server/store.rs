@@ -782,6 +782,23 @@ fn publish(up: &mut Upload, overwrite: bool) -> Result<Published> {
             rustix::fs::RenameFlags::EXCHANGE,
         ) {
             Ok(()) => {
+                // a file replaces a file (or a link), never a directory
+                let swapped =
+                    rustix::fs::statat(&up.dir, up.tmp.as_str(), AtFlags::SYMLINK_NOFOLLOW);
+                if swapped.is_ok_and(|st| {
+                    rustix::fs::FileType::from_raw_mode(st.st_mode)
+                        == rustix::fs::FileType::Directory
+                }) {
+                    rustix::fs::renameat_with(
+                        &up.dir,
+                        up.tmp.as_str(),
+                        &up.dir,
+                        up.component.as_str(),
+                        rustix::fs::RenameFlags::EXCHANGE,
+                    )
+                    .map_err(|e| fs_err("replacing", &shown, e))?;
+                    return Err(fs_err("replacing", &shown, Errno::ISDIR));
+                }
                 up.published = Some(up.component.clone());
                 return Ok((shown, replaced));
             }
@@ -1146,6 +1163,13 @@ mod tests {
         // overwriting a name that does not exist publishes it
         assert_eq!(upload(&s, "fresh", b"f", true).unwrap(), "fresh");
         assert_eq!(std::fs::read(dir.path().join("fresh")).unwrap(), b"f");
+        // a directory is never replaced (nor hidden under a reserved name)
+        std::fs::create_dir(dir.path().join("d")).unwrap();
+        std::fs::write(dir.path().join("d/inside"), b"kept").unwrap();
+        let e = upload(&s, "d", b"file", true).unwrap_err();
+        assert!(e.message.contains("is a directory"), "{e}");
+        assert_eq!(std::fs::read(dir.path().join("d/inside")).unwrap(), b"kept");
+        assert_eq!(s.sweep().unwrap(), 0, "nothing left under a reserved name");
     }
 
     #[test]
