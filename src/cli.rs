@@ -226,6 +226,9 @@ pub enum CertCmd {
         /// The CA's common name
         #[arg(long, default_value = "sft CA")]
         cn: String,
+        /// How long the CA is valid, in days (1 to 3650)
+        #[arg(long, default_value_t = crate::certs::CA_DAYS, value_name = "N")]
+        days: u32,
         /// Replace existing files
         #[arg(long)]
         force: bool,
@@ -244,6 +247,9 @@ pub enum CertCmd {
         /// Directory to write to (default: the CA's directory)
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
+        /// How long the certificate is valid, in days (1 to 3650)
+        #[arg(long, default_value_t = crate::certs::SERVER_DAYS, value_name = "N")]
+        days: u32,
         /// Replace existing files
         #[arg(long)]
         force: bool,
@@ -259,6 +265,9 @@ pub enum CertCmd {
         /// Directory to write to
         #[arg(long, default_value = "certs", value_name = "DIR")]
         out: PathBuf,
+        /// How long the certificate is valid, in days (1 to 3650)
+        #[arg(long, default_value_t = crate::certs::SERVER_DAYS, value_name = "N")]
+        days: u32,
         /// Replace existing files
         #[arg(long)]
         force: bool,

@@ -433,6 +433,10 @@ async fn serve(a: ServeArgs) -> Result<()> {
         }
     };
     let fingerprint = tls::fingerprint(&tls::load_certs(&cert)?[0]);
+    let expiry = crate::certs::expiry_note(&cert);
+    if let Some((note, true)) = &expiry {
+        tracing::warn!("the server certificate {} {note}", cert.display());
+    }
     let root_shown = std::fs::canonicalize(&a.root).unwrap_or_else(|_| a.root.clone());
     let banner = {
         let fp = fingerprint.clone();
@@ -449,6 +453,9 @@ async fn serve(a: ServeArgs) -> Result<()> {
                 format!("{host}:{}", addr.port())
             };
             let mut s = format!("root: {root}\ncertificate sha256: {fp}\n");
+            if let Some((note, _)) = &expiry {
+                s.push_str(&format!("certificate {note}\n"));
+            }
             match &generated {
                 Some((file, token)) => {
                     s.push_str(&format!("token: {token}  (kept in {})\n", file.display()));
