@@ -786,3 +786,32 @@ fn walkdir_files(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[test]
+fn an_upload_that_cannot_be_taken_back_after_a_failed_sync_is_reported_stored_and_counted() {
+    let s = Served::start(&[], None, &[]).unwrap_or_else(|e| panic!("{e:?}"));
+    let d = tempfile::tempdir().unwrap();
+    let big = d.path().join("big");
+    std::fs::write(&big, noise(2_000_000, 3)).unwrap();
+    // the directory sync fails, and so does the rename that would take the
+    // upload back (the second renameat2; the first published it)
+    let _f = Faults::inject(
+        s.child.id(),
+        &["fsync:error=EIO", "renameat2:error=EIO:when=2"],
+    );
+    let a = s.client().arg("put").arg(&big).assert().success();
+    assert!(stdout_text(&a).contains("big"), "{}", stdout_text(&a));
+    // told stored: visible, whole, and counted
+    assert_eq!(s.on_disk(), [("big".to_string(), 2_000_000)]);
+    assert_eq!(
+        std::fs::read(s.root.join("big")).unwrap(),
+        std::fs::read(&big).unwrap()
+    );
+    assert_eq!(s.usage(), (2_000_000, 1));
+    let log = s.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains(" WARN ") && l.contains("could not be taken back")),
+        "{log}"
+    );
+}
