@@ -318,3 +318,53 @@ async fn a_thousand_idle_sessions_hold_no_threads() {
     );
     drop(held);
 }
+
+/// A bad zstd block is answered when it is decoded, not when (or if) the
+/// next frame arrives.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bad_zstd_block_is_answered_without_waiting_for_the_next_frame() {
+    let s = Server::start();
+    let mut r = common::Raw::tls(&s.addr, &s.trust()).await;
+    r.w.send(&Msg::Hello {
+        min_version: 1,
+        max_version: 1,
+        features: sft::protocol::FEATURE_ZSTD,
+    })
+    .await
+    .unwrap();
+    r.w.send_now(&Msg::Auth {
+        secret: common::TOKEN.as_bytes().to_vec(),
+    })
+    .await
+    .unwrap();
+    assert!(matches!(r.next().await, Msg::Welcome { features: 1, .. }));
+    assert!(matches!(r.next().await, Msg::AuthOk { .. }));
+    r.w.send_now(&Msg::Put {
+        size: 4 << 20,
+        flags: 0,
+        name: "bad.bin".into(),
+    })
+    .await
+    .unwrap();
+    assert!(matches!(r.next().await, Msg::PutReady { .. }));
+    r.w.send_now(&Msg::Data {
+        encoding: sft::protocol::Encoding::Zstd,
+        raw_len: 1 << 20,
+        payload: bytes::Bytes::from(noise(5000, 9)),
+    })
+    .await
+    .unwrap();
+    // nothing more is sent: the answer must come on its own
+    match tokio::time::timeout(Duration::from_secs(10), r.r.read_frame()).await {
+        Ok(Ok(Some(Msg::Error { code, message }))) => {
+            assert_eq!(code, 9, "{message}");
+            assert!(message.contains("zstd"), "{message}");
+        }
+        other => panic!("expected ERROR 9 at once, got {other:?}"),
+    }
+    r.w.send(&Msg::Cancel).await.unwrap();
+    // the session goes on, and the upload is gone by the time BYE is answered
+    r.w.send_now(&Msg::Bye).await.unwrap();
+    assert_eq!(r.next().await, Msg::Bye);
+    assert!(s.files().is_empty(), "{:?}", s.files());
+}

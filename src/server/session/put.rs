@@ -178,7 +178,35 @@ impl Session {
         let mut failed: Option<Error> = None;
         let mut received: u64 = 0;
         let end = loop {
-            match self.next_upload_frame(&name, received).await? {
+            // a writer that stops before the end (a bad zstd block, a full
+            // disk) is answered at once, not when the next frame arrives
+            let writing = failed.is_none() && writer.is_some();
+            let next = tokio::select! {
+                biased;
+                stopped = async {
+                    match writer.as_mut() {
+                        Some(h) => h.await,
+                        None => std::future::pending().await,
+                    }
+                }, if writing => Err(stopped),
+                f = self.next_upload_frame(&name, received) => Ok(f?),
+            };
+            let next = match next {
+                Ok(f) => f,
+                Err(stopped) => {
+                    writer = None;
+                    tx = None;
+                    let e = match stopped {
+                        Ok(Err(e)) => e,
+                        _ => Error::other("internal error: the upload writer stopped"),
+                    };
+                    info!(event = "put", peer = %self.peer, user = self.user(), name = %names::escape(&name), received, outcome = e.kind.name(), "{e}");
+                    self.reply_error(&e).await?;
+                    failed = Some(e);
+                    continue;
+                }
+            };
+            match next {
                 UploadFrame::Data(block) => {
                     if failed.is_some() {
                         continue; // discarding the rest of a failed upload
