@@ -17,6 +17,7 @@ pub struct Cli {
 
 /// How the client reaches and trusts a server (may come before or after the subcommand).
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Connection options")]
 pub struct ConnArgs {
     /// Server address, HOST:PORT
     #[arg(long, global = true, env = "SFT_SERVER", value_name = "HOST:PORT")]
@@ -45,7 +46,7 @@ pub struct ConnArgs {
     )]
     pub compress: Option<String>,
     /// After each transfer, print file bytes, wire bytes, ratio, time and MB/s on stderr
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Output options")]
     pub stats: bool,
     /// Servers trusted earlier, as in OpenSSH's known_hosts (default ~/.config/sft/known_servers)
     #[arg(long, global = true, env = "SFT_KNOWN_SERVERS", value_name = "FILE")]
@@ -63,14 +64,75 @@ pub struct ConnArgs {
     #[arg(long, global = true, env = "SFT_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Machine-readable output: one JSON object per line on stdout, errors as JSON on stderr
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Output options")]
     pub json: bool,
     /// No progress bars or notes; only results and errors
-    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    #[arg(
+        short,
+        long,
+        global = true,
+        conflicts_with = "verbose",
+        help_heading = "Output options"
+    )]
     pub quiet: bool,
     /// More detail: transfer statistics, and -vv for protocol debugging on stderr
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, help_heading = "Output options")]
     pub verbose: u8,
+    /// The server named by addresses in the arguments (`sft://HOST/PATH`,
+    /// `PROFILE:PATH`, `HOST:PATH`), filled in by `config::apply_addresses`.
+    #[arg(skip)]
+    pub target: Option<crate::config::remote::Target>,
+}
+
+/// The connection options, which mean nothing to these commands: hidden
+/// from their help (still accepted, as they may come before the command).
+const NOT_CONNECTING: &[&str] = &["serve", "cert", "user", "completions", "man"];
+const CONNECTION_ARGS: &[&str] = &[
+    "server",
+    "token",
+    "token_file",
+    "ca",
+    "pin",
+    "timeout",
+    "compress",
+    "stats",
+    "known_servers",
+    "trust_on_first_use",
+    "limit_rate",
+    "profile",
+    "config",
+];
+
+/// The command line, with each command's help showing only the options that
+/// apply to it. Parse with this rather than `Cli::command()`.
+pub fn command() -> clap::Command {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    // a command that already has an argument of a global's name does not get
+    // the global: give these commands hidden copies, which still parse
+    let hidden: Vec<clap::Arg> = cmd
+        .get_arguments()
+        .filter(|a| CONNECTION_ARGS.contains(&a.get_id().as_str()))
+        .map(|a| a.clone().global(false).hide(true))
+        .collect();
+    for name in NOT_CONNECTING {
+        cmd = cmd.mut_subcommand(name, |mut sub| {
+            for a in &hidden {
+                if !sub.get_arguments().any(|x| x.get_id() == a.get_id()) {
+                    sub = sub.arg(a.clone());
+                }
+            }
+            sub
+        });
+    }
+    cmd
+}
+
+/// Parse the process's arguments with [`command`].
+pub fn try_parse() -> Result<Cli, clap::Error> {
+    use clap::FromArgMatches;
+    let matches = command().try_get_matches()?;
+    Cli::from_arg_matches(&matches)
 }
 
 #[derive(Debug, Subcommand)]
@@ -425,5 +487,6 @@ mod tests {
     fn cli_definition_is_consistent() {
         use clap::CommandFactory;
         super::Cli::command().debug_assert();
+        super::command().debug_assert();
     }
 }

@@ -10,7 +10,7 @@ mod shell;
 mod trust;
 mod user;
 
-pub use output::{Output, error_value};
+pub use output::{Output, error_value, stdout_closed};
 
 use crate::cli::{AdminCmd, Cli, Command, ConfigCmd, ConnArgs, FsyncArg, ServeArgs};
 use crate::client::{self, Client};
@@ -32,18 +32,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Cert(c) => cert::command(c),
         Command::User(c) => user::command(c),
         Command::Trust(a) => trust::command(&cli.conn, a).await,
-        Command::Completions { shell } => {
-            use clap::CommandFactory;
-            let mut cmd = Cli::command();
-            clap_complete::generate(shell, &mut cmd, "sft", &mut std::io::stdout());
-            Ok(())
-        }
-        Command::Man => {
-            use clap::CommandFactory;
-            clap_mangen::Man::new(Cli::command())
-                .render(&mut std::io::stdout())
-                .map_err(|e| Error::io("writing the manual page", &e))
-        }
+        Command::Completions { shell } => output::stdout_bytes(&output::completions(shell)),
+        Command::Man => output::stdout_bytes(&output::man_page()?),
         Command::Config(ConfigCmd::Show) => config_show(&cli.conn, &o),
         cmd => {
             let eff = config::effective(&cli.conn)?;
