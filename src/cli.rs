@@ -139,9 +139,9 @@ pub fn try_parse() -> Result<Cli, clap::Error> {
 pub enum Command {
     /// Run the server
     Serve(Box<ServeArgs>),
-    /// List a remote directory (-l: size, time, owner, SHA-256)
+    /// List a remote directory or file (-l: size, time, owner, SHA-256)
     Ls {
-        /// Remote directory (default: the root)
+        /// Remote directory or file (default: the root)
         dir: Option<String>,
         /// Long form: size, modification time, owner, SHA-256
         #[arg(short, long)]
@@ -149,6 +149,9 @@ pub enum Command {
         /// Exact byte counts in the long form
         #[arg(long)]
         bytes: bool,
+        /// The whole SHA-256 in the long form (by default its first 12 hex digits; `sums` and --json give it whole)
+        #[arg(long)]
+        full_digest: bool,
     },
     /// Upload files (or a tree with -r); prints each one's SHA-256 and stored name
     #[command(

@@ -269,7 +269,12 @@ async fn run_on(
     planned_put: Option<(Vec<client::pipeline::PutJob>, Vec<String>)>,
 ) -> Result<()> {
     match cmd {
-        Command::Ls { dir, long, bytes } => files::ls(c, o, dir.as_deref(), long, bytes).await?,
+        Command::Ls {
+            dir,
+            long,
+            bytes,
+            full_digest,
+        } => files::ls(c, o, dir.as_deref(), long, bytes, full_digest).await?,
         Command::Put {
             as_name, overwrite, ..
         } => match planned_put {
