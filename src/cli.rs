@@ -173,6 +173,10 @@ pub enum Command {
         /// Replace a remote file of the same name instead of storing "name (1).ext"
         #[arg(long)]
         overwrite: bool,
+        /// Set for `sft put FILE HOST:NAME`: NAME may be an existing remote
+        /// directory, which the file then goes into (as scp does).
+        #[arg(skip)]
+        dest_may_be_dir: bool,
     },
     /// Download files (or a tree with -r); saved as "name (1).ext" if the target exists
     #[command(
@@ -239,7 +243,11 @@ pub enum Command {
         name: String,
     },
     /// An interactive session over one connection, like sftp (ls, get, put, cd, lcd, ...)
-    Shell,
+    Shell {
+        /// Remote directory to start in; may name the server: sft://HOST[:PORT]/DIR, PROFILE:DIR or HOST:DIR
+        #[arg(value_name = "[SERVER:]DIR")]
+        dir: Option<String>,
+    },
     /// Storage used, reserved and allowed: yours, or (admin) the server's and every user's
     Df {
         /// Exact byte counts instead of KiB/MiB/GiB

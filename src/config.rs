@@ -169,8 +169,8 @@ fn config_path(c: &ConnArgs) -> (Option<PathBuf>, bool) {
 /// `PROFILE:PATH`, `HOST:PATH`; see [`remote`]) into plain remote names,
 /// recording the one server they name in `conn.target`. Put's last word may
 /// be the destination: `HOST:DIR/` (or `HOST:` for the root, or any path when
-/// several files or -r go there) is a directory, `HOST:NAME` names the one
-/// file. Get's last plain word after addresses is the local destination, as
+/// several files or -r go there) is a directory; `HOST:NAME` names the one
+/// file, unless NAME is an existing remote directory (as in scp). Get's last plain word after addresses is the local destination, as
 /// in scp.
 pub fn apply_addresses(cli: &mut Cli) -> Result<()> {
     let client_cmd = matches!(
@@ -182,6 +182,7 @@ pub fn apply_addresses(cli: &mut Cli) -> Result<()> {
             | Command::Sums { .. }
             | Command::Verify { .. }
             | Command::Mkdir { .. }
+            | Command::Shell { .. }
     );
     if !client_cmd {
         return Ok(());
@@ -196,7 +197,7 @@ pub fn apply_addresses(cli: &mut Cli) -> Result<()> {
     let is_profile = |n: &str| profiles.iter().any(|p| p == n);
     let mut col = remote::Collect::default();
     match &mut cli.cmd {
-        Command::Ls { dir, .. } | Command::Sums { dir } => {
+        Command::Ls { dir, .. } | Command::Sums { dir } | Command::Shell { dir } => {
             if let Some(d) = dir.as_mut() {
                 let path = col.remote(d, &is_profile)?;
                 *dir = (!path.trim_matches('/').is_empty()).then_some(path);
@@ -235,6 +236,7 @@ pub fn apply_addresses(cli: &mut Cli) -> Result<()> {
             recursive,
             as_name,
             to,
+            dest_may_be_dir,
             ..
         } if paths.len() >= 2 => {
             let last = paths.last().and_then(|p| p.to_str()).map(str::to_string);
@@ -257,7 +259,9 @@ pub fn apply_addresses(cli: &mut Cli) -> Result<()> {
                 } else if a.path.is_empty() || a.path.ends_with('/') || paths.len() > 1 {
                     *to = (!dir.is_empty()).then(|| dir.to_string());
                 } else {
+                    // a name, or an existing directory (checked once connected)
                     *as_name = Some(a.path);
+                    *dest_may_be_dir = true;
                 }
             }
         }

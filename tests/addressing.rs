@@ -67,6 +67,18 @@ fn sft_urls_work_wherever_a_remote_name_goes() {
         std::fs::read(s.root.join("docs/renamed.txt")).unwrap(),
         b"alpha\n"
     );
+    // HOST:NAME where NAME is an existing directory: into it, as scp does
+    std::fs::create_dir(s.root.join("inbox")).unwrap();
+    bare(w)
+        .args(["put", "b.txt", &format!("{url}/inbox")])
+        .assert()
+        .success();
+    assert_eq!(
+        std::fs::read(s.root.join("inbox/b.txt")).unwrap(),
+        b"beta\n"
+    );
+    std::fs::remove_file(s.root.join("inbox/b.txt")).unwrap();
+    std::fs::remove_dir(s.root.join("inbox")).unwrap();
 
     // ls of a directory (trailing slash or not) and of the root
     let a = bare(w)
@@ -78,6 +90,20 @@ fn sft_urls_work_wherever_a_remote_name_goes() {
     assert_eq!(stdout_text(&a), "docs/\n");
     let a = bare(w).args(["ls", &url]).assert().success();
     assert_eq!(stdout_text(&a), "docs/\n");
+
+    // the shell starts in the directory the address names
+    let a = bare(w)
+        .args(["shell", &format!("{url}/docs")])
+        .write_stdin("pwd\n")
+        .assert()
+        .success();
+    assert_eq!(stdout_text(&a), "/docs\n");
+    let a = bare(w)
+        .args(["shell", &format!("{url}/nowhere")])
+        .write_stdin("pwd\n")
+        .assert()
+        .code(6);
+    assert!(stderr_text(&a).contains("nowhere"), "{}", stderr_text(&a));
 
     // get to a local destination, as scp: sft get URL LOCAL
     bare(w)

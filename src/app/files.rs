@@ -428,6 +428,28 @@ pub async fn put(
     tally.finish("uploads")
 }
 
+/// `sft put FILE HOST:NAME` where NAME is an existing remote directory: the
+/// file goes into it, as with scp. Anything else keeps its name.
+pub async fn into_existing_dir(
+    c: &mut Client,
+    mut jobs: Vec<PutJob>,
+    may_be_dir: bool,
+) -> Result<Vec<PutJob>> {
+    if !may_be_dir || jobs.len() != 1 {
+        return Ok(jobs);
+    }
+    let is_dir = match c.stat(&jobs[0].remote).await {
+        Ok(e) => e.kind == EntryKind::Dir,
+        Err(e) if matches!(e.kind, Kind::Network | Kind::Protocol) => return Err(e),
+        Err(_) => false,
+    };
+    if is_dir {
+        let base = default_remote_name(&jobs[0].local)?;
+        jobs[0].remote = join_remote(&jobs[0].remote, &base);
+    }
+    Ok(jobs)
+}
+
 /// `sft put - --as NAME`: standard input, size unknown.
 pub async fn put_stdin(
     c: &mut Client,

@@ -276,9 +276,15 @@ async fn run_on(
             full_digest,
         } => files::ls(c, o, dir.as_deref(), long, bytes, full_digest).await?,
         Command::Put {
-            as_name, overwrite, ..
+            as_name,
+            overwrite,
+            dest_may_be_dir,
+            ..
         } => match planned_put {
-            Some((jobs, empty)) => files::put(c, o, jobs, empty, overwrite, stats).await?,
+            Some((jobs, empty)) => {
+                let jobs = files::into_existing_dir(c, jobs, dest_may_be_dir).await?;
+                files::put(c, o, jobs, empty, overwrite, stats).await?
+            }
             // no plan: standard input, whose name was checked before connecting
             None => {
                 let name = as_name.unwrap_or_default();
@@ -319,7 +325,7 @@ async fn run_on(
             c.mkdir(&name).await?;
             o.json_only(|| serde_json::json!({"op": "mkdir", "name": name, "outcome": "ok"}))?;
         }
-        Command::Shell => shell::run(c, opts).await?,
+        Command::Shell { dir } => shell::run(c, opts, dir.as_deref()).await?,
         Command::Admin(AdminCmd::Shutdown { grace }) => {
             c.shutdown(grace).await?;
             eprintln!(

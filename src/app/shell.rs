@@ -72,10 +72,17 @@ const COMPLETE_SUBDIRS: usize = 64;
 /// the server ended while the shell sat at its prompt (idle timeout, a
 /// restart) is opened again with `opts` before the next command, which is
 /// then sent as usual: the server never saw it, so nothing runs twice.
-pub async fn run(c: &mut Client, opts: &crate::client::Options) -> Result<()> {
+pub async fn run(
+    c: &mut Client,
+    opts: &crate::client::Options,
+    start_dir: Option<&str>,
+) -> Result<()> {
     let interactive = std::io::stdin().is_terminal();
-    let mut input = Input::start(interactive)?;
     let mut sh = Shell::default();
+    if let Some(d) = start_dir {
+        sh.cd(c, Some(d)).await?;
+    }
+    let mut input = Input::start(interactive)?;
     if interactive {
         eprintln!(
             "signed in as {} ({}); type help for the commands, exit to leave",
@@ -218,7 +225,7 @@ impl Shell {
                     self.changed();
                     c.remove(&name)
                         .await
-                        .map_err(|e| super::files::on_server(e, &self.shown(&name)))?;
+                        .map_err(|e| on_server(e, &self.shown(&name)))?;
                 }
             }
             "mkdir" => {
@@ -381,7 +388,10 @@ impl Shell {
             }
             None => self.cwd.clone(),
         };
-        let entries = c.list(&dir).await?;
+        let entries = c
+            .list(&dir)
+            .await
+            .map_err(|e| on_server(e, &self.shown(&dir)))?;
         let mut listed = Vec::with_capacity(entries.len());
         let mut lines = Vec::with_capacity(entries.len());
         for e in &entries {
@@ -525,7 +535,7 @@ impl Shell {
                         ))?;
                     }
                     Err(e) => {
-                        let e = super::files::on_server(e, &self.shown(&jobs[i].remote));
+                        let e = on_server(e, &self.shown(&jobs[i].remote));
                         if !single {
                             progress.println(&format!("error: {e}"));
                         }
@@ -662,7 +672,13 @@ impl Shell {
             }
             Some(a) => self.resolve(a)?,
         };
-        if !dir.is_empty() && c.stat(&dir).await?.kind != EntryKind::Dir {
+        if !dir.is_empty()
+            && c.stat(&dir)
+                .await
+                .map_err(|e| on_server(e, &self.shown(&dir)))?
+                .kind
+                != EntryKind::Dir
+        {
             return Err(Error::usage(format!(
                 "{} is not a directory",
                 names::quote(&dir)
@@ -679,6 +695,20 @@ fn arity(args: &[String], min: usize, max: usize, usage: &str) -> Result<()> {
         return Err(Error::usage(format!("usage: {usage}")));
     }
     Ok(())
+}
+
+/// A server's refusal about a name, in the shell's own commands.
+fn on_server(e: Error, name: &str) -> Error {
+    let mut e = super::files::on_server(e, name);
+    e.message = e
+        .message
+        .replace(": sft ls", ": ls")
+        .replace("use -r: sft get -r", "use: get -r")
+        .replace(
+            "to remove it and everything in it, use -r: sft rm -r",
+            "rmdir removes it once empty; outside the shell, sft rm -r",
+        );
+    e
 }
 
 /// Whether `flag` is among the words; the other words.
