@@ -258,7 +258,7 @@ fn command_entry(s: &mut String, name: &str, sub: &clap::Command) {
 
 /// The sections clap does not make (their content is README.md's).
 const MAN_SECTIONS: &str = r#".SH ADDRESSES
-A remote name may name its server: \fBsft://HOST[:PORT]/PATH\fR, \fBPROFILE:PATH\fR (a profile of the config file), or scp's \fBHOST:PATH\fR (port 7373, or the port of a profile for that host). A word is an address only if it has a colon with no slash before it: \fB./a:b\fR is a plain name. The pin and token then come from flags, the environment, a profile for that same server, or the known\-servers file, never from a profile for another server.
+A remote name may name its server: \fBsft://HOST[:PORT]/PATH\fR, \fBPROFILE:PATH\fR (a profile of the config file), or scp's \fBHOST:PATH\fR (port 7373, or the port of a profile for that host). A word is an address only if it has a colon with no slash before it and what precedes the colon is a profile or could be a host name (letters, digits, '.', '\-', '_', or a bracketed IPv6 address): \fB./a:b\fR is a plain name, and a remote file called a:b is \fB./a:b\fR. As the last word of \fBput\fR, \fBHOST:DIR/\fR is a directory and \fBHOST:NAME\fR names the file, unless NAME is an existing remote directory. The pin and token then come from flags, the environment, a profile for that same server, or the known\-servers file, never from a profile for another server.
 .SH EXIT STATUS
 .TP
 .B 0

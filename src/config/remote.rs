@@ -8,8 +8,10 @@
 //!   for that host, or 7373; use `sft://` for another port).
 //!
 //! A word is an address only if it has a `:` with no `/` before it, as in
-//! scp: `./a:b` and `dir/a:b` are plain names. A leading `./` on a remote
-//! name is dropped, so a remote file named `a:b` is `./a:b`.
+//! scp, and what comes before is a profile name or could be a host name
+//! (letters, digits, `.`, `-`, `_`, or a bracketed IPv6 address): `./a:b`,
+//! `dir/a:b` and `notes 10:30.txt` are plain names. A leading `./` on a
+//! remote name is dropped, so a remote file named `a:b` is `./a:b`.
 
 use crate::error::{Error, Result};
 
@@ -169,12 +171,17 @@ pub fn parse(arg: &str, is_profile: &dyn Fn(&str) -> bool) -> Result<Option<Addr
     }
     let target = if is_profile(before) {
         Target::Profile(before.to_string())
-    } else {
-        check_host(arg, before)?;
+    } else if before
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+    {
         Target::Host {
             host: before.to_string(),
             port: None,
         }
+    } else {
+        // "notes 10:30.txt" is a name, not a host
+        return Ok(None);
     };
     Ok(Some(Address {
         target,
@@ -297,7 +304,17 @@ mod tests {
 
     #[test]
     fn local_looking_words_are_plain_names() {
-        for s in ["a.txt", "./a:b", "dir/a:b", "/tmp/a:b", ":a", "-", "dir/x"] {
+        for s in [
+            "a.txt",
+            "./a:b",
+            "dir/a:b",
+            "/tmp/a:b",
+            ":a",
+            "-",
+            "dir/x",
+            "notes 10:30.txt",
+            "a*b:c",
+        ] {
             assert_eq!(p(s), None, "{s}");
         }
         assert_eq!(plain("./a:b"), "a:b");
