@@ -102,6 +102,11 @@ const CONNECTION_ARGS: &[&str] = &[
     "profile",
     "config",
 ];
+/// Commands that move no file data, and the options only transfers use.
+const NO_TRANSFER: &[&str] = &[
+    "ls", "rm", "sums", "verify", "mkdir", "df", "trust", "admin",
+];
+const TRANSFER_ARGS: &[&str] = &["compress", "stats", "limit_rate"];
 
 /// The command line, with each command's help showing only the options that
 /// apply to it. Parse with this rather than `Cli::command()`.
@@ -110,20 +115,27 @@ pub fn command() -> clap::Command {
     let mut cmd = Cli::command();
     // a command that already has an argument of a global's name does not get
     // the global: give these commands hidden copies, which still parse
-    let hidden: Vec<clap::Arg> = cmd
-        .get_arguments()
-        .filter(|a| CONNECTION_ARGS.contains(&a.get_id().as_str()))
-        .map(|a| a.clone().global(false).hide(true))
-        .collect();
-    for name in NOT_CONNECTING {
-        cmd = cmd.mut_subcommand(name, |mut sub| {
-            for a in &hidden {
-                if !sub.get_arguments().any(|x| x.get_id() == a.get_id()) {
-                    sub = sub.arg(a.clone());
+    let hidden_copies = |cmd: &clap::Command, ids: &[&str]| -> Vec<clap::Arg> {
+        cmd.get_arguments()
+            .filter(|a| ids.contains(&a.get_id().as_str()))
+            .map(|a| a.clone().global(false).hide(true))
+            .collect()
+    };
+    let groups = [
+        (NOT_CONNECTING, hidden_copies(&cmd, CONNECTION_ARGS)),
+        (NO_TRANSFER, hidden_copies(&cmd, TRANSFER_ARGS)),
+    ];
+    for (names, hidden) in groups {
+        for name in names {
+            cmd = cmd.mut_subcommand(name, |mut sub| {
+                for a in &hidden {
+                    if !sub.get_arguments().any(|x| x.get_id() == a.get_id()) {
+                        sub = sub.arg(a.clone());
+                    }
                 }
-            }
-            sub
-        });
+                sub
+            });
+        }
     }
     cmd
 }

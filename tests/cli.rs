@@ -344,6 +344,22 @@ fn each_command_shows_its_own_options_first_and_only_those_that_apply() {
             );
         }
     }
+    // transfer options only where files move
+    let ls = help(&["ls", "--help"]);
+    assert!(
+        ls.contains("--server") && ls.contains("--full-digest"),
+        "{ls}"
+    );
+    for transfer_only in ["--compress", "--limit-rate", "--stats"] {
+        assert!(
+            !ls.contains(transfer_only),
+            "ls --help shows {transfer_only}"
+        );
+        assert!(
+            put.contains(transfer_only),
+            "put --help lacks {transfer_only}"
+        );
+    }
     // serve keeps its own --token-file
     assert!(help(&["serve", "--help"]).contains("--token-file"));
     // hidden is not refused: options may come before the command
