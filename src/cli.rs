@@ -82,6 +82,10 @@ pub struct ConnArgs {
     /// `PROFILE:PATH`, `HOST:PATH`), filled in by `config::apply_addresses`.
     #[arg(skip)]
     pub target: Option<crate::config::remote::Target>,
+    /// Which of server, token, token_file, pin and ca came from the
+    /// environment (filled in by `try_parse`).
+    #[arg(skip)]
+    pub from_env: Vec<String>,
 }
 
 /// The connection options, which mean nothing to these commands: hidden
@@ -144,8 +148,18 @@ pub fn command() -> clap::Command {
 pub fn try_parse() -> Result<Cli, clap::Error> {
     use clap::FromArgMatches;
     let matches = command().try_get_matches()?;
-    Cli::from_arg_matches(&matches)
+    let mut cli = Cli::from_arg_matches(&matches)?;
+    for id in ENV_TRACKED {
+        if matches.value_source(id) == Some(clap::parser::ValueSource::EnvVariable) {
+            cli.conn.from_env.push(id.to_string());
+        }
+    }
+    Ok(cli)
 }
+
+/// Settings whose source matters: SFT_PIN, SFT_TOKEN, ... belong to the
+/// server of SFT_SERVER, and are not sent to another one named by an address.
+const ENV_TRACKED: &[&str] = &["server", "token", "token_file", "pin", "ca"];
 
 #[derive(Debug, Subcommand)]
 pub enum Command {

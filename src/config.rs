@@ -340,36 +340,6 @@ pub fn effective(c: &ConnArgs) -> Result<Effective> {
         .as_ref()
         .map(|(_, p)| p.clone())
         .unwrap_or_default();
-    // a flag-level trust choice replaces the profile's whole trust choice
-    let trust_from_flags = c.pin.is_some() || c.ca.is_some();
-    let (pin, ca) = if trust_from_flags {
-        (pick(&c.pin, None), pick(&c.ca, None))
-    } else {
-        (pick(&None, p.pin.as_ref()), pick(&None, p.ca.as_ref()))
-    };
-    let token_from_flags = c.token.is_some() || c.token_file.is_some();
-    let (token, token_file) = if token_from_flags {
-        (pick(&c.token, None), pick(&c.token_file, None))
-    } else {
-        (
-            pick(&None, p.token.as_ref()),
-            pick(&None, p.token_file.as_ref()),
-        )
-    };
-    let compress = match pick(&c.compress, p.compress.as_ref()) {
-        (Some(v), s) => (v, s),
-        (None, _) => ("auto".to_string(), Source::Default),
-    };
-    let timeout = match (&c.timeout, &p.timeout) {
-        (Some(t), _) => (*t, Source::FlagOrEnv),
-        (None, Some(t)) => (
-            humantime::parse_duration(t).map_err(|e| {
-                Error::usage(format!("profile timeout {t:?}: {e}; write e.g. \"30s\""))
-            })?,
-            Source::Profile,
-        ),
-        (None, None) => (std::time::Duration::from_secs(30), Source::Default),
-    };
     let server = match &c.target {
         None => pick(&c.server, p.server.as_ref()),
         Some(Target::Host { host, port }) => {
@@ -397,6 +367,72 @@ pub fn effective(c: &ConnArgs) -> Result<Effective> {
                 )));
             }
         },
+    };
+    // SFT_PIN, SFT_CA, SFT_TOKEN and SFT_TOKEN_FILE go with SFT_SERVER: when
+    // an address names another server, they are not used for it
+    let key = |s: &str| crate::client::known::key_for(s).ok();
+    let env_for_other = c.target.is_some()
+        && c.from_env.iter().any(|x| x == "server")
+        && c.server.as_deref().and_then(key) != server.0.as_deref().and_then(key);
+    let own = |id: &str, v: &Option<String>| {
+        if env_for_other && c.from_env.iter().any(|x| x == id) {
+            None
+        } else {
+            v.clone()
+        }
+    };
+    let own_path = |id: &str, v: &Option<PathBuf>| {
+        if env_for_other && c.from_env.iter().any(|x| x == id) {
+            None
+        } else {
+            v.clone()
+        }
+    };
+    let (c_pin, c_ca) = (own("pin", &c.pin), own_path("ca", &c.ca));
+    let (c_token, c_token_file) = (
+        own("token", &c.token),
+        own_path("token_file", &c.token_file),
+    );
+    // a flag-level trust choice replaces the profile's whole trust choice
+    let trust_from_flags = c_pin.is_some() || c_ca.is_some();
+    let (pin, ca) = if trust_from_flags {
+        (pick(&c_pin, None), pick(&c_ca, None))
+    } else {
+        (pick(&None, p.pin.as_ref()), pick(&None, p.ca.as_ref()))
+    };
+    let token_from_flags = c_token.is_some() || c_token_file.is_some();
+    let (token, token_file) = if token_from_flags {
+        (pick(&c_token, None), pick(&c_token_file, None))
+    } else {
+        (
+            pick(&None, p.token.as_ref()),
+            pick(&None, p.token_file.as_ref()),
+        )
+    };
+    if token.0.is_none()
+        && token_file.0.is_none()
+        && env_for_other
+        && c.from_env.iter().any(|x| x == "token" || x == "token_file")
+    {
+        return Err(Error::usage(format!(
+            "no access token for {}: SFT_TOKEN / SFT_TOKEN_FILE belong to SFT_SERVER ({}) and are not sent to another server; pass --token-file FILE, or add a profile for it to the config file",
+            server.0.as_deref().unwrap_or("the server"),
+            c.server.as_deref().unwrap_or("")
+        )));
+    }
+    let compress = match pick(&c.compress, p.compress.as_ref()) {
+        (Some(v), s) => (v, s),
+        (None, _) => ("auto".to_string(), Source::Default),
+    };
+    let timeout = match (&c.timeout, &p.timeout) {
+        (Some(t), _) => (*t, Source::FlagOrEnv),
+        (None, Some(t)) => (
+            humantime::parse_duration(t).map_err(|e| {
+                Error::usage(format!("profile timeout {t:?}: {e}; write e.g. \"30s\""))
+            })?,
+            Source::Profile,
+        ),
+        (None, None) => (std::time::Duration::from_secs(30), Source::Default),
     };
     Ok(Effective {
         profile: selected.map(|(n, _)| n),

@@ -272,3 +272,71 @@ fn malformed_addresses_say_what_is_wrong() {
         assert_eq!(err.lines().count(), 1, "{err}");
     }
 }
+
+/// Settings exported for one server (`export SFT_SERVER=... SFT_PIN=...
+/// SFT_TOKEN=...`, as `sft serve` suggests) are not used for another server
+/// named by an address: that one gets its own profile's, or none.
+#[test]
+fn the_environment_of_one_server_is_not_used_for_another() {
+    let s = Server::start();
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let token_file = w.join("box.token");
+    common::write_private(&token_file, format!("{TOKEN}\n").as_bytes());
+    write_config(
+        w,
+        &format!(
+            "[profiles.box]\nserver = \"localhost:{}\"\npin = \"{}\"\ntoken_file = \"{}\"\n",
+            port(&s),
+            s.pin,
+            token_file.display()
+        ),
+    );
+    std::fs::write(s.root.join("a.txt"), b"a").unwrap();
+    let other = |c: &mut assert_cmd::Command| {
+        c.env("SFT_SERVER", "127.0.0.1:1")
+            .env("SFT_PIN", "ab".repeat(32))
+            .env("SFT_TOKEN", "token-of-the-other-server");
+    };
+    // the profile's pin and token, not the environment's
+    let mut c = bare(w);
+    other(&mut c);
+    let a = c.args(["ls", "box:"]).assert().success();
+    assert_eq!(stdout_text(&a), "a.txt\n");
+    // a URL with no profile: the environment's token is not sent; the
+    // message says why and what to do
+    bare(w)
+        .args(["trust", &s.addr, "--pin", &s.pin])
+        .assert()
+        .success();
+    let mut c = bare(w);
+    other(&mut c);
+    let a = c
+        .args(["ls", &format!("sft://{}/", s.addr)])
+        .assert()
+        .code(2);
+    assert!(
+        stderr_text(&a).contains(&format!(
+            "no access token for {}: SFT_TOKEN / SFT_TOKEN_FILE belong to SFT_SERVER (127.0.0.1:1)",
+            s.addr
+        )),
+        "{}",
+        stderr_text(&a)
+    );
+    // with a token given on the command line it works
+    let mut c = bare(w);
+    other(&mut c);
+    c.args(["--token-file"])
+        .arg(&token_file)
+        .args(["ls", &format!("sft://{}/", s.addr)])
+        .assert()
+        .success();
+    // the same server in SFT_SERVER and the address: the environment applies
+    let mut c = bare(w);
+    c.env("SFT_SERVER", &s.addr).env("SFT_PIN", &s.pin);
+    let a = c
+        .args(["ls", &format!("sft://{}/", s.addr)])
+        .assert()
+        .success();
+    assert_eq!(stdout_text(&a), "a.txt\n");
+}
