@@ -313,6 +313,26 @@ fn a_closed_stdout_ends_every_command_quietly() {
         assert_eq!(code, Some(0), "{args:?}: {err}");
         assert_eq!(err, "", "{args:?}");
     }
+    // the work goes on without a reader: every download lands
+    let dl = tempfile::tempdir().unwrap();
+    let mut c = s.process();
+    c.args(["get", "a.txt", "b.txt", "-o"]).arg(dl.path());
+    let (code, err) = with_closed_stdout(c);
+    assert_eq!((code, err.as_str()), (Some(0), ""));
+    assert_eq!(std::fs::read(dl.path().join("a.txt")).unwrap(), b"alpha");
+    assert_eq!(
+        std::fs::read(dl.path().join("b.txt")).unwrap().len(),
+        300_000
+    );
+    // and a real failure keeps its exit code
+    let mut c = s.process();
+    c.args(["get", "a.txt", "missing.txt", "-o"]).arg(dl.path());
+    let (code, err) = with_closed_stdout(c);
+    assert_eq!(code, Some(6), "{err}");
+    assert!(
+        err.contains("'missing.txt' does not exist on the server"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -9,22 +9,26 @@ use serde_json::{Value, json};
 
 use crate::error::{Error, Result};
 
-/// Set once a write to stdout found the reader gone (`sft ls | head -1`).
+/// Set once a write to stdout found the reader gone (`sft get a b c | head
+/// -1`): later result lines are dropped, the work goes on.
 static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
 
-/// Whether the command failed only because its stdout was closed: then it
-/// ends quietly with success, as `cat` under a pipe does (ripgrep's rule).
-/// Decided once, in main. A download to `-o -` reports the pipe as
-/// "writing stdout: Broken pipe" through the transfer layer.
+/// What a command whose whole product is its stdout (a manual page, a
+/// completion script) fails with when the reader goes away.
+const CLOSED: &str = "writing to stdout: the reader closed the pipe";
+
+/// Whether a command failed only because its stdout was closed: then it
+/// ends quietly with success, as ripgrep does; decided once, in main. A
+/// download to `-o -` reports the pipe through the transfer layer as
+/// "writing stdout: Broken pipe". Any other error keeps its exit code, also
+/// when stdout was closed earlier.
 pub fn stdout_closed(e: &Error) -> bool {
-    STDOUT_CLOSED.load(Ordering::Relaxed)
-        || (e.message.ends_with(": Broken pipe") && e.message.contains("stdout"))
+    e.message == CLOSED || (e.message.ends_with(": Broken pipe") && e.message.contains("stdout"))
 }
 
-/// The error that ends a command whose stdout was closed.
 fn closed() -> Error {
     STDOUT_CLOSED.store(true, Ordering::Relaxed);
-    Error::other("writing to stdout: the reader closed the pipe")
+    Error::other(CLOSED)
 }
 
 /// Write bytes to stdout (a manual page, a completion script).
@@ -45,13 +49,20 @@ pub struct Output {
     pub verbose: u8,
 }
 
-/// Write a line to stdout. A closed pipe (`sft ls | head`) ends the command,
-/// which main turns into a quiet success.
+/// Write a line to stdout. Once the reader has gone (`sft ls | head -1`)
+/// lines are dropped and the command finishes its work (downloads still
+/// land): a closed pipe is not an error.
 pub fn stdout_line(line: &str) -> Result<()> {
+    if STDOUT_CLOSED.load(Ordering::Relaxed) {
+        return Ok(());
+    }
     let mut o = std::io::stdout().lock();
     match writeln!(o, "{line}").and_then(|_| o.flush()) {
         Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(closed()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            STDOUT_CLOSED.store(true, Ordering::Relaxed);
+            Ok(())
+        }
         Err(e) => Err(Error::io("writing to stdout", &e)),
     }
 }
