@@ -193,14 +193,16 @@ fn tls_error(
             Error::new(
                 Kind::Tls,
                 format!(
-                    "the certificate of {server} is not trusted by --ca {ca}: {c:?}; check the CA file and that the certificate covers the name you connect to"
+                    "the certificate of {server} is not trusted by --ca {ca}: {}; check the CA file and that the certificate covers the name you connect to",
+                    crate::tls::describe_certificate(c)
                 ),
             )
         }
         (other, _) => Error::new(
             Kind::Tls,
             format!(
-                "TLS handshake with {server} failed: {other}; is it an sft server speaking TLS 1.3?"
+                "TLS handshake with {server} failed: {}; is it an sft server speaking TLS 1.3?",
+                crate::tls::describe_rustls(other)
             ),
         ),
     }
