@@ -138,6 +138,17 @@ pub async fn run(cfg: Config) -> Result<()> {
     }
     // usage is rebuilt from what is on disk, so a crash never leaks quota
     let on_disk = store.usage()?;
+    let without_owner = on_disk.get("").map_or(0, |&(_, files)| files);
+    let without_digest = store.without_digest.load(Ordering::Relaxed);
+    if without_owner > 0 || without_digest > 0 {
+        warn!(
+            without_owner,
+            without_digest,
+            "files without a recorded owner: {without_owner} (only an admin may remove them); without a recorded SHA-256: {without_digest} (hashed on first use). A backup restored without extended attributes does this: restore with tar --xattrs, rsync -aX or cp -a"
+        );
+    } else {
+        info!("every file under the root has a recorded owner and SHA-256");
+    }
     let ledger = Arc::new(quota::Ledger::new(
         cfg.quota,
         on_disk.into_iter().map(|(o, (b, f))| (o, b, f)),
