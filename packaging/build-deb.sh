@@ -35,5 +35,5 @@ bin=$target/$dir/sft
 "$bin" completions fish > "$gen/sft.fish"
 
 mkdir -p "$out"
-cargo deb --no-build --locked --profile "$profile" --output "$out"
+cargo deb --no-build --locked --strip --profile "$profile" --output "$out"
 ls -1 "$out"/sft_*.deb

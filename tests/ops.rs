@@ -387,7 +387,7 @@ fn serve_restored(o: &Owned, root: &Path, kept: bool) {
     c.env("SFT_TOKEN", &o.alice).args(["rm", "report.txt"]);
     if kept {
         assert!(
-            log.contains("every file under the root has a recorded owner and SHA-256"),
+            log.contains("files under the root: 1, each with a recorded owner and SHA-256"),
             "{log}"
         );
         c.assert().success();

@@ -147,7 +147,11 @@ pub async fn run(cfg: Config) -> Result<()> {
             "files without a recorded owner: {without_owner} (only an admin may remove them); without a recorded SHA-256: {without_digest} (hashed on first use). A backup restored without extended attributes does this: restore with tar --xattrs, rsync -aX or cp -a"
         );
     } else {
-        info!("every file under the root has a recorded owner and SHA-256");
+        let files: u64 = on_disk.values().map(|&(_, f)| f).sum();
+        info!(
+            files,
+            "files under the root: {files}, each with a recorded owner and SHA-256"
+        );
     }
     let ledger = Arc::new(quota::Ledger::new(
         cfg.quota,
