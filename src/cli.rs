@@ -423,6 +423,14 @@ pub enum UserCmd {
         #[command(flatten)]
         file: UsersFileArg,
     },
+    /// Change a user's role (a running server applies it from the user's next command)
+    Role {
+        name: String,
+        #[arg(value_enum)]
+        role: RoleArg,
+        #[command(flatten)]
+        file: UsersFileArg,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -461,7 +469,7 @@ pub enum LogFormat {
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Directory whose files are served (created if missing)
+    /// Directory whose files are served (created if missing; its parent must exist)
     #[arg(long, default_value = "sft-data", value_name = "DIR")]
     pub root: PathBuf,
     /// Address to listen on; port 0 picks a free port (the first line printed is "listening on ADDR")

@@ -167,6 +167,21 @@ pub async fn run(cfg: Config) -> Result<()> {
     }
     // usage is rebuilt from what is on disk, so a crash never leaks quota
     let on_disk = store.usage()?;
+    let without_owner = on_disk.get("").map_or(0, |&(_, files)| files);
+    let without_digest = store.without_digest.load(Ordering::Relaxed);
+    if without_owner > 0 || without_digest > 0 {
+        warn!(
+            without_owner,
+            without_digest,
+            "files without a recorded owner: {without_owner} (only an admin may remove them); without a recorded SHA-256: {without_digest} (hashed on first use). A backup restored without extended attributes does this: restore with tar --xattrs, rsync -aX or cp -a"
+        );
+    } else {
+        let files: u64 = on_disk.values().map(|&(_, f)| f).sum();
+        info!(
+            files,
+            "files under the root: {files}, each with a recorded owner and SHA-256"
+        );
+    }
     let ledger = Arc::new(quota::Ledger::new(
         cfg.quota,
         on_disk.into_iter().map(|(o, (b, f))| (o, b, f)),
