@@ -18,6 +18,7 @@ use crate::client::{self, Client};
 use crate::config::{self, Effective};
 use crate::error::{Error, Result};
 use crate::names;
+use crate::private;
 use crate::server::{self, auth::Tokens, state, store::Fsync};
 use crate::tls;
 
@@ -64,7 +65,7 @@ fn client_options(c: &ConnArgs, eff: &Effective) -> Result<client::Options> {
     )?;
     let token = match (&eff.token.0, &eff.token_file.0) {
         (Some(t), _) => t.trim().to_string(),
-        (None, Some(f)) => state::read_private(f)?
+        (None, Some(f)) => private::read_private(f)?
             .lines()
             .next()
             .unwrap_or("")
@@ -420,7 +421,7 @@ fn prepare_root(root: &Path) -> Result<()> {
             Ok(())
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let parent = state::parent_dir(root);
+            let parent = private::parent_dir(root);
             Err(Error::usage(format!(
                 "--root {shown}: the directory it would be made in, {}, does not exist; check the path, or create it first (mkdir -p {})",
                 parent.display(),
@@ -490,8 +491,8 @@ async fn serve(a: ServeArgs) -> Result<()> {
             let (c, k) = (state_dir.join("cert.pem"), state_dir.join("key.pem"));
             if !c.exists() || !k.exists() {
                 let pem = crate::certs::self_signed(&crate::certs::default_names())?;
-                state::write_private(&k, pem.key.as_bytes())?;
-                state::write_private(&c, pem.cert.as_bytes())?;
+                private::write_private(&k, pem.key.as_bytes())?;
+                private::write_private(&c, pem.cert.as_bytes())?;
             }
             (c, k)
         }
@@ -499,7 +500,7 @@ async fn serve(a: ServeArgs) -> Result<()> {
     let (tokens, generated) = match &a.token_file {
         None if a.users.is_some() => (Tokens::default(), None),
         Some(f) => {
-            let t = Tokens::from_lines(&state::read_private(f)?);
+            let t = Tokens::from_lines(&private::read_private(f)?);
             if t.is_empty() {
                 return Err(Error::usage(format!(
                     "{} holds no tokens; put one token per line",
@@ -512,12 +513,12 @@ async fn serve(a: ServeArgs) -> Result<()> {
             let f = state_dir.join("token");
             let created = !f.exists();
             if created {
-                state::write_private(
+                private::write_private(
                     &f,
-                    format!("{}\n", server::store::random_hex(32)).as_bytes(),
+                    format!("{}\n", crate::private::secret_hex(32)?).as_bytes(),
                 )?;
             }
-            let text = state::read_private(&f)?;
+            let text = private::read_private(&f)?;
             let token = text.lines().next().unwrap_or("").trim().to_string();
             (
                 Tokens::from_lines(&text),

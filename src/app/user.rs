@@ -34,7 +34,7 @@ pub fn command(cmd: UserCmd) -> Result<()> {
             if let Some(q) = &quota {
                 crate::units::parse_size(q)?;
             }
-            let token = users::new_token();
+            let token = users::new_token()?;
             let digest = hex::encode(users::token_digest(&token));
             users::edit(&file.users, true, |f| {
                 if f.users.contains_key(&name) {
@@ -113,7 +113,7 @@ pub fn command(cmd: UserCmd) -> Result<()> {
             Ok(())
         }
         UserCmd::Token { name, file } => {
-            let token = users::new_token();
+            let token = users::new_token()?;
             let digest = hex::encode(users::token_digest(&token));
             users::edit(&file.users, false, |f| match f.users.get_mut(&name) {
                 Some(u) => {

@@ -632,10 +632,7 @@ fn create_part(dest: &Path) -> Result<(PathBuf, File)> {
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     for _ in 0..16 {
-        let part = dir.join(format!(
-            ".{base}.{}.part",
-            crate::server::store::random_hex(4)
-        ));
+        let part = dir.join(format!(".{base}.{}.part", crate::private::unique_hex()));
         match std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)

@@ -763,7 +763,7 @@ fn join(parent: &str, comp: &str) -> String {
 /// `sweep` if the server dies before the upload ends).
 fn create_reserved(dir: &OwnedFd) -> std::result::Result<(File, String), Errno> {
     loop {
-        let tmp = format!("{RESERVED_PREFIX}{}", random_hex(8));
+        let tmp = format!("{RESERVED_PREFIX}{}", crate::private::unique_hex());
         match rustix::fs::openat(
             dir,
             tmp.as_str(),
@@ -891,7 +891,7 @@ fn unpublish(up: &mut Upload) -> std::result::Result<(), Errno> {
         return Ok(());
     }
     loop {
-        let tmp = format!("{RESERVED_PREFIX}{}", random_hex(8));
+        let tmp = format!("{RESERVED_PREFIX}{}", crate::private::unique_hex());
         match rename_noreplace(&up.dir, &name, &tmp) {
             Ok(()) => {
                 up.tmp = tmp;
@@ -1068,22 +1068,6 @@ fn hash_and_remember(file: &File, info: &FileInfo) -> Result<[u8; 32]> {
     let d: [u8; 32] = h.finalize().into();
     let _ = set_digest_xattr(file, info.size, info.mtime_ns, &d);
     Ok(d)
-}
-
-/// `n` random bytes as hex.
-pub fn random_hex(n: usize) -> String {
-    let mut b = vec![0u8; n];
-    // getrandom only fails if the OS has no randomness source at all
-    if getrandom::fill(&mut b).is_err() {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        b.iter_mut()
-            .enumerate()
-            .for_each(|(i, x)| *x = (t >> (i % 16 * 8)) as u8 ^ std::process::id() as u8);
-    }
-    hex::encode(b)
 }
 
 #[cfg(test)]

@@ -83,8 +83,8 @@ pub fn validate_name(name: &str) -> Result<()> {
 }
 
 /// A new random token ("sft_" and 64 hex digits).
-pub fn new_token() -> String {
-    format!("sft_{}", super::store::random_hex(32))
+pub fn new_token() -> Result<String> {
+    Ok(format!("sft_{}", crate::private::secret_hex(32)?))
 }
 
 /// The digest stored for a token.
@@ -172,7 +172,7 @@ impl UsersFile {
             "# sft users: edit with `sft user add|rm|token|list --users {}`.\n# Tokens are stored only as SHA-256 digests.\n\n{body}",
             path.display()
         );
-        super::state::write_atomic(path, text.as_bytes(), 0o600)
+        crate::private::write_atomic(path, text.as_bytes(), 0o600)
     }
 }
 
@@ -184,7 +184,7 @@ pub fn edit<T>(
     create: bool,
     f: impl FnOnce(&mut UsersFile) -> Result<T>,
 ) -> Result<T> {
-    let dir = super::state::parent_dir(path);
+    let dir = crate::private::parent_dir(path);
     let lock_path = dir.join(format!(
         ".{}.lock",
         path.file_name()
