@@ -68,8 +68,8 @@ pub async fn admit(
         ) => match r {
             Ok(s) => s,
             Err(e) => {
-                if shared.quiet_handshakes.ready().is_some() {
-                    info!(%peer, "connection ended before authentication: {e}");
+                if let Some(held) = shared.quiet_handshakes.ready() {
+                    info!(%peer, held_back = held, "connection ended before authentication: {e}");
                 }
                 return None;
             }
@@ -102,8 +102,8 @@ pub async fn admit(
             return None;
         }
         Err(Refused::Tell(e)) => {
-            if e.kind != Kind::Network || shared.quiet_handshakes.ready().is_some() {
-                info!(%peer, "connection ended before authentication: {e}");
+            if let Some(held) = shared.quiet_handshakes.ready() {
+                info!(%peer, held_back = held, "connection ended before authentication: {e}");
             }
             tell(&mut w, &e).await;
             return None;
