@@ -727,3 +727,52 @@ fn small_uploads_beyond_the_servers_buffer_wait_and_all_arrive() {
     let status = stdout_text(&s.client().args(["admin", "status"]).assert().success());
     assert!(status.contains("transfers in flight: 0"), "{status}");
 }
+
+/// `get NAME -o PATH` writes PATH, replacing what was there once the
+/// download is verified (as curl -o and scp do); without -o an existing
+/// file is kept, the download saved beside it, and stderr says so.
+#[test]
+fn get_o_replaces_the_named_file_and_without_o_the_renaming_is_said() {
+    let s = Server::start();
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("report.txt");
+    std::fs::write(&src, b"fresh contents\n").unwrap();
+    s.client().arg("put").arg(&src).assert().success();
+    let out = work.path().join("out.txt");
+    std::fs::write(&out, b"stale bytes from yesterday\n").unwrap();
+    let a = s
+        .client()
+        .args(["get", "report.txt", "-o"])
+        .arg(&out)
+        .assert()
+        .success();
+    assert_eq!(std::fs::read(&out).unwrap(), b"fresh contents\n");
+    assert!(common::stdout_text(&a).contains(&out.display().to_string()));
+    let names: Vec<_> = std::fs::read_dir(work.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(names.len(), 2, "no (1) copy, no .part left: {names:?}");
+    // without -o, in a directory that has report.txt already
+    let here = work.path().join("here");
+    std::fs::create_dir(&here).unwrap();
+    std::fs::write(here.join("report.txt"), b"mine\n").unwrap();
+    let a = s
+        .client()
+        .current_dir(&here)
+        .args(["get", "report.txt"])
+        .assert()
+        .success();
+    assert_eq!(std::fs::read(here.join("report.txt")).unwrap(), b"mine\n");
+    assert_eq!(
+        std::fs::read(here.join("report (1).txt")).unwrap(),
+        b"fresh contents\n"
+    );
+    let err = common::stderr_text(&a);
+    assert!(
+        err.contains("exists and was kept") && err.contains("report (1).txt"),
+        "{err}"
+    );
+    assert!(common::stdout_text(&a).contains("report (1).txt"));
+}

@@ -688,12 +688,32 @@ pub async fn get(c: &mut Client, o: &Output, a: &GetArgs<'_>) -> Result<()> {
     let mut tally = Tally::default();
     let single = jobs.len() == 1;
     let mut single_err = None;
+    // `-o FILE` names the file to write, as curl -o and scp do: it is
+    // replaced (atomically, once the download is verified); without -o an
+    // existing file is kept and the download saved as "name (1).ext", said
+    // on stderr (and in --json as `path`)
+    let named_file = single
+        && !a.recursive
+        && a.check.is_none()
+        && matches!(&jobs[0].dest, Dest::Path(p) if a.output == Some(p.as_path()));
+    let force = a.force || named_file;
     let r = c
-        .get_many(&jobs, a.force, &progress, |i, r| {
+        .get_many(&jobs, force, &progress, |i, r| {
             let job = &jobs[i];
             match r {
                 Ok(got) => {
                     tally.ok += 1;
+                    if let Dest::Path(wanted) = &job.dest
+                        && *wanted != got.path
+                        && !o.json
+                        && !o.quiet
+                    {
+                        progress.println(&format!(
+                            "sft: {} exists and was kept; saved as {} (use --force to replace it, or -o to name the file)",
+                            wanted.display(),
+                            got.path.display()
+                        ));
+                    }
                     if a.stats || o.verbose > 0 {
                         progress.println(&super::stats_line(
                             &job.remote,
