@@ -6,6 +6,7 @@ use std::path::PathBuf;
 mod cert;
 mod files;
 mod output;
+mod share;
 mod shell;
 mod trust;
 mod user;
@@ -244,6 +245,7 @@ async fn client_command(
             files::parse_sha256(sha256)?;
         }
         Command::Mkdir { name } => names::validate(name)?,
+        Command::Share(a) => share::check(a)?,
         Command::Ls { dir: Some(d), .. } | Command::Sums { dir: Some(d) } => {
             let d = d.trim_end_matches('/');
             if !d.is_empty() {
@@ -325,6 +327,7 @@ async fn run_on(
             o.json_only(|| serde_json::json!({"op": "mkdir", "name": name, "outcome": "ok"}))?;
         }
         Command::Shell => shell::run(c, opts).await?,
+        Command::Share(a) => share::run(c, opts, o, a).await?,
         Command::Admin(AdminCmd::Shutdown { grace }) => {
             c.shutdown(grace).await?;
             eprintln!(
@@ -432,6 +435,14 @@ async fn serve(a: ServeArgs) -> Result<()> {
             )
         }
     };
+    // share links are kept in the state directory (created with the first)
+    let share_dir = if a.web == crate::cli::OnOff::On {
+        state::ensure_dir(&state_dir)?;
+        state::check_separate(&a.root, &state_dir)?;
+        Some(state_dir.clone())
+    } else {
+        None
+    };
     let fingerprint = tls::fingerprint(&tls::load_certs(&cert)?[0]);
     let root_shown = std::fs::canonicalize(&a.root).unwrap_or_else(|_| a.root.clone());
     let banner = {
@@ -489,6 +500,8 @@ async fn serve(a: ServeArgs) -> Result<()> {
             min_free: a.min_free,
         },
         compression: a.compression == crate::cli::OnOff::On,
+        web: a.web == crate::cli::OnOff::On,
+        state_dir: share_dir,
         max_level: a.max_compress_level,
         banner: Some(Box::new(banner)),
     })

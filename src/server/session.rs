@@ -49,8 +49,14 @@ pub async fn serve(
     shared: Arc<Shared>,
     pass: Pass,
 ) {
-    let Some(admitted) = handshake::admit(tcp, peer, acceptor, &shared, pass).await else {
-        return;
+    let admitted = match handshake::admit(tcp, peer, acceptor, &shared, pass).await {
+        Some(handshake::Admission::Sft(a)) => a,
+        Some(handshake::Admission::Web { tls, h2, pass }) => {
+            let counted = shared.clone();
+            let _connection = Gauge::new(&counted.stats.connections);
+            return super::web::serve(*tls, h2, peer, shared, pass).await;
+        }
+        None => return,
     };
     let Admitted {
         r,
@@ -363,6 +369,17 @@ impl Session {
                     };
                     match r {
                         Ok(()) => self.w.send_now(&Msg::Done).await?,
+                        Err(e) => self.reply_error(&e).await?,
+                    }
+                }
+                m @ (Msg::Share { .. } | Msg::ShareList | Msg::ShareRevoke { .. }) => {
+                    match super::share::command(&self.shared, &who, self.peer, m).await {
+                        Ok(replies) => {
+                            for r in &replies {
+                                self.w.send(r).await?;
+                            }
+                            self.w.flush().await?;
+                        }
                         Err(e) => self.reply_error(&e).await?,
                     }
                 }
