@@ -13,7 +13,7 @@ h1{font-size:1.3rem;word-break:break-all}
 dl{display:grid;grid-template-columns:max-content 1fr;gap:.4rem 1rem;margin:0 0 1.2rem}
 dt{color:#5b6475}dd{margin:0;word-break:break-all}
 code,pre{font-family:ui-monospace,monospace;font-size:.85rem}
-pre{background:#eef0f4;padding:.6rem .8rem;border-radius:6px;overflow-x:auto;user-select:all}
+pre{background:#eef0f4;padding:.6rem .8rem;border-radius:6px;white-space:pre-wrap;word-break:break-all;user-select:all}
 a.button{display:inline-block;background:#2456c9;color:#fff;padding:.6rem 1.2rem;border-radius:6px;text-decoration:none;font-weight:600}
 table{border-collapse:collapse;width:100%}td,th{text-align:left;padding:.35rem .5rem;border-bottom:1px solid #e4e7ec}
 td.n{text-align:right;white-space:nowrap}footer{margin-top:1.5rem;color:#7a8294;font-size:.8rem}
