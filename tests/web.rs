@@ -481,4 +481,132 @@ fn headless_chromium_shows_the_share_page_with_the_name_and_digest() {
         "{dom}"
     );
     assert!(!dom.contains("<img src=x"), "{dom}");
+    // the browse page asks for a token first
+    let dom = headless(
+        bin,
+        &["--dump-dom"],
+        &format!("https://{}/browse/", s.addr),
+        profile.path(),
+    );
+    assert!(
+        dom.contains("action=\"/browse/login\"") && dom.contains("type=\"password\""),
+        "{dom}"
+    );
+}
+
+#[test]
+fn the_browse_page_signs_in_with_a_token_once_and_makes_links_behind_csrf() {
+    if !have("curl") {
+        return;
+    }
+    let (s, _state) = server(&[]);
+    put_file(&s, "docs/plan.txt", b"the plan\n");
+    let base = format!("https://{}", s.addr);
+    let jar = tempfile::tempdir().unwrap();
+    let cookies = jar.path().join("cookies");
+    let c = cookies.to_str().unwrap();
+    let page = curl(&s, &[&format!("{base}/browse/")]);
+    assert!(String::from_utf8_lossy(&page.stdout).contains("action=\"/browse/login\""));
+    // a wrong token: 403, no cookie
+    assert_eq!(
+        status(
+            &s,
+            &["-d", "token=wrong", "-c", c],
+            &format!("{base}/browse/login")
+        ),
+        "403"
+    );
+    // the right one: a session cookie that is not the token
+    let r = curl(
+        &s,
+        &[
+            "-D",
+            "-",
+            "-o",
+            "/dev/null",
+            "-c",
+            c,
+            "-d",
+            &format!("token={}", common::TOKEN),
+            &format!("{base}/browse/login"),
+        ],
+    );
+    let text = String::from_utf8_lossy(&r.stdout);
+    let h = headers(&text);
+    let set = header(&h, "set-cookie").expect("a session cookie");
+    assert!(
+        set.contains("Secure") && set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+        "{set}"
+    );
+    assert!(!set.contains(common::TOKEN));
+    let list =
+        String::from_utf8(curl(&s, &["-b", c, &format!("{base}/browse/docs/")]).stdout).unwrap();
+    assert!(list.contains("plan.txt"), "{list}");
+    let csrf = list
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap()
+        .to_string();
+    // a form without the CSRF token (as a cross-site form would be) is refused
+    assert_eq!(
+        status(
+            &s,
+            &["-b", c, "-d", "path=docs/plan.txt"],
+            &format!("{base}/browse/share")
+        ),
+        "403"
+    );
+    // without the cookie, no share either
+    let r = curl(
+        &s,
+        &[
+            "-d",
+            &format!("csrf={csrf}&path=docs/plan.txt"),
+            &format!("{base}/browse/share"),
+        ],
+    );
+    assert!(!String::from_utf8_lossy(&r.stdout).contains("/s/"));
+    let made = String::from_utf8(
+        curl(
+            &s,
+            &[
+                "-b",
+                c,
+                "-d",
+                &format!("csrf={csrf}&path=docs%2Fplan.txt&expires=1h"),
+                &format!("{base}/browse/share"),
+            ],
+        )
+        .stdout,
+    )
+    .unwrap();
+    let url = made
+        .split("<pre id=\"url\">")
+        .nth(1)
+        .and_then(|r| r.split('<').next())
+        .expect("the link is shown")
+        .to_string();
+    assert!(url.starts_with(&format!("{base}/s/")), "{url}");
+    assert_eq!(
+        curl(&s, &[&format!("{url}/plan.txt")]).stdout,
+        b"the plan\n"
+    );
+    // signing out ends the session
+    curl(
+        &s,
+        &[
+            "-b",
+            c,
+            "-c",
+            c,
+            "-d",
+            &format!("csrf={csrf}"),
+            &format!("{base}/browse/logout"),
+        ],
+    );
+    let after =
+        String::from_utf8(curl(&s, &["-b", c, &format!("{base}/browse/docs/")]).stdout).unwrap();
+    assert!(after.contains("action=\"/browse/login\"") && !after.contains("plan.txt"));
+    assert!(!s.log_text().contains(common::TOKEN));
 }

@@ -146,6 +146,8 @@ pub struct Shared {
     pub busy_log: gate::Throttle,
     /// Share links (made over sft, used over HTTPS).
     pub shares: share::Shares,
+    /// Browsers signed in to the browse page.
+    pub web_sessions: web::browse::Sessions,
 }
 
 fn load_cert(cfg: &Config) -> Result<Arc<rustls::sign::CertifiedKey>> {
@@ -224,6 +226,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         quiet_handshakes: gate::Throttle::new(Duration::from_secs(1)),
         busy_log: gate::Throttle::new(Duration::from_secs(1)),
         shares,
+        web_sessions: web::browse::Sessions::default(),
     });
     let reload = |shared: &Shared| -> Result<()> {
         let ck = load_cert(&cfg).map_err(|e| e.context("reloading the certificate"))?;

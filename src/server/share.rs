@@ -251,6 +251,55 @@ pub async fn command(
         .map_err(|e| Error::other(format!("internal error: {e}")))?
 }
 
+/// Make a link for `name` as `who` (blocking: it may hash the file).
+/// `expires_s`/`downloads`: `u64::MAX` for none.
+pub fn make(
+    shared: &Shared,
+    who: &Identity,
+    peer: SocketAddr,
+    name: &str,
+    expires_s: u64,
+    downloads: u64,
+) -> Result<(Share, String)> {
+    who.require(Role::Read, "share files")?;
+    let name = name.trim_end_matches('/').to_string();
+    if downloads == 0 {
+        return Err(Error::usage("a share link must allow at least 1 download"));
+    }
+    let entry = shared.store.stat(&name)?;
+    let dir = entry.kind == EntryKind::Dir;
+    let sha256 = if dir {
+        None
+    } else {
+        Some(match entry.sha256 {
+            Some(d) => d,
+            None => super::web::digest_of(&shared.store, &name)?.1,
+        })
+    };
+    let now = now_s();
+    let life = if expires_s == u64::MAX {
+        None
+    } else {
+        Some(expires_s.min(MAX_LIFE.as_secs()))
+    };
+    let share = Share {
+        id: String::new(),
+        digest: String::new(),
+        user: who.user.clone(),
+        path: name.clone(),
+        dir,
+        sha256: sha256.map(hex::encode),
+        size: if dir { 0 } else { entry.size },
+        created: now,
+        expires: life.map(|l| now + l),
+        downloads_left: (downloads != u64::MAX).then_some(downloads),
+    };
+    let (share, token) = shared.shares.create(share)?;
+    info!(event = "share", action = "create", %peer, user = %who.user, id = %share.id,
+        name = %names::escape(&name), expires = ?share.expires, downloads = ?share.downloads_left, "share link made");
+    Ok((share, token))
+}
+
 fn apply(shared: &Shared, who: &Identity, peer: SocketAddr, msg: Msg) -> Result<Vec<Msg>> {
     match msg {
         Msg::Share {
@@ -258,41 +307,7 @@ fn apply(shared: &Shared, who: &Identity, peer: SocketAddr, msg: Msg) -> Result<
             downloads,
             name,
         } => {
-            let name = name.trim_end_matches('/').to_string();
-            if downloads == 0 {
-                return Err(Error::usage("a share link must allow at least 1 download"));
-            }
-            let entry = shared.store.stat(&name)?;
-            let dir = entry.kind == EntryKind::Dir;
-            let sha256 = if dir {
-                None
-            } else {
-                Some(match entry.sha256 {
-                    Some(d) => d,
-                    None => super::web::digest_of(&shared.store, &name)?.1,
-                })
-            };
-            let now = now_s();
-            let life = if expires_s == u64::MAX {
-                None
-            } else {
-                Some(expires_s.min(MAX_LIFE.as_secs()))
-            };
-            let share = Share {
-                id: String::new(),
-                digest: String::new(),
-                user: who.user.clone(),
-                path: name.clone(),
-                dir,
-                sha256: sha256.map(hex::encode),
-                size: if dir { 0 } else { entry.size },
-                created: now,
-                expires: life.map(|l| now + l),
-                downloads_left: (downloads != u64::MAX).then_some(downloads),
-            };
-            let (share, token) = shared.shares.create(share)?;
-            info!(event = "share", action = "create", %peer, user = %who.user, id = %share.id,
-                name = %names::escape(&name), expires = ?share.expires, downloads = ?share.downloads_left, "share link made");
+            let (share, token) = make(shared, who, peer, &name, expires_s, downloads)?;
             Ok(vec![Msg::ShareOk(share.info(token))])
         }
         Msg::ShareList => {

@@ -11,6 +11,7 @@
 //! dropped when the grace period ends.
 
 mod body;
+pub mod browse;
 mod page;
 mod routes;
 

@@ -5,6 +5,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use super::routes::percent_encode;
 use crate::protocol::{Entry, EntryKind};
+use crate::server::auth::Identity;
 use crate::server::share::Share;
 
 pub const CSS: &str = "body{font-family:system-ui,sans-serif;max-width:46rem;margin:2rem auto;padding:0 1rem;color:#1d2330;background:#f6f7f9}
@@ -16,7 +17,9 @@ code,pre{font-family:ui-monospace,monospace;font-size:.85rem}
 pre{background:#eef0f4;padding:.6rem .8rem;border-radius:6px;white-space:pre-wrap;word-break:break-all;user-select:all}
 a.button{display:inline-block;background:#2456c9;color:#fff;padding:.6rem 1.2rem;border-radius:6px;text-decoration:none;font-weight:600}
 table{border-collapse:collapse;width:100%}td,th{text-align:left;padding:.35rem .5rem;border-bottom:1px solid #e4e7ec}
-td.n{text-align:right;white-space:nowrap}footer{margin-top:1.5rem;color:#7a8294;font-size:.8rem}
+td.n{text-align:right;white-space:nowrap}
+nav{display:flex;justify-content:space-between;align-items:center;margin-bottom:1rem}form.inline{display:inline;margin:0}.err{color:#b3261e}
+button{font:inherit;padding:.3rem .8rem}input,select{font:inherit}footer{margin-top:1.5rem;color:#7a8294;font-size:.8rem}
 ";
 
 /// Escape text for HTML content and attribute values.
@@ -143,6 +146,103 @@ pub fn dir(share: &Share, token: &str, segs: &[String], entries: &[Entry]) -> St
         esc(&expiry(share)),
     );
     wrap(&shown, &body)
+}
+
+/// The sign-in form of the browse page.
+pub fn login(problem: Option<&str>) -> String {
+    let p = problem
+        .map(|m| format!("<p class=\"err\">{}</p>", esc(m)))
+        .unwrap_or_default();
+    wrap(
+        "Sign in",
+        &format!(
+            "<main class=\"card\"><h1>Sign in</h1>{p}<form method=\"post\" action=\"/browse/login\"><p><label for=\"token\">Access token</label></p><p><input id=\"token\" name=\"token\" type=\"password\" autocomplete=\"current-password\" required size=\"48\"></p><p><button type=\"submit\">Sign in</button></p></form><p>The token is sent once; the browser keeps only a session cookie.</p></main>"
+        ),
+    )
+}
+
+fn signed_bar(who: &Identity, csrf: &str) -> String {
+    format!(
+        "<nav><span>Signed in as <b>{}</b> ({})</span><form class=\"inline\" method=\"post\" action=\"/browse/logout\"><input type=\"hidden\" name=\"csrf\" value=\"{}\"><button type=\"submit\">Sign out</button></form></nav>",
+        esc(&who.user),
+        who.role.name(),
+        esc(csrf)
+    )
+}
+
+/// What a signed-in user may read, with a share form per entry.
+pub fn browse(who: &Identity, csrf: &str, segs: &[String], entries: &[Entry]) -> String {
+    let here = segs.join("/");
+    let mut rows = String::new();
+    if !segs.is_empty() {
+        rows.push_str("<tr><td><a href=\"../\">../</a></td><td></td><td></td><td></td></tr>");
+    }
+    for e in entries {
+        let path = if here.is_empty() {
+            e.name.clone()
+        } else {
+            format!("{here}/{}", e.name)
+        };
+        let label = if e.kind == EntryKind::Dir {
+            format!("{}/", e.name)
+        } else {
+            e.name.clone()
+        };
+        let size = if e.kind == EntryKind::Dir {
+            String::new()
+        } else {
+            crate::units::human(e.size)
+        };
+        rows.push_str(&format!(
+            "<tr><td><a href=\"{}\">{}</a></td><td class=\"n\">{}</td><td class=\"n\">{}</td><td><form class=\"inline\" method=\"post\" action=\"/browse/share\"><input type=\"hidden\" name=\"csrf\" value=\"{}\"><input type=\"hidden\" name=\"path\" value=\"{}\"><select name=\"expires\"><option value=\"1h\">1 hour</option><option value=\"24h\" selected>1 day</option><option value=\"7d\">7 days</option><option value=\"30d\">30 days</option></select> <button type=\"submit\">Share</button></form></td></tr>",
+            esc(&super::browse::entry_href(segs, &e.name, e.kind)),
+            esc(&label),
+            esc(&size),
+            when(e.mtime_ns),
+            esc(csrf),
+            esc(&path),
+        ));
+    }
+    let title = format!("/{here}");
+    let body = format!(
+        "{}<main class=\"card\"><h1>{}</h1><table><thead><tr><th>Name</th><th>Size</th><th>Modified</th><th>Share link</th></tr></thead><tbody>{rows}</tbody></table></main>",
+        signed_bar(who, csrf),
+        esc(&title)
+    );
+    wrap(&title, &body)
+}
+
+/// The link just made from the browse page.
+pub fn made(who: &Identity, csrf: &str, share: &Share, url: &str) -> String {
+    let download = if share.dir {
+        format!("{url}/")
+    } else {
+        format!(
+            "{url}/{}",
+            percent_encode(crate::names::split_parent(&share.path).1)
+        )
+    };
+    let body = format!(
+        "{}<main class=\"card\"><h1>Link made for {}</h1><p>{}. Anyone with the link can download; revoke it with <code>sft share --revoke {}</code>.</p><dl><dt>Page</dt><dd><pre id=\"url\">{}</pre></dd><dt>Download</dt><dd><pre>{}</pre></dd></dl><p><a href=\"/browse/\">Back</a></p></main>",
+        signed_bar(who, csrf),
+        esc(&share.path),
+        esc(&expiry(share)),
+        esc(&share.id),
+        esc(url),
+        esc(&download),
+    );
+    wrap("Link made", &body)
+}
+
+pub fn browse_error(who: &Identity, csrf: &str, msg: &str) -> String {
+    wrap(
+        "Not shared",
+        &format!(
+            "{}<main class=\"card\"><h1>Not shared</h1><p class=\"err\">{}</p><p><a href=\"/browse/\">Back</a></p></main>",
+            signed_bar(who, csrf),
+            esc(msg)
+        ),
+    )
 }
 
 pub fn not_found() -> String {

@@ -27,7 +27,7 @@ use crate::server::share::Share;
 /// Bytes read from disk at a time for a download.
 const CHUNK: usize = 128 * 1024;
 
-pub const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+pub const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 pub async fn handle(c: &Arc<Conn>, req: Request<Incoming>) -> Response<Body> {
     if !c.admit() {
@@ -44,6 +44,14 @@ pub async fn handle(c: &Arc<Conn>, req: Request<Incoming>) -> Response<Body> {
         r.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         return r;
+    }
+    if req.uri().path().starts_with("/browse") {
+        let head = req.method() == Method::HEAD;
+        let mut resp = super::browse::handle(c, req).await;
+        if head {
+            *resp.body_mut() = Body::empty();
+        }
+        return resp;
     }
     let head = match *req.method() {
         Method::GET => false,
@@ -137,7 +145,7 @@ pub fn decode_path(s: &str) -> Option<Vec<String>> {
     Some(out)
 }
 
-fn percent_decode(s: &str) -> Option<Vec<u8>> {
+pub(super) fn percent_decode(s: &str) -> Option<Vec<u8>> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -473,14 +481,14 @@ async fn read_out(
     }
 }
 
-fn set(r: &mut Response<Body>, k: impl header::IntoHeaderName, v: &str) {
+pub(super) fn set(r: &mut Response<Body>, k: impl header::IntoHeaderName, v: &str) {
     if let Ok(v) = HeaderValue::from_str(v) {
         r.headers_mut().insert(k, v);
     }
 }
 
 /// Headers every answer carries.
-fn common(r: &mut Response<Body>) {
+pub(super) fn common(r: &mut Response<Body>) {
     set(r, header::CONTENT_SECURITY_POLICY, CSP);
     set(r, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
     set(r, header::REFERRER_POLICY, "no-referrer");
@@ -490,7 +498,13 @@ fn common(r: &mut Response<Body>) {
     }
 }
 
-fn html(body: String) -> Response<Body> {
+pub(super) fn html_status(status: StatusCode, body: String) -> Response<Body> {
+    let mut r = html(body);
+    *r.status_mut() = status;
+    r
+}
+
+pub(super) fn html(body: String) -> Response<Body> {
     let len = body.len();
     let mut r = Response::new(Body::full(body));
     set(&mut r, header::CONTENT_TYPE, "text/html; charset=utf-8");
@@ -499,7 +513,7 @@ fn html(body: String) -> Response<Body> {
     r
 }
 
-fn text(status: StatusCode, msg: &'static str) -> Response<Body> {
+pub(super) fn text(status: StatusCode, msg: &'static str) -> Response<Body> {
     let mut r = Response::new(Body::full(msg));
     *r.status_mut() = status;
     set(&mut r, header::CONTENT_TYPE, "text/plain; charset=utf-8");
@@ -509,7 +523,7 @@ fn text(status: StatusCode, msg: &'static str) -> Response<Body> {
 }
 
 /// The one answer for anything that is not there, whatever the reason.
-fn not_found() -> Response<Body> {
+pub(super) fn not_found() -> Response<Body> {
     let body = page::not_found();
     let len = body.len();
     let mut r = Response::new(Body::full(body));
