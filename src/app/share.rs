@@ -50,10 +50,14 @@ fn origin(server: &str) -> Result<String> {
     })
 }
 
+/// An expiry the server sent; None for never (or a time beyond the calendar).
 fn when(unix: u64) -> Option<String> {
-    (unix != u64::MAX).then(|| {
-        humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(unix)).to_string()
-    })
+    // humantime cannot print years past 9999 (its Display fails)
+    if unix >= 253_402_300_800 {
+        return None;
+    }
+    let t = UNIX_EPOCH.checked_add(Duration::from_secs(unix))?;
+    Some(humantime::format_rfc3339_seconds(t).to_string())
 }
 
 fn left(n: u64) -> Option<u64> {
@@ -152,5 +156,8 @@ mod tests {
         assert!(parse_expires("soon").is_err());
         assert_eq!(origin("127.0.0.1:7373").unwrap(), "https://127.0.0.1:7373");
         assert_eq!(origin("[::1]:9").unwrap(), "https://[::1]:9");
+        // a hostile server's absurd expiry does not panic the client
+        assert_eq!(when(u64::MAX - 1), None);
+        assert_eq!(when(0).as_deref(), Some("1970-01-01T00:00:00Z"));
     }
 }

@@ -58,7 +58,11 @@ fn when(mtime_ns: i64) -> String {
 
 fn expiry(share: &Share) -> String {
     let mut s = match share.expires {
-        Some(e) => format!("until {}", utc(UNIX_EPOCH + Duration::from_secs(e))),
+        // humantime cannot print years past 9999
+        Some(e) if e < 253_402_300_800 => {
+            format!("until {}", utc(UNIX_EPOCH + Duration::from_secs(e)))
+        }
+        Some(_) => "no expiry".to_string(),
         None => "no expiry".to_string(),
     };
     if let Some(n) = share.downloads_left {
