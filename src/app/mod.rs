@@ -436,10 +436,19 @@ async fn serve(a: ServeArgs) -> Result<()> {
         }
     };
     // share links are kept in the state directory (created with the first)
+    // (a server that needs no state directory otherwise still serves files
+    // when it has none usable: it then makes no share links, and says why)
     let share_dir = if a.web == crate::cli::OnOff::On {
-        state::ensure_dir(&state_dir)?;
-        state::check_separate(&a.root, &state_dir)?;
-        Some(state_dir.clone())
+        match state::ensure_dir(&state_dir)
+            .and_then(|()| state::check_separate(&a.root, &state_dir))
+        {
+            Ok(()) => Some(state_dir.clone()),
+            Err(e) if a.state_dir.is_none() && !needs_state => {
+                tracing::warn!("share links are off: {e}");
+                None
+            }
+            Err(e) => return Err(e),
+        }
     } else {
         None
     };

@@ -155,7 +155,7 @@ impl Shares {
     pub fn create(&self, mut share: Share) -> Result<(Share, String)> {
         if self.path.is_none() {
             return Err(Error::usage(
-                "this server does not serve share links (it was started with --web off)",
+                "this server makes no share links (it runs with --web off, or without a usable state directory; see its log)",
             ));
         }
         let token = new_token()?;
