@@ -610,3 +610,87 @@ fn the_browse_page_signs_in_with_a_token_once_and_makes_links_behind_csrf() {
     assert!(after.contains("action=\"/browse/login\"") && !after.contains("plan.txt"));
     assert!(!s.log_text().contains(common::TOKEN));
 }
+
+/// A TLS connection to the server offering only `alpn`.
+async fn tls_with_alpn(
+    s: &Server,
+    alpn: &[u8],
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let (cfg, _) = sft::tls::client_config(&s.trust()).unwrap();
+    let mut cfg = (*cfg).clone();
+    cfg.alpn_protocols = vec![alpn.to_vec()];
+    let tcp = tokio::net::TcpStream::connect(&s.addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http_peers_are_held_to_the_deadlines_and_the_session_budget() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if !have("curl") {
+        return;
+    }
+    let (s, _state) = server(&["--handshake-timeout", "1s", "--max-connections", "1"]);
+    put_file(&s, "a.txt", b"hello\n");
+    // headers that never end: closed at the deadline
+    let mut slow = tls_with_alpn(&s, b"http/1.1").await;
+    slow.write_all(b"GET /s/x HTTP/1.1\r\nHost: a\r\n")
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), slow.read_to_end(&mut buf))
+        .await
+        .expect("closed in time");
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    // a connection that sends nothing at all: the same
+    let mut idle = tls_with_alpn(&s, b"h2").await;
+    let start = Instant::now();
+    let _ = tokio::time::timeout(Duration::from_secs(10), idle.read_to_end(&mut buf))
+        .await
+        .expect("closed in time");
+    assert!(start.elapsed() < Duration::from_secs(5));
+    // a browser that made a request holds the one session slot...
+    let mut held = tls_with_alpn(&s, b"http/1.1").await;
+    held.write_all(b"GET /nothing HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    held.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 404");
+    // ...so the next one is told the server is busy, and an sft client too
+    let base = format!("https://{}/s/x", s.addr);
+    let cert = s.cert.clone();
+    let code = tokio::task::spawn_blocking(move || {
+        let o = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+            .arg(&cert)
+            .arg(&base)
+            .output()
+            .unwrap();
+        String::from_utf8(o.stdout).unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, "503");
+    drop(held);
+    // once it leaves, the slot is free again
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut ok = false;
+    for _ in 0..20 {
+        let o = s.client().arg("ls").output().unwrap();
+        if o.status.success() {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(ok, "the slot came back");
+}
