@@ -694,3 +694,42 @@ async fn http_peers_are_held_to_the_deadlines_and_the_session_budget() {
     }
     assert!(ok, "the slot came back");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_http2_rapid_reset_flood_is_cut_off_and_the_server_keeps_serving() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (s, _state) = server(&[]);
+    let mut t = tls_with_alpn(&s, b"h2").await;
+    let frame = |ty: u8, flags: u8, stream: u32, payload: &[u8]| {
+        let mut f = Vec::with_capacity(9 + payload.len());
+        f.extend_from_slice(&(payload.len() as u32).to_be_bytes()[1..]);
+        f.extend_from_slice(&[ty, flags]);
+        f.extend_from_slice(&stream.to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    };
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend(frame(4, 0, 0, &[])); // SETTINGS
+    // GET https / (static table: :method GET, :scheme https, :path /), :authority "a"
+    let headers = [0x82, 0x87, 0x84, 0x41, 0x01, b'a'];
+    for i in 0..5_000u32 {
+        let id = 2 * i + 1;
+        out.extend(frame(1, 0x5, id, &headers)); // HEADERS, END_STREAM|END_HEADERS
+        out.extend(frame(3, 0, id, &8u32.to_be_bytes())); // RST_STREAM CANCEL
+    }
+    // the server may close while we are still writing
+    let _ = t.write_all(&out).await;
+    let mut got = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(20), t.read_to_end(&mut got)).await;
+    assert!(closed.is_ok(), "the flooding connection is closed");
+    // a GOAWAY (type 7) was sent before the close
+    let mut pos = 0;
+    let mut goaway = false;
+    while pos + 9 <= got.len() {
+        let len = u32::from_be_bytes([0, got[pos], got[pos + 1], got[pos + 2]]) as usize;
+        goaway |= got[pos + 3] == 7;
+        pos += 9 + len;
+    }
+    assert!(goaway, "GOAWAY before the close");
+    s.client().arg("ls").assert().success();
+}
