@@ -41,10 +41,10 @@ row "sft get" "$SFT" get data.bin -o "$T/out/f" --force
 if command -v nginx >/dev/null; then
   mkdir -p "$T/nginx"
   cat >"$T/nginx/nginx.conf" <<NGX
-daemon off; worker_processes 1; pid $T/nginx/pid; error_log $T/nginx/error.log warn;
+daemon off; user root; worker_processes 1; pid $T/nginx/pid; error_log $T/nginx/error.log warn;
 events { worker_connections 1024; }
 http { access_log off; sendfile on; client_body_temp_path $T/nginx;
-  server { listen 127.0.0.1:18443 ssl; ssl_protocols TLSv1.3; http2 on;
+  server { listen 127.0.0.1:18443 ssl http2; ssl_protocols TLSv1.3;
     ssl_certificate $CERT; ssl_certificate_key $KEY; root $T/root; } }
 NGX
   nginx -c "$T/nginx/nginx.conf" & PIDS+=($!); sleep 0.5
