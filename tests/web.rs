@@ -733,3 +733,35 @@ async fn an_http2_rapid_reset_flood_is_cut_off_and_the_server_keeps_serving() {
     assert!(goaway, "GOAWAY before the close");
     s.client().arg("ls").assert().success();
 }
+
+#[test]
+fn a_download_in_flight_finishes_when_the_server_is_told_to_stop() {
+    if !have("curl") {
+        return;
+    }
+    let (mut s, _state) = server(&["--grace", "20s"]);
+    let data = common::noise(6 << 20, 44);
+    put_file(&s, "slow.bin", &data);
+    let j = share(&s, &["slow.bin"]);
+    let url = j["download_url"].as_str().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("slow.bin");
+    // about 3 s at 2 MB/s
+    let mut dl = Command::new("curl")
+        .args(["-s", "--max-time", "60", "--limit-rate", "2M", "--cacert"])
+        .arg(&s.cert)
+        .arg("-o")
+        .arg(&out)
+        .arg(&url)
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    s.send_signal("TERM");
+    // new connections are refused at once...
+    std::thread::sleep(Duration::from_millis(300));
+    assert_ne!(status(&s, &["--max-time", "5"], &url), "200");
+    // ...while the download in flight completes, byte-exact
+    assert!(dl.wait().unwrap().success());
+    assert_eq!(sha256_hex(&std::fs::read(&out).unwrap()), sha256_hex(&data));
+    assert_eq!(s.wait_exit(Duration::from_secs(20)), Some(0));
+}
