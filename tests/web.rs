@@ -403,9 +403,15 @@ fn chromium() -> Option<&'static str> {
 }
 
 /// Run headless Chromium on a URL with `what` (e.g. --dump-dom); stdout.
+/// Downloads land in PROFILE/home/Downloads.
 fn headless(bin: &str, what: &[&str], url: &str, profile: &Path) -> String {
+    headless_within(90, bin, what, url, profile)
+}
+
+fn headless_within(secs: u32, bin: &str, what: &[&str], url: &str, profile: &Path) -> String {
     let out = Command::new("timeout")
-        .arg("90")
+        .env("HOME", profile.join("home"))
+        .arg(secs.to_string())
         .arg(bin)
         .args([
             "--headless",
@@ -481,6 +487,19 @@ fn headless_chromium_shows_the_share_page_with_the_name_and_digest() {
         "{dom}"
     );
     assert!(!dom.contains("<img src=x"), "{dom}");
+    // the download button's target, fetched by the browser itself (a
+    // download page never finishes loading: the browser is stopped after 10 s)
+    let dl = j["download_url"].as_str().unwrap();
+    headless_within(10, bin, &["--dump-dom"], dl, profile.path());
+    let saved = profile.path().join("home/Downloads/report-2026.csv");
+    let until = Instant::now() + Duration::from_secs(10);
+    while !saved.exists() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        std::fs::read(&saved).expect("chromium saved the download"),
+        data
+    );
     // the browse page asks for a token first
     let dom = headless(
         bin,
