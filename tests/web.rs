@@ -784,3 +784,31 @@ fn a_download_in_flight_finishes_when_the_server_is_told_to_stop() {
     assert_eq!(sha256_hex(&std::fs::read(&out).unwrap()), sha256_hex(&data));
     assert_eq!(s.wait_exit(Duration::from_secs(20)), Some(0));
 }
+
+#[test]
+fn a_byte_flipped_at_rest_cuts_the_download_off_before_its_end() {
+    if !have("curl") {
+        return;
+    }
+    use std::os::unix::fs::FileExt;
+    let (s, _state) = server(&[]);
+    let data = common::noise(1 << 20, 9);
+    let path = put_file(&s, "rot.bin", &data);
+    let j = share(&s, &["rot.bin"]);
+    let url = j["download_url"].as_str().unwrap();
+    // bit rot: one byte changes, size and modification time stay
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    let mtime = f.metadata().unwrap().modified().unwrap();
+    f.write_at(&[data[500_000] ^ 0x40], 500_000).unwrap();
+    f.set_modified(mtime).unwrap();
+    drop(f);
+    for flag in ["--http2", "--http1.1"] {
+        let r = curl(&s, &[flag, url]);
+        assert!(
+            !r.status.success(),
+            "{flag}: curl sees an incomplete download"
+        );
+        assert!(r.stdout.len() < data.len(), "{flag}: never the whole file");
+    }
+    assert!(s.log_text().contains("does not match its recorded SHA-256"));
+}
