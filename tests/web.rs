@@ -812,3 +812,34 @@ fn a_byte_flipped_at_rest_cuts_the_download_off_before_its_end() {
     }
     assert!(s.log_text().contains("does not match its recorded SHA-256"));
 }
+
+#[test]
+fn sighup_gives_https_the_new_certificate_too() {
+    if !have("curl") {
+        return;
+    }
+    let (s, _state) = server(&[]);
+    put_file(&s, "a.txt", b"hello\n");
+    let j = share(&s, &["a.txt"]);
+    let url = j["download_url"].as_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join("old.pem");
+    std::fs::copy(&s.cert, &old).unwrap();
+    let fresh = sft::certs::self_signed(&["localhost".into(), "127.0.0.1".into()]).unwrap();
+    std::fs::write(&s.cert, &fresh.cert).unwrap();
+    common::write_private(&s.key, fresh.key.as_bytes());
+    s.send_signal("HUP");
+    let until = Instant::now() + Duration::from_secs(10);
+    while !s.log_text().contains("certificate and users reloaded") && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // curl trusts the new certificate, no longer the old one
+    assert_eq!(status(&s, &[], url), "200");
+    let r = Command::new("curl")
+        .args(["-s", "--max-time", "20", "--cacert"])
+        .arg(&old)
+        .arg(url)
+        .output()
+        .unwrap();
+    assert!(!r.status.success(), "the old certificate is gone");
+}
