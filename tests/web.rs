@@ -843,3 +843,54 @@ fn sighup_gives_https_the_new_certificate_too() {
         .unwrap();
     assert!(!r.status.success(), "the old certificate is gone");
 }
+
+#[test]
+fn a_reader_may_share_what_it_reads_and_its_links_are_its_own() {
+    if !have("curl") {
+        return;
+    }
+    let users_dir = tempfile::tempdir().unwrap();
+    let users = users_dir.path().join("users.toml");
+    let reader = common::add_user(&users, "rita", "read");
+    let writer = common::add_user(&users, "walt", "write");
+    let (s, _state) = server(&["--users", users.to_str().unwrap()]);
+    put_file(&s, "a.txt", b"for everyone\n");
+    let as_user = |token: &str, args: &[&str]| {
+        s.client()
+            .env("SFT_TOKEN", token)
+            .arg("share")
+            .args(args)
+            .arg("--json")
+            .output()
+            .unwrap()
+    };
+    let made = as_user(&reader, &["a.txt"]);
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let j: Value = serde_json::from_slice(&made.stdout).unwrap();
+    assert_eq!(j["user"], "rita");
+    let id = j["id"].as_str().unwrap();
+    assert_eq!(status(&s, &[], j["download_url"].as_str().unwrap()), "200");
+    // another user neither sees nor revokes it; an admin sees it
+    let theirs = as_user(&writer, &["--list"]);
+    assert!(!String::from_utf8_lossy(&theirs.stdout).contains(id));
+    assert!(!as_user(&writer, &["--revoke", id]).status.success());
+    let all = as_user(common::TOKEN, &["--list"]);
+    assert!(String::from_utf8_lossy(&all.stdout).contains(id));
+    // a link dies with its maker's account
+    let rm = Command::new(common::bin())
+        .args(["user", "rm", "rita", "--users"])
+        .arg(&users)
+        .output()
+        .unwrap();
+    assert!(rm.status.success());
+    let until = Instant::now() + Duration::from_secs(10);
+    let url = j["download_url"].as_str().unwrap();
+    while status(&s, &[], url) != "404" && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(status(&s, &[], url), "404");
+}
