@@ -15,7 +15,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use subtle::ConstantTimeEq;
 use tracing::{info, warn};
 
-use super::page::{self, esc};
+use super::page;
 use super::routes::{self, decode_path, percent_encode};
 use super::{Body, Conn};
 use crate::error::Error;
@@ -301,9 +301,4 @@ pub fn entry_href(segs: &[String], name: &str, kind: EntryKind) -> String {
         s.push('/');
     }
     s
-}
-
-/// Escaped for an attribute.
-pub fn attr(s: &str) -> String {
-    esc(s)
 }
