@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 mod cert;
 mod files;
 mod output;
+mod share;
 mod shell;
 mod trust;
 mod user;
@@ -236,6 +237,7 @@ async fn client_command(
             files::parse_sha256(sha256)?;
         }
         Command::Mkdir { name } => names::validate(name)?,
+        Command::Share(a) => share::check(a)?,
         Command::Ls { dir: Some(d), .. } | Command::Sums { dir: Some(d) } => {
             let d = d.trim_end_matches('/');
             if !d.is_empty() {
@@ -328,6 +330,7 @@ async fn run_on(
             o.json_only(|| serde_json::json!({"op": "mkdir", "name": name, "outcome": "ok"}))?;
         }
         Command::Shell { dir } => shell::run(c, opts, dir.as_deref()).await?,
+        Command::Share(a) => share::run(c, opts, o, a).await?,
         Command::Admin(AdminCmd::Shutdown { grace }) => {
             c.shutdown(grace).await?;
             eprintln!(
@@ -532,6 +535,23 @@ async fn serve(a: ServeArgs) -> Result<()> {
             )
         }
     };
+    // share links are kept in the state directory (created with the first)
+    // (a server that needs no state directory otherwise still serves files
+    // when it has none usable: it then makes no share links, and says why)
+    let share_dir = if a.web == crate::cli::OnOff::On {
+        match state::ensure_dir(&state_dir)
+            .and_then(|()| state::check_separate(&a.root, &state_dir))
+        {
+            Ok(()) => Some(state_dir.clone()),
+            Err(e) if a.state_dir.is_none() && !needs_state => {
+                tracing::warn!("share links are off: {e}");
+                None
+            }
+            Err(e) => return Err(e),
+        }
+    } else {
+        None
+    };
     let fingerprint = tls::fingerprint(&tls::load_certs(&cert)?[0]);
     let expiry = crate::certs::expiry_note(&cert);
     if let Some((note, true)) = &expiry {
@@ -617,6 +637,8 @@ async fn serve(a: ServeArgs) -> Result<()> {
             min_free: a.min_free,
         },
         compression: a.compression == crate::cli::OnOff::On,
+        web: a.web == crate::cli::OnOff::On,
+        state_dir: share_dir,
         max_level: a.max_compress_level,
         banner: Some(Box::new(banner)),
     })
