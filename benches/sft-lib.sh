@@ -83,7 +83,7 @@ start_server() {
     if ((${#SRV_WRAP[@]})); then
         # the wrapper's child (prlimit execs, strace forks)
         local child
-        child=$(pgrep -P "$pid" | head -1)
+        child=$(pgrep -P "$pid" | head -1 || true)
         if [[ -n $child ]]; then SRV_WRAP_PID=$pid; SRV_PID=$child; fi
     fi
     export SFT_SERVER=$SRV_ADDR SFT_CA=$d/pki/ca.pem SFT_TOKEN
