@@ -17,7 +17,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export RUSTC_BOOTSTRAP=1
-export CARGO_TARGET_DIR=${FUZZ_TARGET_DIR:-${CARGO_TARGET_DIR:-$HOME/.cache/sft-fuzz-target}}
+# its own target directory: the fuzz build (instrumented, release) shares
+# nothing with the main one; kept across runs
+export CARGO_TARGET_DIR=${FUZZ_TARGET_DIR:-$HOME/.cache/sft-fuzz-target}
 SAN=${FUZZ_SANITIZER:-none}
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 
