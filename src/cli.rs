@@ -17,6 +17,7 @@ pub struct Cli {
 
 /// How the client reaches and trusts a server (may come before or after the subcommand).
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Connection options")]
 pub struct ConnArgs {
     /// Server address, HOST:PORT
     #[arg(long, global = true, env = "SFT_SERVER", value_name = "HOST:PORT")]
@@ -45,7 +46,7 @@ pub struct ConnArgs {
     )]
     pub compress: Option<String>,
     /// After each transfer, print file bytes, wire bytes, ratio, time and MB/s on stderr
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Output options")]
     pub stats: bool,
     /// Servers trusted earlier, as in OpenSSH's known_hosts (default ~/.config/sft/known_servers)
     #[arg(long, global = true, env = "SFT_KNOWN_SERVERS", value_name = "FILE")]
@@ -63,23 +64,110 @@ pub struct ConnArgs {
     #[arg(long, global = true, env = "SFT_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Machine-readable output: one JSON object per line on stdout, errors as JSON on stderr
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Output options")]
     pub json: bool,
     /// No progress bars or notes; only results and errors
-    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    #[arg(
+        short,
+        long,
+        global = true,
+        conflicts_with = "verbose",
+        help_heading = "Output options"
+    )]
     pub quiet: bool,
     /// More detail: transfer statistics, and -vv for protocol debugging on stderr
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, help_heading = "Output options")]
     pub verbose: u8,
+    /// The server named by addresses in the arguments (`sft://HOST/PATH`,
+    /// `PROFILE:PATH`, `HOST:PATH`), filled in by `config::apply_addresses`.
+    #[arg(skip)]
+    pub target: Option<crate::config::remote::Target>,
+    /// Which of server, token, token_file, pin and ca came from the
+    /// environment (filled in by `try_parse`).
+    #[arg(skip)]
+    pub from_env: Vec<String>,
 }
+
+/// The connection options, which mean nothing to these commands: hidden
+/// from their help (still accepted, as they may come before the command).
+const NOT_CONNECTING: &[&str] = &["serve", "cert", "user", "completions", "man"];
+const CONNECTION_ARGS: &[&str] = &[
+    "server",
+    "token",
+    "token_file",
+    "ca",
+    "pin",
+    "timeout",
+    "compress",
+    "stats",
+    "known_servers",
+    "trust_on_first_use",
+    "limit_rate",
+    "profile",
+    "config",
+];
+/// Commands that move no file data, and the options only transfers use.
+const NO_TRANSFER: &[&str] = &[
+    "ls", "rm", "sums", "verify", "mkdir", "df", "trust", "admin",
+];
+const TRANSFER_ARGS: &[&str] = &["compress", "stats", "limit_rate"];
+
+/// The command line, with each command's help showing only the options that
+/// apply to it. Parse with this rather than `Cli::command()`.
+pub fn command() -> clap::Command {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    // a command that already has an argument of a global's name does not get
+    // the global: give these commands hidden copies, which still parse
+    let hidden_copies = |cmd: &clap::Command, ids: &[&str]| -> Vec<clap::Arg> {
+        cmd.get_arguments()
+            .filter(|a| ids.contains(&a.get_id().as_str()))
+            .map(|a| a.clone().global(false).hide(true))
+            .collect()
+    };
+    let groups = [
+        (NOT_CONNECTING, hidden_copies(&cmd, CONNECTION_ARGS)),
+        (NO_TRANSFER, hidden_copies(&cmd, TRANSFER_ARGS)),
+    ];
+    for (names, hidden) in groups {
+        for name in names {
+            cmd = cmd.mut_subcommand(name, |mut sub| {
+                for a in &hidden {
+                    if !sub.get_arguments().any(|x| x.get_id() == a.get_id()) {
+                        sub = sub.arg(a.clone());
+                    }
+                }
+                sub
+            });
+        }
+    }
+    cmd
+}
+
+/// Parse the process's arguments with [`command`].
+pub fn try_parse() -> Result<Cli, clap::Error> {
+    use clap::FromArgMatches;
+    let matches = command().try_get_matches()?;
+    let mut cli = Cli::from_arg_matches(&matches)?;
+    for id in ENV_TRACKED {
+        if matches.value_source(id) == Some(clap::parser::ValueSource::EnvVariable) {
+            cli.conn.from_env.push(id.to_string());
+        }
+    }
+    Ok(cli)
+}
+
+/// Settings whose source matters: SFT_PIN, SFT_TOKEN, ... belong to the
+/// server of SFT_SERVER, and are not sent to another one named by an address.
+const ENV_TRACKED: &[&str] = &["server", "token", "token_file", "pin", "ca"];
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server
     Serve(Box<ServeArgs>),
-    /// List a remote directory (-l: size, time, owner, SHA-256)
+    /// List a remote directory or file (-l: size, time, owner, SHA-256)
     Ls {
-        /// Remote directory (default: the root)
+        /// Remote directory or file (default: the root)
         dir: Option<String>,
         /// Long form: size, modification time, owner, SHA-256
         #[arg(short, long)]
@@ -87,6 +175,9 @@ pub enum Command {
         /// Exact byte counts in the long form
         #[arg(long)]
         bytes: bool,
+        /// The whole SHA-256 in the long form (by default its first 12 hex digits; `sums` and --json give it whole)
+        #[arg(long)]
+        full_digest: bool,
     },
     /// Upload files (or a tree with -r); prints each one's SHA-256 and stored name
     #[command(
@@ -108,6 +199,10 @@ pub enum Command {
         /// Replace a remote file of the same name instead of storing "name (1).ext"
         #[arg(long)]
         overwrite: bool,
+        /// Set for `sft put FILE HOST:NAME`: NAME may be an existing remote
+        /// directory, which the file then goes into (as scp does).
+        #[arg(skip)]
+        dest_may_be_dir: bool,
     },
     /// Download files (or a tree with -r); saved as "name (1).ext" if the target exists
     #[command(
@@ -174,7 +269,11 @@ pub enum Command {
         name: String,
     },
     /// An interactive session over one connection, like sftp (ls, get, put, cd, lcd, ...)
-    Shell,
+    Shell {
+        /// Remote directory to start in; may name the server: sft://HOST[:PORT]/DIR, PROFILE:DIR or HOST:DIR
+        #[arg(value_name = "[SERVER:]DIR")]
+        dir: Option<String>,
+    },
     /// Storage used, reserved and allowed: yours, or (admin) the server's and every user's
     Df {
         /// Exact byte counts instead of KiB/MiB/GiB
@@ -226,6 +325,9 @@ pub enum CertCmd {
         /// The CA's common name
         #[arg(long, default_value = "sft CA")]
         cn: String,
+        /// How long the CA is valid, in days (1 to 3650)
+        #[arg(long, default_value_t = crate::certs::CA_DAYS, value_name = "N")]
+        days: u32,
         /// Replace existing files
         #[arg(long)]
         force: bool,
@@ -244,6 +346,9 @@ pub enum CertCmd {
         /// Directory to write to (default: the CA's directory)
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
+        /// How long the certificate is valid, in days (1 to 3650)
+        #[arg(long, default_value_t = crate::certs::SERVER_DAYS, value_name = "N")]
+        days: u32,
         /// Replace existing files
         #[arg(long)]
         force: bool,
@@ -259,6 +364,9 @@ pub enum CertCmd {
         /// Directory to write to
         #[arg(long, default_value = "certs", value_name = "DIR")]
         out: PathBuf,
+        /// How long the certificate is valid, in days (1 to 3650)
+        #[arg(long, default_value_t = crate::certs::SERVER_DAYS, value_name = "N")]
+        days: u32,
         /// Replace existing files
         #[arg(long)]
         force: bool,
@@ -377,19 +485,27 @@ pub struct ServeArgs {
     /// When an acknowledged upload must be on stable storage
     #[arg(long, value_enum, default_value = "always")]
     pub fsync: FsyncArg,
-    /// Most clients served at once; more get "server busy"
+    /// Most authenticated sessions at once; more get "server busy"
     #[arg(long, default_value_t = 256)]
     pub max_connections: usize,
+    /// Most connections still in their TLS handshake or authentication;
+    /// beyond it the oldest waiting one is dropped to make room
+    #[arg(long, default_value_t = 512, value_name = "N")]
+    pub max_unauthenticated: usize,
+    /// Most unauthenticated connections from one address; beyond it that
+    /// address's oldest waiting one is dropped
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    pub max_unauthenticated_per_address: usize,
     /// Deadline for the TLS handshake
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub handshake_timeout: Duration,
     /// Deadline for HELLO and authentication after the handshake
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub auth_timeout: Duration,
     /// Close sessions idle for this long between commands
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     pub idle_timeout: Duration,
-    /// Abort a transfer when no data arrives for this long
+    /// Abort a transfer when no data moves (either way) for this long
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub data_timeout: Duration,
     /// On SIGTERM/SIGINT, how long transfers in flight may take to finish
@@ -425,5 +541,6 @@ mod tests {
     fn cli_definition_is_consistent() {
         use clap::CommandFactory;
         super::Cli::command().debug_assert();
+        super::command().debug_assert();
     }
 }

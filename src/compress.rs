@@ -573,6 +573,12 @@ impl Decoder {
                     .ctx
                     .as_mut()
                     .ok_or_else(|| Error::other("zstd context missing"))?;
+                if frame_window_too_large(payload) {
+                    return Err(Error::protocol(format!(
+                        "a zstd frame in a DATA block asks for a window over {} bytes",
+                        MAX_ZSTD_WINDOW
+                    )));
+                }
                 if let Ok(Some(declared)) = zstd::zstd_safe::get_frame_content_size(payload)
                     && declared > raw_len as u64
                 {
@@ -604,6 +610,35 @@ impl Decoder {
     }
 }
 
+/// Largest window a received zstd frame may ask for (PROTOCOL.md §5a).
+pub const MAX_ZSTD_WINDOW: u64 = 2 << 20;
+
+/// Whether any frame of a DATA payload declares a window over
+/// [`MAX_ZSTD_WINDOW`] (RFC 8878 §3.1.1.1.2). One-shot decoding into the block's
+/// buffer allocates no window either way; this enforces the documented
+/// limit, so peers learn it from us rather than from a stricter receiver.
+fn frame_window_too_large(mut payload: &[u8]) -> bool {
+    const MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+    while payload.len() >= 6 && payload[..4] == MAGIC {
+        let descriptor = payload[4];
+        let single_segment = descriptor & 0x20 != 0;
+        if !single_segment {
+            let wd = payload[5];
+            let base = 1u64 << (10 + u64::from(wd >> 3));
+            let window = base + (base / 8) * u64::from(wd & 7);
+            if window > MAX_ZSTD_WINDOW {
+                return true;
+            }
+        }
+        // single-segment frames use their content size, checked elsewhere
+        match zstd::zstd_safe::find_frame_compressed_size(payload) {
+            Ok(n) if n > 0 && n <= payload.len() => payload = &payload[n..],
+            _ => return false,
+        }
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
 
@@ -619,6 +654,26 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn a_frame_asking_for_a_window_over_2_mib_is_refused() {
+        // a hand-made frame header: magic, descriptor without single-segment,
+        // window descriptor exponent 21 (1 << 31 = 2 GiB), then an empty raw block
+        let mut frame = vec![0x28, 0xb5, 0x2f, 0xfd, 0x00, 21 << 3];
+        frame.extend_from_slice(&[0x01, 0x00, 0x00]); // last block, raw, size 0
+        assert!(frame_window_too_large(&frame));
+        let mut out = Vec::new();
+        let e = Decoder::new()
+            .decode(Encoding::Zstd, 0, &frame, &mut out)
+            .unwrap_err();
+        assert!(e.message.contains("window"), "{e}");
+        let mut small = vec![0x28, 0xb5, 0x2f, 0xfd, 0x00, 10 << 3]; // 1 MiB
+        small.extend_from_slice(&[0x01, 0x00, 0x00]);
+        assert!(!frame_window_too_large(&small));
+        let mut c = zstd::bulk::Compressor::new(3).unwrap();
+        let real = c.compress(&[7u8; 100_000]).unwrap();
+        assert!(!frame_window_too_large(&real));
+    }
 
     fn text(n: usize) -> Vec<u8> {
         let words = [

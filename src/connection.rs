@@ -25,6 +25,10 @@ pub struct FrameReader<R> {
     buf: BytesMut,
     pool: Pool,
     pending: Option<Pending>,
+    /// Largest body accepted from this peer now, whatever the type allows:
+    /// before authentication only HELLO/AUTH-sized frames are read, so a
+    /// stranger cannot make the server buffer a megabyte.
+    limit: usize,
 }
 
 /// DATA payloads at least this large bypass the frame buffer.
@@ -34,10 +38,17 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     pub fn new(rd: R) -> Self {
         FrameReader {
             rd,
-            buf: BytesMut::with_capacity(64 * 1024),
+            buf: BytesMut::new(),
             pool: Pool::new(),
             pending: None,
+            limit: usize::MAX,
         }
+    }
+
+    /// Refuse, from its header, any frame whose body is larger than `max`
+    /// (`usize::MAX`: only the per-type limits of the protocol apply).
+    pub fn set_limit(&mut self, max: usize) {
+        self.limit = max;
     }
 
     /// The pool DATA payload buffers come from; whoever consumes a payload
@@ -87,6 +98,12 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
         loop {
             if let Some((ty, len)) = protocol::parse_header(&self.buf)? {
+                if len > self.limit {
+                    return Err(Error::protocol(format!(
+                        "frame type 0x{ty:02x} declares {len} bytes, more than the {} allowed before authentication",
+                        self.limit
+                    )));
+                }
                 if ty == protocol::ty::DATA
                     && len >= DIRECT_MIN + DATA_PREFIX_LEN
                     && self.buf.len() >= HEADER_LEN + DATA_PREFIX_LEN
@@ -115,7 +132,13 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 }
                 self.buf.reserve(HEADER_LEN + len - self.buf.len());
             } else if self.buf.capacity() - self.buf.len() < 4096 {
-                self.buf.reserve(64 * 1024);
+                // small until the peer is known to send more than handshakes
+                let step = if self.limit < protocol::MAX_CONTROL_BODY {
+                    4096
+                } else {
+                    64 * 1024
+                };
+                self.buf.reserve(step);
             }
             let n = self.rd.read_buf(&mut self.buf).await.map_err(lost)?;
             if n == 0 {
@@ -155,6 +178,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 pub struct FrameWriter<W> {
     wr: W,
     buf: Vec<u8>,
+    /// Longest a single write may wait for the peer to read: a peer that
+    /// stops reading cannot hold the connection (and its slot) forever.
+    deadline: Option<Duration>,
 }
 
 impl<W: AsyncWrite + Unpin> FrameWriter<W> {
@@ -162,6 +188,28 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         FrameWriter {
             wr,
             buf: Vec::with_capacity(8 * 1024),
+            deadline: None,
+        }
+    }
+
+    /// Give every write a deadline: no progress for `d` ends the connection.
+    pub fn set_deadline(&mut self, d: Duration) {
+        self.deadline = Some(d);
+    }
+
+    async fn timed<T>(
+        deadline: Option<Duration>,
+        fut: impl std::future::Future<Output = std::io::Result<T>>,
+    ) -> Result<T> {
+        match deadline {
+            None => fut.await.map_err(lost),
+            Some(d) => match tokio::time::timeout(d, fut).await {
+                Ok(r) => r.map_err(lost),
+                Err(_) => Err(Error::network(format!(
+                    "sending timed out after {}: the peer stopped reading",
+                    crate::net::show_duration(d)
+                ))),
+            },
         }
     }
 
@@ -184,7 +232,7 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     /// one buffer, so there is no extra copy and one TLS write).
     pub async fn write_raw(&mut self, frame: &[u8]) -> Result<()> {
         self.flush_buf().await?;
-        self.wr.write_all(frame).await.map_err(lost)
+        Self::timed(self.deadline, self.wr.write_all(frame)).await
     }
 
     /// Queue already-encoded frames; like `send`, they go out on the next
@@ -199,7 +247,7 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
 
     async fn flush_buf(&mut self) -> Result<()> {
         if !self.buf.is_empty() {
-            self.wr.write_all(&self.buf).await.map_err(lost)?;
+            Self::timed(self.deadline, self.wr.write_all(&self.buf)).await?;
             self.buf.clear();
         }
         Ok(())
@@ -207,13 +255,13 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
 
     pub async fn flush(&mut self) -> Result<()> {
         self.flush_buf().await?;
-        self.wr.flush().await.map_err(lost)
+        Self::timed(self.deadline, self.wr.flush()).await
     }
 
     /// Flush and shut the stream down (TLS close_notify).
     pub async fn shutdown(&mut self) -> Result<()> {
         self.flush().await?;
-        self.wr.shutdown().await.map_err(lost)
+        Self::timed(self.deadline, self.wr.shutdown()).await
     }
 }
 

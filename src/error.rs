@@ -145,6 +145,10 @@ impl Error {
 
 /// A short description of an I/O error without Rust's "(os error N)" noise.
 pub fn describe_io(e: &std::io::Error) -> String {
+    // TLS errors: plain words, no Debug text or documentation URL
+    if let Some(plain) = crate::tls::describe_io(e) {
+        return plain;
+    }
     let s = e.to_string();
     match s.find(" (os error") {
         Some(i) => s[..i].to_string(),

@@ -2,7 +2,8 @@
 //!
 //! Layers, bottom up:
 //! - [`protocol`]: frames and messages, bytes in and out, no I/O (PROTOCOL.md).
-//! - [`connection`]: moves frames over any async stream.
+//! - [`connection`]: moves frames over any async stream, with deadlines.
+//! - [`net`]: the socket under TLS, the deadline helper, descriptor limits.
 //! - [`transfer`]: the streaming pipeline: read/hash/write on blocking threads.
 //! - [`compress`]: zstd blocks on the wire and the adaptive `auto` policy.
 //! - [`names`]: the one name validator, "name (1).ext", terminal escaping.
@@ -17,6 +18,43 @@
 //! - [`progress`]: progress bars on a terminal.
 //! - [`cli`] and [`app`]: the command line, one module per command group.
 //! - [`error`]: one error type; kinds map to wire codes and exit codes.
+//!
+//! # Threads
+//!
+//! Every thread and task that exists, who starts it, what bounds it, and how
+//! it ends. Async tasks run on one tokio multi-thread runtime (`main.rs`,
+//! one worker per core); blocking work goes to tokio's blocking pool or to
+//! named OS threads.
+//!
+//! Server (`sft serve`):
+//! - The accept loop (`server::run`): one task. Ends on SIGTERM/SIGINT or an
+//!   admin SHUTDOWN, then drains the connection tasks within `--grace`.
+//! - One task per connection (`session::serve`, in the accept loop's
+//!   `JoinSet`). Before authentication it is bounded by the gate
+//!   (`--max-unauthenticated`, per address; oldest dropped) and by the
+//!   handshake/auth deadlines; afterwards by `--max-connections`. It ends at
+//!   BYE, an error, the idle timeout, a stalled write (`--data-timeout`) or
+//!   shutdown. An idle session is this task alone: no thread, no buffers
+//!   beyond its socket's (`tests/hostile.rs` counts `/proc/PID/task` with
+//!   1,000 idle sessions).
+//! - Per session, started by its first small pipelined upload: the
+//!   committer, `sft-commit` (writes batches) and `sft-sync` (makes each
+//!   batch durable while the next is written); started by its first GET or
+//!   LIST: the reader, `sft-fetch`. They end when the session drops their
+//!   queues. Bounded by the sessions that transfer (at most 3 threads each).
+//! - Per large upload (`transfer::spawn_writer`): a blocking-pool task that
+//!   decompresses and hashes, an `sft-write` thread that writes, and under
+//!   `--fsync always` an `sft-writeback` thread starting write-back every
+//!   32 MiB. All end at the upload's last block or when it is abandoned.
+//! - Per large download (`transfer::spawn_reader`): a blocking-pool task
+//!   that reads and hashes, and when compressing up to two `sft-zstd`
+//!   threads; they end at the file's end or when the receiver is dropped.
+//! - MKDIR, RMDIR, REMOVE, STAT: one blocking-pool task each, for the call.
+//!
+//! Client: the same runtime; a blocking-pool task that prepares pipelined
+//! uploads ahead, one that stores small downloads, one that reads standard
+//! input for `put -`, the transfer threads above for large files, and in
+//! `sft shell` one `sft-shell-input` thread reading lines.
 
 #![forbid(unsafe_code)]
 
@@ -29,6 +67,7 @@ pub mod config;
 pub mod connection;
 pub mod error;
 pub mod names;
+pub mod net;
 pub mod progress;
 pub mod protocol;
 pub mod server;

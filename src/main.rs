@@ -4,17 +4,19 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let cli = match sft::cli::Cli::try_parse() {
+    let mut cli = match sft::cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
+    if let Err(e) = sft::config::apply_addresses(&mut cli) {
+        return report(&e, cli.conn.json);
+    }
     let (default_level, json) = match &cli.cmd {
         sft::cli::Command::Serve(a) => ("info", matches!(a.log_format, sft::cli::LogFormat::Json)),
         _ => match cli.conn.verbose {
@@ -55,14 +57,19 @@ fn main() -> ExitCode {
     rt.shutdown_timeout(std::time::Duration::from_secs(1));
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            if json_errors {
-                let v = serde_json::json!({ "error": sft::app::error_value(&e) });
-                eprintln!("{v}");
-            } else {
-                eprintln!("sft: error: {e}");
-            }
-            ExitCode::from(e.kind.exit_code())
-        }
+        // a closed stdout (`sft ls | head -1`) ends any command quietly
+        Err(e) if sft::app::stdout_closed(&e) => ExitCode::SUCCESS,
+        Err(e) => report(&e, json_errors),
     }
+}
+
+/// Print an error (one line, or JSON with --json) and give its exit code.
+fn report(e: &sft::error::Error, json: bool) -> ExitCode {
+    if json {
+        let v = serde_json::json!({ "error": sft::app::error_value(e) });
+        eprintln!("{v}");
+    } else {
+        eprintln!("sft: error: {e}");
+    }
+    ExitCode::from(e.kind.exit_code())
 }

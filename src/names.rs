@@ -61,18 +61,39 @@ pub fn split_parent(name: &str) -> (&str, &str) {
 /// `README` → `README (1)`, `.bashrc` → `.bashrc (1)`. The stem is shortened
 /// (on a character boundary) so the result still fits in 255 bytes.
 pub fn numbered(component: &str, n: u32) -> String {
+    // " (4294967295)" is 13 bytes: it always fits in 255 with no stem at all
+    numbered_within(component, n, MAX_COMPONENT).unwrap_or_else(|| format!(" ({n})"))
+}
+
+/// The name `name` (a path) with its last component numbered as
+/// [`numbered`] does, shortened so that the whole name also stays within
+/// [`MAX_PATH`]: a renamed name obeys the same limits as any other. `None`
+/// if not even the tag fits beside the parent directories.
+pub fn numbered_name(name: &str, n: u32) -> Option<String> {
+    let (parent, component) = split_parent(name);
+    if parent.is_empty() {
+        return numbered_within(component, n, MAX_COMPONENT.min(MAX_PATH));
+    }
+    let room = MAX_PATH.checked_sub(parent.len() + 1)?;
+    let comp = numbered_within(component, n, MAX_COMPONENT.min(room))?;
+    Some(format!("{parent}/{comp}"))
+}
+
+/// `component` numbered in at most `max` bytes: the stem is shortened (on a
+/// character boundary); the extension too, as a last resort, if it alone
+/// leaves no room.
+fn numbered_within(component: &str, n: u32, max: usize) -> Option<String> {
     let tag = format!(" ({n})");
     let (stem, ext) = match split_extension(component) {
-        // an extension too long to keep beside the tag is shortened as stem
-        (_, ext) if tag.len() + ext.len() > MAX_COMPONENT => (component, ""),
-        parts => parts,
+        (stem, ext) if tag.len() + ext.len() <= max => (stem, ext),
+        _ => (component, ""),
     };
-    let room = MAX_COMPONENT.saturating_sub(tag.len() + ext.len());
+    let room = max.checked_sub(tag.len() + ext.len())?;
     let mut cut = stem.len().min(room);
     while cut > 0 && !stem.is_char_boundary(cut) {
         cut -= 1;
     }
-    format!("{}{tag}{ext}", &stem[..cut])
+    Some(format!("{}{tag}{ext}", &stem[..cut]))
 }
 
 /// Split `name` into stem and extension; the extension includes its dot.
@@ -204,6 +225,64 @@ mod tests {
         assert_eq!(n.len(), 255);
         assert!(n.ends_with(" (1)"));
         assert!(validate(&n).is_ok());
+    }
+
+    /// Directories making a parent of exactly `len` bytes.
+    fn parent_of(len: usize) -> String {
+        let mut p = String::new();
+        while p.len() < len {
+            if !p.is_empty() {
+                p.push('/');
+            }
+            let take = (len - p.len()).min(MAX_COMPONENT);
+            p.push_str(&"p".repeat(take));
+        }
+        p
+    }
+
+    #[test]
+    fn numbered_names_stay_within_the_whole_name_limit() {
+        let last = "report-2026.pdf";
+        let name = format!("{}/{last}", parent_of(MAX_PATH - last.len() - 1));
+        assert_eq!(name.len(), MAX_PATH);
+        validate(&name).unwrap();
+        for n in [1, 2, 10, 12345] {
+            let got = numbered_name(&name, n).unwrap();
+            assert!(got.len() <= MAX_PATH, "{n}: {} bytes", got.len());
+            validate(&got).unwrap();
+            assert_ne!(got, name);
+            assert!(got.ends_with(&format!(" ({n}).pdf")), "{got}");
+            assert_eq!(
+                split_parent(&got).0,
+                split_parent(&name).0,
+                "same directory"
+            );
+        }
+        // with no room for stem and extension, the extension goes too
+        let got = numbered_name(&name, u32::MAX).unwrap();
+        assert!(
+            got.len() <= MAX_PATH && got.ends_with("/re (4294967295)"),
+            "{got}"
+        );
+        let last = "a.verylongextension";
+        let name = format!("{}/{last}", parent_of(MAX_PATH - last.len() - 1));
+        let got = numbered_name(&name, 7).unwrap();
+        assert!(got.len() <= MAX_PATH && got.ends_with(" (7)"), "{got}");
+        validate(&got).unwrap();
+        // short names are numbered as before
+        assert_eq!(numbered_name("dir/r.pdf", 1).unwrap(), "dir/r (1).pdf");
+        assert_eq!(numbered_name("r.pdf", 2).unwrap(), "r (2).pdf");
+        // multi-byte characters are never split
+        let last = "é".repeat(7) + "x";
+        let name = format!("{}/{last}", parent_of(MAX_PATH - last.len() - 1));
+        assert_eq!(name.len(), MAX_PATH);
+        let got = numbered_name(&name, 1).unwrap();
+        validate(&got).unwrap();
+        assert!(got.len() <= MAX_PATH);
+        // no room at all beside the parents
+        let name = format!("{}/x", parent_of(MAX_PATH - 2));
+        assert_eq!(name.len(), MAX_PATH);
+        assert_eq!(numbered_name(&name, 1), None);
     }
 
     #[test]

@@ -28,6 +28,10 @@ pub const MAX_BLOCK: usize = 1 << 20;
 pub const MAX_DATA_BODY: usize = DATA_PREFIX_LEN + MAX_BLOCK + 1024;
 /// Longest authentication secret.
 pub const MAX_SECRET: usize = 1024;
+/// Largest body of any frame a peer may send before it authenticated
+/// (HELLO is 12 bytes, AUTH at most 3 + MAX_SECRET): anything larger closes
+/// the connection from its header.
+pub const MAX_PREAUTH_BODY: usize = 2048;
 
 /// Feature bit: zstd-compressed DATA blocks (encoding 1).
 pub const FEATURE_ZSTD: u32 = 1;
@@ -42,38 +46,6 @@ pub const PUT_PIPELINED: u32 = 2;
 pub const PUT_STREAM: u32 = 4;
 /// How much an upload of unknown size reserves at a time.
 pub const STREAM_STEP: u64 = 64 << 20;
-
-/// Frame type codes.
-pub mod ty {
-    pub const HELLO: u8 = 0x01;
-    pub const WELCOME: u8 = 0x02;
-    pub const AUTH: u8 = 0x03;
-    pub const AUTH_OK: u8 = 0x04;
-    pub const LIST: u8 = 0x10;
-    pub const ENTRY: u8 = 0x11;
-    pub const LIST_END: u8 = 0x12;
-    pub const PUT: u8 = 0x20;
-    pub const PUT_READY: u8 = 0x21;
-    pub const DATA: u8 = 0x22;
-    pub const END: u8 = 0x23;
-    pub const PUT_OK: u8 = 0x24;
-    pub const CANCEL: u8 = 0x25;
-    pub const GET: u8 = 0x30;
-    pub const GET_OK: u8 = 0x31;
-    pub const REMOVE: u8 = 0x40;
-    pub const DONE: u8 = 0x41;
-    pub const MKDIR: u8 = 0x42;
-    pub const RMDIR: u8 = 0x43;
-    pub const STAT: u8 = 0x44;
-    pub const SHUTDOWN: u8 = 0x50;
-    pub const STATUS: u8 = 0x51;
-    pub const STATUS_OK: u8 = 0x52;
-    pub const RELOAD: u8 = 0x53;
-    pub const USAGE: u8 = 0x54;
-    pub const USAGE_OK: u8 = 0x55;
-    pub const ERROR: u8 = 0x7E;
-    pub const BYE: u8 = 0x7F;
-}
 
 /// How a DATA block's payload is encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -244,38 +216,118 @@ pub enum Msg {
     Bye,
 }
 
+/// Every message, declared once: type code, name, variant and, field by
+/// field, its wire encoding (a codec below). The type codes (`ty::*`), the
+/// catalogue, `type_code`, `name`, `encode` and `decode` are all derived
+/// from this table; the compiler checks that it covers every variant of
+/// [`Msg`], and `catalogue_matches_protocol_md` checks it against
+/// PROTOCOL.md §3. Fields are encoded in the order written.
+macro_rules! messages {
+    ($( $code:literal $name:ident $([$pre:ty])? $variant:ident $shape:tt ;)*) => {
+        /// Frame type codes.
+        pub mod ty {
+            $( pub const $name: u8 = $code; )*
+        }
+
+        /// (type code, name) of every message, in code order.
+        pub const CATALOGUE: &[(u8, &str)] = &[ $( ($code, stringify!($name)) ),* ];
+
+        impl Msg {
+            pub fn type_code(&self) -> u8 {
+                match self { $( messages!(@pat $variant $shape) => $code, )* }
+            }
+
+            /// A short name for messages and logs.
+            pub fn name(&self) -> &'static str {
+                match self { $( messages!(@pat $variant $shape) => stringify!($name), )* }
+            }
+
+            /// Append the whole frame (header and body) to `out`.
+            pub fn encode(&self, out: &mut Vec<u8>) {
+                let start = out.len();
+                out.extend_from_slice(&[self.type_code(), 0, 0, 0, 0]);
+                let w = &mut Writer(out);
+                match self {
+                    $( messages!(@bind x $variant $shape) => {
+                        $( <$pre as Codec>::put(&(), w); )?
+                        messages!(@put w x $shape);
+                    } )*
+                }
+                let body = (out.len() - start - HEADER_LEN) as u32;
+                out[start + 1..start + 5].copy_from_slice(&body.to_be_bytes());
+            }
+
+            /// Decode the body of a frame of type `ty` (its length already checked).
+            pub fn decode(ty: u8, body: Bytes) -> Result<Msg> {
+                let r = &mut Reader { b: body, ty };
+                let msg = match ty {
+                    $( $code => {
+                        $( <$pre as Codec>::get(r)?; )?
+                        messages!(@get r $variant $shape)
+                    } )*
+                    other => return Err(Error::protocol(format!("unknown frame type 0x{other:02x}"))),
+                };
+                r.finish()?;
+                if let Msg::Data { encoding, raw_len, payload } = &msg {
+                    check_data_prefix(*encoding as u8, *raw_len, payload.len())?;
+                }
+                Ok(msg)
+            }
+        }
+    };
+    (@pat $v:ident unit) => { Msg::$v };
+    (@pat $v:ident ($c:ty)) => { Msg::$v(_) };
+    (@pat $v:ident { $($f:ident : $c:ty),* }) => { Msg::$v { .. } };
+    (@bind $x:ident $v:ident unit) => { Msg::$v };
+    (@bind $x:ident $v:ident ($c:ty)) => { Msg::$v($x) };
+    (@bind $x:ident $v:ident { $($f:ident : $c:ty),* }) => { Msg::$v { $($f),* } };
+    (@put $w:ident $x:ident unit) => { let _ = $w; };
+    (@put $w:ident $x:ident ($c:ty)) => { <$c as Codec>::put($x, $w) };
+    (@put $w:ident $x:ident { $($f:ident : $c:ty),* }) => { $( <$c as Codec>::put($f, $w); )* };
+    (@get $r:ident $v:ident unit) => { Msg::$v };
+    (@get $r:ident $v:ident ($c:ty)) => { Msg::$v(<$c as Codec>::get($r)?) };
+    (@get $r:ident $v:ident { $($f:ident : $c:ty),* }) => { Msg::$v { $( $f: <$c as Codec>::get($r)? ),* } };
+}
+
+messages! {
+    0x01 HELLO [Magic] Hello { min_version: U16, max_version: U16, features: U32 };
+    0x02 WELCOME Welcome { version: U16, features: U32, max_block: U32 };
+    0x03 AUTH [TokenMethod] Auth { secret: Secret };
+    0x04 AUTH_OK AuthOk { role: RoleByte, user: Str };
+    0x10 LIST List { path: Str };
+    0x11 ENTRY Entry (EntryBody);
+    0x12 LIST_END ListEnd unit;
+    0x20 PUT Put { size: U64, flags: U32, name: Str };
+    0x21 PUT_READY PutReady { offset: U64 };
+    0x22 DATA Data { encoding: EncodingByte, raw_len: U32, payload: Rest };
+    0x23 END End { sha256: Digest };
+    0x24 PUT_OK PutOk { size: U64, sha256: Digest, name: Str };
+    0x25 CANCEL Cancel unit;
+    0x30 GET Get { offset: U64, compress: U8, name: Str };
+    0x31 GET_OK GetOk { size: U64, mtime_ns: I64, sha256: MaybeDigest };
+    0x40 REMOVE Remove { name: Str };
+    0x41 DONE Done unit;
+    0x42 MKDIR Mkdir { name: Str };
+    0x43 RMDIR Rmdir { name: Str };
+    0x44 STAT Stat { name: Str };
+    0x50 SHUTDOWN Shutdown { grace_ms: U64 };
+    0x51 STATUS StatusReq unit;
+    0x52 STATUS_OK StatusOk (StatusBody);
+    0x53 RELOAD Reload unit;
+    0x54 USAGE UsageReq unit;
+    0x55 USAGE_OK UsageOk (UsageBody);
+    0x7E ERROR Error { code: U16, message: Message };
+    0x7F BYE Bye unit;
+}
+
 /// The largest body allowed for a frame type; unknown types are refused.
 pub fn max_body(ty: u8) -> Result<usize> {
-    match ty {
-        ty::DATA => Ok(MAX_DATA_BODY),
-        ty::HELLO
-        | ty::WELCOME
-        | ty::AUTH
-        | ty::AUTH_OK
-        | ty::LIST
-        | ty::ENTRY
-        | ty::LIST_END
-        | ty::PUT
-        | ty::PUT_READY
-        | ty::END
-        | ty::PUT_OK
-        | ty::CANCEL
-        | ty::GET
-        | ty::GET_OK
-        | ty::REMOVE
-        | ty::DONE
-        | ty::MKDIR
-        | ty::RMDIR
-        | ty::STAT
-        | ty::SHUTDOWN
-        | ty::STATUS
-        | ty::STATUS_OK
-        | ty::RELOAD
-        | ty::USAGE
-        | ty::USAGE_OK
-        | ty::ERROR
-        | ty::BYE => Ok(MAX_CONTROL_BODY),
-        other => Err(Error::protocol(format!("unknown frame type 0x{other:02x}"))),
+    if ty == ty::DATA {
+        Ok(MAX_DATA_BODY)
+    } else if CATALOGUE.iter().any(|(code, _)| *code == ty) {
+        Ok(MAX_CONTROL_BODY)
+    } else {
+        Err(Error::protocol(format!("unknown frame type 0x{ty:02x}")))
     }
 }
 
@@ -314,409 +366,291 @@ pub fn data_header(
 struct Writer<'a>(&'a mut Vec<u8>);
 
 impl Writer<'_> {
-    fn u8(&mut self, v: u8) {
-        self.0.push(v);
-    }
-    fn u16(&mut self, v: u16) {
-        self.0.extend_from_slice(&v.to_be_bytes());
-    }
-    fn u32(&mut self, v: u32) {
-        self.0.extend_from_slice(&v.to_be_bytes());
-    }
-    fn u64(&mut self, v: u64) {
-        self.0.extend_from_slice(&v.to_be_bytes());
-    }
-    fn i64(&mut self, v: i64) {
-        self.0.extend_from_slice(&v.to_be_bytes());
-    }
     fn bytes(&mut self, v: &[u8]) {
         self.0.extend_from_slice(v);
     }
     /// A string or byte string: u16 length then the bytes (truncated to fit).
     fn str(&mut self, v: &[u8]) {
         let n = v.len().min(u16::MAX as usize);
-        self.u16(n as u16);
+        self.bytes(&(n as u16).to_be_bytes());
         self.bytes(&v[..n]);
     }
-    fn digest(&mut self, d: &Option<[u8; 32]>) {
-        match d {
+}
+
+/// How one field travels: written into a body, read back from one.
+trait Codec {
+    type T;
+    fn put(v: &Self::T, w: &mut Writer);
+    fn get(r: &mut Reader) -> Result<Self::T>;
+}
+
+macro_rules! int_codec {
+    ($($c:ident $t:ty),*) => {$(
+        struct $c;
+        impl Codec for $c {
+            type T = $t;
+            fn put(v: &$t, w: &mut Writer) {
+                w.bytes(&v.to_be_bytes());
+            }
+            fn get(r: &mut Reader) -> Result<$t> {
+                Ok(<$t>::from_be_bytes(r.array()?))
+            }
+        }
+    )*};
+}
+int_codec!(U8 u8, U16 u16, U32 u32, U64 u64, I64 i64);
+
+/// u16 length, then UTF-8.
+struct Str;
+impl Codec for Str {
+    type T = String;
+    fn put(v: &String, w: &mut Writer) {
+        w.str(v.as_bytes());
+    }
+    fn get(r: &mut Reader) -> Result<String> {
+        r.string()
+    }
+}
+
+/// An ERROR's text: like `Str`, kept well inside a control frame on the
+/// way out, and read leniently (a message is for people).
+struct Message;
+impl Codec for Message {
+    type T = String;
+    fn put(v: &String, w: &mut Writer) {
+        w.str(truncate_utf8(v, 4096).as_bytes());
+    }
+    fn get(r: &mut Reader) -> Result<String> {
+        Ok(String::from_utf8_lossy(&r.bytes_u16()?).into_owned())
+    }
+}
+
+/// 32 bytes.
+struct Digest;
+impl Codec for Digest {
+    type T = [u8; 32];
+    fn put(v: &[u8; 32], w: &mut Writer) {
+        w.bytes(v);
+    }
+    fn get(r: &mut Reader) -> Result<[u8; 32]> {
+        r.array()
+    }
+}
+
+/// A flag byte (0 absent, 1 present), then 32 bytes (zeros when absent).
+struct MaybeDigest;
+impl Codec for MaybeDigest {
+    type T = Option<[u8; 32]>;
+    fn put(v: &Option<[u8; 32]>, w: &mut Writer) {
+        match v {
             Some(d) => {
-                self.u8(1);
-                self.bytes(d);
+                w.bytes(&[1]);
+                w.bytes(d);
             }
             None => {
-                self.u8(0);
-                self.bytes(&[0; 32]);
+                w.bytes(&[0]);
+                w.bytes(&[0; 32]);
             }
+        }
+    }
+    fn get(r: &mut Reader) -> Result<Option<[u8; 32]>> {
+        r.digest()
+    }
+}
+
+/// The rest of the body.
+struct Rest;
+impl Codec for Rest {
+    type T = Bytes;
+    fn put(v: &Bytes, w: &mut Writer) {
+        w.bytes(v);
+    }
+    fn get(r: &mut Reader) -> Result<Bytes> {
+        Ok(r.rest())
+    }
+}
+
+/// HELLO's leading `SFT1`.
+struct Magic;
+impl Codec for Magic {
+    type T = ();
+    fn put(_: &(), w: &mut Writer) {
+        w.bytes(&MAGIC);
+    }
+    fn get(r: &mut Reader) -> Result<()> {
+        if r.array::<4>()? != MAGIC {
+            return Err(Error::protocol(
+                "HELLO does not start with the sft magic bytes; is this an sft client?",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// AUTH's method byte: 1 = token, the only one.
+struct TokenMethod;
+impl Codec for TokenMethod {
+    type T = ();
+    fn put(_: &(), w: &mut Writer) {
+        w.bytes(&[1]);
+    }
+    fn get(r: &mut Reader) -> Result<()> {
+        match r.u8()? {
+            1 => Ok(()),
+            other => Err(Error::protocol(format!(
+                "unknown authentication method {other}"
+            ))),
         }
     }
 }
 
-impl Msg {
-    pub fn type_code(&self) -> u8 {
-        match self {
-            Msg::Hello { .. } => ty::HELLO,
-            Msg::Welcome { .. } => ty::WELCOME,
-            Msg::Auth { .. } => ty::AUTH,
-            Msg::AuthOk { .. } => ty::AUTH_OK,
-            Msg::List { .. } => ty::LIST,
-            Msg::Entry(_) => ty::ENTRY,
-            Msg::ListEnd => ty::LIST_END,
-            Msg::Put { .. } => ty::PUT,
-            Msg::PutReady { .. } => ty::PUT_READY,
-            Msg::Data { .. } => ty::DATA,
-            Msg::End { .. } => ty::END,
-            Msg::PutOk { .. } => ty::PUT_OK,
-            Msg::Cancel => ty::CANCEL,
-            Msg::Get { .. } => ty::GET,
-            Msg::GetOk { .. } => ty::GET_OK,
-            Msg::Remove { .. } => ty::REMOVE,
-            Msg::Done => ty::DONE,
-            Msg::Mkdir { .. } => ty::MKDIR,
-            Msg::Rmdir { .. } => ty::RMDIR,
-            Msg::Stat { .. } => ty::STAT,
-            Msg::Shutdown { .. } => ty::SHUTDOWN,
-            Msg::StatusReq => ty::STATUS,
-            Msg::StatusOk(_) => ty::STATUS_OK,
-            Msg::Reload => ty::RELOAD,
-            Msg::UsageReq => ty::USAGE,
-            Msg::UsageOk(_) => ty::USAGE_OK,
-            Msg::Error { .. } => ty::ERROR,
-            Msg::Bye => ty::BYE,
+/// u16 length, then at most MAX_SECRET bytes.
+struct Secret;
+impl Codec for Secret {
+    type T = Vec<u8>;
+    fn put(v: &Vec<u8>, w: &mut Writer) {
+        w.str(v);
+    }
+    fn get(r: &mut Reader) -> Result<Vec<u8>> {
+        let secret = r.bytes_u16()?;
+        if secret.len() > MAX_SECRET {
+            return Err(Error::protocol(format!(
+                "token longer than {MAX_SECRET} bytes"
+            )));
+        }
+        Ok(secret.to_vec())
+    }
+}
+
+struct RoleByte;
+impl Codec for RoleByte {
+    type T = Role;
+    fn put(v: &Role, w: &mut Writer) {
+        w.bytes(&[*v as u8]);
+    }
+    fn get(r: &mut Reader) -> Result<Role> {
+        match r.u8()? {
+            0 => Ok(Role::Read),
+            1 => Ok(Role::Write),
+            2 => Ok(Role::Admin),
+            other => Err(Error::protocol(format!("unknown role {other}"))),
         }
     }
+}
 
-    /// A short name for messages and logs.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Msg::Hello { .. } => "HELLO",
-            Msg::Welcome { .. } => "WELCOME",
-            Msg::Auth { .. } => "AUTH",
-            Msg::AuthOk { .. } => "AUTH_OK",
-            Msg::List { .. } => "LIST",
-            Msg::Entry(_) => "ENTRY",
-            Msg::ListEnd => "LIST_END",
-            Msg::Put { .. } => "PUT",
-            Msg::PutReady { .. } => "PUT_READY",
-            Msg::Data { .. } => "DATA",
-            Msg::End { .. } => "END",
-            Msg::PutOk { .. } => "PUT_OK",
-            Msg::Cancel => "CANCEL",
-            Msg::Get { .. } => "GET",
-            Msg::GetOk { .. } => "GET_OK",
-            Msg::Remove { .. } => "REMOVE",
-            Msg::Done => "DONE",
-            Msg::Mkdir { .. } => "MKDIR",
-            Msg::Rmdir { .. } => "RMDIR",
-            Msg::Stat { .. } => "STAT",
-            Msg::Shutdown { .. } => "SHUTDOWN",
-            Msg::StatusReq => "STATUS",
-            Msg::StatusOk(_) => "STATUS_OK",
-            Msg::Reload => "RELOAD",
-            Msg::UsageReq => "USAGE",
-            Msg::UsageOk(_) => "USAGE_OK",
-            Msg::Error { .. } => "ERROR",
-            Msg::Bye => "BYE",
+/// DATA's encoding byte (its length rules are checked after decoding).
+struct EncodingByte;
+impl Codec for EncodingByte {
+    type T = Encoding;
+    fn put(v: &Encoding, w: &mut Writer) {
+        w.bytes(&[*v as u8]);
+    }
+    fn get(r: &mut Reader) -> Result<Encoding> {
+        match r.u8()? {
+            0 => Ok(Encoding::Raw),
+            1 => Ok(Encoding::Zstd),
+            other => Err(Error::protocol(format!("unknown DATA encoding {other}"))),
         }
     }
+}
 
-    /// Append the whole frame (header and body) to `out`.
-    pub fn encode(&self, out: &mut Vec<u8>) {
-        let start = out.len();
-        out.extend_from_slice(&[self.type_code(), 0, 0, 0, 0]);
-        let mut w = Writer(out);
-        match self {
-            Msg::Hello {
-                min_version,
-                max_version,
-                features,
-            } => {
-                w.bytes(&MAGIC);
-                w.u16(*min_version);
-                w.u16(*max_version);
-                w.u32(*features);
-            }
-            Msg::Welcome {
-                version,
-                features,
-                max_block,
-            } => {
-                w.u16(*version);
-                w.u32(*features);
-                w.u32(*max_block);
-            }
-            Msg::Auth { secret } => {
-                w.u8(1);
-                w.str(secret);
-            }
-            Msg::AuthOk { role, user } => {
-                w.u8(*role as u8);
-                w.str(user.as_bytes());
-            }
-            Msg::List { path } => w.str(path.as_bytes()),
-            Msg::Entry(e) => {
-                w.u8(e.kind as u8);
-                w.u64(e.size);
-                w.i64(e.mtime_ns);
-                w.digest(&e.sha256);
-                w.str(e.name.as_bytes());
-                w.str(e.owner.as_bytes());
-            }
-            Msg::ListEnd
-            | Msg::Cancel
-            | Msg::Done
-            | Msg::Bye
-            | Msg::StatusReq
-            | Msg::Reload
-            | Msg::UsageReq => {}
-            Msg::UsageOk(u) => {
-                w.u64(u.disk_free);
-                w.u64(u.min_free);
-                let rows = &u.rows[..u.rows.len().min(MAX_USAGE_ROWS)];
-                w.u16(rows.len() as u16);
-                for r in rows {
-                    w.str(truncate_utf8(&r.name, 64).as_bytes());
-                    w.u64(r.bytes);
-                    w.u64(r.reserved);
-                    w.u64(r.files);
-                    w.u64(r.quota);
-                    w.u64(r.max_files);
-                }
-            }
-            Msg::Shutdown { grace_ms } => w.u64(*grace_ms),
-            Msg::StatusOk(st) => {
-                w.u64(st.uptime_s);
-                w.u32(st.connections);
-                w.u32(st.transfers);
-                w.u64(st.bytes_in);
-                w.u64(st.bytes_out);
-                w.u64(st.storage_bytes);
-                w.u64(st.files);
-            }
-            Msg::Put { size, flags, name } => {
-                w.u64(*size);
-                w.u32(*flags);
-                w.str(name.as_bytes());
-            }
-            Msg::PutReady { offset } => w.u64(*offset),
-            Msg::Data {
-                encoding,
-                raw_len,
-                payload,
-            } => {
-                w.u8(*encoding as u8);
-                w.u32(*raw_len);
-                w.bytes(payload);
-            }
-            Msg::End { sha256 } => w.bytes(sha256),
-            Msg::PutOk { size, sha256, name } => {
-                w.u64(*size);
-                w.bytes(sha256);
-                w.str(name.as_bytes());
-            }
-            Msg::Get {
-                offset,
-                compress,
-                name,
-            } => {
-                w.u64(*offset);
-                w.u8(*compress);
-                w.str(name.as_bytes());
-            }
-            Msg::GetOk {
-                size,
-                mtime_ns,
-                sha256,
-            } => {
-                w.u64(*size);
-                w.i64(*mtime_ns);
-                w.digest(sha256);
-            }
-            Msg::Remove { name }
-            | Msg::Mkdir { name }
-            | Msg::Rmdir { name }
-            | Msg::Stat { name } => w.str(name.as_bytes()),
-            Msg::Error { code, message } => {
-                w.u16(*code);
-                // keep error text well inside the control-frame limit
-                let m = truncate_utf8(message, 4096);
-                w.str(m.as_bytes());
-            }
-        }
-        let body = (out.len() - start - HEADER_LEN) as u32;
-        out[start + 1..start + 5].copy_from_slice(&body.to_be_bytes());
+/// kind, size, mtime, digest, name, owner.
+struct EntryBody;
+impl Codec for EntryBody {
+    type T = Entry;
+    fn put(e: &Entry, w: &mut Writer) {
+        w.bytes(&[e.kind as u8]);
+        U64::put(&e.size, w);
+        I64::put(&e.mtime_ns, w);
+        MaybeDigest::put(&e.sha256, w);
+        Str::put(&e.name, w);
+        Str::put(&e.owner, w);
     }
-
-    /// Decode the body of a frame of type `ty` (its length already checked).
-    pub fn decode(ty: u8, body: Bytes) -> Result<Msg> {
-        let mut r = Reader { b: body, ty };
-        let msg = match ty {
-            ty::HELLO => {
-                let magic = r.array::<4>()?;
-                if magic != MAGIC {
-                    return Err(Error::protocol(
-                        "HELLO does not start with the sft magic bytes; is this an sft client?",
-                    ));
-                }
-                Msg::Hello {
-                    min_version: r.u16()?,
-                    max_version: r.u16()?,
-                    features: r.u32()?,
-                }
-            }
-            ty::WELCOME => Msg::Welcome {
-                version: r.u16()?,
-                features: r.u32()?,
-                max_block: r.u32()?,
-            },
-            ty::AUTH => {
-                let method = r.u8()?;
-                if method != 1 {
-                    return Err(Error::protocol(format!(
-                        "unknown authentication method {method}"
-                    )));
-                }
-                let secret = r.bytes_u16()?;
-                if secret.len() > MAX_SECRET {
-                    return Err(Error::protocol(format!(
-                        "token longer than {MAX_SECRET} bytes"
-                    )));
-                }
-                Msg::Auth {
-                    secret: secret.to_vec(),
-                }
-            }
-            ty::AUTH_OK => {
-                let role = match r.u8()? {
-                    0 => Role::Read,
-                    1 => Role::Write,
-                    2 => Role::Admin,
-                    other => return Err(Error::protocol(format!("unknown role {other}"))),
-                };
-                Msg::AuthOk {
-                    role,
-                    user: r.string()?,
-                }
-            }
-            ty::LIST => Msg::List { path: r.string()? },
-            ty::ENTRY => {
-                let kind = match r.u8()? {
-                    1 => EntryKind::File,
-                    2 => EntryKind::Dir,
-                    other => return Err(Error::protocol(format!("unknown entry kind {other}"))),
-                };
-                Msg::Entry(Entry {
-                    kind,
-                    size: r.u64()?,
-                    mtime_ns: r.i64()?,
-                    sha256: r.digest()?,
-                    name: r.string()?,
-                    owner: r.string()?,
-                })
-            }
-            ty::LIST_END => Msg::ListEnd,
-            ty::PUT => Msg::Put {
-                size: r.u64()?,
-                flags: r.u32()?,
-                name: r.string()?,
-            },
-            ty::PUT_READY => Msg::PutReady { offset: r.u64()? },
-            ty::DATA => {
-                let encoding = match r.u8()? {
-                    0 => Encoding::Raw,
-                    1 => Encoding::Zstd,
-                    other => return Err(Error::protocol(format!("unknown DATA encoding {other}"))),
-                };
-                let raw_len = r.u32()?;
-                if raw_len as usize > MAX_BLOCK {
-                    return Err(Error::protocol(format!(
-                        "DATA block declares {raw_len} raw bytes, more than the limit of {MAX_BLOCK}"
-                    )));
-                }
-                let payload = r.rest();
-                if encoding == Encoding::Raw && payload.len() != raw_len as usize {
-                    return Err(Error::protocol(
-                        "raw DATA block length does not match its payload",
-                    ));
-                }
-                return Ok(Msg::Data {
-                    encoding,
-                    raw_len,
-                    payload,
-                });
-            }
-            ty::END => Msg::End {
-                sha256: r.array::<32>()?,
-            },
-            ty::PUT_OK => Msg::PutOk {
-                size: r.u64()?,
-                sha256: r.array::<32>()?,
-                name: r.string()?,
-            },
-            ty::CANCEL => Msg::Cancel,
-            ty::GET => Msg::Get {
-                offset: r.u64()?,
-                compress: r.u8()?,
-                name: r.string()?,
-            },
-            ty::GET_OK => Msg::GetOk {
-                size: r.u64()?,
-                mtime_ns: r.i64()?,
-                sha256: r.digest()?,
-            },
-            ty::REMOVE => Msg::Remove { name: r.string()? },
-            ty::DONE => Msg::Done,
-            ty::MKDIR => Msg::Mkdir { name: r.string()? },
-            ty::RMDIR => Msg::Rmdir { name: r.string()? },
-            ty::STAT => Msg::Stat { name: r.string()? },
-            ty::SHUTDOWN => Msg::Shutdown { grace_ms: r.u64()? },
-            ty::STATUS => Msg::StatusReq,
-            ty::STATUS_OK => Msg::StatusOk(Status {
-                uptime_s: r.u64()?,
-                connections: r.u32()?,
-                transfers: r.u32()?,
-                bytes_in: r.u64()?,
-                bytes_out: r.u64()?,
-                storage_bytes: r.u64()?,
-                files: r.u64()?,
-            }),
-            ty::RELOAD => Msg::Reload,
-            ty::USAGE => Msg::UsageReq,
-            ty::USAGE_OK => {
-                let disk_free = r.u64()?;
-                let min_free = r.u64()?;
-                let n = r.u16()? as usize;
-                if n > MAX_USAGE_ROWS {
-                    return Err(Error::protocol(format!(
-                        "USAGE_OK with {n} rows, more than the limit of {MAX_USAGE_ROWS}"
-                    )));
-                }
-                let mut rows = Vec::with_capacity(n);
-                for _ in 0..n {
-                    rows.push(UsageRow {
-                        name: r.string()?,
-                        bytes: r.u64()?,
-                        reserved: r.u64()?,
-                        files: r.u64()?,
-                        quota: r.u64()?,
-                        max_files: r.u64()?,
-                    });
-                }
-                Msg::UsageOk(Usage {
-                    disk_free,
-                    min_free,
-                    rows,
-                })
-            }
-            ty::ERROR => Msg::Error {
-                code: r.u16()?,
-                message: String::from_utf8_lossy(&r.bytes_u16()?).into_owned(),
-            },
-            ty::BYE => Msg::Bye,
-            other => return Err(Error::protocol(format!("unknown frame type 0x{other:02x}"))),
+    fn get(r: &mut Reader) -> Result<Entry> {
+        let kind = match r.u8()? {
+            1 => EntryKind::File,
+            2 => EntryKind::Dir,
+            other => return Err(Error::protocol(format!("unknown entry kind {other}"))),
         };
-        r.finish()?;
-        Ok(msg)
+        Ok(Entry {
+            kind,
+            size: U64::get(r)?,
+            mtime_ns: I64::get(r)?,
+            sha256: MaybeDigest::get(r)?,
+            name: Str::get(r)?,
+            owner: Str::get(r)?,
+        })
+    }
+}
+
+struct StatusBody;
+impl Codec for StatusBody {
+    type T = Status;
+    fn put(st: &Status, w: &mut Writer) {
+        U64::put(&st.uptime_s, w);
+        U32::put(&st.connections, w);
+        U32::put(&st.transfers, w);
+        U64::put(&st.bytes_in, w);
+        U64::put(&st.bytes_out, w);
+        U64::put(&st.storage_bytes, w);
+        U64::put(&st.files, w);
+    }
+    fn get(r: &mut Reader) -> Result<Status> {
+        Ok(Status {
+            uptime_s: U64::get(r)?,
+            connections: U32::get(r)?,
+            transfers: U32::get(r)?,
+            bytes_in: U64::get(r)?,
+            bytes_out: U64::get(r)?,
+            storage_bytes: U64::get(r)?,
+            files: U64::get(r)?,
+        })
+    }
+}
+
+/// disk_free, min_free, a u16 row count (at most MAX_USAGE_ROWS), rows.
+struct UsageBody;
+impl Codec for UsageBody {
+    type T = Usage;
+    fn put(u: &Usage, w: &mut Writer) {
+        U64::put(&u.disk_free, w);
+        U64::put(&u.min_free, w);
+        let rows = &u.rows[..u.rows.len().min(MAX_USAGE_ROWS)];
+        U16::put(&(rows.len() as u16), w);
+        for row in rows {
+            w.str(truncate_utf8(&row.name, 64).as_bytes());
+            U64::put(&row.bytes, w);
+            U64::put(&row.reserved, w);
+            U64::put(&row.files, w);
+            U64::put(&row.quota, w);
+            U64::put(&row.max_files, w);
+        }
+    }
+    fn get(r: &mut Reader) -> Result<Usage> {
+        let disk_free = U64::get(r)?;
+        let min_free = U64::get(r)?;
+        let n = r.u16()? as usize;
+        if n > MAX_USAGE_ROWS {
+            return Err(Error::protocol(format!(
+                "USAGE_OK with {n} rows, more than the limit of {MAX_USAGE_ROWS}"
+            )));
+        }
+        let mut rows = Vec::with_capacity(n);
+        for _ in 0..n {
+            rows.push(UsageRow {
+                name: Str::get(r)?,
+                bytes: U64::get(r)?,
+                reserved: U64::get(r)?,
+                files: U64::get(r)?,
+                quota: U64::get(r)?,
+                max_files: U64::get(r)?,
+            });
+        }
+        Ok(Usage {
+            disk_free,
+            min_free,
+            rows,
+        })
     }
 }
 
@@ -776,18 +710,6 @@ impl Reader {
         self.need(2)?;
         Ok(self.b.get_u16())
     }
-    fn u32(&mut self) -> Result<u32> {
-        self.need(4)?;
-        Ok(self.b.get_u32())
-    }
-    fn u64(&mut self) -> Result<u64> {
-        self.need(8)?;
-        Ok(self.b.get_u64())
-    }
-    fn i64(&mut self) -> Result<i64> {
-        self.need(8)?;
-        Ok(self.b.get_i64())
-    }
     fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
         self.need(N)?;
         let mut a = [0u8; N];
@@ -845,10 +767,10 @@ mod tests {
         assert_eq!(back, m);
     }
 
-    #[test]
-    fn every_message_round_trips() {
+    /// One message of every type (and both shapes of the optional fields).
+    fn samples() -> Vec<Msg> {
         let d = Some([7u8; 32]);
-        for m in [
+        vec![
             Msg::Hello {
                 min_version: 1,
                 max_version: 1,
@@ -962,65 +884,130 @@ mod tests {
                 message: "not found: 'x'".into(),
             },
             Msg::Bye,
-        ] {
+        ]
+    }
+
+    #[test]
+    fn every_message_round_trips() {
+        let all = samples();
+        for (code, name) in CATALOGUE {
+            assert!(
+                all.iter()
+                    .any(|m| m.type_code() == *code && m.name() == *name),
+                "no sample of {name}"
+            );
+        }
+        for m in all {
             round_trip(m);
         }
     }
 
-    /// These bytes are the examples in PROTOCOL.md; change both together.
+    /// The hex blocks of PROTOCOL.md §9, in order.
+    fn examples_in_protocol_md() -> Vec<Vec<u8>> {
+        let doc = include_str!("../PROTOCOL.md");
+        let start = doc.find("## 9. Worked example in hex").expect("§9 exists");
+        let s9 = &doc[start..];
+        let s9 = &s9[..s9.find("\n## 10").expect("§10 follows")];
+        s9.split("```")
+            .skip(1)
+            .step_by(2)
+            .map(|block| {
+                let hex: String = block.chars().filter(|c| !c.is_whitespace()).collect();
+                hex::decode(&hex).unwrap_or_else(|e| panic!("bad hex {hex:?} in §9: {e}"))
+            })
+            .collect()
+    }
+
+    /// PROTOCOL.md §9 is read as it stands: its bytes are what this code
+    /// writes, and its full frames decode to the messages it describes.
     #[test]
     fn golden_bytes_match_protocol_md() {
-        let mut b = Vec::new();
-        Msg::Hello {
-            min_version: 1,
-            max_version: 1,
-            features: 1,
+        let frame = |m: &Msg| {
+            let mut b = Vec::new();
+            m.encode(&mut b);
+            b
+        };
+        let expected = [
+            Some(Msg::Hello {
+                min_version: 1,
+                max_version: 1,
+                features: FEATURE_ZSTD,
+            }),
+            Some(Msg::Put {
+                size: 5,
+                flags: 0,
+                name: "a.txt".into(),
+            }),
+            Some(Msg::Error {
+                code: 6,
+                message: "nope".into(),
+            }),
+            None,
+            None,
+            Some(Msg::Get {
+                offset: 0,
+                compress: 255,
+                name: "a.txt".into(),
+            }),
+        ];
+        let headers = [
+            data_header(Encoding::Raw, 3, 3).to_vec(),
+            data_header(Encoding::Zstd, 1 << 20, 1234).to_vec(),
+        ];
+        let doc = examples_in_protocol_md();
+        assert_eq!(doc.len(), expected.len(), "examples in §9");
+        let mut h = headers.iter();
+        for (bytes, want) in doc.iter().zip(expected) {
+            match want {
+                Some(m) => {
+                    assert_eq!(hex::encode(bytes), hex::encode(frame(&m)), "{}", m.name());
+                    let (ty, len) = parse_header(bytes).unwrap().unwrap();
+                    assert_eq!(len, bytes.len() - HEADER_LEN);
+                    let back = Msg::decode(ty, Bytes::copy_from_slice(&bytes[HEADER_LEN..]));
+                    assert_eq!(back.unwrap(), m);
+                }
+                None => assert_eq!(Some(bytes), h.next(), "DATA header"),
+            }
         }
-        .encode(&mut b);
-        assert_eq!(
-            hex::encode(&b),
-            "010000000c5346543100010001 00000001".replace(' ', "")
-        );
-        b.clear();
-        Msg::Put {
-            size: 5,
-            flags: 0,
-            name: "a.txt".into(),
+    }
+
+    /// PROTOCOL.md §3 lists exactly the messages of the table above, with
+    /// their codes, names and (where fixed) body lengths.
+    #[test]
+    fn catalogue_matches_protocol_md() {
+        let doc = include_str!("../PROTOCOL.md");
+        let start = doc.find("## 3. Message catalogue").expect("§3 exists");
+        let mut listed = Vec::new();
+        for line in doc[start..].lines().skip(1) {
+            if line.starts_with("## ") {
+                break;
+            }
+            let cols: Vec<&str> = line.split('|').map(str::trim).collect();
+            if cols.len() < 6 || !cols[1].starts_with("`0x") {
+                continue;
+            }
+            let hex = cols[1].trim_matches('`').trim_start_matches("0x");
+            let code = u8::from_str_radix(hex, 16).expect("hex code");
+            listed.push((code, cols[2].to_string(), cols[4].to_string()));
         }
-        .encode(&mut b);
-        assert_eq!(
-            hex::encode(&b),
-            "2000000013000000000000000500000000000561 2e747874".replace(' ', "")
-        );
-        b.clear();
-        Msg::Error {
-            code: 6,
-            message: "nope".into(),
+        let ours: Vec<(u8, String)> = CATALOGUE.iter().map(|(c, n)| (*c, n.to_string())).collect();
+        let theirs: Vec<(u8, String)> = listed.iter().map(|(c, n, _)| (*c, n.clone())).collect();
+        assert_eq!(ours, theirs, "codes and names in §3");
+        for m in samples() {
+            let mut b = Vec::new();
+            m.encode(&mut b);
+            let body = b.len() - HEADER_LEN;
+            let Some((_, _, len)) = listed.iter().find(|(c, _, _)| *c == m.type_code()) else {
+                continue;
+            };
+            let fixed: String = len.chars().take_while(|c| c.is_ascii_digit()).collect();
+            let fixed: usize = fixed.parse().expect("a length");
+            if len.chars().all(|c| c.is_ascii_digit()) {
+                assert_eq!(body, fixed, "{}: body length in §3", m.name());
+            } else {
+                assert!(body >= fixed, "{}: at least {fixed} bytes in §3", m.name());
+            }
         }
-        .encode(&mut b);
-        assert_eq!(
-            hex::encode(&b),
-            "7e000000080006 00046e6f7065".replace(' ', "")
-        );
-        assert_eq!(
-            hex::encode(data_header(Encoding::Raw, 3, 3)),
-            "22000000080000000003"
-        );
-        assert_eq!(
-            hex::encode(data_header(Encoding::Zstd, 1 << 20, 1234)),
-            "22000004d70100100000"
-        );
-        b.clear();
-        Msg::Get {
-            offset: 0,
-            compress: 255,
-            name: "a.txt".into(),
-        }
-        .encode(&mut b);
-        assert_eq!(
-            hex::encode(&b),
-            "300000001000000000000000 00ff0005612e747874".replace(' ', "")
-        );
     }
 
     #[test]

@@ -366,8 +366,155 @@ impl ServerCertVerifier for PinVerifier {
     }
 }
 
+/// rustls's texts carry Rust Debug output (`NotValidForNameContext {
+/// expected: DnsName(..) }`) and documentation URLs; these are the plain,
+/// one-line words people see instead, on the client and in the server's log.
+pub fn describe_certificate(e: &rustls::CertificateError) -> String {
+    use rustls::CertificateError as C;
+    match e {
+        C::NotValidForNameContext {
+            expected,
+            presented,
+        } => {
+            let names = if presented.is_empty() {
+                "no names".to_string()
+            } else {
+                presented
+                    .iter()
+                    .map(|n| presented_name(n))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            format!(
+                "the certificate is for {}, not for {}",
+                crate::names::escape(&names),
+                crate::names::escape(&expected.to_str())
+            )
+        }
+        C::NotValidForName => "the certificate is not for the name connected to".into(),
+        C::Expired | C::ExpiredContext { .. } => "the certificate has expired".into(),
+        C::NotValidYet | C::NotValidYetContext { .. } => {
+            "the certificate is not valid yet (is this machine's clock right?)".into()
+        }
+        C::UnknownIssuer => "the certificate was not issued by this CA".into(),
+        C::BadSignature
+        | C::UnsupportedSignatureAlgorithmContext { .. }
+        | C::UnsupportedSignatureAlgorithmForPublicKeyContext { .. } => {
+            "the certificate's signature cannot be verified".into()
+        }
+        C::InvalidPurpose | C::InvalidPurposeContext { .. } => {
+            "the certificate is not meant for a TLS server".into()
+        }
+        C::Revoked => "the certificate has been revoked".into(),
+        C::BadEncoding => "the certificate is malformed".into(),
+        C::ApplicationVerificationFailure => "the certificate did not pass sft's check".into(),
+        _ => "the certificate was refused".into(),
+    }
+}
+
+/// A name as webpki presents it (`DnsName("a.example")`, `IpAddress(..)`)
+/// as people write it (`a.example`).
+fn presented_name(n: &str) -> &str {
+    match n.split_once('(') {
+        Some((kind, rest)) if !kind.is_empty() && kind.chars().all(|c| c.is_ascii_alphabetic()) => {
+            let inner = rest.strip_suffix(')').unwrap_or(rest);
+            inner.trim_matches('"')
+        }
+        _ => n,
+    }
+}
+
+/// `BadCertificate` as `bad certificate`.
+fn words(debug_name: &str) -> String {
+    let mut out = String::new();
+    for c in debug_name.chars().filter(|c| c.is_ascii_alphanumeric()) {
+        if c.is_ascii_uppercase() && !out.is_empty() {
+            out.push(' ');
+        }
+        out.push(c.to_ascii_lowercase());
+    }
+    out
+}
+
+/// A rustls error in plain words.
+pub fn describe_rustls(e: &rustls::Error) -> String {
+    use rustls::Error as E;
+    match e {
+        E::InvalidCertificate(c) => describe_certificate(c),
+        E::AlertReceived(a) => format!(
+            "the peer ended the TLS handshake ({})",
+            words(&format!("{a:?}"))
+        ),
+        E::PeerIncompatible(_) => "the peer does not speak TLS 1.3 as sft does".into(),
+        E::NoCertificatesPresented => "the peer presented no certificate".into(),
+        other => strip_url(&other.to_string()),
+    }
+}
+
+/// Drop a trailing ": https://..." that rustls appends to some messages.
+fn strip_url(s: &str) -> String {
+    match s.find(": http") {
+        Some(i) => s[..i].to_string(),
+        None => s.to_string(),
+    }
+}
+
+/// An I/O error that carries a TLS error, in plain words; `None` for other
+/// I/O errors. rustls reports a peer that closed without close_notify as an
+/// UnexpectedEof whose text ends in a documentation URL.
+pub fn describe_io(e: &std::io::Error) -> Option<String> {
+    if let Some(inner) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        return Some(describe_rustls(inner));
+    }
+    let s = e.to_string();
+    if s.contains("close_notify") {
+        return Some("the peer closed the connection without ending TLS (no close_notify)".into());
+    }
+    s.contains("https://").then(|| strip_url(&s))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn tls_errors_read_as_plain_words() {
+        use rustls::pki_types::ServerName;
+        let e = rustls::CertificateError::NotValidForNameContext {
+            expected: ServerName::try_from("files.example.com").unwrap(),
+            presented: vec!["DnsName(\"localhost\")".into(), "127.0.0.1".into()],
+        };
+        let s = describe_certificate(&e);
+        assert!(s.starts_with("the certificate is for "), "{s}");
+        assert!(s.ends_with(", 127.0.0.1, not for files.example.com"), "{s}");
+        assert!(!s.contains("Context") && !s.contains("expected:"), "{s}");
+        let alert = rustls::Error::AlertReceived(rustls::AlertDescription::BadCertificate);
+        assert_eq!(
+            describe_rustls(&alert),
+            "the peer ended the TLS handshake (bad certificate)"
+        );
+        let eof = std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "peer closed connection without sending TLS close_notify: https://docs.rs/rustls/latest/rustls/manual/_03_howto/index.html#unexpected-eof",
+        );
+        let s = describe_io(&eof).unwrap();
+        assert!(!s.contains("http"), "{s}");
+        assert_eq!(
+            s,
+            "the peer closed the connection without ending TLS (no close_notify)"
+        );
+        let wrapped = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
+        );
+        assert_eq!(
+            describe_io(&wrapped).unwrap(),
+            "the certificate was not issued by this CA"
+        );
+        assert_eq!(
+            describe_io(&std::io::Error::from(std::io::ErrorKind::ConnectionReset)),
+            None
+        );
+    }
+
     use super::*;
 
     #[test]

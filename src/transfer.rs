@@ -581,7 +581,7 @@ impl Syncer {
         let clone = file.try_clone().ok()?;
         let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
         std::thread::Builder::new()
-            .name("sft-sync".into())
+            .name("sft-writeback".into())
             .spawn(move || {
                 while rx.recv().is_ok() {
                     let _ = rustix::fs::fdatasync(&clone);

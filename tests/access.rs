@@ -393,7 +393,7 @@ fn the_audit_log_has_one_line_per_event_and_never_a_token() {
         "{log}"
     );
     assert!(
-        find("get", &["\"user\":\"rita\"", &sum, "\"outcome\":\"ok\""]),
+        find("get", &["\"user\":\"rita\"", &sum, "\"outcome\":\"sent\""]),
         "{log}"
     );
     assert!(

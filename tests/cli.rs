@@ -267,3 +267,176 @@ fn usage_errors_exit_2_and_help_exits_0() {
         .code(2);
     s.client().arg("put").arg(work.path()).assert().code(2);
 }
+
+/// Run the binary with a stdout whose reader is already gone, so every
+/// write fails with EPIPE; returns (exit code, stderr).
+fn with_closed_stdout(mut cmd: Command) -> (Option<i32>, String) {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = cmd
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_closed_stdout_ends_every_command_quietly() {
+    for args in [
+        &["completions", "bash"][..],
+        &["completions", "zsh"],
+        &["man"],
+        &["--help"],
+    ] {
+        let mut c = Command::new(common::bin());
+        c.args(args);
+        let (code, err) = with_closed_stdout(c);
+        assert_eq!(code, Some(0), "{args:?}: {err}");
+        assert_eq!(err, "", "{args:?}");
+    }
+    let s = Server::start();
+    std::fs::write(s.root.join("a.txt"), b"alpha").unwrap();
+    std::fs::write(s.root.join("b.txt"), vec![7u8; 300_000]).unwrap();
+    for args in [
+        &["ls"][..],
+        &["ls", "-l"],
+        &["sums"],
+        &["get", "b.txt", "-o", "-"],
+    ] {
+        let mut c = s.process();
+        c.args(args);
+        let (code, err) = with_closed_stdout(c);
+        assert_eq!(code, Some(0), "{args:?}: {err}");
+        assert_eq!(err, "", "{args:?}");
+    }
+    // the work goes on without a reader: every download lands
+    let dl = tempfile::tempdir().unwrap();
+    let mut c = s.process();
+    c.args(["get", "a.txt", "b.txt", "-o"]).arg(dl.path());
+    let (code, err) = with_closed_stdout(c);
+    assert_eq!((code, err.as_str()), (Some(0), ""));
+    assert_eq!(std::fs::read(dl.path().join("a.txt")).unwrap(), b"alpha");
+    assert_eq!(
+        std::fs::read(dl.path().join("b.txt")).unwrap().len(),
+        300_000
+    );
+    // and a real failure keeps its exit code
+    let mut c = s.process();
+    c.args(["get", "a.txt", "missing.txt", "-o"]).arg(dl.path());
+    let (code, err) = with_closed_stdout(c);
+    assert_eq!(code, Some(6), "{err}");
+    assert!(
+        err.contains("'missing.txt' does not exist on the server"),
+        "{err}"
+    );
+}
+
+#[test]
+fn each_command_shows_its_own_options_first_and_only_those_that_apply() {
+    let help = |args: &[&str]| {
+        let out = Command::new(common::bin()).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let put = help(&["put", "--help"]);
+    let own = put.find("--recursive").unwrap();
+    let conn = put.find("Connection options:").unwrap();
+    assert!(own < conn, "{put}");
+    assert!(put.find("--server").unwrap() > conn, "{put}");
+    assert!(put.contains("Output options:"), "{put}");
+    for cmd in ["serve", "cert", "user", "man"] {
+        let h = help(&[cmd, "--help"]);
+        for client_only in [
+            "--server",
+            "--pin",
+            "--token-file <FILE>  File holding",
+            "--limit-rate",
+            "--known-servers",
+            "Connection options",
+        ] {
+            assert!(
+                !h.contains(client_only),
+                "{cmd} --help shows {client_only}:\n{h}"
+            );
+        }
+    }
+    // transfer options only where files move
+    let ls = help(&["ls", "--help"]);
+    assert!(
+        ls.contains("--server") && ls.contains("--full-digest"),
+        "{ls}"
+    );
+    for transfer_only in ["--compress", "--limit-rate", "--stats"] {
+        assert!(
+            !ls.contains(transfer_only),
+            "ls --help shows {transfer_only}"
+        );
+        assert!(
+            put.contains(transfer_only),
+            "put --help lacks {transfer_only}"
+        );
+    }
+    // serve keeps its own --token-file
+    assert!(help(&["serve", "--help"]).contains("--token-file"));
+    // hidden is not refused: options may come before the command
+    let out = Command::new(common::bin())
+        .args(["--server", "x:1", "cert", "--help"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+}
+
+#[test]
+fn the_manual_page_has_the_sections_people_look_for() {
+    let out = Command::new(common::bin()).arg("man").output().unwrap();
+    assert!(out.status.success());
+    let man = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        man.contains(".SH NAME\nsft \\- secure file transfer"),
+        "{}",
+        &man[..300.min(man.len())]
+    );
+    assert!(!man.contains("sft \\- sft:"));
+    // no references to per-command pages that do not exist
+    assert!(!man.contains("sft-put"), "refers to sft-put(1)");
+    for section in [
+        ".SH SYNOPSIS",
+        ".SH COMMANDS",
+        ".SH EXIT STATUS",
+        ".SH ENVIRONMENT",
+        ".SH FILES",
+        ".SH EXAMPLES",
+        ".SH ADDRESSES",
+    ] {
+        assert!(man.contains(section), "missing {section}");
+    }
+    // each command with its own options
+    assert!(man.contains(".SS \"sft put\""));
+    assert!(man.contains("\\-\\-overwrite"));
+    assert!(man.contains(".SS \"sft user add\""));
+    // the exit codes agree with the README's table
+    assert!(man.contains(".B 8\nintegrity: SHA\\-256 mismatch"));
+    // man(1) itself renders it without complaint, if installed
+    if let Ok(o) = Command::new("man")
+        .args(["--warnings", "-l", "-"])
+        .env("MANWIDTH", "100")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            if let Some(mut i) = child.stdin.take() {
+                i.write_all(man.as_bytes())?;
+            }
+            child.wait_with_output()
+        })
+    {
+        let warnings = String::from_utf8_lossy(&o.stderr);
+        assert!(!warnings.contains("warning"), "{warnings}");
+    }
+}

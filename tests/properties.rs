@@ -1,7 +1,8 @@
 //! Properties checked over generated inputs (proptest, 256 cases each by
 //! default; `PROPTEST_CASES=100000 cargo test --test properties` for a long
 //! run): names that pass the validator never leave the root, "name (n).ext"
-//! numbering never yields a taken or over-long name, and every message of
+//! numbering never yields a taken or over-long name (per component and as a
+//! whole name), and every message of
 //! the protocol survives encode → decode, alone and as a stream of frames
 //! through the frame reader.
 
@@ -159,6 +160,46 @@ proptest! {
         }
         let chosen = chosen.expect("a free name within 10,000 tries");
         prop_assert!(!existing.contains(&chosen));
+    }
+
+    /// The same with the whole name: a numbered name stays in its
+    /// directory, within 4096 bytes and valid, whatever the parents' length;
+    /// `None` only when not even " (n)" fits beside the parents.
+    #[test]
+    fn numbered_whole_names_stay_within_the_total_limit(
+        depth_len in 0usize..=MAX_PATH,
+        component in plain_component(),
+        n in 1u32..=10_000,
+    ) {
+        let mut parent = String::new();
+        while parent.len() < depth_len.saturating_sub(component.len() + 1) {
+            if !parent.is_empty() {
+                parent.push('/');
+            }
+            let take = (depth_len - component.len() - 1 - parent.len()).clamp(1, MAX_COMPONENT);
+            parent.push_str(&"d".repeat(take));
+        }
+        let name = if parent.is_empty() { component.clone() } else { format!("{parent}/{component}") };
+        prop_assume!(names::validate(&name).is_ok());
+        match names::numbered_name(&name, n) {
+            Some(got) => {
+                prop_assert!(got.len() <= MAX_PATH, "{} bytes", got.len());
+                prop_assert!(names::validate(&got).is_ok(), "{got:?} invalid");
+                prop_assert_ne!(&got, &name);
+                prop_assert_eq!(names::split_parent(&got).0, parent.as_str());
+                prop_assert!(names::split_parent(&got).1.len() <= MAX_COMPONENT);
+                let tag = format!(" ({n})");
+                prop_assert!(got.contains(&tag), "{got:?} lacks {tag:?}");
+            }
+            None => {
+                let tag = format!(" ({n})");
+                prop_assert!(
+                    parent.len() + 1 + tag.len() > MAX_PATH,
+                    "no numbered name for {} bytes of parents",
+                    parent.len()
+                );
+            }
+        }
     }
 
     #[test]

@@ -181,7 +181,10 @@ fn names_cannot_climb_out_of_the_root_and_eof_ends_the_shell() {
         "{err}"
     );
     assert!(err.contains("no numbered listing yet"), "{err}");
-    assert!(err.contains("no such"), "{err}");
+    assert!(
+        err.contains("'nowhere' does not exist on the server; see what is there with: ls"),
+        "{err}"
+    );
     assert!(err.contains("double quote is not closed"), "{err}");
     // still in sub; `..` inside the root is fine
     assert!(out.lines().any(|l| l == "/sub"), "{out}");
@@ -366,4 +369,162 @@ fn a_session_closed_while_idle_is_opened_again_for_the_next_command() {
     assert!(s.root.join("docs/made-after").is_dir());
     assert_eq!(stdout.matches("a.txt").count(), 2, "{stdout}");
     assert!(stdout.contains("made-after"), "{stdout}");
+}
+
+/// sftp's habits in a script: patterns for get, put and rm, mget/mput,
+/// get -r/put -r, ls -l with digests, and a number from an out-of-date
+/// listing refused rather than acted on.
+#[test]
+fn patterns_many_files_trees_and_stale_numbers() {
+    let s = Server::start();
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    std::fs::create_dir_all(src.join("tree/sub")).unwrap();
+    std::fs::write(src.join("a.txt"), b"a").unwrap();
+    std::fs::write(src.join("b.txt"), b"bb").unwrap();
+    std::fs::write(src.join("c.bin"), b"ccc").unwrap();
+    std::fs::write(src.join(".hidden.txt"), b"h").unwrap();
+    std::fs::write(src.join("tree/x.log"), b"x").unwrap();
+    std::fs::write(src.join("tree/sub/y.log"), b"yy").unwrap();
+    let dl = work.path().join("dl");
+    std::fs::create_dir(&dl).unwrap();
+    let script = format!(
+        "lcd {src}\n\
+         put *.txt\n\
+         mput c.bin tree/*.log\n\
+         put -r tree\n\
+         ls -l\n\
+         rm 3\n\
+         rm 3\n\
+         lcd {dl}\n\
+         get *.bin\n\
+         mget x.log tree/sub/y.log\n\
+         get -r tree copy\n\
+         get nothing*\n\
+         rm *.log\n\
+         ls\n",
+        src = q(&src),
+        dl = q(&dl),
+    );
+    let a = s.client().arg("shell").write_stdin(script).assert();
+    let (out, err) = (stdout_text(&a), stderr_text(&a));
+    assert_eq!(a.get_output().status.code(), Some(0), "{out}\n{err}");
+
+    // put *.txt took a.txt and b.txt, not .hidden.txt; mput took c.bin and
+    // x.log; put -r took the tree
+    for (name, data) in [("a.txt", &b"a"[..]), ("b.txt", b"bb"), ("c.bin", b"ccc")] {
+        assert!(
+            out.contains(&format!("{}  {name}\n", sha256_hex(data))),
+            "{name}: {out}"
+        );
+    }
+    assert!(!out.contains(".hidden.txt"), "{out}");
+    // ls -l: numbered lines with the short digest before the name
+    let line3 = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("3  "))
+        .unwrap_or_else(|| panic!("no line 3 in {out}"));
+    let removed = line3.rsplit("  ").next().unwrap().to_string();
+    let listing_digest = out
+        .lines()
+        .find(|l| l.ends_with("  c.bin") && l.trim_start().starts_with(char::is_numeric))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        listing_digest.contains(&sha256_hex(b"ccc")[..12]),
+        "{listing_digest}"
+    );
+    // the first rm 3 removed that entry; the second was refused
+    assert!(!removed.ends_with('/'), "line 3 is a file: {line3}");
+    assert!(
+        err.contains("3 is a number from an ls that is out of date"),
+        "{err}"
+    );
+    assert!(!s.root.join(&removed).exists(), "{removed} still there");
+    // get *.bin, mget, get -r: into the local directory set by lcd
+    if removed != "c.bin" {
+        assert_eq!(std::fs::read(dl.join("c.bin")).unwrap(), b"ccc");
+    }
+    assert_eq!(std::fs::read(dl.join("y.log")).unwrap(), b"yy");
+    assert_eq!(std::fs::read(dl.join("copy/tree/x.log")).unwrap(), b"x");
+    assert_eq!(
+        std::fs::read(dl.join("copy/tree/sub/y.log")).unwrap(),
+        b"yy"
+    );
+    assert!(err.contains("no remote file matches 'nothing*'"), "{err}");
+    // rm *.log removed x.log at the root only
+    assert!(!s.root.join("x.log").exists());
+    assert!(s.root.join("tree/x.log").exists());
+    assert!(s.root.join("tree/sub/y.log").exists());
+}
+
+/// On a terminal: Tab completes into a subdirectory (`cd doc/s<Tab>`), and
+/// a download draws its bar and leaves the summary line.
+#[test]
+fn on_a_terminal_completion_goes_into_subdirectories_and_transfers_show_progress() {
+    let has_script = Command::new("script")
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !has_script {
+        eprintln!("skipped: `script` (util-linux) is not installed");
+        return;
+    }
+    let s = Server::start();
+    std::fs::create_dir_all(s.root.join("doc/sub")).unwrap();
+    std::fs::write(s.root.join("doc/guide.txt"), noise(200_000, 5)).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let cmd = format!("'{}' shell", bin().display());
+    let mut child = Command::new("script")
+        .args(["-q", "-e", "-c", &cmd, "/dev/null"])
+        .current_dir(work.path())
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("TERM", "xterm")
+        .env("SFT_SERVER", &s.addr)
+        .env("SFT_PIN", &s.pin)
+        .env("SFT_TOKEN", TOKEN)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut keys = child.stdin.take().unwrap();
+    let screen = Screen::watch(child.stdout.take().unwrap());
+    let mut type_keys = |k: &str| {
+        keys.write_all(k.as_bytes()).unwrap();
+        keys.flush().unwrap();
+    };
+    let ready = |n: usize| screen.wait_for("\x1b[?2004h", n);
+    ready(1);
+    screen.wait_for("sft:/> ", 1);
+    // "doc/s" + Tab is doc/sub/, one level below the remote directory
+    type_keys("cd doc/s\t");
+    screen.wait_for("cd doc/sub/", 1);
+    type_keys("\r");
+    screen.wait_for("sft:/doc/sub> ", 1);
+    ready(2);
+    // a download on a terminal: its line, and the summary scp would leave
+    type_keys("get ../guide.txt\r");
+    screen.wait_for("1 file, 195 KiB in ", 1);
+    ready(3);
+    type_keys("\x04");
+    let until = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            Instant::now() < until,
+            "the shell did not end; the screen shows:\n{}",
+            screen.shown()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    drop(keys);
+    assert_eq!(status.code(), Some(0), "{}", screen.shown());
+    assert_eq!(
+        std::fs::read(work.path().join("guide.txt")).unwrap(),
+        noise(200_000, 5)
+    );
 }

@@ -90,7 +90,7 @@ fn digest_matches_sha256sum() {
     assert!(String::from_utf8(out).unwrap().starts_with(&sum));
     let ls = s
         .client()
-        .args(["ls", "-l", "--bytes"])
+        .args(["ls", "-l", "--bytes", "--full-digest"])
         .assert()
         .success()
         .get_output()

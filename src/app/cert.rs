@@ -109,8 +109,13 @@ fn report(what: &str, cert: &Path, key: &Path, fp: &str) -> Result<()> {
 
 pub fn command(cmd: CertCmd) -> Result<()> {
     match cmd {
-        CertCmd::Ca { out, cn, force } => {
-            let pem = certs::ca(&cn)?;
+        CertCmd::Ca {
+            out,
+            cn,
+            days,
+            force,
+        } => {
+            let pem = certs::ca_for(&cn, certs::check_days(days)?)?;
             let (cert, key) = write_pair(&out, "ca", &pem, force)?;
             report("CA certificate", &cert, &key, &fingerprint(&pem)?)?;
             super::out(&format!(
@@ -124,8 +129,10 @@ pub fn command(cmd: CertCmd) -> Result<()> {
             names,
             ips,
             out,
+            days,
             force,
         } => {
+            let days = certs::check_days(days)?;
             let sans = san_list(&names, &ips)?;
             if sans.is_empty() {
                 return Err(Error::usage(
@@ -133,7 +140,7 @@ pub fn command(cmd: CertCmd) -> Result<()> {
                 ));
             }
             let (ca_pem, ca_dir) = load_ca(&ca)?;
-            let pem = certs::signed_by(&ca_pem, &sans)?;
+            let pem = certs::signed_by_for(&ca_pem, &sans, days)?;
             let out = out.unwrap_or(ca_dir);
             let (cert, key) = write_pair(&out, "server", &pem, force)?;
             report("server certificate", &cert, &key, &fingerprint(&pem)?)?;
@@ -147,13 +154,15 @@ pub fn command(cmd: CertCmd) -> Result<()> {
             names,
             ips,
             out,
+            days,
             force,
         } => {
+            let days = certs::check_days(days)?;
             let mut sans = san_list(&names, &ips)?;
             if sans.is_empty() {
                 sans = certs::default_names();
             }
-            let pem = certs::self_signed(&sans)?;
+            let pem = certs::self_signed_for(&sans, days)?;
             let (cert, key) = write_pair(&out, "server", &pem, force)?;
             let fp = fingerprint(&pem)?;
             report("self-signed certificate", &cert, &key, &fp)?;

@@ -64,41 +64,107 @@ pub async fn ls(
     dir: Option<&str>,
     long: bool,
     bytes: bool,
+    full_digest: bool,
 ) -> Result<()> {
     let dir = dir.unwrap_or("").trim_end_matches('/');
-    for e in c.list(dir).await? {
+    let (entries, parent) = match c.list(dir).await {
+        Ok(list) => (list, dir),
+        // `ls FILE` lists the file, as ls and sftp do
+        Err(e) if !dir.is_empty() && matches!(e.kind, Kind::NotFound | Kind::Usage) => {
+            match c.stat(dir).await {
+                Ok(mut entry) if entry.kind == EntryKind::File => {
+                    let (parent, name) = names::split_parent(dir);
+                    entry.name = name.to_string();
+                    (vec![entry], parent)
+                }
+                _ => return Err(on_server(e, dir)),
+            }
+        }
+        Err(e) => return Err(on_server(e, dir)),
+    };
+    for e in entries {
         names::validate(&e.name)
             .map_err(|err| Error::protocol(format!("the server listed a bad name: {err}")))?;
-        let shown = match e.kind {
-            EntryKind::Dir => format!("{}/", names::escape(&e.name)),
-            EntryKind::File => names::escape(&e.name),
-        };
         o.result(
-            || {
-                if !long {
-                    return shown.clone();
-                }
-                let size = match (e.kind, bytes) {
-                    (EntryKind::Dir, _) => "-".to_string(),
-                    (_, true) => e.size.to_string(),
-                    (_, false) => human(e.size),
-                };
-                let owner = if e.owner.is_empty() {
-                    "-".to_string()
-                } else {
-                    names::escape(&e.owner)
-                };
-                let digest = e.sha256.map(|d| hex32(&d)).unwrap_or_else(|| "-".into());
-                format!(
-                    "{} {size:>10}  {}  {owner:<12}  {digest:<64}  {shown}",
-                    if e.kind == EntryKind::Dir { 'd' } else { '-' },
-                    format_time(e.mtime_ns)
-                )
-            },
-            || entry_json(dir, &e),
+            || ls_line(&e, long, bytes, full_digest),
+            || entry_json(parent, &e),
         )?;
     }
     Ok(())
+}
+
+/// Hex digits of the SHA-256 shown by `ls -l` unless asked for all 64.
+pub const SHORT_DIGEST: usize = 12;
+
+/// One line of `ls`: the name, or with `long` type, size, time (UTC),
+/// owner, SHA-256 (short unless `full_digest`), then the name last. Fits 100
+/// columns for names up to 36 characters and owners up to 12.
+pub fn ls_line(e: &Entry, long: bool, bytes: bool, full_digest: bool) -> String {
+    let shown = match e.kind {
+        EntryKind::Dir => format!("{}/", names::escape(&e.name)),
+        EntryKind::File => names::escape(&e.name),
+    };
+    if !long {
+        return shown;
+    }
+    let size = match (e.kind, bytes) {
+        (EntryKind::Dir, _) => "-".to_string(),
+        (_, true) => e.size.to_string(),
+        (_, false) => human(e.size),
+    };
+    let owner = if e.owner.is_empty() {
+        "-".to_string()
+    } else {
+        names::escape(&e.owner)
+    };
+    let width = if full_digest { 64 } else { SHORT_DIGEST };
+    let digest = match e.sha256 {
+        Some(d) => hex32(&d)[..width].to_string(),
+        None => "-".into(),
+    };
+    format!(
+        "{} {size:>10}  {}  {owner:<12}  {digest:<width$}  {shown}",
+        if e.kind == EntryKind::Dir { 'd' } else { '-' },
+        format_time(e.mtime_ns)
+    )
+}
+
+/// A server's refusal about a remote name, said so that it cannot be taken
+/// for a local one, with what to do next.
+pub fn on_server(e: Error, name: &str) -> Error {
+    let q = names::quote(name);
+    let parent = names::split_parent(name.trim_end_matches('/')).0;
+    let look = if parent.is_empty() {
+        "sft ls".to_string()
+    } else {
+        format!("sft ls {parent}")
+    };
+    let m = &e.message;
+    if e.kind == Kind::NotFound && m.contains("a parent is not a directory") {
+        Error::not_found(format!(
+            "{q} does not exist on the server (a part of its path is a file); see what is there with: {look}"
+        ))
+    } else if e.kind == Kind::NotFound {
+        Error::not_found(format!(
+            "{q} does not exist on the server; see what is there with: {look}"
+        ))
+    } else if m.ends_with("is not a regular file") {
+        Error::new(
+            e.kind,
+            format!(
+                "{q} is a directory on the server; to download it and everything in it, use -r: sft get -r {name}"
+            ),
+        )
+    } else if m.contains("is a directory; sft rm removes files") {
+        Error::new(
+            e.kind,
+            format!(
+                "{q} is a directory on the server; to remove it and everything in it, use -r: sft rm -r {name}"
+            ),
+        )
+    } else {
+        e
+    }
 }
 
 fn entry_json(dir: &str, e: &Entry) -> serde_json::Value {
@@ -280,11 +346,22 @@ pub fn plan_put(a: &PutArgs, o: &Output) -> Result<(Vec<PutJob>, Vec<String>)> {
                 "uploading standard input needs --as NAME: tar c dir | sft put - --as dir.tar",
             ));
         }
-        if p.is_dir() {
-            return Err(Error::usage(format!(
-                "{} is a directory; use sft put -r to upload a tree",
-                p.display()
-            )));
+        match std::fs::metadata(p) {
+            Ok(m) if m.is_dir() => {
+                return Err(Error::usage(format!(
+                    "{} is a directory; use sft put -r to upload a tree",
+                    p.display()
+                )));
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::not_found(format!(
+                    "local file {} does not exist (put uploads files from this machine; nothing was sent)",
+                    names::quote(&p.display().to_string())
+                )));
+            }
+            // unreadable files are reported with the upload they belong to
+            Err(_) => {}
         }
         let name = match a.as_name {
             Some(n) => n.to_string(),
@@ -349,6 +426,28 @@ pub async fn put(
         return Err(e);
     }
     tally.finish("uploads")
+}
+
+/// `sft put FILE HOST:NAME` where NAME is an existing remote directory: the
+/// file goes into it, as with scp. Anything else keeps its name.
+pub async fn into_existing_dir(
+    c: &mut Client,
+    mut jobs: Vec<PutJob>,
+    may_be_dir: bool,
+) -> Result<Vec<PutJob>> {
+    if !may_be_dir || jobs.len() != 1 {
+        return Ok(jobs);
+    }
+    let is_dir = match c.stat(&jobs[0].remote).await {
+        Ok(e) => e.kind == EntryKind::Dir,
+        Err(e) if matches!(e.kind, Kind::Network | Kind::Protocol) => return Err(e),
+        Err(_) => false,
+    };
+    if is_dir {
+        let base = default_remote_name(&jobs[0].local)?;
+        jobs[0].remote = join_remote(&jobs[0].remote, &base);
+    }
+    Ok(jobs)
 }
 
 /// `sft put - --as NAME`: standard input, size unknown.
@@ -623,10 +722,11 @@ pub async fn get(c: &mut Client, o: &Output, a: &GetArgs<'_>) -> Result<()> {
                     )
                 }
                 Err(e) if single => {
-                    single_err = Some(e);
+                    single_err = Some(on_server(e, &job.remote));
                     Ok(())
                 }
                 Err(e) => {
+                    let e = on_server(e, &job.remote);
                     tally.record(&e);
                     o.file_failed("get", &job.remote, &e)
                 }
@@ -658,7 +758,9 @@ pub async fn rm(
         } else {
             name
         };
-        let r = remove_one(c, o, name, recursive, yes).await;
+        let r = remove_one(c, o, name, recursive, yes)
+            .await
+            .map_err(|e| on_server(e, name));
         match r {
             Ok(()) => tally.ok += 1,
             Err(e) if matches!(e.kind, Kind::Network | Kind::Protocol) || single => return Err(e),

@@ -10,7 +10,7 @@ mod shell;
 mod trust;
 mod user;
 
-pub use output::{Output, error_value};
+pub use output::{Output, error_value, stdout_closed};
 
 use crate::cli::{AdminCmd, Cli, Command, ConfigCmd, ConnArgs, FsyncArg, ServeArgs};
 use crate::client::{self, Client};
@@ -32,18 +32,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Cert(c) => cert::command(c),
         Command::User(c) => user::command(c),
         Command::Trust(a) => trust::command(&cli.conn, a).await,
-        Command::Completions { shell } => {
-            use clap::CommandFactory;
-            let mut cmd = Cli::command();
-            clap_complete::generate(shell, &mut cmd, "sft", &mut std::io::stdout());
-            Ok(())
-        }
-        Command::Man => {
-            use clap::CommandFactory;
-            clap_mangen::Man::new(Cli::command())
-                .render(&mut std::io::stdout())
-                .map_err(|e| Error::io("writing the manual page", &e))
-        }
+        Command::Completions { shell } => output::stdout_bytes(&output::completions(shell)),
+        Command::Man => output::stdout_bytes(&output::man_page()?),
         Command::Config(ConfigCmd::Show) => config_show(&cli.conn, &o),
         cmd => {
             let eff = config::effective(&cli.conn)?;
@@ -279,11 +269,22 @@ async fn run_on(
     planned_put: Option<(Vec<client::pipeline::PutJob>, Vec<String>)>,
 ) -> Result<()> {
     match cmd {
-        Command::Ls { dir, long, bytes } => files::ls(c, o, dir.as_deref(), long, bytes).await?,
+        Command::Ls {
+            dir,
+            long,
+            bytes,
+            full_digest,
+        } => files::ls(c, o, dir.as_deref(), long, bytes, full_digest).await?,
         Command::Put {
-            as_name, overwrite, ..
+            as_name,
+            overwrite,
+            dest_may_be_dir,
+            ..
         } => match planned_put {
-            Some((jobs, empty)) => files::put(c, o, jobs, empty, overwrite, stats).await?,
+            Some((jobs, empty)) => {
+                let jobs = files::into_existing_dir(c, jobs, dest_may_be_dir).await?;
+                files::put(c, o, jobs, empty, overwrite, stats).await?
+            }
             // no plan: standard input, whose name was checked before connecting
             None => {
                 let name = as_name.unwrap_or_default();
@@ -324,7 +325,7 @@ async fn run_on(
             c.mkdir(&name).await?;
             o.json_only(|| serde_json::json!({"op": "mkdir", "name": name, "outcome": "ok"}))?;
         }
-        Command::Shell => shell::run(c, opts).await?,
+        Command::Shell { dir } => shell::run(c, opts, dir.as_deref()).await?,
         Command::Admin(AdminCmd::Shutdown { grace }) => {
             c.shutdown(grace).await?;
             eprintln!(
@@ -433,6 +434,10 @@ async fn serve(a: ServeArgs) -> Result<()> {
         }
     };
     let fingerprint = tls::fingerprint(&tls::load_certs(&cert)?[0]);
+    let expiry = crate::certs::expiry_note(&cert);
+    if let Some((note, true)) = &expiry {
+        tracing::warn!("the server certificate {} {note}", cert.display());
+    }
     let root_shown = std::fs::canonicalize(&a.root).unwrap_or_else(|_| a.root.clone());
     let banner = {
         let fp = fingerprint.clone();
@@ -449,6 +454,9 @@ async fn serve(a: ServeArgs) -> Result<()> {
                 format!("{host}:{}", addr.port())
             };
             let mut s = format!("root: {root}\ncertificate sha256: {fp}\n");
+            if let Some((note, _)) = &expiry {
+                s.push_str(&format!("certificate {note}\n"));
+            }
             match &generated {
                 Some((file, token)) => {
                     s.push_str(&format!("token: {token}  (kept in {})\n", file.display()));
@@ -463,6 +471,8 @@ async fn serve(a: ServeArgs) -> Result<()> {
     };
     let limits = server::Limits {
         max_connections: a.max_connections.max(1),
+        max_unauthenticated: a.max_unauthenticated.max(1),
+        max_unauthenticated_per_address: a.max_unauthenticated_per_address.max(1),
         handshake: a.handshake_timeout,
         auth: a.auth_timeout,
         idle: a.idle_timeout,

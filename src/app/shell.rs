@@ -19,20 +19,33 @@ use rustyline::validate::Validator;
 use rustyline::{CompletionType, Config, Context, Editor, Helper};
 
 use super::out;
+use super::output::Tally;
 use crate::client::Client;
+use crate::client::pipeline::{Dest, GetJob, PutJob};
 use crate::error::{Error, Kind, Result};
 use crate::names;
+use crate::progress::Progress;
 use crate::protocol::{Entry, EntryKind};
 
 /// The commands, their arguments and what they do (for `help`).
 const HELP: &[(&str, &str)] = &[
-    ("ls [DIR]", "list a remote directory, numbered"),
     (
-        "get NAME|NUMBER [LOCAL]",
-        "download (never replaces a local file)",
+        "ls [-l] [DIR]",
+        "list a remote directory, numbered (-l: with SHA-256)",
     ),
-    ("put PATH [NAME]", "upload into the remote directory"),
-    ("rm NAME|NUMBER", "remove a remote file"),
+    (
+        "get NAME|NUMBER|PATTERN [LOCAL]",
+        "download (never replaces a local file); *.gz fetches every match",
+    ),
+    ("get -r DIR [LOCAL_DIR]", "download a directory tree"),
+    ("mget NAME|PATTERN...", "download several files"),
+    (
+        "put PATH|PATTERN [NAME]",
+        "upload into the remote directory",
+    ),
+    ("put -r DIR [REMOTE_DIR]", "upload a directory tree"),
+    ("mput PATH|PATTERN...", "upload several files"),
+    ("rm NAME|NUMBER|PATTERN", "remove remote files"),
     ("mkdir DIR", "create a remote directory"),
     ("rmdir DIR|NUMBER", "remove an empty remote directory"),
     ("cd [DIR]", "change the remote directory (no DIR: the root)"),
@@ -47,18 +60,29 @@ const HELP: &[(&str, &str)] = &[
 
 /// Command names, for completion.
 const COMMANDS: &[&str] = &[
-    "bye", "cd", "df", "exit", "get", "help", "lcd", "lls", "lpwd", "ls", "mkdir", "put", "pwd",
-    "quit", "rm", "rmdir",
+    "bye", "cd", "df", "exit", "get", "help", "lcd", "lls", "lpwd", "ls", "mget", "mkdir", "mput",
+    "put", "pwd", "quit", "rm", "rmdir",
 ];
+
+/// Most subdirectories of the remote directory whose names are fetched for
+/// completion (`cd doc/<Tab>`), in one burst at the prompt.
+const COMPLETE_SUBDIRS: usize = 64;
 
 /// Run the shell on an open session until `exit` or end of input. A session
 /// the server ended while the shell sat at its prompt (idle timeout, a
 /// restart) is opened again with `opts` before the next command, which is
 /// then sent as usual: the server never saw it, so nothing runs twice.
-pub async fn run(c: &mut Client, opts: &crate::client::Options) -> Result<()> {
+pub async fn run(
+    c: &mut Client,
+    opts: &crate::client::Options,
+    start_dir: Option<&str>,
+) -> Result<()> {
     let interactive = std::io::stdin().is_terminal();
-    let mut input = Input::start(interactive)?;
     let mut sh = Shell::default();
+    if let Some(d) = start_dir {
+        sh.cd(c, Some(d)).await?;
+    }
+    let mut input = Input::start(interactive)?;
     if interactive {
         eprintln!(
             "signed in as {} ({}); type help for the commands, exit to leave",
@@ -69,8 +93,8 @@ pub async fn run(c: &mut Client, opts: &crate::client::Options) -> Result<()> {
     loop {
         if interactive && sh.complete.is_none() {
             // names for tab completion; a failed listing just means none
-            sh.complete = Some(match c.list(&sh.cwd).await {
-                Ok(entries) => completion_names(&entries),
+            sh.complete = Some(match completion_tree(c, &sh.cwd).await {
+                Ok(names) => names,
                 Err(e) if session_lost(&e) => return Err(e),
                 Err(_) => Vec::new(),
             });
@@ -131,6 +155,9 @@ struct Shell {
     cwd: String,
     /// Full names and kinds of the last `ls`, numbered from 1.
     listed: Vec<(String, EntryKind)>,
+    /// The numbers still mean what `ls` showed: no `cd`, upload, removal or
+    /// new directory since. A stale number is refused, never acted on.
+    fresh: bool,
     /// Completion candidates in `cwd` (interactive only); None: to fetch.
     complete: Option<Vec<String>>,
 }
@@ -144,34 +171,74 @@ impl Shell {
         let arg = |i: usize| args.get(i).map(String::as_str);
         match cmd {
             "ls" | "dir" => {
-                arity(args, 0, 1, "ls [DIR]")?;
-                self.ls(c, arg(0)).await?;
+                let (long, rest) = flag(args, "-l");
+                arity(&rest, 0, 1, "ls [-l] [DIR]")?;
+                self.ls(c, rest.first().map(String::as_str), long).await?;
             }
-            "get" => {
-                arity(args, 1, 2, "get NAME|NUMBER [LOCAL]")?;
-                self.get(c, &args[0], arg(1)).await?;
+            "get" | "mget" => {
+                let (recursive, rest) = flag(args, "-r");
+                if recursive {
+                    arity(&rest, 1, 2, "get -r DIR [LOCAL_DIR]")?;
+                    self.get_tree(c, &rest[0], rest.get(1).map(String::as_str))
+                        .await?;
+                } else if cmd == "mget" {
+                    arity(&rest, 1, usize::MAX, "mget NAME|PATTERN...")?;
+                    let mut names = Vec::new();
+                    for a in &rest {
+                        names.extend(self.remote_files(c, a).await?);
+                    }
+                    self.get_files(c, names, None).await?;
+                } else {
+                    arity(&rest, 1, 2, "get NAME|NUMBER|PATTERN [LOCAL]")?;
+                    let names = self.remote_files(c, &rest[0]).await?;
+                    self.get_files(c, names, rest.get(1).map(String::as_str))
+                        .await?;
+                }
             }
-            "put" => {
-                arity(args, 1, 2, "put PATH [NAME]")?;
-                self.put(c, &args[0], arg(1)).await?;
+            "put" | "mput" => {
+                let (recursive, rest) = flag(args, "-r");
+                if recursive {
+                    arity(&rest, 1, 2, "put -r DIR [REMOTE_DIR]")?;
+                    self.put_tree(c, &rest[0], rest.get(1).map(String::as_str))
+                        .await?;
+                } else if cmd == "mput" {
+                    arity(&rest, 1, usize::MAX, "mput PATH|PATTERN...")?;
+                    let mut paths = Vec::new();
+                    for a in &rest {
+                        paths.extend(local_files(a)?);
+                    }
+                    self.put_files(c, paths, None).await?;
+                } else {
+                    arity(&rest, 1, 2, "put PATH|PATTERN [NAME]")?;
+                    let paths = local_files(&rest[0])?;
+                    self.put_files(c, paths, rest.get(1).map(String::as_str))
+                        .await?;
+                }
             }
             "rm" => {
-                arity(args, 1, 1, "rm NAME|NUMBER")?;
-                let name = self.target(&args[0], EntryKind::File)?;
-                c.remove(&name).await?;
-                self.complete = None;
+                arity(args, 1, usize::MAX, "rm NAME|NUMBER|PATTERN...")?;
+                let mut names = Vec::new();
+                for a in args {
+                    names.extend(self.remote_files(c, a).await?);
+                }
+                for name in names {
+                    self.changed();
+                    c.remove(&name)
+                        .await
+                        .map_err(|e| on_server(e, &self.shown(&name)))?;
+                }
             }
             "mkdir" => {
                 arity(args, 1, 1, "mkdir DIR")?;
                 let name = needs_name(self.resolve(&args[0])?)?;
                 c.mkdir(&name).await?;
-                self.complete = None;
+                self.changed();
             }
             "rmdir" => {
                 arity(args, 1, 1, "rmdir DIR|NUMBER")?;
                 let name = self.target(&args[0], EntryKind::Dir)?;
+                self.changed();
                 c.rmdir(&name).await?;
-                self.complete = None;
             }
             "cd" => {
                 arity(args, 0, 1, "cd [DIR]")?;
@@ -208,10 +275,10 @@ impl Shell {
             }
             "help" | "?" => {
                 for (usage, what) in HELP {
-                    out(&format!("  {usage:<26} {what}"))?;
+                    out(&format!("  {usage:<32} {what}"))?;
                 }
                 out(
-                    "Names are relative to the remote directory; NUMBER is a line of the last ls (write ./7 for a file named 7). Quote names with spaces: \"my file.txt\".",
+                    "Names are relative to the remote directory; NUMBER is a line of the last ls in this directory, until something changes (write ./7 for a file named 7). PATTERN: * ? [a-z] in the last part of a name. Quote names with spaces: \"my file.txt\".",
                 )?;
             }
             "exit" | "quit" | "bye" => return Ok(Flow::Exit),
@@ -263,7 +330,8 @@ impl Shell {
             .parse::<usize>()
             .ok()
             .and_then(|n| n.checked_sub(1))
-            .and_then(|i| self.listed.get(i));
+            .and_then(|i| self.listed.get(i))
+            .filter(|_| self.fresh);
         match entry {
             Some((name, kind)) if *kind == want => Ok(name.clone()),
             Some((name, EntryKind::Dir)) => Err(Error::usage(format!(
@@ -274,8 +342,11 @@ impl Shell {
                 "{} is not a directory",
                 names::quote(name)
             ))),
-            None if self.listed.is_empty() => Err(Error::usage(format!(
+            _ if self.listed.is_empty() => Err(Error::usage(format!(
                 "no numbered listing yet: run ls first (or write ./{arg} for a name)"
+            ))),
+            _ if !self.fresh => Err(Error::usage(format!(
+                "{arg} is a number from an ls that is out of date (the directory or its contents changed since); run ls again, or write ./{arg} for a name"
             ))),
             None => Err(Error::usage(format!(
                 "the last listing has no entry {arg} (it has 1-{}); write ./{arg} for a name",
@@ -298,7 +369,14 @@ impl Shell {
         }
     }
 
-    async fn ls(&mut self, c: &mut Client, arg: Option<&str>) -> Result<()> {
+    /// The remote directory's contents changed (or may have): numbers from
+    /// the last listing no longer count, completion is fetched again.
+    fn changed(&mut self) {
+        self.fresh = false;
+        self.complete = None;
+    }
+
+    async fn ls(&mut self, c: &mut Client, arg: Option<&str>, long: bool) -> Result<()> {
         let dir = match arg {
             Some(a) => {
                 let numbered = !a.is_empty() && a.bytes().all(|b| b.is_ascii_digit());
@@ -310,7 +388,10 @@ impl Shell {
             }
             None => self.cwd.clone(),
         };
-        let entries = c.list(&dir).await?;
+        let entries = c
+            .list(&dir)
+            .await
+            .map_err(|e| on_server(e, &self.shown(&dir)))?;
         let mut listed = Vec::with_capacity(entries.len());
         let mut lines = Vec::with_capacity(entries.len());
         for e in &entries {
@@ -336,76 +417,251 @@ impl Shell {
             } else {
                 names::escape(&e.owner)
             };
+            let digest = if long {
+                let d = e
+                    .sha256
+                    .map(|d| hex::encode(d)[..super::files::SHORT_DIGEST].to_string())
+                    .unwrap_or_else(|| "-".into());
+                format!("{d:<width$}  ", width = super::files::SHORT_DIGEST)
+            } else {
+                String::new()
+            };
             out(&format!(
-                "{:>width$}  {kind}  {size:>10}  {}  {owner:<12}  {name}",
+                "{:>width$}  {kind}  {size:>10}  {}  {owner:<12}  {digest}{name}",
                 i + 1,
                 short_time(e.mtime_ns)
             ))?;
         }
-        if dir == self.cwd {
-            self.complete = Some(completion_names(&entries));
-        }
         self.listed = listed;
+        self.fresh = true;
         Ok(())
     }
 
-    async fn get(&mut self, c: &mut Client, arg: &str, local: Option<&str>) -> Result<()> {
-        let name = self.target(arg, EntryKind::File)?;
-        let (_, base) = names::split_parent(&name);
-        let dest = match local {
-            Some(p) if p.ends_with('/') || Path::new(p).is_dir() => Path::new(p).join(base),
-            Some(p) => PathBuf::from(p),
-            None => PathBuf::from(base),
-        };
-        // checked before asking: once the server starts sending, a local
-        // failure would leave the rest of the file on the wire
-        let parent = dest
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        if !parent.is_dir() {
+    /// The remote files a word names: a number of the last listing, a
+    /// pattern (`*.gz`, matched against its directory's files), or a name.
+    async fn remote_files(&self, c: &mut Client, arg: &str) -> Result<Vec<String>> {
+        if !arg.is_empty() && arg.bytes().all(|b| b.is_ascii_digit()) {
+            return Ok(vec![self.target(arg, EntryKind::File)?]);
+        }
+        if !is_pattern(arg) {
+            return Ok(vec![needs_name(self.resolve(arg)?)?]);
+        }
+        let full = self.resolve(arg)?;
+        let (dir, pattern) = names::split_parent(&full);
+        if is_pattern(dir) {
             return Err(Error::usage(format!(
-                "{} is not a local directory",
-                shown(parent)
+                "{}: patterns work in the last part of a name only",
+                names::quote(arg)
             )));
         }
-        let got = c.get(&name, &dest, false, None).await?;
-        out(&format!(
-            "{}  {}",
-            hex::encode(got.sha256),
-            shown(&got.path)
-        ))
+        let mut found: Vec<String> = c
+            .list(dir)
+            .await?
+            .into_iter()
+            .filter(|e| {
+                e.kind == EntryKind::File
+                    && !e.name.contains('/')
+                    && names::validate(&e.name).is_ok()
+                    && glob_match(pattern, &e.name)
+            })
+            .map(|e| join(dir, &e.name))
+            .collect();
+        if found.is_empty() {
+            return Err(Error::not_found(format!(
+                "no remote file matches {}",
+                names::quote(arg)
+            )));
+        }
+        found.sort();
+        Ok(found)
     }
 
-    async fn put(&mut self, c: &mut Client, path: &str, remote: Option<&str>) -> Result<()> {
-        let local = PathBuf::from(path);
-        let file_name = || -> Result<String> {
-            local
-                .file_name()
-                .and_then(|n| n.to_str())
-                .map(str::to_string)
-                .ok_or_else(|| {
-                    Error::usage(format!(
-                        "{} has no usable file name; give one: put PATH NAME",
-                        shown(&local)
-                    ))
-                })
+    /// Download `names` (full remote names): one file to LOCAL (a file or a
+    /// directory), several into LOCAL or the local directory; a bar on a
+    /// terminal; each failure reported, the rest go on.
+    async fn get_files(
+        &mut self,
+        c: &mut Client,
+        names_: Vec<String>,
+        local: Option<&str>,
+    ) -> Result<()> {
+        let single = names_.len() == 1;
+        if !single
+            && let Some(l) = local
+            && !Path::new(l).is_dir()
+        {
+            return Err(Error::usage(format!(
+                "several files go into a local directory, and {} is not one",
+                names::quote(l)
+            )));
+        }
+        let mut jobs = Vec::with_capacity(names_.len());
+        for name in names_ {
+            let (_, base) = names::split_parent(&name);
+            let dest = match local {
+                Some(p) if p.ends_with('/') || Path::new(p).is_dir() => Path::new(p).join(base),
+                Some(p) => PathBuf::from(p),
+                None => PathBuf::from(base),
+            };
+            // checked before asking: once the server starts sending, a local
+            // failure would leave the rest of the file on the wire
+            let parent = dest
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            if !parent.is_dir() {
+                return Err(Error::usage(format!(
+                    "{} is not a local directory",
+                    shown(parent)
+                )));
+            }
+            jobs.push(GetJob {
+                remote: name,
+                dest: Dest::Path(dest),
+                expect: None,
+            });
+        }
+        let progress = Progress::new(true, jobs.len());
+        let mut tally = Tally::default();
+        let r = c
+            .get_many(&jobs, false, &progress, |i, r| {
+                match r {
+                    Ok(got) => {
+                        tally.ok += 1;
+                        out(&format!(
+                            "{}  {}",
+                            hex::encode(got.sha256),
+                            shown(&got.path)
+                        ))?;
+                    }
+                    Err(e) => {
+                        let e = on_server(e, &self.shown(&jobs[i].remote));
+                        if !single {
+                            progress.println(&format!("error: {e}"));
+                        }
+                        tally.record(&e);
+                    }
+                }
+                Ok(())
+            })
+            .await;
+        progress.finish();
+        r?;
+        tally.finish("downloads")
+    }
+
+    /// Upload local `paths`: one file as NAME (or NAME/ for a directory),
+    /// several into REMOTE_DIR or the remote directory.
+    async fn put_files(
+        &mut self,
+        c: &mut Client,
+        paths: Vec<PathBuf>,
+        remote: Option<&str>,
+    ) -> Result<()> {
+        let single = paths.len() == 1;
+        let mut jobs = Vec::with_capacity(paths.len());
+        for local in paths {
+            if local.is_dir() {
+                return Err(Error::usage(format!(
+                    "{} is a directory; use put -r to upload a tree",
+                    shown(&local)
+                )));
+            }
+            let file_name = || -> Result<String> {
+                local
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .map(str::to_string)
+                    .ok_or_else(|| {
+                        Error::usage(format!(
+                            "{} has no usable file name; give one: put PATH NAME",
+                            shown(&local)
+                        ))
+                    })
+            };
+            let name = match remote {
+                // NAME/ (or any NAME for several files) is a directory
+                Some(r) if r.ends_with('/') || !single => join(&self.resolve(r)?, &file_name()?),
+                Some(r) => self.resolve(r)?,
+                None => join(&self.cwd, &file_name()?),
+            };
+            let name = needs_name(name)?;
+            names::validate(&name)?;
+            jobs.push(PutJob {
+                local,
+                remote: name,
+            });
+        }
+        self.changed();
+        let progress = Progress::new(true, jobs.len());
+        let mut tally = Tally::default();
+        let r = c
+            .put_many(&jobs, false, &progress, |i, r| {
+                match r {
+                    Ok(up) => {
+                        tally.ok += 1;
+                        out(&format!(
+                            "{}  {}",
+                            hex::encode(up.sha256),
+                            self.shown(&up.name)
+                        ))?;
+                    }
+                    Err(e) => {
+                        if !single {
+                            progress.println(&format!("error: {}: {e}", shown(&jobs[i].local)));
+                        }
+                        tally.record(&e);
+                    }
+                }
+                Ok(())
+            })
+            .await;
+        progress.finish();
+        r?;
+        tally.finish("uploads")
+    }
+
+    /// `get -r DIR [LOCAL_DIR]`: the tree as LOCAL_DIR/DIR/...
+    async fn get_tree(&mut self, c: &mut Client, arg: &str, local: Option<&str>) -> Result<()> {
+        let dir = if !arg.is_empty() && arg.bytes().all(|b| b.is_ascii_digit()) {
+            self.target(arg, EntryKind::Dir)?
+        } else {
+            self.resolve(arg)?
         };
-        let name = match remote {
-            // NAME/ puts the file into that directory
-            Some(r) if r.ends_with('/') => join(&self.resolve(r)?, &file_name()?),
+        let names_ = [dir];
+        let a = super::files::GetArgs {
+            names: &names_,
+            output: Some(Path::new(local.unwrap_or("."))),
+            recursive: true,
+            sha256: None,
+            check: None,
+            force: false,
+            stats: false,
+        };
+        super::files::check_get(&a)?;
+        super::files::get(c, &super::Output::default(), &a).await
+    }
+
+    /// `put -r DIR [REMOTE_DIR]`: the tree as REMOTE_DIR/DIR/... (REMOTE_DIR
+    /// is relative to the remote directory).
+    async fn put_tree(&mut self, c: &mut Client, dir: &str, remote: Option<&str>) -> Result<()> {
+        let to = match remote {
             Some(r) => self.resolve(r)?,
-            None => join(&self.cwd, &file_name()?),
+            None => self.cwd.clone(),
         };
-        let name = needs_name(name)?;
-        names::validate(&name)?;
-        let up = c.put(&local, &name, false).await?;
-        self.complete = None;
-        out(&format!(
-            "{}  {}",
-            hex::encode(up.sha256),
-            self.shown(&up.name)
-        ))
+        let paths = [PathBuf::from(dir)];
+        let o = super::Output::default();
+        let (jobs, empty) = super::files::plan_put(
+            &super::files::PutArgs {
+                paths: &paths,
+                recursive: true,
+                as_name: None,
+                to: (!to.is_empty()).then_some(to.as_str()),
+            },
+            &o,
+        )?;
+        self.changed();
+        super::files::put(c, &o, jobs, empty, false, false).await
     }
 
     async fn cd(&mut self, c: &mut Client, arg: Option<&str>) -> Result<()> {
@@ -416,14 +672,20 @@ impl Shell {
             }
             Some(a) => self.resolve(a)?,
         };
-        if !dir.is_empty() && c.stat(&dir).await?.kind != EntryKind::Dir {
+        if !dir.is_empty()
+            && c.stat(&dir)
+                .await
+                .map_err(|e| on_server(e, &self.shown(&dir)))?
+                .kind
+                != EntryKind::Dir
+        {
             return Err(Error::usage(format!(
                 "{} is not a directory",
                 names::quote(&dir)
             )));
         }
         self.cwd = dir;
-        self.complete = None;
+        self.changed();
         Ok(())
     }
 }
@@ -433,6 +695,145 @@ fn arity(args: &[String], min: usize, max: usize, usage: &str) -> Result<()> {
         return Err(Error::usage(format!("usage: {usage}")));
     }
     Ok(())
+}
+
+/// A server's refusal about a name, in the shell's own commands.
+fn on_server(e: Error, name: &str) -> Error {
+    let mut e = super::files::on_server(e, name);
+    e.message = e
+        .message
+        .replace(": sft ls", ": ls")
+        .replace("use -r: sft get -r", "use: get -r")
+        .replace(
+            "to remove it and everything in it, use -r: sft rm -r",
+            "rmdir removes it once empty; outside the shell, sft rm -r",
+        );
+    e
+}
+
+/// Whether `flag` is among the words; the other words.
+fn flag(args: &[String], flag: &str) -> (bool, Vec<String>) {
+    let rest: Vec<String> = args.iter().filter(|a| *a != flag).cloned().collect();
+    (rest.len() != args.len(), rest)
+}
+
+/// Whether a word holds pattern characters (`*`, `?`, `[`).
+fn is_pattern(s: &str) -> bool {
+    s.contains(['*', '?', '['])
+}
+
+/// Shell-style matching of one name component: `*` any run, `?` one
+/// character, `[abc]`, `[a-z]`, `[!x]` a set. A leading `.` is matched only
+/// by a pattern that starts with one, as in sh.
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    if name.starts_with('.') && !pattern.starts_with('.') {
+        return false;
+    }
+    let p: Vec<char> = pattern.chars().collect();
+    let n: Vec<char> = name.chars().collect();
+    // iterative matching with one backtrack point for the last '*'
+    let (mut pi, mut ni) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ni < n.len() {
+        let step = match p.get(pi) {
+            Some('*') => {
+                star = Some((pi, ni));
+                pi += 1;
+                continue;
+            }
+            Some('?') => Some(pi + 1),
+            Some('[') => match class(&p[pi..], n[ni]) {
+                Some((true, len)) => Some(pi + len),
+                Some((false, _)) => None,
+                // no closing ']': a literal '['
+                None => (n[ni] == '[').then_some(pi + 1),
+            },
+            Some(c) => (*c == n[ni]).then_some(pi + 1),
+            None => None,
+        };
+        match (step, star) {
+            (Some(next), _) => {
+                pi = next;
+                ni += 1;
+            }
+            (None, Some((sp, sn))) => {
+                pi = sp + 1;
+                ni = sn + 1;
+                star = Some((sp, sn + 1));
+            }
+            (None, None) => return false,
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
+}
+
+/// A `[...]` set at the start of `p`: whether `c` is in it, and the set's
+/// length; None when it has no closing `]`.
+fn class(p: &[char], c: char) -> Option<(bool, usize)> {
+    let mut i = 1;
+    let negate = matches!(p.get(i), Some('!' | '^'));
+    if negate {
+        i += 1;
+    }
+    let mut hit = false;
+    let mut first = true;
+    while let Some(&x) = p.get(i) {
+        if x == ']' && !first {
+            return Some((hit != negate, i + 1));
+        }
+        first = false;
+        if p.get(i + 1) == Some(&'-')
+            && let Some(&hi) = p.get(i + 2)
+            && hi != ']'
+        {
+            hit |= x <= c && c <= hi;
+            i += 3;
+        } else {
+            hit |= x == c;
+            i += 1;
+        }
+    }
+    None
+}
+
+/// The local files a word names: a pattern (matched against its directory's
+/// regular files, sorted) or a path.
+fn local_files(arg: &str) -> Result<Vec<PathBuf>> {
+    let path = Path::new(arg);
+    let pattern = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    if !is_pattern(pattern) {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let what = |e: std::io::Error| Error::io(format!("listing {}", shown(dir)), &e);
+    let mut found = Vec::new();
+    for ent in std::fs::read_dir(dir).map_err(what)? {
+        let ent = ent.map_err(what)?;
+        let is_file = ent.file_type().map(|t| t.is_file()).unwrap_or(false);
+        if let Some(name) = ent.file_name().to_str()
+            && is_file
+            && glob_match(pattern, name)
+        {
+            found.push(
+                if dir == Path::new(".") && path.parent() != Some(Path::new(".")) {
+                    PathBuf::from(name)
+                } else {
+                    dir.join(name)
+                },
+            );
+        }
+    }
+    if found.is_empty() {
+        return Err(Error::not_found(format!(
+            "no local file matches {}",
+            names::quote(arg)
+        )));
+    }
+    found.sort();
+    Ok(found)
 }
 
 fn needs_name(name: String) -> Result<String> {
@@ -464,6 +865,32 @@ fn short_time(ns: i64) -> String {
         (Some(day), Some(hm)) => format!("{day} {hm}"),
         _ => s,
     }
+}
+
+/// Names for completion in `cwd`, and one level into each of its
+/// subdirectories (`doc/a.txt`), fetched in one burst.
+async fn completion_tree(c: &mut Client, cwd: &str) -> Result<Vec<String>> {
+    let entries = c.list(cwd).await?;
+    let mut names = completion_names(&entries);
+    let subdirs: Vec<String> = names
+        .iter()
+        .filter(|n| n.ends_with('/'))
+        .take(COMPLETE_SUBDIRS)
+        .map(|n| n.trim_end_matches('/').to_string())
+        .collect();
+    let full: Vec<String> = subdirs.iter().map(|d| join(cwd, d)).collect();
+    if !full.is_empty() {
+        for (d, listing) in subdirs.iter().zip(c.list_many(&full).await?) {
+            if let Ok(entries) = listing {
+                names.extend(
+                    completion_names(&entries)
+                        .into_iter()
+                        .map(|n| format!("{d}/{n}")),
+                );
+            }
+        }
+    }
+    Ok(names)
 }
 
 /// Names offered by tab completion: directories end in '/'; names that
@@ -757,18 +1184,26 @@ impl Completer for Names {
         let remote = match (done.first().copied(), done.len()) {
             (None, _) => return Ok((start, offer(&mut COMMANDS.iter().copied(), true))),
             (Some("get" | "rm" | "cd" | "ls" | "dir" | "rmdir"), 1) => true,
+            (Some("mget" | "rm"), _) => true,
             (Some("put"), 1) | (Some("get"), 2) | (Some("lcd" | "lls"), 1) => false,
+            (Some("mput"), _) => false,
             _ => return Ok((pos, Vec::new())),
         };
         if !remote {
             return self.files.complete(line, pos, ctx);
         }
-        if word.contains('/') {
-            return Ok((pos, Vec::new()));
-        }
+        // names at the depth of the word: `doc/` offers what is in doc
+        let depth = word.matches('/').count();
         Ok((
             start,
-            offer(&mut self.names.iter().map(String::as_str), true),
+            offer(
+                &mut self
+                    .names
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|n| n.trim_end_matches('/').matches('/').count() == depth),
+                true,
+            ),
         ))
     }
 }
@@ -842,6 +1277,7 @@ mod tests {
             ("d".into(), EntryKind::Dir),
             ("d/f".into(), EntryKind::File),
         ];
+        sh.fresh = true;
         assert_eq!(sh.target("2", EntryKind::File).unwrap(), "d/f");
         assert_eq!(sh.target("1", EntryKind::Dir).unwrap(), "d");
         assert!(sh.target("1", EntryKind::File).is_err());
@@ -854,5 +1290,43 @@ mod tests {
         );
         assert_eq!(sh.target("./2", EntryKind::File).unwrap(), "2");
         assert!(sh.target("/", EntryKind::File).is_err());
+        // after a change (rm, put, cd, ...) a number is refused, not guessed
+        sh.changed();
+        let e = sh.target("2", EntryKind::File).unwrap_err();
+        assert!(e.message.contains("out of date"), "{e}");
+        assert_eq!(sh.target("./2", EntryKind::File).unwrap(), "2");
+    }
+
+    #[test]
+    fn patterns_match_like_sh() {
+        for (p, n) in [
+            ("*.gz", "a.tar.gz"),
+            ("*", "x"),
+            ("a?c", "abc"),
+            ("[abc]*", "b1"),
+            ("[a-c]x", "bx"),
+            ("[!a]x", "bx"),
+            ("*a*b*", "xxaxxbxx"),
+            (".*", ".hidden"),
+            ("[", "["),
+            ("r[]]", "r]"),
+        ] {
+            assert!(glob_match(p, n), "{p} should match {n}");
+        }
+        for (p, n) in [
+            ("*.gz", "a.tgz"),
+            ("a?c", "ac"),
+            ("[!a]x", "ax"),
+            ("*", ".hidden"),
+            ("[a-c]x", "dx"),
+            ("*a", "ab"),
+        ] {
+            assert!(!glob_match(p, n), "{p} should not match {n}");
+        }
+        assert!(is_pattern("*.txt") && is_pattern("a[1]") && !is_pattern("a.txt"));
+        assert_eq!(
+            flag(&["-r".into(), "d".into()], "-r"),
+            (true, vec!["d".to_string()])
+        );
     }
 }

@@ -70,7 +70,7 @@ impl Pacer {
     }
 }
 
-type Stream = TlsStream<crate::server::session::Socket>;
+type Stream = TlsStream<crate::net::Socket>;
 
 pub struct Client {
     r: FrameReader<ReadHalf<Stream>>,
@@ -193,14 +193,16 @@ fn tls_error(
             Error::new(
                 Kind::Tls,
                 format!(
-                    "the certificate of {server} is not trusted by --ca {ca}: {c:?}; check the CA file and that the certificate covers the name you connect to"
+                    "the certificate of {server} is not trusted by --ca {ca}: {}; check the CA file and that the certificate covers the name you connect to",
+                    crate::tls::describe_certificate(c)
                 ),
             )
         }
         (other, _) => Error::new(
             Kind::Tls,
             format!(
-                "TLS handshake with {server} failed: {other}; is it an sft server speaking TLS 1.3?"
+                "TLS handshake with {server} failed: {}; is it an sft server speaking TLS 1.3?",
+                crate::tls::describe_rustls(other)
             ),
         ),
     }
@@ -252,7 +254,7 @@ async fn open_tls(
     let (cfg, pin) = tls::client_config(trust)?;
     let name = rustls::pki_types::ServerName::try_from(host.clone())
         .map_err(|_| Error::usage(format!("invalid server name {:?}", names::escape(&host))))?;
-    let sock = tokio::io::BufReader::with_capacity(crate::server::session::SOCKET_BUFFER, tcp);
+    let sock = crate::net::Socket::buffered(tcp);
     match tokio::time::timeout(t, TlsConnector::from(cfg).connect(name, sock)).await {
         Ok(Ok(s)) => Ok((s, pin)),
         Ok(Err(e)) => Err(tls_error(e, &shown, trust, pin.as_ref())),
@@ -285,7 +287,7 @@ impl Client {
         let local_link = tls
             .get_ref()
             .0
-            .get_ref()
+            .tcp()
             .peer_addr()
             .is_ok_and(|a| a.ip().is_loopback());
 
@@ -296,9 +298,12 @@ impl Client {
             decide(&seen)?;
         }
         let (rd, wr) = tokio::io::split(tls);
+        let mut w = FrameWriter::new(wr);
+        // a server that stops reading cannot hang the client either
+        w.set_deadline(t.max(std::time::Duration::from_secs(30)));
         let mut c = Client {
             r: FrameReader::new(rd),
-            w: FrameWriter::new(wr),
+            w,
             timeout: t,
             user: String::new(),
             role: Role::Read,

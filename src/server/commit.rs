@@ -295,7 +295,13 @@ pub fn reserve(
         files: u64::from(old.is_none()),
         disk_bytes: first,
     };
-    s.ledger.reserve(&request, s.store.free_space())
+    if stream {
+        // a first step, or what is left if that is less: the stream is
+        // refused only when its data does not fit (Reservation::grow)
+        s.ledger.reserve_up_to(&request, s.store.free_space())
+    } else {
+        s.ledger.reserve(&request, s.store.free_space())
+    }
 }
 
 /// Decode, hash and write a small upload's blocks into a new upload file,

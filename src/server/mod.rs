@@ -6,6 +6,9 @@ pub mod ahead;
 pub mod auth;
 pub mod commit;
 pub mod fetch;
+pub mod gate;
+pub mod handshake;
+pub mod policy;
 pub mod quota;
 pub mod session;
 pub mod state;
@@ -31,7 +34,12 @@ use crate::tls::{self, CertSlot};
 /// Deadlines and limits; every one is configurable from the command line.
 #[derive(Debug, Clone)]
 pub struct Limits {
+    /// Authenticated sessions at once; more are told "server busy".
     pub max_connections: usize,
+    /// Connections that have not authenticated yet, in all and from one
+    /// address; beyond these the oldest waiting one is dropped (see `gate`).
+    pub max_unauthenticated: usize,
+    pub max_unauthenticated_per_address: usize,
     pub handshake: Duration,
     pub auth: Duration,
     pub idle: Duration,
@@ -43,8 +51,10 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_connections: 256,
-            handshake: Duration::from_secs(10),
-            auth: Duration::from_secs(10),
+            max_unauthenticated: 512,
+            max_unauthenticated_per_address: 64,
+            handshake: Duration::from_secs(5),
+            auth: Duration::from_secs(5),
             idle: Duration::from_secs(300),
             data: Duration::from_secs(60),
             grace: Duration::from_secs(30),
@@ -122,6 +132,13 @@ pub struct Shared {
     /// Becomes true when the grace period is over: transfers still running
     /// are aborted (their uploads discarded) with a message to the client.
     pub abort: watch::Receiver<bool>,
+    /// Session slots (`--max-connections`), taken once a client authenticated.
+    pub sessions: Arc<Semaphore>,
+    /// Log lines about strangers (failed handshakes, timeouts) are
+    /// rate-limited: a flood must not flood the log too.
+    pub quiet_handshakes: gate::Throttle,
+    /// Likewise "server busy" refusals.
+    pub busy_log: gate::Throttle,
 }
 
 fn load_cert(cfg: &Config) -> Result<Arc<rustls::sign::CertifiedKey>> {
@@ -130,6 +147,18 @@ fn load_cert(cfg: &Config) -> Result<Arc<rustls::sign::CertifiedKey>> {
 
 /// Run the server until SIGTERM or SIGINT, then drain within the grace period.
 pub async fn run(cfg: Config) -> Result<()> {
+    let fds = crate::net::raise_fd_limit();
+    let need = (cfg.limits.max_connections + cfg.limits.max_unauthenticated) as u64 * 2 + 64;
+    match fds {
+        Some(n) if n < need => warn!(
+            limit = n,
+            "open-file limit {n} is low for --max-connections {} and --max-unauthenticated {} (about {need} wanted); raise it (LimitNOFILE=, ulimit -n) or lower them",
+            cfg.limits.max_connections,
+            cfg.limits.max_unauthenticated
+        ),
+        Some(n) => info!(limit = n, "open-file limit {n}"),
+        None => info!("open-file limit: unlimited"),
+    }
     let store = store::Store::open(&cfg.root, cfg.fsync)?;
     match store.sweep() {
         Ok(0) => {}
@@ -183,6 +212,9 @@ pub async fn run(cfg: Config) -> Result<()> {
         control: control_tx,
         stop: stop_rx,
         abort: abort_rx,
+        sessions: Arc::new(Semaphore::new(limits.max_connections)),
+        quiet_handshakes: gate::Throttle::new(Duration::from_secs(1)),
+        busy_log: gate::Throttle::new(Duration::from_secs(1)),
     });
     let reload = |shared: &Shared| -> Result<()> {
         let ck = load_cert(&cfg).map_err(|e| e.context("reloading the certificate"))?;
@@ -194,9 +226,13 @@ pub async fn run(cfg: Config) -> Result<()> {
         Ok(())
     };
     let mut grace = limits.grace;
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
-    // a few extra slots just to tell clients over TLS that the server is busy
-    let busy_permits = Arc::new(Semaphore::new(16));
+    let gate = gate::Gate::new(
+        limits.max_unauthenticated,
+        limits.max_unauthenticated_per_address,
+    );
+    let drop_log = gate::Throttle::new(Duration::from_secs(1));
+    let accept_log = gate::Throttle::new(Duration::from_secs(5));
+    let mut backoff = Duration::ZERO;
     let mut tasks = JoinSet::new();
     let sig = |k| signal(k).map_err(|e| Error::io("installing signal handlers", &e));
     let (mut sigterm, mut sigint, mut sighup) = (
@@ -208,26 +244,29 @@ pub async fn run(cfg: Config) -> Result<()> {
         tokio::select! {
             r = listener.accept() => match r {
                 Ok((tcp, peer)) => {
+                    backoff = Duration::ZERO;
                     let _ = tcp.set_nodelay(true);
-                    let (acceptor, shared) = (acceptor.clone(), shared.clone());
-                    if let Ok(permit) = permits.clone().try_acquire_owned() {
-                        tasks.spawn(async move {
-                            session::serve(tcp, peer, acceptor, shared, false).await;
-                            drop(permit);
-                        });
-                    } else if let Ok(permit) = busy_permits.clone().try_acquire_owned() {
-                        tasks.spawn(async move {
-                            session::serve(tcp, peer, acceptor, shared, true).await;
-                            drop(permit);
-                        });
-                    } else {
-                        drop(tcp);
+                    let (pass, dropped) = gate.admit(peer.ip());
+                    if let Some(d) = dropped
+                        && let Some(held) = drop_log.ready()
+                    {
+                        warn!(event = "dropped", peer = %d.ip, waiting_from_peer = d.from_ip, waiting = gate.len(), held_back = held,
+                            "dropped the oldest unauthenticated connection to make room (--max-unauthenticated {}, {} per address)",
+                            limits.max_unauthenticated, limits.max_unauthenticated_per_address);
                     }
+                    let (acceptor, shared) = (acceptor.clone(), shared.clone());
+                    tasks.spawn(session::serve(tcp, peer, acceptor, shared, pass));
                 }
                 Err(e) => {
-                    // e.g. out of file descriptors: back off instead of spinning
-                    warn!("accept failed: {}", crate::error::describe_io(&e));
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    // out of descriptors: free one held by a stranger, and
+                    // back off (10 ms doubling to 1 s) instead of spinning
+                    let freed = gate.evict_oldest();
+                    backoff = (backoff * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
+                    if let Some(held) = accept_log.ready() {
+                        warn!(held_back = held, freed_a_stranger = freed.is_some(), "accept failed: {}; retrying in {}",
+                            crate::error::describe_io(&e), crate::net::show_duration(backoff));
+                    }
+                    tokio::time::sleep(backoff).await;
                 }
             },
             _ = sigterm.recv() => { info!(event = "shutdown", by = "SIGTERM", "SIGTERM received"); break; }

@@ -133,6 +133,62 @@ impl Ledger {
         })
     }
 
+    /// Reserve for an upload of unknown size (a stream): up to `req.bytes`
+    /// (its first step), but no more than what is left, so that a stream can
+    /// use the last bytes of a quota or of the disk. Refused only when not
+    /// even a new file fits (a file limit); a stream then grows its
+    /// reservation as data arrives and is stopped when the data itself does
+    /// not fit.
+    pub fn reserve_up_to(
+        self: &Arc<Self>,
+        req: &Request,
+        disk_free: Option<u64>,
+    ) -> Result<Reservation> {
+        let mut st = self.lock();
+        let (bytes_left, disk_left) = self.room(&st, &req.user, req.user_quota, disk_free);
+        // quota and disk are held alike, so that growing checks both
+        let first = req.bytes.min(bytes_left).min(disk_left);
+        let req = Request {
+            bytes: first,
+            disk_bytes: first,
+            ..req.clone()
+        };
+        self.check_and_add(&mut st, &req, disk_free)?;
+        Ok(Reservation {
+            ledger: self.clone(),
+            user: req.user.clone(),
+            user_quota: req.user_quota,
+            user_max_files: req.user_max_files,
+            bytes: req.bytes,
+            files: req.files,
+            disk_bytes: req.disk_bytes,
+        })
+    }
+
+    /// What `user` may still reserve: (bytes under the quotas, bytes on the
+    /// disk above the space that must stay free).
+    fn room(
+        &self,
+        st: &State,
+        user: &str,
+        user_quota: Option<u64>,
+        disk_free: Option<u64>,
+    ) -> (u64, u64) {
+        let mut bytes = u64::MAX;
+        if let Some(q) = self.limits.quota {
+            bytes = bytes.min(left(q, st.total.used_bytes()));
+        }
+        if let Some(q) = user_quota {
+            let mine = st.users.get(user).copied().unwrap_or_default();
+            bytes = bytes.min(left(q, mine.used_bytes()));
+        }
+        let disk = disk_free.map_or(u64::MAX, |free| {
+            free.saturating_sub(st.disk_reserved)
+                .saturating_sub(self.limits.min_free)
+        });
+        (bytes, disk)
+    }
+
     /// Check a request against every limit and hold it, under the lock.
     fn check_and_add(&self, st: &mut State, req: &Request, disk_free: Option<u64>) -> Result<()> {
         let space = |m: String| Error::new(Kind::Space, m);
@@ -436,6 +492,54 @@ mod tests {
         r.commit(70, None);
         assert_eq!(l.usage("").bytes, 70);
         assert_eq!(l.usage("").reserved_bytes, 0);
+    }
+
+    #[test]
+    fn a_stream_starts_with_what_is_left_and_grows_until_its_data_does_not_fit() {
+        let l = Arc::new(Ledger::new(
+            Limits {
+                quota: Some(1000),
+                min_free: 100,
+                ..Default::default()
+            },
+            [("".to_string(), 400, 1)],
+        ));
+        // a first step of 64 MiB is cut to the 600 bytes the quota leaves
+        let mut r = l.reserve_up_to(&req("s", 64 << 20), Some(10_000)).unwrap();
+        assert_eq!(r.held(), 600);
+        assert_eq!(l.usage("").reserved_bytes, 600);
+        assert!(r.grow(1, Some(10_000)).is_err(), "nothing more fits");
+        r.commit(3, None);
+        assert_eq!(l.usage("").bytes, 403);
+        assert_eq!(l.usage("").reserved_bytes, 0);
+        // the disk leaves less than the quota: 250 free, 100 must stay
+        let r = l.reserve_up_to(&req("s", 64 << 20), Some(250)).unwrap();
+        assert_eq!(r.held(), 150, "what the disk can spare");
+        drop(r);
+        // a user's own quota cuts it too
+        let mut u = req("u", 64 << 20);
+        u.user_quota = Some(10);
+        assert_eq!(l.reserve_up_to(&u, None).unwrap().held(), 10);
+        // nothing left: a stream may still start (and store nothing), but a
+        // file limit is a limit
+        let full = Arc::new(Ledger::new(
+            Limits {
+                quota: Some(400),
+                max_files: Some(1),
+                ..Default::default()
+            },
+            [("".to_string(), 400, 1)],
+        ));
+        let e = full.reserve_up_to(&req("s", 64 << 20), None).unwrap_err();
+        assert!(e.message.contains("file limit"), "{e}");
+        assert_eq!(
+            full.usage(""),
+            Usage {
+                bytes: 400,
+                files: 1,
+                ..Default::default()
+            }
+        );
     }
 
     #[test]

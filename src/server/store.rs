@@ -8,10 +8,16 @@
 //! removed however the upload ends, and leftovers of a crash are swept at the
 //! next start. A complete, verified upload becomes visible with a rename that
 //! never replaces an existing name (RENAME_NOREPLACE), which is what makes
-//! "name (1).ext" race-free. (O_TMPFILE would need no sweeping, but on ext4
-//! creating one costs ~0.6 ms, which dominated uploads of many small files.) Each file's SHA-256 is kept in the
-//! `user.sft.sha256` extended attribute together with the size and mtime it
-//! was computed for, so a file changed by hand is noticed and hashed again.
+//! "name (1).ext" race-free; an overwrite exchanges (RENAME_EXCHANGE) the
+//! upload with the old file, which stays under the reserved name until the
+//! directory is synced. Under `--fsync always` the data is synced before the
+//! rename and the directory after it; if that last sync fails the rename is
+//! undone and the upload reported failed (see `Store::unpublish_all`).
+//! (O_TMPFILE would need no sweeping, but on ext4 creating one costs ~0.6 ms,
+//! which dominated uploads of many small files.) Each file's SHA-256 is kept
+//! in the `user.sft.sha256` extended attribute together with the size and
+//! mtime it was computed for, so a file changed by hand is noticed and hashed
+//! again.
 
 use std::fs::File;
 use std::io::Read;
@@ -33,6 +39,8 @@ const XATTR: &str = "user.sft.sha256";
 /// Who uploaded a file (the user name, UTF-8).
 const OWNER_XATTR: &str = "user.sft.owner";
 const MAX_NUMBERED: u32 = 10_000;
+/// The kernel's limit on a path given to one call, its NUL included.
+const PATH_MAX: usize = 4096;
 
 /// Whether an acknowledged upload must already be on stable storage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,7 +79,12 @@ pub struct Upload {
     parent: String,
     component: String,
     /// The reserved name the data is written under; empty once committed.
+    /// After an overwrite it holds the replaced file until the new name is
+    /// durable (so the replacement can be undone), then is removed.
     tmp: String,
+    /// The final component the upload was renamed to, until its directory
+    /// is synced (what `unpublish` renames back).
+    published: Option<String>,
 }
 
 impl Drop for Upload {
@@ -112,17 +125,28 @@ fn fs_err(what: &str, name: &str, e: Errno) -> Error {
             Kind::Space,
             format!("{what} {shown}: the server's storage is full"),
         ),
-        Errno::ACCESS | Errno::PERM | Errno::ROFS => Error::other(format!(
+        Errno::ROFS => fault(format!(
+            "{what} {shown}: the server's storage is a read-only filesystem"
+        )),
+        Errno::ACCESS | Errno::PERM => fault(format!(
             "{what} {shown}: the server has no permission to do this"
         )),
         Errno::NAMETOOLONG => Error::usage(format!(
             "{what} {shown}: name too long for the server's filesystem"
         )),
-        other => Error::other(format!(
+        other => fault(format!(
             "{what} {shown}: {}",
             crate::error::describe_io(&other.into())
         )),
     }
+}
+
+/// A failure of the server's storage itself (I/O error, read-only or
+/// misconfigured root), not of the request: logged at WARN here, where the
+/// cause is known, for the operator; the client gets the same one line.
+fn fault(message: String) -> Error {
+    tracing::warn!(event = "storage", "{message}");
+    Error::other(message)
 }
 
 impl Store {
@@ -162,14 +186,23 @@ impl Store {
     /// Open a directory beneath the root ("" is the root itself).
     fn open_dir(&self, rel: &str) -> Result<OwnedFd> {
         let path = if rel.is_empty() { "." } else { rel };
-        rustix::fs::openat2(
-            &self.root,
-            path,
+        self.open_beneath(path, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC)
+            .map_err(|e| fs_err("opening directory", rel, e))
+    }
+
+    /// openat2 beneath the root, for any valid name: one that does not fit
+    /// in PATH_MAX with its NUL (4,096 bytes) is opened relative to its
+    /// parent directory, so every name the rules allow can be reached.
+    fn open_beneath(&self, name: &str, flags: OFlags) -> std::result::Result<OwnedFd, Errno> {
+        if name.len() < PATH_MAX {
+            return rustix::fs::openat2(&self.root, name, flags, Mode::empty(), resolve());
+        }
+        let (parent, component) = names::split_parent(name);
+        let dir = self.open_beneath(
+            if parent.is_empty() { "." } else { parent },
             OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
-            Mode::empty(),
-            resolve(),
-        )
-        .map_err(|e| fs_err("opening directory", rel, e))
+        )?;
+        rustix::fs::openat2(&dir, component, flags, Mode::empty(), resolve())
     }
 
     /// Open a directory, creating any missing components on the way. Only
@@ -221,10 +254,12 @@ impl Store {
             let Ok(name) = ent.file_name().to_str() else {
                 continue;
             };
+            // (the whole name too: one placed by hand beyond 4096 bytes
+            // could be neither fetched nor removed)
             if name == "."
                 || name == ".."
                 || name.starts_with(RESERVED_PREFIX)
-                || names::validate(name).is_err()
+                || names::validate(&join(rel, name)).is_err()
             {
                 continue;
             }
@@ -239,14 +274,9 @@ impl Store {
     /// Open a regular file for reading.
     pub fn open_read(&self, name: &str) -> Result<(File, FileInfo)> {
         check_client_name(name)?;
-        let fd = rustix::fs::openat2(
-            &self.root,
-            name,
-            OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-            Mode::empty(),
-            resolve(),
-        )
-        .map_err(|e| fs_err("opening", name, e))?;
+        let fd = self
+            .open_beneath(name, OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW)
+            .map_err(|e| fs_err("opening", name, e))?;
         let file = File::from(fd);
         let st = rustix::fs::fstat(&file).map_err(|e| fs_err("opening", name, e))?;
         if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
@@ -277,6 +307,7 @@ impl Store {
             parent: parent.to_string(),
             component: component.to_string(),
             tmp,
+            published: None,
         })
     }
 
@@ -354,10 +385,67 @@ impl Store {
             }
         }
         // then the new names
-        self.sync_batch(&mut ups, &mut results, "syncing directory of", |up| {
-            rustix::fs::fsync(&up.dir)
-        });
+        let synced = self.sync_names(&ups);
+        if let Err(e) = synced {
+            self.unpublish_all(&mut ups, &mut results, e);
+        }
+        // dropping the uploads removes what overwrites replaced
+        drop(ups);
         results
+    }
+
+    /// Under `Fsync::Always`, make the new names of the uploads in `ups`
+    /// durable: one directory fsync for a single upload, one `syncfs` for a
+    /// batch.
+    fn sync_names(&self, ups: &[Option<Staged>]) -> std::result::Result<(), Errno> {
+        if self.fsync != Fsync::Always {
+            return Ok(());
+        }
+        let mut live = ups.iter().flatten();
+        match (live.next(), live.next()) {
+            (None, _) => Ok(()),
+            (Some(st), None) => rustix::fs::fsync(&st.up.dir),
+            _ => rustix::fs::syncfs(&self.root),
+        }
+    }
+
+    /// The directory sync after the renames failed (`e`, e.g. EIO): whether
+    /// the new names survive a power cut is unknown, so an acknowledgement
+    /// would be a lie. Each upload is taken back — renamed back to a reserved
+    /// name (an overwrite exchanged back, restoring the old file) and
+    /// removed — and reported failed: what the client is told, what is
+    /// visible and what the ledger counts agree. Only if taking it back
+    /// fails too is the upload left visible, and then it is reported stored
+    /// (and counted), with a warning in the log. Should the machine crash
+    /// before the directory reaches the disk, the name may come back after a
+    /// restart, but only with its complete, synced data, and the usage
+    /// rebuilt at start counts it.
+    fn unpublish_all(
+        &self,
+        ups: &mut [Option<Staged>],
+        results: &mut [Result<Published>],
+        e: Errno,
+    ) {
+        for (i, slot) in ups.iter_mut().enumerate() {
+            let Some(st) = slot.as_mut() else { continue };
+            let shown = join(&st.up.parent, &st.up.component);
+            match unpublish(&mut st.up) {
+                Ok(()) => {
+                    let mut err = fs_err("making the new name durable for", &shown, e);
+                    err.message.push_str("; nothing was stored");
+                    results[i] = Err(err);
+                }
+                Err(undo) => tracing::warn!(
+                    name = %names::escape(&shown),
+                    "the directory sync after storing {} failed ({}) and the upload could not be taken back ({}); it stays visible and counted but may not survive a power cut",
+                    names::quote(&shown),
+                    crate::error::describe_io(&e.into()),
+                    crate::error::describe_io(&undo.into())
+                ),
+            }
+        }
+        // best effort: the names taken back are on disk soon anyway
+        let _ = self.sync_names(ups);
     }
 
     /// Under `Fsync::Always`, make what the uploads still in `ups` have done
@@ -455,47 +543,127 @@ impl Store {
     }
 
     /// Bytes and files under the root, per owner ("" for files without one).
-    /// Reserved temporary names are not counted.
+    /// Reserved temporary names are not counted. Any directory or file that
+    /// cannot be read (no descriptors left, I/O error, no permission) fails
+    /// the whole count: a ledger known to be wrong is worse than none.
     pub fn usage(&self) -> Result<std::collections::BTreeMap<String, (u64, u64)>> {
         let mut out = std::collections::BTreeMap::new();
-        let mut stack = vec![self.open_dir("")?];
-        while let Some(dirfd) = stack.pop() {
-            let Ok(dir) = rustix::fs::Dir::read_from(&dirfd) else {
-                continue;
+        self.walk("cannot count storage usage", |dirfd, name, ft| {
+            if ft != rustix::fs::FileType::RegularFile
+                || name.to_bytes().starts_with(RESERVED_PREFIX.as_bytes())
+            {
+                return Ok(());
+            }
+            let fd = match rustix::fs::openat2(
+                dirfd,
+                name,
+                OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NONBLOCK,
+                Mode::empty(),
+                resolve(),
+            ) {
+                Ok(fd) => fd,
+                // removed, or swapped for a link, while counting
+                Err(Errno::NOENT) | Err(Errno::LOOP) => return Ok(()),
+                Err(e) => return Err(e),
             };
-            for ent in dir.flatten() {
+            let st = rustix::fs::fstat(&fd)?;
+            if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile
+            {
+                return Ok(());
+            }
+            let file = File::from(fd);
+            let owner = read_owner(&file).unwrap_or_default();
+            let e = out.entry(owner).or_insert((0u64, 0u64));
+            e.0 += st.st_size as u64;
+            e.1 += 1;
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Visit every entry beneath the root but `.` and `..` — (its
+    /// directory, its name, its type) — depth-first, descending into
+    /// directories (never through links). One directory is open at a time:
+    /// the directories still to visit are kept as paths and opened again
+    /// beneath the root, so however wide or deep the tree, the walk needs
+    /// two or three descriptors. Any failure but a directory vanishing
+    /// stops the walk with an error naming `what` and the directory.
+    fn walk(
+        &self,
+        what: &str,
+        mut visit: impl FnMut(
+            &OwnedFd,
+            &std::ffi::CStr,
+            rustix::fs::FileType,
+        ) -> std::result::Result<(), Errno>,
+    ) -> Result<()> {
+        use std::os::unix::ffi::OsStrExt;
+        let fail = |dir: &std::path::Path, e: Errno| {
+            let shown = if dir.as_os_str().is_empty() {
+                "the root".to_string()
+            } else {
+                names::quote(&dir.to_string_lossy())
+            };
+            let hint = match e {
+                Errno::MFILE | Errno::NFILE => {
+                    "; raise the open-files limit (ulimit -n, LimitNOFILE=)"
+                }
+                _ => "",
+            };
+            Error::other(format!(
+                "{what}: reading directory {shown}: {}{hint}",
+                crate::error::describe_io(&e.into())
+            ))
+        };
+        let mut stack = vec![std::path::PathBuf::new()];
+        while let Some(rel) = stack.pop() {
+            let dirfd = match self.open_rel_dir(&rel) {
+                Ok(fd) => fd,
+                Err(Errno::NOENT) if !rel.as_os_str().is_empty() => continue,
+                Err(e) => return Err(fail(&rel, e)),
+            };
+            let dir = rustix::fs::Dir::read_from(&dirfd).map_err(|e| fail(&rel, e))?;
+            for ent in dir {
+                let ent = ent.map_err(|e| fail(&rel, e))?;
                 let name = ent.file_name();
-                let bytes = name.to_bytes();
-                if bytes == b"." || bytes == b".." || bytes.starts_with(RESERVED_PREFIX.as_bytes())
-                {
+                if name.to_bytes() == b"." || name.to_bytes() == b".." {
                     continue;
                 }
-                let Ok(fd) = rustix::fs::openat2(
-                    &dirfd,
-                    name,
-                    OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NONBLOCK,
-                    Mode::empty(),
-                    resolve(),
-                ) else {
-                    continue;
-                };
-                let Ok(st) = rustix::fs::fstat(&fd) else {
-                    continue;
-                };
-                match rustix::fs::FileType::from_raw_mode(st.st_mode) {
-                    rustix::fs::FileType::Directory => stack.push(fd),
-                    rustix::fs::FileType::RegularFile => {
-                        let file = File::from(fd);
-                        let owner = read_owner(&file).unwrap_or_default();
-                        let e = out.entry(owner).or_insert((0u64, 0u64));
-                        e.0 += st.st_size as u64;
-                        e.1 += 1;
-                    }
-                    _ => {}
+                let mut ft = ent.file_type();
+                if ft == rustix::fs::FileType::Unknown {
+                    ft = match rustix::fs::statat(&dirfd, name, AtFlags::SYMLINK_NOFOLLOW) {
+                        Ok(st) => rustix::fs::FileType::from_raw_mode(st.st_mode),
+                        Err(Errno::NOENT) => continue,
+                        Err(e) => return Err(fail(&rel, e)),
+                    };
                 }
+                if ft == rustix::fs::FileType::Directory {
+                    stack.push(rel.join(std::ffi::OsStr::from_bytes(name.to_bytes())));
+                }
+                visit(&dirfd, name, ft).map_err(|e| fail(&rel, e))?;
             }
         }
-        Ok(out)
+        Ok(())
+    }
+
+    /// Open a directory beneath the root by a path of any length: one
+    /// openat2 when it fits in PATH_MAX, else component by component (two
+    /// descriptors at a time).
+    fn open_rel_dir(&self, rel: &std::path::Path) -> std::result::Result<OwnedFd, Errno> {
+        let flags = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC;
+        if rel.as_os_str().len() < 4000 {
+            let path = if rel.as_os_str().is_empty() {
+                std::path::Path::new(".")
+            } else {
+                rel
+            };
+            return rustix::fs::openat2(&self.root, path, flags, Mode::empty(), resolve());
+        }
+        let mut fd = rustix::fs::openat2(&self.root, ".", flags, Mode::empty(), resolve())?;
+        for comp in rel.components() {
+            fd = rustix::fs::openat2(&fd, comp.as_os_str(), flags, Mode::empty(), resolve())?;
+        }
+        Ok(fd)
     }
 
     /// Remove a file (not a directory); its size and owner.
@@ -539,33 +707,21 @@ impl Store {
     /// anywhere under the root; run at start. Returns how many were removed.
     pub fn sweep(&self) -> Result<usize> {
         let mut removed = 0;
-        let mut stack = vec![self.open_dir("")?];
-        while let Some(dirfd) = stack.pop() {
-            let Ok(dir) = rustix::fs::Dir::read_from(&dirfd) else {
-                continue;
-            };
-            for ent in dir.flatten() {
-                let name = ent.file_name().to_bytes();
-                if name == b"." || name == b".." {
-                    continue;
-                }
-                if ent.file_type() == rustix::fs::FileType::Directory {
-                    if let Ok(sub) = rustix::fs::openat2(
-                        &dirfd,
-                        ent.file_name(),
-                        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
-                        Mode::empty(),
-                        resolve(),
-                    ) {
-                        stack.push(sub);
-                    }
-                } else if name.starts_with(RESERVED_PREFIX.as_bytes())
-                    && rustix::fs::unlinkat(&dirfd, ent.file_name(), AtFlags::empty()).is_ok()
+        self.walk(
+            "cannot remove leftover temporary files",
+            |dirfd, name, ft| {
+                if ft != rustix::fs::FileType::Directory
+                    && name.to_bytes().starts_with(RESERVED_PREFIX.as_bytes())
                 {
-                    removed += 1;
+                    match rustix::fs::unlinkat(dirfd, name, AtFlags::empty()) {
+                        Ok(()) => removed += 1,
+                        Err(Errno::NOENT) => {}
+                        Err(e) => return Err(e),
+                    }
                 }
-            }
-        }
+                Ok(())
+            },
+        )?;
         Ok(removed)
     }
 }
@@ -616,22 +772,78 @@ fn publish(up: &mut Upload, overwrite: bool) -> Result<Published> {
     let shown = join(&up.parent, &up.component);
     if overwrite {
         let replaced = existing_in(&up.dir, &up.component).ok().flatten();
-        rustix::fs::renameat(&up.dir, up.tmp.as_str(), &up.dir, up.component.as_str())
-            .map_err(|e| fs_err("replacing", &shown, e))?;
-        up.tmp.clear();
-        return Ok((shown, replaced));
+        // exchanged, not renamed over: the old file stays under the reserved
+        // name until the new name is durable, so a failed sync can undo it
+        match rustix::fs::renameat_with(
+            &up.dir,
+            up.tmp.as_str(),
+            &up.dir,
+            up.component.as_str(),
+            rustix::fs::RenameFlags::EXCHANGE,
+        ) {
+            Ok(()) => {
+                // a file replaces a file (or a link), never a directory
+                let swapped =
+                    rustix::fs::statat(&up.dir, up.tmp.as_str(), AtFlags::SYMLINK_NOFOLLOW);
+                if swapped.is_ok_and(|st| {
+                    rustix::fs::FileType::from_raw_mode(st.st_mode)
+                        == rustix::fs::FileType::Directory
+                }) {
+                    rustix::fs::renameat_with(
+                        &up.dir,
+                        up.tmp.as_str(),
+                        &up.dir,
+                        up.component.as_str(),
+                        rustix::fs::RenameFlags::EXCHANGE,
+                    )
+                    .map_err(|e| fs_err("replacing", &shown, e))?;
+                    return Err(fs_err("replacing", &shown, Errno::ISDIR));
+                }
+                up.published = Some(up.component.clone());
+                return Ok((shown, replaced));
+            }
+            // nothing to replace: published like a new name (below)
+            Err(Errno::NOENT) => {}
+            // filesystems without RENAME_EXCHANGE: replaced for good
+            Err(Errno::INVAL) | Err(Errno::NOSYS) => {
+                rustix::fs::renameat(&up.dir, up.tmp.as_str(), &up.dir, up.component.as_str())
+                    .map_err(|e| fs_err("replacing", &shown, e))?;
+                up.tmp.clear();
+                return Ok((shown, replaced));
+            }
+            Err(e) => return Err(fs_err("replacing", &shown, e)),
+        }
+        return match rename_noreplace(&up.dir, &up.tmp, &up.component) {
+            Ok(()) => {
+                up.tmp.clear();
+                up.published = Some(up.component.clone());
+                Ok((shown, None))
+            }
+            Err(e) => Err(fs_err("replacing", &shown, e)),
+        };
     }
     let mut n = 0;
     loop {
         let candidate = if n == 0 {
             up.component.clone()
         } else {
-            names::numbered(&up.component, n)
+            // shortened so that the whole name, too, stays within the rules
+            match names::numbered_name(&shown, n) {
+                Some(name) => names::split_parent(&name).1.to_string(),
+                None => {
+                    return Err(Error::usage(format!(
+                        "storing {}: the name is taken and too long to number; choose a shorter name or --overwrite",
+                        names::quote(&shown)
+                    )));
+                }
+            }
         };
         match rename_noreplace(&up.dir, &up.tmp, &candidate) {
             Ok(()) => {
                 up.tmp.clear();
-                return Ok((join(&up.parent, &candidate), None));
+                let stored = join(&up.parent, &candidate);
+                up.published = Some(candidate);
+                return Ok((stored, None));
             }
             Err(Errno::EXIST) if n < MAX_NUMBERED => n += 1,
             Err(Errno::EXIST) => {
@@ -641,6 +853,42 @@ fn publish(up: &mut Upload, overwrite: bool) -> Result<Published> {
                 )));
             }
             Err(e) => return Err(fs_err("storing", &shown, e)),
+        }
+    }
+}
+
+/// Take back a published upload whose new name may not be durable: an
+/// exchanged overwrite is exchanged back (the old file returns, the new one
+/// goes back under the reserved name), a new name is renamed to a fresh
+/// reserved name. Either way dropping the upload then removes it.
+fn unpublish(up: &mut Upload) -> std::result::Result<(), Errno> {
+    let Some(name) = up.published.take() else {
+        // replaced for good (no RENAME_EXCHANGE): nothing to go back to
+        return Err(Errno::OPNOTSUPP);
+    };
+    if !up.tmp.is_empty() {
+        rustix::fs::renameat_with(
+            &up.dir,
+            up.tmp.as_str(),
+            &up.dir,
+            name.as_str(),
+            rustix::fs::RenameFlags::EXCHANGE,
+        )
+        .inspect_err(|_| up.published = Some(name.clone()))?;
+        return Ok(());
+    }
+    loop {
+        let tmp = format!("{RESERVED_PREFIX}{}", random_hex(8));
+        match rename_noreplace(&up.dir, &name, &tmp) {
+            Ok(()) => {
+                up.tmp = tmp;
+                return Ok(());
+            }
+            Err(Errno::EXIST) => continue,
+            Err(e) => {
+                up.published = Some(name);
+                return Err(e);
+            }
         }
     }
 }
@@ -882,6 +1130,87 @@ mod tests {
         assert_eq!(s.sweep().unwrap(), 0);
         // an empty batch is nothing to do
         assert!(s.commit_all(Vec::new()).is_empty());
+    }
+
+    #[test]
+    fn a_published_upload_can_be_taken_back_restoring_what_it_replaced() {
+        let (dir, s) = store();
+        upload(&s, "doc", b"old", false).unwrap();
+        for (overwrite, visible) in [(true, "doc"), (false, "doc (1)")] {
+            let mut up = s.begin_upload("doc").unwrap();
+            up.file.write_all(b"new").unwrap();
+            let (name, _) = publish(&mut up, overwrite).unwrap();
+            assert_eq!(name, visible);
+            assert_eq!(std::fs::read(dir.path().join(visible)).unwrap(), b"new");
+            unpublish(&mut up).unwrap();
+            drop(up);
+            assert_eq!(std::fs::read(dir.path().join("doc")).unwrap(), b"old");
+            let listed: Vec<_> = s.list("").unwrap().into_iter().map(|e| e.name).collect();
+            assert_eq!(listed, ["doc"], "overwrite {overwrite}");
+            assert_eq!(
+                std::fs::read_dir(dir.path()).unwrap().count(),
+                1,
+                "nothing left"
+            );
+        }
+        // an overwrite kept removes the old file once the upload is dropped
+        let mut up = s.begin_upload("doc").unwrap();
+        up.file.write_all(b"newer").unwrap();
+        publish(&mut up, true).unwrap();
+        drop(up);
+        assert_eq!(std::fs::read(dir.path().join("doc")).unwrap(), b"newer");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        // overwriting a name that does not exist publishes it
+        assert_eq!(upload(&s, "fresh", b"f", true).unwrap(), "fresh");
+        assert_eq!(std::fs::read(dir.path().join("fresh")).unwrap(), b"f");
+        // a directory is never replaced (nor hidden under a reserved name)
+        std::fs::create_dir(dir.path().join("d")).unwrap();
+        std::fs::write(dir.path().join("d/inside"), b"kept").unwrap();
+        let e = upload(&s, "d", b"file", true).unwrap_err();
+        assert!(e.message.contains("is a directory"), "{e}");
+        assert_eq!(std::fs::read(dir.path().join("d/inside")).unwrap(), b"kept");
+        assert_eq!(s.sweep().unwrap(), 0, "nothing left under a reserved name");
+    }
+
+    #[test]
+    fn usage_and_sweep_reach_trees_deeper_than_path_max() {
+        let (_dir, s) = store();
+        // 20 levels of 250-byte names: 5,020 bytes of path, made by hand
+        let mut fd = s.open_dir("").unwrap();
+        for i in 0..20 {
+            let comp = format!("{i:02}{}", "d".repeat(248));
+            rustix::fs::mkdirat(&fd, comp.as_str(), Mode::from_raw_mode(0o755)).unwrap();
+            fd = rustix::fs::openat(&fd, comp.as_str(), OFlags::DIRECTORY, Mode::empty()).unwrap();
+        }
+        for name in ["deep", ".sft-tmp-00"] {
+            let f =
+                rustix::fs::openat(&fd, name, OFlags::CREATE | OFlags::WRONLY, Mode::RUSR).unwrap();
+            rustix::io::write(&f, b"1234567").unwrap();
+        }
+        assert_eq!(s.sweep().unwrap(), 1);
+        let u = s.usage().unwrap();
+        assert_eq!(u.get(""), Some(&(7, 1)));
+    }
+
+    #[test]
+    fn storage_failures_say_what_happened() {
+        let cases = [
+            (Errno::ROFS, "read-only filesystem"),
+            (Errno::ACCESS, "no permission"),
+            (Errno::IO, "Input/output error"),
+            (Errno::NOSPC, "storage is full"),
+        ];
+        for (errno, says) in cases {
+            let e = fs_err("storing", "a.txt", errno);
+            assert!(e.message.starts_with("storing 'a.txt': "), "{}", e.message);
+            assert!(e.message.contains(says), "{errno:?}: {}", e.message);
+            assert!(!e.message.contains("os error"), "{}", e.message);
+        }
+        assert!(
+            !fs_err("storing", "a", Errno::ROFS)
+                .message
+                .contains("permission")
+        );
     }
 
     #[test]

@@ -1,0 +1,179 @@
+//! GET and LIST: queued for the reading thread, answered in order; a large
+//! file is streamed.
+
+use super::*;
+
+impl Session {
+    /// A GET is queued for the session's reading thread (see `fetch`), and
+    /// the next command read at once; the reply follows in order.
+    pub(super) async fn get(&mut self, offset: u64, compress: u8, name: String) -> Result<()> {
+        if offset != 0 {
+            // the answers to GETs queued before this one go first
+            self.drain(Which::Gets).await?;
+            return self
+                .reply_error(&Error::usage(
+                    "this server cannot resume downloads yet (offset must be 0)",
+                ))
+                .await;
+        }
+        let mode = if self.zstd {
+            Mode::from_wire(compress).capped(self.shared.max_level)
+        } else {
+            Mode::Off
+        };
+        let policy =
+            Policy::new(mode, self.shared.max_level).on_local_link(self.peer.ip().is_loopback());
+        self.fetch(Fetch::File {
+            name,
+            policy: Box::new(policy),
+            started: Instant::now(),
+        })
+        .await
+    }
+
+    /// Queue a read-only request for the session's reading thread.
+    pub(super) async fn fetch(&mut self, job: Fetch) -> Result<()> {
+        if self.fetches.is_none() {
+            self.fetches = Some(Fetcher::start(self.shared.clone())?);
+        }
+        // a client far ahead of its replies gets some before more is read
+        while self
+            .fetches
+            .as_ref()
+            .is_some_and(|f| f.answers.pending() >= fetch::AHEAD)
+        {
+            match self.next_answer(Which::Gets).await {
+                Some(a) => self.answer(a).await?,
+                None => break,
+            }
+        }
+        match self.fetches.as_mut() {
+            Some(f) => f.submit(job),
+            None => Err(Error::other("internal error: no download reader")),
+        }
+    }
+
+    /// Send one fetched reply (buffered; a large file is streamed).
+    pub(super) async fn reply_fetched(&mut self, f: Fetched) -> Result<()> {
+        match f {
+            Fetched::Ready {
+                name,
+                reply,
+                outcome,
+                started,
+                _in_flight,
+            } => {
+                self.w.queue_raw(&reply).await?;
+                self.shared
+                    .stats
+                    .bytes_out
+                    .fetch_add(reply.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                let secs = started.elapsed().as_secs_f64();
+                match outcome {
+                    Ok((size, sha256)) => {
+                        info!(event = "get", peer = %self.peer, user = self.user(), name = %names::escape(&name), size, sha256 = %hex::encode(sha256), seconds = secs, outcome = "sent")
+                    }
+                    Err(e) => {
+                        warn!(event = "get", peer = %self.peer, user = self.user(), name = %names::escape(&name), outcome = e.kind.name(), "{e}")
+                    }
+                }
+                Ok(())
+            }
+            Fetched::Large {
+                name,
+                file,
+                info,
+                policy,
+            } => self.stream_file(name, file, info, policy).await,
+            Fetched::Listed { reply } => self.w.queue_raw(&reply).await,
+            Fetched::Failed { name, error } => {
+                info!(event = "get", peer = %self.peer, user = self.user(), name = %names::escape(&name), outcome = error.kind.name(), "{error}");
+                self.w
+                    .send(&Msg::Error {
+                        code: error.kind.wire_code(),
+                        message: error.message.clone(),
+                    })
+                    .await
+            }
+        }
+    }
+
+    /// Stream a large file: GET_OK, its DATA as the reader produces it, END.
+    pub(super) async fn stream_file(
+        &mut self,
+        name: String,
+        file: std::fs::File,
+        info: crate::server::store::FileInfo,
+        policy: Policy,
+    ) -> Result<()> {
+        let keep = file
+            .try_clone()
+            .map_err(|e| Error::io("duplicating file handle", &e))?;
+        self.w
+            .send(&Msg::GetOk {
+                size: info.size,
+                mtime_ns: info.mtime_ns,
+                sha256: info.sha256,
+            })
+            .await?;
+        let started = Instant::now();
+        let pool = transfer::Pool::new();
+        let mut rx =
+            transfer::spawn_reader(file, info.size, names::quote(&name), pool.clone(), policy);
+        let shared = self.shared.clone();
+        let _transfer = Gauge::new(&shared.stats.transfers);
+        let mut abort = self.shared.abort.clone();
+        let outcome = loop {
+            let next = tokio::select! {
+                biased;
+                _ = abort.wait_for(|a| *a) => None,
+                m = rx.recv() => Some(m),
+            };
+            let Some(next) = next else {
+                return self.aborted("download").await;
+            };
+            match next {
+                Some(Outgoing::Frame(f)) => {
+                    self.w.write_raw(&f).await?;
+                    shared
+                        .stats
+                        .bytes_out
+                        .fetch_add(f.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    pool.give(f);
+                }
+                Some(Outgoing::Done { sha256, .. }) => match info.sha256 {
+                    Some(stored) if !transfer::same_digest(&stored, &sha256) => {
+                        break Err(Error::integrity(format!(
+                            "{} is corrupted on the server: its SHA-256 no longer matches the one recorded when it was stored; restore it from a backup",
+                            names::quote(&name)
+                        )));
+                    }
+                    stored => {
+                        if stored.is_none() {
+                            let _ = self
+                                .blocking(move |s| {
+                                    s.store.remember_digest(&keep, &info, &sha256);
+                                    Ok(())
+                                })
+                                .await;
+                        }
+                        break Ok(sha256);
+                    }
+                },
+                Some(Outgoing::Failed(e)) => break Err(e),
+                None => break Err(Error::other("internal error: the file reader stopped")),
+            }
+        };
+        let secs = started.elapsed().as_secs_f64();
+        match outcome {
+            Ok(sha256) => {
+                info!(event = "get", peer = %self.peer, user = self.user(), name = %names::escape(&name), size = info.size, sha256 = %hex::encode(sha256), seconds = secs, outcome = "sent");
+                self.w.send_now(&Msg::End { sha256 }).await
+            }
+            Err(e) => {
+                warn!(event = "get", peer = %self.peer, user = self.user(), name = %names::escape(&name), outcome = e.kind.name(), "{e}");
+                self.reply_error(&e).await
+            }
+        }
+    }
+}

@@ -1,0 +1,322 @@
+//! One authenticated session: read a command, check the role it needs
+//! (`policy`), dispatch it to its file, and keep replies in the order of the
+//! commands (`order`). Admission (TLS, HELLO, AUTH) is `handshake`'s job.
+//! A request that cannot be served gets an ERROR reply and the session goes
+//! on; a protocol violation gets an ERROR and the connection is closed.
+//!
+//! - `put`: uploads (streamed, small, pipelined/queued);
+//! - `get`: downloads and listings (queued for the reading thread);
+//! - `fs`: REMOVE, MKDIR, RMDIR, STAT;
+//! - `admin`: USAGE, STATUS, SHUTDOWN, RELOAD;
+//! - `order`: answers of queued work, in command order.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::io::{ReadHalf, WriteHalf};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
+use tracing::{debug, info, warn};
+
+use super::auth::Identity;
+use super::commit::{self, Committed, Committer, SMALL_UPLOAD, check_owner, check_upload};
+use super::fetch::{self, Fetch, Fetched, Fetcher};
+use super::gate::Pass;
+use super::{Control, Gauge, Shared, handshake};
+use crate::compress::{Mode, Policy};
+use crate::connection::{FrameReader, FrameWriter};
+use crate::error::{Error, Kind, Result};
+use crate::names;
+use crate::protocol::{self, Encoding, Msg, Role};
+use crate::transfer::{self, Outgoing};
+
+use super::handshake::{Admitted, Stream};
+
+mod admin;
+mod fs;
+mod get;
+mod order;
+mod put;
+
+use order::{Ahead, Answer, Which};
+use put::queued;
+
+struct Session {
+    r: FrameReader<ReadHalf<Stream>>,
+    w: FrameWriter<WriteHalf<Stream>>,
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    who: Option<Identity>,
+    /// zstd DATA blocks were negotiated in HELLO/WELCOME.
+    zstd: bool,
+    /// Small pipelined uploads being committed (started with the first).
+    commits: Option<Committer>,
+    /// Downloads being read ahead (started with the first GET).
+    fetches: Option<Fetcher>,
+}
+
+/// Serve one accepted TCP connection to the end: admission (TLS, HELLO,
+/// AUTH, a session slot; see `handshake`), then commands until BYE.
+pub async fn serve(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    acceptor: TlsAcceptor,
+    shared: Arc<Shared>,
+    pass: Pass,
+) {
+    let Some(admitted) = handshake::admit(tcp, peer, acceptor, &shared, pass).await else {
+        return;
+    };
+    let Admitted {
+        r,
+        w,
+        who,
+        zstd,
+        permit,
+    } = admitted;
+    let counted = shared.clone();
+    let _connection = Gauge::new(&counted.stats.connections);
+    let mut s = Session {
+        r,
+        w,
+        shared,
+        peer,
+        who: Some(who),
+        zstd,
+        commits: None,
+        fetches: None,
+    };
+    match s.commands().await {
+        Ok(()) => {}
+        Err(e) => {
+            let user = s.user().to_string();
+            if e.kind == Kind::Network {
+                info!(%peer, user, "connection ended: {e}");
+            } else {
+                warn!(%peer, user, "closing connection: {e}");
+                let _ = s.reply_error(&e).await;
+            }
+        }
+    }
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), s.w.shutdown()).await;
+    drop(permit);
+}
+
+impl Session {
+    async fn reply_error(&mut self, e: &Error) -> Result<()> {
+        self.w
+            .send_now(&Msg::Error {
+                code: e.kind.wire_code(),
+                message: e.message.clone(),
+            })
+            .await
+    }
+
+    fn user(&self) -> &str {
+        self.who.as_ref().map(|w| w.user.as_str()).unwrap_or("-")
+    }
+
+    /// The session's user as the users file says now: a changed role applies
+    /// to the next command, and a removed user's session ends.
+    fn refresh_identity(&mut self) -> Result<Identity> {
+        let Some(old) = &self.who else {
+            return Err(Error::protocol("command before authentication"));
+        };
+        match self.shared.accounts.current(&old.user) {
+            Some(now) => {
+                self.who = Some(now.clone());
+                Ok(now)
+            }
+            None => {
+                let e = Error::new(
+                    Kind::Auth,
+                    format!(
+                        "permission denied: user {} no longer exists on this server",
+                        old.user
+                    ),
+                );
+                info!(event = "denied", peer = %self.peer, user = %old.user, "user removed; closing the session");
+                Err(e)
+            }
+        }
+    }
+
+    fn identity(&self) -> Identity {
+        self.who
+            .clone()
+            .unwrap_or_else(|| Identity::new("-", Role::Read))
+    }
+
+    /// Tell the client its transfer was cut off by the end of the grace
+    /// period, and end the session (the caller discards the upload).
+    async fn aborted(&mut self, what: &str) -> Result<()> {
+        let e = Error::network(format!(
+            "server is shutting down: the grace period ended before this {what} finished{}; try again later",
+            if what == "upload" {
+                " and nothing was stored"
+            } else {
+                ""
+            }
+        ));
+        if what != "upload" {
+            // (an upload's line is written by `next_upload_frame`, with its name)
+            info!(event = "get", peer = %self.peer, user = self.user(), outcome = "aborted", "{e}");
+        }
+        // uploads already received are answered first, in order
+        // (boxed: answering a download may end here again)
+        let _ = Box::pin(self.drain(Which::Puts)).await;
+        let _ = self.reply_error(&e).await;
+        if what == "upload" {
+            // a lingering close: closing with the client's data still
+            // arriving would make the kernel reset the connection, and a
+            // reset can destroy the ERROR before the client reads it; so
+            // its data is read and dropped until it stops (CANCEL, close)
+            // or a short deadline passes
+            let _ = self.w.shutdown().await;
+            let _ = tokio::time::timeout(LINGER, async {
+                while let Ok(Some(_)) = self.r.read_frame().await {}
+            })
+            .await;
+        }
+        Err(Error::network("transfer aborted at shutdown"))
+    }
+
+    async fn commands(&mut self) -> Result<()> {
+        let mut stop = self.shared.stop.clone();
+        let idle = self.shared.limits.idle;
+        loop {
+            let committing = self
+                .commits
+                .as_ref()
+                .is_some_and(|c| c.answers.pending() > 0);
+            let fetching = self
+                .fetches
+                .as_ref()
+                .is_some_and(|f| f.answers.pending() > 0);
+            let next = tokio::select! {
+                biased;
+                _ = stop.wait_for(|s| *s) => None,
+                // answers to queued uploads and downloads go out while
+                // commands come in
+                Some(c) = async {
+                    match self.commits.as_mut() {
+                        Some(c) => c.answers.next().await,
+                        None => None,
+                    }
+                }, if committing => Some(Ahead::Answer(Answer::Put(c))),
+                Some(f) = async {
+                    match self.fetches.as_mut() {
+                        Some(f) => f.answers.next().await,
+                        None => None,
+                    }
+                }, if fetching => Some(Ahead::Answer(Answer::Get(Box::new(f)))),
+                m = tokio::time::timeout(idle, self.r.read_frame()) => Some(Ahead::Command(m)),
+            };
+            let next = match next {
+                Some(Ahead::Answer(a)) => {
+                    self.flush_answers(a).await?;
+                    continue;
+                }
+                Some(Ahead::Command(m)) => Some(m),
+                None => None,
+            };
+            let msg = match next {
+                None => {
+                    self.drain_all().await?;
+                    let e = Error::network("server is shutting down; try again later");
+                    return self.reply_error(&e).await;
+                }
+                Some(Ok(m)) => m?,
+                Some(Err(_)) => {
+                    info!(peer = %self.peer, user = self.user(), "idle timeout");
+                    self.drain_all().await?;
+                    let e = Error::network(format!(
+                        "session closed after {}s without a command",
+                        idle.as_secs()
+                    ));
+                    return self.reply_error(&e).await;
+                }
+            };
+            let Some(msg) = msg else {
+                debug!(peer = %self.peer, "client left without BYE");
+                return Ok(());
+            };
+            let who = self.refresh_identity()?;
+            if let Some(need) = super::policy::required(&msg)
+                && let Err(e) = who.require(need.role, need.op)
+            {
+                self.drain_all().await?;
+                warn!(event = "denied", peer = %self.peer, user = %who.user, role = who.role.name(), op = need.op, "{e}");
+                // like any refusal before PUT_READY, the session goes on
+                self.reply_error(&e).await?;
+                if let Msg::Put { flags, .. } = msg
+                    && flags & protocol::PUT_PIPELINED != 0
+                {
+                    self.discard_upload().await?;
+                }
+                continue;
+            }
+            // replies go out in the order of the commands: queued uploads
+            // and queued downloads wait for each other, anything else for both
+            match msg {
+                Msg::Put { size, flags, name } if queued(size, flags) => {
+                    self.drain(Which::Gets).await?;
+                    self.put_queued(size, flags, name, who).await?;
+                    continue;
+                }
+                Msg::Get {
+                    offset,
+                    compress,
+                    name,
+                } => {
+                    self.drain(Which::Puts).await?;
+                    self.get(offset, compress, name).await?;
+                    continue;
+                }
+                Msg::List { path } => {
+                    self.drain(Which::Puts).await?;
+                    self.fetch(Fetch::Listing { path }).await?;
+                    continue;
+                }
+                _ => self.drain_all().await?,
+            }
+            match msg {
+                Msg::Put { size, flags, name } => self.put(size, flags, name).await?,
+                Msg::Remove { name } => self.remove(name).await?,
+                Msg::Mkdir { name } => self.mkdir(name).await?,
+                Msg::Rmdir { name } => self.rmdir(name).await?,
+                Msg::Stat { name } => self.stat(name).await?,
+                Msg::Shutdown { grace_ms } => self.shutdown(grace_ms, &who).await?,
+                Msg::StatusReq => self.status().await?,
+                Msg::UsageReq => self.usage(&who).await?,
+                Msg::Reload => self.reload().await?,
+                Msg::Bye => {
+                    debug!(peer = %self.peer, "end of session");
+                    return self.w.send_now(&Msg::Bye).await;
+                }
+                other => {
+                    return Err(Error::protocol(format!(
+                        "unexpected {} message between commands",
+                        other.name()
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Run blocking filesystem work off the async threads.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&super::Shared) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || f(&shared))
+            .await
+            .map_err(|e| Error::other(format!("internal error: {e}")))?
+    }
+}
+
+/// How long an upload cut off at shutdown may go on arriving (and be
+/// dropped) after its ERROR, so the client reads the ERROR, not a reset.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(2);

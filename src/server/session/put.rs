@@ -1,0 +1,441 @@
+//! PUT: streamed uploads, small ones gathered in memory, pipelined ones
+//! queued for the committer; every way an upload ends is answered once.
+
+use super::*;
+
+impl Session {
+    /// `upload_frame` for the upload of `name`: an upload cut off
+    /// (connection lost, data timeout, shutdown) leaves its audit line.
+    pub(super) async fn next_upload_frame(
+        &mut self,
+        name: &str,
+        received: u64,
+    ) -> Result<UploadFrame> {
+        let r = self.upload_frame().await;
+        if let Err(e) = &r {
+            info!(event = "put", peer = %self.peer, user = self.user(), name = %names::escape(name), received, outcome = "aborted", "{e}");
+        }
+        r
+    }
+
+    /// The next frame of an upload. Anything but DATA, END or CANCEL,
+    /// compressed DATA that was not negotiated, the data timeout, and the end
+    /// of the shutdown grace period (the client is told) end the session.
+    /// DATA frames that carry no bytes are no progress: they are dropped and
+    /// the data deadline keeps running, so they cannot hold an upload open.
+    pub(super) async fn upload_frame(&mut self) -> Result<UploadFrame> {
+        let mut abort = self.shared.abort.clone();
+        let limit = self.shared.limits.data;
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let next = tokio::select! {
+                biased;
+                _ = abort.wait_for(|a| *a) => None,
+                m = self.r.expect_within(left, "upload data") => Some(m),
+            };
+            let Some(next) = next else {
+                return self.aborted("upload").await.map(|()| UploadFrame::Cancel);
+            };
+            return match next? {
+                Msg::Data {
+                    encoding,
+                    raw_len,
+                    payload,
+                } => {
+                    if encoding != Encoding::Raw && !self.zstd {
+                        return Err(Error::protocol(
+                            "compressed DATA was not negotiated for this session",
+                        ));
+                    }
+                    if raw_len == 0 {
+                        continue;
+                    }
+                    Ok(UploadFrame::Data(transfer::Block {
+                        encoding,
+                        raw_len,
+                        payload,
+                    }))
+                }
+                Msg::End { sha256 } => Ok(UploadFrame::End(sha256)),
+                Msg::Cancel => Ok(UploadFrame::Cancel),
+                other => Err(Error::protocol(format!(
+                    "unexpected {} during an upload",
+                    other.name()
+                ))),
+            };
+        }
+    }
+
+    /// Read and drop the DATA of an upload refused before it started (a
+    /// pipelined PUT sends its data without waiting), up to END or CANCEL.
+    pub(super) async fn discard_upload(&mut self) -> Result<()> {
+        while let UploadFrame::Data(_) = self.upload_frame().await? {}
+        Ok(())
+    }
+
+    /// The one reply to an upload that reached END or CANCEL, with its audit line.
+    pub(super) async fn finish_put(
+        &mut self,
+        name: &str,
+        size: u64,
+        started: Instant,
+        outcome: Result<(String, [u8; 32], u64)>,
+        flush: bool,
+    ) -> Result<()> {
+        let secs = started.elapsed().as_secs_f64();
+        match outcome {
+            Ok((stored, digest, size)) => {
+                info!(event = "put", peer = %self.peer, user = self.user(), name = %names::escape(&stored), size, sha256 = %hex::encode(digest), seconds = secs, outcome = "ok");
+                self.w
+                    .send(&Msg::PutOk {
+                        size,
+                        sha256: digest,
+                        name: stored,
+                    })
+                    .await?;
+            }
+            Err(e) => {
+                info!(event = "put", peer = %self.peer, user = self.user(), name = %names::escape(name), size, outcome = e.kind.name(), "{e}");
+                self.w
+                    .send(&Msg::Error {
+                        code: e.kind.wire_code(),
+                        message: e.message.clone(),
+                    })
+                    .await?;
+            }
+        }
+        if flush { self.w.flush().await } else { Ok(()) }
+    }
+
+    /// A refusal before the upload started: the one reply, and for a
+    /// pipelined PUT the data that is already on its way is discarded.
+    pub(super) async fn refuse_put(&mut self, e: &Error, pipelined: bool) -> Result<()> {
+        self.reply_error(e).await?;
+        if pipelined {
+            self.discard_upload().await?;
+        }
+        Ok(())
+    }
+
+    pub(super) async fn put(&mut self, size: u64, flags: u32, name: String) -> Result<()> {
+        let pipelined = flags & protocol::PUT_PIPELINED != 0;
+        let stream = flags & protocol::PUT_STREAM != 0;
+        if flags & !(protocol::PUT_OVERWRITE | protocol::PUT_PIPELINED | protocol::PUT_STREAM) != 0
+        {
+            let e = Error::protocol(format!("unknown PUT flags 0x{flags:08x}"));
+            return self.refuse_put(&e, pipelined).await;
+        }
+        if stream && size != 0 {
+            let e = Error::protocol("a PUT of unknown size (STREAM flag) must declare size 0");
+            return self.refuse_put(&e, pipelined).await;
+        }
+        let overwrite = flags & protocol::PUT_OVERWRITE != 0;
+        // small files are gathered in memory and written in one step
+        let small = !stream && size <= SMALL_UPLOAD;
+        let n = name.clone();
+        let who = self.identity();
+        let (upload, mut reservation) = match self
+            .blocking(move |s| {
+                // space is reserved before a single data byte is accepted
+                let reservation = commit::reserve(s, &who, &n, size, overwrite, stream)?;
+                if small {
+                    // the file itself is made at END, in one step
+                    return Ok((None, reservation));
+                }
+                Ok((Some(s.store.begin_upload(&n)?), reservation))
+            })
+            .await
+        {
+            Ok(u) => u,
+            Err(e) => {
+                info!(event = "put", peer = %self.peer, user = self.user(), name = %names::escape(&name), size, outcome = e.kind.name(), "{e}");
+                return self.refuse_put(&e, pipelined).await;
+            }
+        };
+        if !pipelined {
+            self.w.send_now(&Msg::PutReady { offset: 0 }).await?;
+        }
+        let shared = self.shared.clone();
+        let _transfer = Gauge::new(&shared.stats.transfers);
+        let Some(upload) = upload else {
+            return self.put_small(size, overwrite, name, reservation).await;
+        };
+        let writer_file = upload
+            .file
+            .try_clone()
+            .map_err(|e| Error::io("duplicating upload file", &e))?;
+        let started = Instant::now();
+        let background_sync = self.shared.store.fsync == crate::server::store::Fsync::Always;
+        let (tx, writer) = transfer::spawn_writer(
+            writer_file,
+            names::quote(&name),
+            background_sync,
+            self.r.pool(),
+        );
+        let mut tx = Some(tx);
+        let mut writer = Some(writer);
+        let mut failed: Option<Error> = None;
+        let mut received: u64 = 0;
+        let end = loop {
+            // a writer that stops before the end (a bad zstd block, a full
+            // disk) is answered at once, not when the next frame arrives
+            let writing = failed.is_none() && writer.is_some();
+            let next = tokio::select! {
+                biased;
+                stopped = async {
+                    match writer.as_mut() {
+                        Some(h) => h.await,
+                        None => std::future::pending().await,
+                    }
+                }, if writing => Err(stopped),
+                f = self.next_upload_frame(&name, received) => Ok(f?),
+            };
+            let next = match next {
+                Ok(f) => f,
+                Err(stopped) => {
+                    writer = None;
+                    tx = None;
+                    let e = match stopped {
+                        Ok(Err(e)) => e,
+                        _ => Error::other("internal error: the upload writer stopped"),
+                    };
+                    info!(event = "put", peer = %self.peer, user = self.user(), name = %names::escape(&name), received, outcome = e.kind.name(), "{e}");
+                    self.reply_error(&e).await?;
+                    failed = Some(e);
+                    continue;
+                }
+            };
+            match next {
+                UploadFrame::Data(block) => {
+                    if failed.is_some() {
+                        continue; // discarding the rest of a failed upload
+                    }
+                    let raw_len = block.raw_len;
+                    received += u64::from(raw_len);
+                    shared
+                        .stats
+                        .bytes_in
+                        .fetch_add(u64::from(raw_len), std::sync::atomic::Ordering::Relaxed);
+                    if !stream && received > size {
+                        return Err(Error::protocol(format!(
+                            "upload of {} sent more data than its declared size of {size} bytes",
+                            names::quote(&name)
+                        )));
+                    }
+                    if stream && received > reservation.held() {
+                        // a whole step if it fits, else just what has arrived, so
+                        // the upload stops only when its data really does not fit
+                        let needed = received - reservation.held();
+                        let free = self.shared.store.free_space();
+                        let grown = reservation
+                            .grow(protocol::STREAM_STEP.max(needed), free)
+                            .or_else(|_| reservation.grow(needed, free));
+                        if let Err(e) = grown {
+                            // nothing more fits: stop writing, discard the rest
+                            tx = None;
+                            let e = e.context(format!(
+                                "upload of {} stopped after {received} bytes",
+                                names::quote(&name)
+                            ));
+                            info!(event = "put", peer = %self.peer, user = self.user(), name = %names::escape(&name), received, outcome = e.kind.name(), "{e}");
+                            self.reply_error(&e).await?;
+                            failed = Some(e);
+                            continue;
+                        }
+                    }
+                    let sent = match &tx {
+                        Some(t) => t.send(block).await.is_ok(),
+                        None => false,
+                    };
+                    if !sent {
+                        // the writer stopped: report its error now, then drain
+                        tx = None;
+                        let e = match writer.take() {
+                            Some(h) => match h.await {
+                                Ok(Err(e)) => e,
+                                _ => Error::other("internal error: the upload writer stopped"),
+                            },
+                            None => Error::other("internal error: the upload writer stopped"),
+                        };
+                        info!(event = "put", peer = %self.peer, user = self.user(), name = %names::escape(&name), size, outcome = e.kind.name(), "{e}");
+                        self.reply_error(&e).await?;
+                        failed = Some(e);
+                    }
+                }
+                UploadFrame::End(sha256) => break Some(sha256),
+                UploadFrame::Cancel => break None,
+            }
+        };
+        drop(tx);
+        let written = match writer.take() {
+            Some(h) => Some(
+                h.await
+                    .map_err(|e| Error::other(format!("internal error: {e}"))),
+            ),
+            None => None,
+        };
+        if failed.is_some() {
+            return Ok(()); // the one reply was already sent
+        }
+        let outcome: Result<(String, [u8; 32], u64)> = async {
+            let Some(claimed) = end else {
+                return Err(Error::other(
+                    "upload cancelled by the client; nothing was stored",
+                ));
+            };
+            let (n, digest, _file) = match written {
+                Some(r) => r??,
+                None => return Err(Error::other("internal error: no upload writer")),
+            };
+            check_upload(&name, (!stream).then_some(size), n, &digest, &claimed)?;
+            let owner = self.user().to_string();
+            let stored = self
+                .blocking(move |s| {
+                    let (stored, replaced) = s.store.commit(upload, &digest, overwrite, &owner)?;
+                    reservation.commit(n, replaced.map(|(sz, o)| (o, sz)));
+                    Ok(stored)
+                })
+                .await?;
+            Ok((stored, digest, n))
+        }
+        .await;
+        self.finish_put(&name, size, started, outcome, true).await
+    }
+
+    /// The DATA of an upload of at most `SMALL_UPLOAD` bytes, gathered in
+    /// memory up to END (with the digest sent) or CANCEL (`None`).
+    pub(super) async fn gather_small(
+        &mut self,
+        size: u64,
+        name: &str,
+    ) -> Result<(Vec<transfer::Block>, Option<[u8; 32]>)> {
+        let mut blocks: Vec<transfer::Block> = Vec::new();
+        let (mut raw, mut payload_bytes) = (0u64, 0u64);
+        loop {
+            match self.next_upload_frame(name, raw).await? {
+                UploadFrame::Data(block) => {
+                    raw += u64::from(block.raw_len);
+                    payload_bytes += block.payload.len() as u64;
+                    // compressed payloads are bounded too, not only their raw sizes
+                    if raw > size || payload_bytes > 2 * SMALL_UPLOAD + 65536 {
+                        return Err(Error::protocol(format!(
+                            "upload of {} sent more data than its declared size of {size} bytes",
+                            names::quote(name)
+                        )));
+                    }
+                    self.shared.stats.bytes_in.fetch_add(
+                        u64::from(block.raw_len),
+                        std::sync::atomic::Ordering::Relaxed,
+                    );
+                    blocks.push(block);
+                }
+                UploadFrame::End(sha256) => return Ok((blocks, Some(sha256))),
+                UploadFrame::Cancel => return Ok((blocks, None)),
+            }
+        }
+    }
+
+    /// An upload of at most `SMALL_UPLOAD` bytes that waited for PUT_READY:
+    /// its blocks are gathered in memory, then decoded, hashed, written,
+    /// checked and committed in one blocking step. Replies exactly as `put`
+    /// does.
+    pub(super) async fn put_small(
+        &mut self,
+        size: u64,
+        overwrite: bool,
+        name: String,
+        reservation: crate::server::quota::Reservation,
+    ) -> Result<()> {
+        let started = Instant::now();
+        let (blocks, end) = self.gather_small(size, &name).await?;
+        let outcome = match end {
+            None => Err(Error::other(
+                "upload cancelled by the client; nothing was stored",
+            )),
+            Some(claimed) => {
+                let (n, owner) = (name.clone(), self.user().to_string());
+                self.blocking(move |s| {
+                    let (up, digest, n_bytes) =
+                        commit::write_blocks(s, &n, size, &blocks, &claimed)?;
+                    let (stored, replaced) = s.store.commit(up, &digest, overwrite, &owner)?;
+                    reservation.commit(n_bytes, replaced.map(|(sz, o)| (o, sz)));
+                    Ok((stored, digest, n_bytes))
+                })
+                .await
+            }
+        };
+        self.finish_put(&name, size, started, outcome, true).await
+    }
+
+    /// A small pipelined upload (PROTOCOL.md §4.4a): its data is gathered and
+    /// handed to the session's committer, and the next command is read at
+    /// once; the reply follows, in order, when the committer is done.
+    pub(super) async fn put_queued(
+        &mut self,
+        size: u64,
+        flags: u32,
+        name: String,
+        who: Identity,
+    ) -> Result<()> {
+        let started = Instant::now();
+        let overwrite = flags & protocol::PUT_OVERWRITE != 0;
+        // space is reserved before a data byte is accepted, as for any PUT;
+        // without an old file to look at, that is no more than a statvfs
+        let reserved = if overwrite {
+            let (n, w) = (name.clone(), who.clone());
+            self.blocking(move |s| commit::reserve(s, &w, &n, size, true, false))
+                .await
+        } else {
+            commit::reserve(&self.shared, &who, &name, size, false, false)
+        };
+        let reservation = match reserved {
+            Ok(r) => r,
+            Err(e) => {
+                info!(event = "put", peer = %self.peer, user = self.user(), name = %names::escape(&name), size, outcome = e.kind.name(), "{e}");
+                // the refusal is the reply to this PUT: those before it go first
+                self.drain(Which::Puts).await?;
+                return self.refuse_put(&e, true).await;
+            }
+        };
+        if self.commits.is_none() {
+            self.commits = Some(Committer::start(self.shared.clone())?);
+        }
+        let room = match self.commits.as_ref() {
+            Some(c) => c.room(size).await?,
+            None => return Err(Error::other("internal error: no upload committer")),
+        };
+        let in_flight = commit::InFlight::new(&self.shared);
+        let (blocks, claimed) = self.gather_small(size, &name).await?;
+        let job = commit::SmallPut {
+            name,
+            size,
+            overwrite,
+            owner: who.user,
+            reservation,
+            blocks,
+            claimed,
+            started,
+            in_flight,
+            room,
+        };
+        match self.commits.as_mut() {
+            Some(c) => c.submit(job).await,
+            None => Err(Error::other("internal error: no upload committer")),
+        }
+    }
+}
+
+/// Whether a PUT is a small pipelined upload, which the committer handles
+/// (any other flags, and larger or streamed uploads, take the general path).
+pub(super) fn queued(size: u64, flags: u32) -> bool {
+    let known = protocol::PUT_PIPELINED | protocol::PUT_OVERWRITE;
+    flags & protocol::PUT_PIPELINED != 0 && flags & !known == 0 && size <= SMALL_UPLOAD
+}
+
+/// One frame of an upload's data.
+pub(super) enum UploadFrame {
+    Data(transfer::Block),
+    End([u8; 32]),
+    Cancel,
+}
