@@ -136,7 +136,9 @@ still_serves() {
     local tmp; tmp=$(mktemp -d)
     random_file "$tmp/probe" 100000
     local want; want=$(sha "$tmp/probe")
-    if timeout 60 "$SFT" -q put "$tmp/probe" --as "probe-$1-$RANDOM" >"$tmp/out" 2>&1; then
+    # letters, digits and '-' only ("host:name" means another server)
+    local tag=${1//[^a-zA-Z0-9-]/-}
+    if timeout 60 "$SFT" -q put "$tmp/probe" --as "probe-$tag-$RANDOM" >"$tmp/out" 2>&1; then
         local name; name=$(awk '{print $2}' "$tmp/out" | tail -1)
         if timeout 60 "$SFT" -q get "$name" -o "$tmp/back" --sha256 "$want" >/dev/null 2>&1 &&
             [[ $(sha "$tmp/back") == "$want" ]]; then

@@ -189,11 +189,21 @@ if part nofile; then
         >"$WORK/flood-nofile.json" 2>&1 &
     fpid=$!; PIDS+=("$fpid")
     for _ in $(seq 300); do [[ -s $WORK/ready-nofile ]] && break; sleep 0.1; done
+    # measured, not judged: how long a real client takes to get a put+get
+    # through while descriptors are exhausted (retrying what is refused)
     t0=$(date +%s.%N)
-    if during=$(SFT_TIMEOUT=30s timed_put_get nofile-during 2>/dev/null); then
-        say "  put+get during the flood: $during s"
+    during=""
+    for try in $(seq 30); do
+        if during=$(SFT_TIMEOUT=30s timed_put_get "nofile-during-$try" 2>"$WORK/nofile-err"); then break; fi
+        during=""
+        [[ $try == 1 ]] && say "  first attempt during the flood: $(grep -m1 'failed' "$WORK/nofile-err")"
+        (($(date +%s) - ${t0%.*} > 30)) && break
+        sleep 1
+    done
+    if [[ -n $during ]]; then
+        say "  put+get during the flood: through after $(dt "$t0" "$(date +%s.%N)") s, attempt $try (last: $during s)"
     else
-        say "  put+get during the flood did not succeed within 30 s each"
+        say "  put+get during the flood: not through within 30 s"
     fi
     wait "$fpid" 2>/dev/null || true
     kill -0 "$SRV_PID" 2>/dev/null && ok "server alive under --nofile=$NOFILE with 400 connections" ||

@@ -2,7 +2,9 @@
 //! fuzzer-chosen sizes (as TLS records do), so partial headers, the
 //! buffered path and the direct path for large DATA payloads are all
 //! reached. The first 8 input bytes choose the piece sizes (1..=256 each,
-//! cycled); the rest is the stream.
+//! cycled); the rest is the stream. When the first byte is odd the reader
+//! has the server's limit before authentication (`MAX_PREAUTH_BODY`), and
+//! no DATA payload larger than that may come out of it.
 #![no_main]
 
 use std::pin::Pin;
@@ -10,6 +12,7 @@ use std::task::{Context, Poll};
 
 use libfuzzer_sys::fuzz_target;
 use sft::connection::FrameReader;
+use sft::protocol::{MAX_PREAUTH_BODY, Msg};
 use tokio::io::{AsyncRead, ReadBuf};
 
 struct Pieces<'a> {
@@ -50,8 +53,18 @@ fuzz_target!(|data: &[u8]| {
             sizes: s,
             turn: 0,
         });
+        let preauth = s[0] & 1 == 1;
+        if preauth {
+            rd.set_limit(MAX_PREAUTH_BODY);
+        }
         for _ in 0..=stream.len() / 5 {
             match rd.read_frame().await {
+                Ok(Some(Msg::Data { payload, .. })) if preauth => {
+                    assert!(
+                        payload.len() <= MAX_PREAUTH_BODY,
+                        "a large DATA before auth"
+                    );
+                }
                 Ok(Some(_)) => {}
                 Ok(None) | Err(_) => break,
             }
