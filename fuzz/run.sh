@@ -73,6 +73,7 @@ for t in $targets; do
     summary+=("$line")
     rm -f "$log"
 done
-echo "--- fuzz summary ($mode: ${secs}s / ${runs} runs, sanitizer $SAN)"
+if [ "$mode" = time ]; then what="${secs} s per target"; else what="${runs} runs per target"; fi
+echo "--- fuzz summary ($what, sanitizer $SAN)"
 printf '%s\n' "${summary[@]}"
 exit $fail
