@@ -31,6 +31,11 @@ fn main() -> ExitCode {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // a log line that cannot be written (stderr on a full disk, EIO, a
+        // closed pipe) is lost, not reported with eprintln!, which panics
+        // when stderr fails and so took down the task of the connection
+        // being logged (benches/faults.sh, case eio-write)
+        .log_internal_errors(false)
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     if json {

@@ -217,6 +217,14 @@ mod tests {
         let n = numbered(&name, 1);
         assert!(n.len() <= 255);
         assert!(validate(&n).is_ok());
+        // an extension of 250+ bytes leaves no room for the tag beside it
+        // (the property of fuzz/fuzz_targets/names.rs; it was 258 bytes)
+        let name = format!("a.{}", "x".repeat(253));
+        assert_eq!(name.len(), 255);
+        let n = numbered(&name, 1);
+        assert_eq!(n.len(), 255);
+        assert!(n.ends_with(" (1)"));
+        assert!(validate(&n).is_ok());
     }
 
     /// Directories making a parent of exactly `len` bytes.
