@@ -280,6 +280,11 @@ pub enum Command {
         #[arg(long)]
         bytes: bool,
     },
+    /// Share a file or directory with anyone: prints an HTTPS link (and a direct download link)
+    #[command(
+        after_help = "Examples:\n  sft share report.pdf                       (a link for 24 hours)\n  sft share photos/ --expires 7d --downloads 20\n  sft share --list\n  sft share --revoke ID"
+    )]
+    Share(ShareArgs),
     /// Trust a server: record its certificate fingerprint in known_servers, list or remove entries
     Trust(TrustArgs),
     /// Make certificates: a CA, server certificates it signs, or a self-signed one
@@ -291,6 +296,25 @@ pub enum Command {
     /// Administer a running server (admin role)
     #[command(subcommand)]
     Admin(AdminCmd),
+}
+
+#[derive(Debug, Args)]
+pub struct ShareArgs {
+    /// Remote file or directory to share
+    #[arg(required_unless_present_any = ["list", "revoke"], conflicts_with_all = ["list", "revoke"])]
+    pub name: Option<String>,
+    /// How long the link works, e.g. 2h, 7d; "never" for no expiry
+    #[arg(long, default_value = "24h", value_name = "DURATION")]
+    pub expires: String,
+    /// Most downloads the link allows (default: no limit)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub downloads: Option<u64>,
+    /// List your share links (an admin: everyone's)
+    #[arg(long, conflicts_with = "revoke")]
+    pub list: bool,
+    /// Revoke a share link by its id (from --list)
+    #[arg(long, value_name = "ID")]
+    pub revoke: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -423,6 +447,14 @@ pub enum UserCmd {
         #[command(flatten)]
         file: UsersFileArg,
     },
+    /// Change a user's role (a running server applies it from the user's next command)
+    Role {
+        name: String,
+        #[arg(value_enum)]
+        role: RoleArg,
+        #[command(flatten)]
+        file: UsersFileArg,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -461,7 +493,7 @@ pub enum LogFormat {
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Directory whose files are served (created if missing)
+    /// Directory whose files are served (created if missing; its parent must exist)
     #[arg(long, default_value = "sft-data", value_name = "DIR")]
     pub root: PathBuf,
     /// Address to listen on; port 0 picks a free port (the first line printed is "listening on ADDR")
@@ -514,6 +546,9 @@ pub struct ServeArgs {
     /// Offer zstd compression on the wire to clients that ask for it
     #[arg(long, value_enum, default_value = "on")]
     pub compression: OnOff,
+    /// Serve share links over HTTPS on the same port (browsers and curl; `sft share`)
+    #[arg(long, value_enum, default_value = "on")]
+    pub web: OnOff,
     /// Highest zstd level the server spends CPU on for downloads (1-19)
     #[arg(long, default_value_t = 19, value_parser = clap::value_parser!(i32).range(1..=19))]
     pub max_compress_level: i32,

@@ -80,7 +80,7 @@ impl ConfigFile {
         };
         let cfg = ConfigFile::parse(&text, &path.display().to_string())?;
         if cfg.profiles.values().any(|p| p.token.is_some()) {
-            crate::server::state::check_private(path)?;
+            crate::private::check_private(path)?;
         }
         Ok(cfg)
     }

@@ -4,6 +4,7 @@
 //! - [`protocol`]: frames and messages, bytes in and out, no I/O (PROTOCOL.md).
 //! - [`connection`]: moves frames over any async stream, with deadlines.
 //! - [`net`]: the socket under TLS, the deadline helper, descriptor limits.
+//! - [`private`]: files only their owner may read; secrets from the OS generator.
 //! - [`transfer`]: the streaming pipeline: read/hash/write on blocking threads.
 //! - [`compress`]: zstd blocks on the wire and the adaptive `auto` policy.
 //! - [`names`]: the one name validator, "name (1).ext", terminal escaping.
@@ -68,6 +69,7 @@ pub mod connection;
 pub mod error;
 pub mod names;
 pub mod net;
+pub mod private;
 pub mod progress;
 pub mod protocol;
 pub mod server;

@@ -209,11 +209,51 @@ pub enum Msg {
     Reload,
     UsageReq,
     UsageOk(Usage),
+    /// Make a share link for a file or directory.
+    Share {
+        /// Seconds the link lives; `u64::MAX` for no expiry.
+        expires_s: u64,
+        /// Downloads the link allows; `u64::MAX` for no limit.
+        downloads: u64,
+        name: String,
+    },
+    /// The link just made (its token is only ever sent here).
+    ShareOk(ShareInfo),
+    /// List the caller's share links (an admin's: everyone's).
+    ShareList,
+    /// One link of a listing (token empty), ended by LIST_END.
+    ShareEntry(ShareInfo),
+    /// Revoke a link by its id.
+    ShareRevoke {
+        id: String,
+    },
     Error {
         code: u16,
         message: String,
     },
     Bye,
+}
+
+/// A share link as the server describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShareInfo {
+    /// Public identifier (for `--list` and `--revoke`); not a secret.
+    pub id: String,
+    /// The secret part of the URL; empty except in SHARE_OK.
+    pub token: String,
+    pub kind: EntryKind,
+    /// Size of the file at the time of sharing (0 for a directory).
+    pub size: u64,
+    /// The file's SHA-256 (none for a directory).
+    pub sha256: Option<[u8; 32]>,
+    /// Unix time (seconds) the link stops working; `u64::MAX` for never.
+    pub expires: u64,
+    /// Downloads left; `u64::MAX` for no limit.
+    pub downloads_left: u64,
+    /// The shared path.
+    pub name: String,
+    /// Who made the link.
+    pub user: String,
 }
 
 /// Every message, declared once: type code, name, variant and, field by
@@ -316,6 +356,11 @@ messages! {
     0x53 RELOAD Reload unit;
     0x54 USAGE UsageReq unit;
     0x55 USAGE_OK UsageOk (UsageBody);
+    0x60 SHARE Share { expires_s: U64, downloads: U64, name: Str };
+    0x61 SHARE_OK ShareOk (ShareBody);
+    0x62 SHARE_LIST ShareList unit;
+    0x63 SHARE_ENTRY ShareEntry (ShareBody);
+    0x64 SHARE_REVOKE ShareRevoke { id: Str };
     0x7E ERROR Error { code: U16, message: Message };
     0x7F BYE Bye unit;
 }
@@ -583,6 +628,43 @@ impl Codec for EntryBody {
     }
 }
 
+/// id, token, kind, size, digest, expires, downloads left, name, user.
+struct ShareBody;
+impl Codec for ShareBody {
+    type T = ShareInfo;
+    fn put(v: &ShareInfo, w: &mut Writer) {
+        Str::put(&v.id, w);
+        Str::put(&v.token, w);
+        w.bytes(&[v.kind as u8]);
+        U64::put(&v.size, w);
+        MaybeDigest::put(&v.sha256, w);
+        U64::put(&v.expires, w);
+        U64::put(&v.downloads_left, w);
+        Str::put(&v.name, w);
+        Str::put(&v.user, w);
+    }
+    fn get(r: &mut Reader) -> Result<ShareInfo> {
+        let id = Str::get(r)?;
+        let token = Str::get(r)?;
+        let kind = match r.u8()? {
+            1 => EntryKind::File,
+            2 => EntryKind::Dir,
+            other => return Err(Error::protocol(format!("unknown entry kind {other}"))),
+        };
+        Ok(ShareInfo {
+            id,
+            token,
+            kind,
+            size: U64::get(r)?,
+            sha256: MaybeDigest::get(r)?,
+            expires: U64::get(r)?,
+            downloads_left: U64::get(r)?,
+            name: Str::get(r)?,
+            user: Str::get(r)?,
+        })
+    }
+}
+
 struct StatusBody;
 impl Codec for StatusBody {
     type T = Status;
@@ -829,6 +911,37 @@ mod tests {
                 name: "x (1)".into(),
             },
             Msg::Cancel,
+            Msg::Share {
+                expires_s: 86_400,
+                downloads: u64::MAX,
+                name: "a.txt".into(),
+            },
+            Msg::ShareOk(ShareInfo {
+                id: "0a1b2c3d".into(),
+                token: "tok".into(),
+                kind: EntryKind::File,
+                size: 5,
+                sha256: d,
+                expires: 1_800_000_000,
+                downloads_left: 3,
+                name: "a.txt".into(),
+                user: "alice".into(),
+            }),
+            Msg::ShareList,
+            Msg::ShareEntry(ShareInfo {
+                id: "0a1b2c3d".into(),
+                token: String::new(),
+                kind: EntryKind::Dir,
+                size: 0,
+                sha256: None,
+                expires: u64::MAX,
+                downloads_left: u64::MAX,
+                name: "d".into(),
+                user: "alice".into(),
+            }),
+            Msg::ShareRevoke {
+                id: "0a1b2c3d".into(),
+            },
             Msg::Get {
                 offset: 0,
                 compress: 255,

@@ -131,14 +131,28 @@ impl ResolvesServerCert for CertSlot {
     }
 }
 
+/// ALPN ids of HTTPS (share links), offered after `sft/1` when the web side is on.
+pub const ALPN_H2: &[u8] = b"h2";
+pub const ALPN_HTTP1: &[u8] = b"http/1.1";
+
 /// TLS 1.3-only server configuration (no 0-RTT; ALPN sft/1).
 pub fn server_config(slot: Arc<CertSlot>) -> Result<Arc<rustls::ServerConfig>> {
+    server_config_for(slot, false)
+}
+
+/// The same, also offering `h2` and `http/1.1` when `web` is on: the ALPN id
+/// chosen in the handshake decides what the connection speaks.
+pub fn server_config_for(slot: Arc<CertSlot>, web: bool) -> Result<Arc<rustls::ServerConfig>> {
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| Error::other(format!("TLS configuration: {e}")))?
         .with_no_client_auth()
         .with_cert_resolver(slot);
     cfg.alpn_protocols = vec![ALPN.to_vec()];
+    if web {
+        cfg.alpn_protocols
+            .extend([ALPN_H2.to_vec(), ALPN_HTTP1.to_vec()]);
+    }
     cfg.max_early_data_size = 0;
     Ok(Arc::new(cfg))
 }

@@ -24,6 +24,23 @@ pub const DEPTH: usize = 8;
 /// so the final fsync has little left to do.
 const SYNC_EVERY: u64 = 32 << 20;
 
+/// The SHA-256 of a local file, read in chunks (to compare it with a
+/// digest the server recorded before sending anything).
+pub fn sha256_file(path: &std::path::Path) -> Result<[u8; 32]> {
+    use std::io::Read;
+    let what = || format!("reading {}", path.display());
+    let mut f = File::open(path).map_err(|e| Error::io(what(), &e))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = f.read(&mut buf).map_err(|e| Error::io(what(), &e))?;
+        if n == 0 {
+            return Ok(h.finalize().into());
+        }
+        h.update(&buf[..n]);
+    }
+}
+
 /// A small free list of chunk buffers shared by the network task and a disk
 /// thread, so steady-state transfers allocate (and page-fault) nothing.
 #[derive(Clone, Default)]

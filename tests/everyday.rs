@@ -727,3 +727,115 @@ fn small_uploads_beyond_the_servers_buffer_wait_and_all_arrive() {
     let status = stdout_text(&s.client().args(["admin", "status"]).assert().success());
     assert!(status.contains("transfers in flight: 0"), "{status}");
 }
+
+/// `get NAME -o PATH` writes PATH, replacing what was there once the
+/// download is verified (as curl -o and scp do); without -o an existing
+/// file is kept, the download saved beside it, and stderr says so.
+#[test]
+fn get_o_replaces_the_named_file_and_without_o_the_renaming_is_said() {
+    let s = Server::start();
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("report.txt");
+    std::fs::write(&src, b"fresh contents\n").unwrap();
+    s.client().arg("put").arg(&src).assert().success();
+    let out = work.path().join("out.txt");
+    std::fs::write(&out, b"stale bytes from yesterday\n").unwrap();
+    let a = s
+        .client()
+        .args(["get", "report.txt", "-o"])
+        .arg(&out)
+        .assert()
+        .success();
+    assert_eq!(std::fs::read(&out).unwrap(), b"fresh contents\n");
+    assert!(common::stdout_text(&a).contains(&out.display().to_string()));
+    let names: Vec<_> = std::fs::read_dir(work.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(names.len(), 2, "no (1) copy, no .part left: {names:?}");
+    // without -o, in a directory that has report.txt already
+    let here = work.path().join("here");
+    std::fs::create_dir(&here).unwrap();
+    std::fs::write(here.join("report.txt"), b"mine\n").unwrap();
+    let a = s
+        .client()
+        .current_dir(&here)
+        .args(["get", "report.txt"])
+        .assert()
+        .success();
+    assert_eq!(std::fs::read(here.join("report.txt")).unwrap(), b"mine\n");
+    assert_eq!(
+        std::fs::read(here.join("report (1).txt")).unwrap(),
+        b"fresh contents\n"
+    );
+    let err = common::stderr_text(&a);
+    assert!(
+        err.contains("exists and was kept") && err.contains("report (1).txt"),
+        "{err}"
+    );
+    assert!(common::stdout_text(&a).contains("report (1).txt"));
+}
+
+/// Re-running a put converges: a file whose remote name already holds the
+/// same bytes is reported `unchanged` and nothing is sent or stored again;
+/// different bytes still get "name (1).ext".
+#[test]
+fn re_putting_the_same_content_is_unchanged_and_sends_nothing() {
+    let s = Server::start();
+    let work = tempfile::tempdir().unwrap();
+    let tree = work.path().join("docs");
+    std::fs::create_dir_all(tree.join("sub")).unwrap();
+    std::fs::write(tree.join("a.txt"), b"alpha\n").unwrap();
+    std::fs::write(tree.join("sub/b.bin"), noise(300_000, 3)).unwrap();
+    std::fs::write(tree.join("sub/c.bin"), noise(2 << 20, 4)).unwrap();
+    s.client().args(["put", "-r"]).arg(&tree).assert().success();
+    let before = s.files();
+    assert_eq!(before.len(), 3, "{before:?}");
+    // the same tree again: every file unchanged, nothing on the wire
+    let a = s
+        .client()
+        .args(["--json", "put", "-r"])
+        .arg(&tree)
+        .assert()
+        .success();
+    let lines: Vec<Value> = stdout_text(&a)
+        .lines()
+        .filter(|l| l.contains("\"op\":\"put\""))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    for l in &lines {
+        assert_eq!(l["outcome"], "unchanged", "{l}");
+        assert_eq!(l["wire"], 0, "{l}");
+    }
+    assert_eq!(s.files(), before, "no new names");
+    // one file again under its own name: unchanged, with its digest
+    let a = s
+        .client()
+        .arg("put")
+        .arg(tree.join("a.txt"))
+        .args(["--as", "docs/a.txt"])
+        .assert()
+        .success();
+    assert!(stdout_text(&a).starts_with(&sha256_hex(b"alpha\n")));
+    assert!(
+        stderr_text(&a).contains("nothing sent"),
+        "{}",
+        stderr_text(&a)
+    );
+    assert_eq!(s.files(), before);
+    // different bytes (same size too): the seed rule, a numbered copy
+    std::fs::write(tree.join("a.txt"), b"ALPHA\n").unwrap();
+    s.client()
+        .arg("put")
+        .arg(tree.join("a.txt"))
+        .args(["--as", "docs/a.txt"])
+        .assert()
+        .success();
+    assert!(
+        s.files().contains(&"docs/a (1).txt".to_string()),
+        "{:?}",
+        s.files()
+    );
+}

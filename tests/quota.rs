@@ -331,8 +331,9 @@ fn a_per_user_limit_lower_than_the_servers_applies_first() {
     // the admin (a token-file user without a limit) is not bound by it
     s.client().arg("put").arg(&big).assert().success();
     // the file limit
-    let tiny = file(work.path(), "t.txt", 10, 2);
-    for _ in 0..2 {
+    for i in 0..2 {
+        // different bytes each time (the same bytes again would be `unchanged`)
+        let tiny = file(work.path(), "t.txt", 10, 100 + i);
         s.client()
             .env("SFT_TOKEN", &ci)
             .arg("put")
@@ -340,6 +341,7 @@ fn a_per_user_limit_lower_than_the_servers_applies_first() {
             .assert()
             .success();
     }
+    let tiny = file(work.path(), "t.txt", 10, 200);
     let a = s
         .client()
         .env("SFT_TOKEN", &ci)

@@ -345,9 +345,15 @@ fn zero_config_state_is_private_and_reused() {
         let mut text = String::new();
         use std::io::BufRead;
         let mut lines = std::io::BufReader::new(out).lines();
-        for _ in 0..7 {
+        // the banner ends with the example command line
+        for _ in 0..16 {
             match lines.next() {
-                Some(Ok(l)) => text.push_str(&format!("{l}\n")),
+                Some(Ok(l)) => {
+                    text.push_str(&format!("{l}\n"));
+                    if l.trim_start().starts_with("sft put") {
+                        break;
+                    }
+                }
                 _ => break,
             }
         }

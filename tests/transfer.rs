@@ -126,6 +126,8 @@ fn taken_names_are_numbered_and_overwrite_is_explicit() {
     let tgz = work.path().join("a.tar.gz");
     std::fs::write(&tgz, "t").unwrap();
     s.client().arg("put").arg(&tgz).assert().success();
+    // other bytes under the taken name (the same bytes would be `unchanged`)
+    std::fs::write(&tgz, "u").unwrap();
     let out = s
         .client()
         .arg("put")

@@ -17,7 +17,7 @@ fn write_file(path: &Path, contents: &str, mode: u32, force: bool) -> Result<()>
             path.display()
         )));
     }
-    crate::server::state::write_atomic(path, contents.as_bytes(), mode)
+    crate::private::write_atomic(path, contents.as_bytes(), mode)
 }
 
 fn make_dir(dir: &Path) -> Result<()> {
@@ -65,7 +65,7 @@ fn load_ca(ca: &Path) -> Result<(Pem, PathBuf)> {
         })
     };
     let cert_text = read(&cert)?;
-    crate::server::state::check_private(&key)?;
+    crate::private::check_private(&key)?;
     let key_text = read(&key)?;
     let dir = cert
         .parent()

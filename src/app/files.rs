@@ -394,8 +394,36 @@ pub async fn put(
             }
         }
     }
+    let given = jobs.len();
+    // (a user who may not write is refused by the server, as before)
+    let (jobs, unchanged) = if c.role >= crate::protocol::Role::Write {
+        split_unchanged(c, jobs).await?
+    } else {
+        (jobs, Vec::new())
+    };
+    for u in &unchanged {
+        tally.ok += 1;
+        let up = crate::client::Uploaded {
+            wire: 0,
+            name: u.job.remote.clone(),
+            size: u.size,
+            sha256: u.sha256,
+            seconds: 0.0,
+        };
+        print_put_outcome(o, &u.job.local.display().to_string(), &up, "unchanged")?;
+    }
+    if !unchanged.is_empty() && unchanged.len() == given {
+        o.note(&format!(
+            "{} already on the server with the same content; nothing sent",
+            if given == 1 {
+                "the file is"
+            } else {
+                "every file is"
+            }
+        ));
+    }
     let progress = Progress::new(!o.quiet && !o.json, jobs.len());
-    let single = jobs.len() == 1 && empty_dirs.is_empty();
+    let single = given == 1 && jobs.len() == 1 && empty_dirs.is_empty();
     let mut single_err = None;
     let r = c
         .put_many(&jobs, overwrite, &progress, |i, r| {
@@ -475,6 +503,15 @@ pub async fn put_stdin(
 
 /// One uploaded file: `SHA256  REMOTE_NAME`, or its JSON line.
 fn print_put(o: &Output, local: &str, up: &crate::client::Uploaded) -> Result<()> {
+    print_put_outcome(o, local, up, "ok")
+}
+
+fn print_put_outcome(
+    o: &Output,
+    local: &str,
+    up: &crate::client::Uploaded,
+    outcome: &str,
+) -> Result<()> {
     o.result(
         || format!("{}  {}", hex32(&up.sha256), names::escape(&up.name)),
         || {
@@ -486,10 +523,89 @@ fn print_put(o: &Output, local: &str, up: &crate::client::Uploaded) -> Result<()
                 "sha256": hex32(&up.sha256),
                 "wire": up.wire,
                 "seconds": up.seconds,
-                "outcome": "ok",
+                "outcome": outcome,
             })
         },
     )
+}
+
+/// A file whose remote name already holds exactly its content.
+struct Unchanged {
+    job: PutJob,
+    size: u64,
+    sha256: [u8; 32],
+}
+
+/// Split off the files whose remote name already holds exactly their
+/// content, uploaded by this same user, so re-running a put sends and
+/// stores nothing again. Cheap
+/// first: one listing per remote directory (requested together) gives
+/// sizes and recorded digests; only files whose size matches are hashed.
+async fn split_unchanged(
+    c: &mut Client,
+    jobs: Vec<PutJob>,
+) -> Result<(Vec<PutJob>, Vec<Unchanged>)> {
+    let mut dirs: Vec<String> = jobs
+        .iter()
+        .map(|j| names::split_parent(&j.remote).0.to_string())
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    let listings = c.list_many(&dirs).await?;
+    let me = c.user.clone();
+    let mut remote = std::collections::HashMap::new();
+    for (dir, listing) in dirs.iter().zip(listings) {
+        let entries = match listing {
+            Ok(entries) => entries,
+            // a directory that does not exist yet holds nothing
+            Err(e) if matches!(e.kind, Kind::Network | Kind::Protocol) => return Err(e),
+            Err(_) => continue,
+        };
+        for e in entries {
+            // only this user's own files: another user's file under the name
+            // keeps the usual rules (a numbered copy, or a refused overwrite)
+            if let (EntryKind::File, Some(digest), true) = (e.kind, e.sha256, e.owner == me) {
+                remote.insert(join_remote(dir, &e.name), (e.size, digest));
+            }
+        }
+    }
+    let mut send = Vec::new();
+    let mut candidates = Vec::new();
+    for (i, job) in jobs.into_iter().enumerate() {
+        let local_size = std::fs::metadata(&job.local).map(|m| m.len()).ok();
+        match remote.get(&job.remote) {
+            Some(&(size, digest)) if local_size == Some(size) => {
+                candidates.push((i, job, size, digest))
+            }
+            _ => send.push((i, job)),
+        }
+    }
+    if candidates.is_empty() {
+        return Ok((send.into_iter().map(|(_, j)| j).collect(), Vec::new()));
+    }
+    let hashed = tokio::task::spawn_blocking(move || {
+        candidates
+            .into_iter()
+            .map(|(i, job, size, digest)| {
+                let same =
+                    crate::transfer::sha256_file(&job.local).is_ok_and(|local| local == digest);
+                (i, job, size, digest, same)
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .map_err(|e| Error::other(format!("internal error: {e}")))?;
+    let mut unchanged = Vec::new();
+    for (i, job, size, sha256, same) in hashed {
+        if same {
+            unchanged.push(Unchanged { job, size, sha256 });
+        } else {
+            send.push((i, job));
+        }
+    }
+    // in the order the files were given
+    send.sort_by_key(|(i, _)| *i);
+    Ok((send.into_iter().map(|(_, j)| j).collect(), unchanged))
 }
 
 // ---------------------------------------------------------------- get
@@ -688,12 +804,32 @@ pub async fn get(c: &mut Client, o: &Output, a: &GetArgs<'_>) -> Result<()> {
     let mut tally = Tally::default();
     let single = jobs.len() == 1;
     let mut single_err = None;
+    // `-o FILE` names the file to write, as curl -o and scp do: it is
+    // replaced (atomically, once the download is verified); without -o an
+    // existing file is kept and the download saved as "name (1).ext", said
+    // on stderr (and in --json as `path`)
+    let named_file = single
+        && !a.recursive
+        && a.check.is_none()
+        && matches!(&jobs[0].dest, Dest::Path(p) if a.output == Some(p.as_path()));
+    let force = a.force || named_file;
     let r = c
-        .get_many(&jobs, a.force, &progress, |i, r| {
+        .get_many(&jobs, force, &progress, |i, r| {
             let job = &jobs[i];
             match r {
                 Ok(got) => {
                     tally.ok += 1;
+                    if let Dest::Path(wanted) = &job.dest
+                        && *wanted != got.path
+                        && !o.json
+                        && !o.quiet
+                    {
+                        progress.println(&format!(
+                            "sft: {} exists and was kept; saved as {} (use --force to replace it, or -o to name the file)",
+                            wanted.display(),
+                            got.path.display()
+                        ));
+                    }
                     if a.stats || o.verbose > 0 {
                         progress.println(&super::stats_line(
                             &job.remote,

@@ -1,11 +1,13 @@
 //! One function per subcommand: validated options in, client or server call,
 //! results on stdout.
 
-use std::path::PathBuf;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 
 mod cert;
 mod files;
 mod output;
+mod share;
 mod shell;
 mod trust;
 mod user;
@@ -17,6 +19,7 @@ use crate::client::{self, Client};
 use crate::config::{self, Effective};
 use crate::error::{Error, Result};
 use crate::names;
+use crate::private;
 use crate::server::{self, auth::Tokens, state, store::Fsync};
 use crate::tls;
 
@@ -63,7 +66,7 @@ fn client_options(c: &ConnArgs, eff: &Effective) -> Result<client::Options> {
     )?;
     let token = match (&eff.token.0, &eff.token_file.0) {
         (Some(t), _) => t.trim().to_string(),
-        (None, Some(f)) => state::read_private(f)?
+        (None, Some(f)) => private::read_private(f)?
             .lines()
             .next()
             .unwrap_or("")
@@ -234,6 +237,7 @@ async fn client_command(
             files::parse_sha256(sha256)?;
         }
         Command::Mkdir { name } => names::validate(name)?,
+        Command::Share(a) => share::check(a)?,
         Command::Ls { dir: Some(d), .. } | Command::Sums { dir: Some(d) } => {
             let d = d.trim_end_matches('/');
             if !d.is_empty() {
@@ -326,6 +330,7 @@ async fn run_on(
             o.json_only(|| serde_json::json!({"op": "mkdir", "name": name, "outcome": "ok"}))?;
         }
         Command::Shell { dir } => shell::run(c, opts, dir.as_deref()).await?,
+        Command::Share(a) => share::run(c, opts, o, a).await?,
         Command::Admin(AdminCmd::Shutdown { grace }) => {
             c.shutdown(grace).await?;
             eprintln!(
@@ -349,22 +354,112 @@ connections: {}
 transfers in flight: {}
 bytes in: {} ({})
 bytes out: {} ({})
-storage used: {} bytes in {} files ({})",
+storage used: {} bytes in {} ({})",
                 humantime::format_duration(std::time::Duration::from_secs(st.uptime_s)),
-                st.connections,
+                connections_text(st.connections.into()),
                 st.transfers,
                 st.bytes_in,
                 crate::units::human(st.bytes_in),
                 st.bytes_out,
                 crate::units::human(st.bytes_out),
                 st.storage_bytes,
-                st.files,
+                count_text(st.files, "file", "files"),
                 crate::units::human(st.storage_bytes),
             ))?;
         }
         _ => {}
     }
     Ok(())
+}
+
+/// The server counts the asking connection among its connections; say so.
+fn connections_text(n: u64) -> String {
+    match n {
+        0 | 1 => "1 (this one)".to_string(),
+        n => format!(
+            "{n} (this one and {})",
+            count_text(n - 1, "other", "others")
+        ),
+    }
+}
+
+/// "1 file", "2 files", "0 files".
+fn count_text(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// The token `serve` made in its state directory.
+struct Generated {
+    file: PathBuf,
+    /// The token itself, when it may be printed (just made, on a terminal).
+    shown: Option<String>,
+    /// Made by this start.
+    created: bool,
+}
+
+/// Make the storage root if it is missing: only its last component, so a
+/// mistyped path fails instead of growing a tree of directories.
+fn prepare_root(root: &Path) -> Result<()> {
+    let shown = root.display();
+    match std::fs::metadata(root) {
+        Ok(m) if m.is_dir() => return Ok(()),
+        Ok(_) => {
+            return Err(Error::usage(format!(
+                "--root {shown} is a file, not a directory; give the directory to serve (it is created if missing)"
+            )));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
+            return Err(Error::usage(format!(
+                "--root {shown}: part of that path is a file, not a directory; check the path"
+            )));
+        }
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(Error::io(format!("checking root directory {shown}"), &e));
+        }
+        Err(_) => {}
+    }
+    match std::fs::create_dir(root) {
+        Ok(()) => {
+            tracing::info!(root = %shown, "created the root directory");
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let parent = private::parent_dir(root);
+            Err(Error::usage(format!(
+                "--root {shown}: the directory it would be made in, {}, does not exist; check the path, or create it first (mkdir -p {})",
+                parent.display(),
+                parent.display()
+            )))
+        }
+        // a dangling symlink, or made by someone else meanwhile
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && root.is_dir() => Ok(()),
+        Err(e) => Err(Error::io(format!("creating root directory {shown}"), &e)),
+    }
+}
+
+/// Which addresses the server answers on, for its first lines: an address
+/// like 0.0.0.0 means every address of the machine, not only the one the
+/// connect line shows.
+fn reachable_line(addr: std::net::SocketAddr) -> String {
+    let port = addr.port();
+    let ip = addr.ip();
+    if ip.is_unspecified() {
+        let (family, local) = if addr.is_ipv6() {
+            (
+                "every IPv6 address (and IPv4, unless the system keeps them apart)",
+                format!("[::1]:{port}"),
+            )
+        } else {
+            ("every IPv4 address", format!("127.0.0.1:{port}"))
+        };
+        format!(
+            "reachable on: {family} of this machine, port {port} (from this machine: {local}); --listen {local} keeps it to this machine"
+        )
+    } else if ip.is_loopback() {
+        format!("reachable on: {addr} only (this machine)")
+    } else {
+        format!("reachable on: {addr} only")
+    }
 }
 
 /// What crossed the wire for one file (for --stats and -v, on stderr).
@@ -387,8 +482,7 @@ pub(crate) fn stats_line(name: &str, size: u64, wire: u64, secs: f64) -> String 
 
 async fn serve(a: ServeArgs) -> Result<()> {
     let state_dir = a.state_dir.clone().unwrap_or_else(state::default_dir);
-    std::fs::create_dir_all(&a.root)
-        .map_err(|e| Error::io(format!("creating root directory {}", a.root.display()), &e))?;
+    prepare_root(&a.root)?;
     let needs_state = a.cert.is_none() || (a.token_file.is_none() && a.users.is_none());
     if needs_state {
         state::ensure_dir(&state_dir)?;
@@ -400,8 +494,8 @@ async fn serve(a: ServeArgs) -> Result<()> {
             let (c, k) = (state_dir.join("cert.pem"), state_dir.join("key.pem"));
             if !c.exists() || !k.exists() {
                 let pem = crate::certs::self_signed(&crate::certs::default_names())?;
-                state::write_private(&k, pem.key.as_bytes())?;
-                state::write_private(&c, pem.cert.as_bytes())?;
+                private::write_private(&k, pem.key.as_bytes())?;
+                private::write_private(&c, pem.cert.as_bytes())?;
             }
             (c, k)
         }
@@ -409,7 +503,7 @@ async fn serve(a: ServeArgs) -> Result<()> {
     let (tokens, generated) = match &a.token_file {
         None if a.users.is_some() => (Tokens::default(), None),
         Some(f) => {
-            let t = Tokens::from_lines(&state::read_private(f)?);
+            let t = Tokens::from_lines(&private::read_private(f)?);
             if t.is_empty() {
                 return Err(Error::usage(format!(
                     "{} holds no tokens; put one token per line",
@@ -420,18 +514,43 @@ async fn serve(a: ServeArgs) -> Result<()> {
         }
         None => {
             let f = state_dir.join("token");
-            if !f.exists() {
-                state::write_private(
+            let created = !f.exists();
+            if created {
+                private::write_private(
                     &f,
-                    format!("{}\n", server::store::random_hex(32)).as_bytes(),
+                    format!("{}\n", crate::private::secret_hex(32)?).as_bytes(),
                 )?;
             }
-            let text = state::read_private(&f)?;
+            let text = private::read_private(&f)?;
+            let token = text.lines().next().unwrap_or("").trim().to_string();
             (
                 Tokens::from_lines(&text),
-                Some((f, text.lines().next().unwrap_or("").trim().to_string())),
+                Some(Generated {
+                    file: f,
+                    // shown once, when it is made, and only to a person: a
+                    // service's stdout goes to a log that others may read
+                    shown: (created && std::io::stdout().is_terminal()).then_some(token),
+                    created,
+                }),
             )
         }
+    };
+    // share links are kept in the state directory (created with the first)
+    // (a server that needs no state directory otherwise still serves files
+    // when it has none usable: it then makes no share links, and says why)
+    let share_dir = if a.web == crate::cli::OnOff::On {
+        match state::ensure_dir(&state_dir)
+            .and_then(|()| state::check_separate(&a.root, &state_dir))
+        {
+            Ok(()) => Some(state_dir.clone()),
+            Err(e) if a.state_dir.is_none() && !needs_state => {
+                tracing::warn!("share links are off: {e}");
+                None
+            }
+            Err(e) => return Err(e),
+        }
+    } else {
+        None
     };
     let fingerprint = tls::fingerprint(&tls::load_certs(&cert)?[0]);
     let expiry = crate::certs::expiry_note(&cert);
@@ -453,14 +572,35 @@ async fn serve(a: ServeArgs) -> Result<()> {
             } else {
                 format!("{host}:{}", addr.port())
             };
-            let mut s = format!("root: {root}\ncertificate sha256: {fp}\n");
+            let mut s = format!(
+                "{}\nroot: {root}\ncertificate sha256: {fp}\n",
+                reachable_line(addr)
+            );
             if let Some((note, _)) = &expiry {
                 s.push_str(&format!("certificate {note}\n"));
             }
             match &generated {
-                Some((file, token)) => {
-                    s.push_str(&format!("token: {token}  (kept in {})\n", file.display()));
+                Some(Generated {
+                    file,
+                    shown: Some(token),
+                    ..
+                }) => {
+                    s.push_str(&format!(
+                        "token: {token}  (new: shown only this once; kept in {})\n",
+                        file.display()
+                    ));
                     s.push_str(&format!("connect with:\n  export SFT_SERVER={server} SFT_PIN={fp} SFT_TOKEN={token}\n  sft put FILE && sft ls\n"));
+                }
+                Some(Generated { file, created, .. }) => {
+                    let f = file.display();
+                    if *created {
+                        s.push_str(&format!(
+                            "token: new, kept in {f} (not printed: the output is not a terminal)\n"
+                        ));
+                    } else {
+                        s.push_str(&format!("token: kept in {f} (printed only when it was made; read it with: cat {f})\n"));
+                    }
+                    s.push_str(&format!("connect with:\n  export SFT_SERVER={server} SFT_PIN={fp} SFT_TOKEN_FILE={f}\n  sft put FILE && sft ls\n"));
                 }
                 None => s.push_str(&format!(
                     "connect with:\n  sft --server {server} --pin {fp} --token-file FILE ls\n"
@@ -497,8 +637,41 @@ async fn serve(a: ServeArgs) -> Result<()> {
             min_free: a.min_free,
         },
         compression: a.compression == crate::cli::OnOff::On,
+        web: a.web == crate::cli::OnOff::On,
+        state_dir: share_dir,
         max_level: a.max_compress_level,
         banner: Some(Box::new(banner)),
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_counts_read_as_english() {
+        assert_eq!(connections_text(1), "1 (this one)");
+        assert_eq!(connections_text(2), "2 (this one and 1 other)");
+        assert_eq!(connections_text(5), "5 (this one and 4 others)");
+        assert_eq!(count_text(1, "file", "files"), "1 file");
+        assert_eq!(count_text(0, "file", "files"), "0 files");
+        assert_eq!(count_text(7, "file", "files"), "7 files");
+    }
+
+    #[test]
+    fn reachable_line_names_every_address_or_the_one() {
+        let any: std::net::SocketAddr = "0.0.0.0:7373".parse().unwrap();
+        let line = reachable_line(any);
+        assert!(line.contains("every IPv4 address"), "{line}");
+        assert!(line.contains("127.0.0.1:7373"), "{line}");
+        assert!(line.contains("--listen 127.0.0.1:7373"), "{line}");
+        let one: std::net::SocketAddr = "127.0.0.1:9000".parse().unwrap();
+        assert_eq!(
+            reachable_line(one),
+            "reachable on: 127.0.0.1:9000 only (this machine)"
+        );
+        let v6: std::net::SocketAddr = "[::]:7373".parse().unwrap();
+        assert!(reachable_line(v6).contains("every IPv6 address"));
+    }
 }

@@ -34,7 +34,7 @@ pub fn command(cmd: UserCmd) -> Result<()> {
             if let Some(q) = &quota {
                 crate::units::parse_size(q)?;
             }
-            let token = users::new_token();
+            let token = users::new_token()?;
             let digest = hex::encode(users::token_digest(&token));
             users::edit(&file.users, true, |f| {
                 if f.users.contains_key(&name) {
@@ -91,8 +91,29 @@ pub fn command(cmd: UserCmd) -> Result<()> {
             );
             Ok(())
         }
+        UserCmd::Role { name, role, file } => {
+            let new = role_name(role);
+            let old = users::edit(&file.users, false, |f| {
+                f.set_role(&name, new).map_err(|e| {
+                    if e.kind == crate::error::Kind::NotFound {
+                        no_such_user(&name, &file.users)
+                    } else {
+                        e
+                    }
+                })
+            })?;
+            if old == new {
+                eprintln!("sft: user {name} already has role {new}");
+            } else {
+                eprintln!(
+                    "sft: user {name} now has role {new} (was {old}) in {}; a running server applies it from the user's next command",
+                    file.users.display()
+                );
+            }
+            Ok(())
+        }
         UserCmd::Token { name, file } => {
-            let token = users::new_token();
+            let token = users::new_token()?;
             let digest = hex::encode(users::token_digest(&token));
             users::edit(&file.users, false, |f| match f.users.get_mut(&name) {
                 Some(u) => {

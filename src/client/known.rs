@@ -82,13 +82,13 @@ fn render(entries: &[Known]) -> String {
 
 /// Replace the file atomically (0600, its directory created 0700).
 fn store(path: &Path, entries: &[Known]) -> Result<()> {
-    let dir = crate::server::state::parent_dir(path);
+    let dir = crate::private::parent_dir(path);
     if !dir.exists() {
         std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
             .create(&dir)
             .map_err(|e| Error::io(format!("creating {}", dir.display()), &e))?;
     }
-    crate::server::state::write_atomic(path, render(entries).as_bytes(), 0o600)
+    crate::private::write_atomic(path, render(entries).as_bytes(), 0o600)
 }
 
 /// What `add` did.

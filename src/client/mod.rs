@@ -411,6 +411,56 @@ impl Client {
         }
     }
 
+    /// Make a share link for a file or directory; `expires`/`downloads`
+    /// None for no limit. The reply carries the link's token.
+    pub async fn share(
+        &mut self,
+        name: &str,
+        expires: Option<Duration>,
+        downloads: Option<u64>,
+    ) -> Result<protocol::ShareInfo> {
+        let name = name.trim_end_matches('/');
+        names::validate(name)?;
+        let what = "the reply to SHARE";
+        self.w
+            .send_now(&Msg::Share {
+                expires_s: expires.map_or(u64::MAX, |d| d.as_secs().max(1)),
+                downloads: downloads.unwrap_or(u64::MAX),
+                name: name.to_string(),
+            })
+            .await?;
+        match self.r.expect_within(self.timeout * 4, what).await? {
+            Msg::ShareOk(s) => Ok(s),
+            other => Err(unexpected(&other, what)),
+        }
+    }
+
+    /// The caller's live share links (an admin's: everyone's).
+    pub async fn share_list(&mut self) -> Result<Vec<protocol::ShareInfo>> {
+        self.w.send_now(&Msg::ShareList).await?;
+        let mut out = Vec::new();
+        loop {
+            match self
+                .r
+                .expect_within(self.timeout, "the share links")
+                .await?
+            {
+                Msg::ShareEntry(s) => out.push(s),
+                Msg::ListEnd => return Ok(out),
+                other => return Err(unexpected(&other, "the share links")),
+            }
+        }
+    }
+
+    /// Revoke a share link by id.
+    pub async fn share_revoke(&mut self, id: &str) -> Result<()> {
+        self.simple(
+            Msg::ShareRevoke { id: id.to_string() },
+            "the reply to SHARE_REVOKE",
+        )
+        .await
+    }
+
     /// Make the server reload its certificate and users file (admin).
     pub async fn reload(&mut self) -> Result<()> {
         self.w.send_now(&Msg::Reload).await?;
@@ -632,10 +682,7 @@ fn create_part(dest: &Path) -> Result<(PathBuf, File)> {
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     for _ in 0..16 {
-        let part = dir.join(format!(
-            ".{base}.{}.part",
-            crate::server::store::random_hex(4)
-        ));
+        let part = dir.join(format!(".{base}.{}.part", crate::private::unique_hex()));
         match std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)

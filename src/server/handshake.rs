@@ -36,6 +36,19 @@ pub struct Admitted {
     pub permit: OwnedSemaphorePermit,
 }
 
+/// What a connection became after its TLS handshake.
+pub enum Admission {
+    /// ALPN `sft/1`: an authenticated sft session.
+    Sft(Admitted),
+    /// ALPN `h2` (true) or `http/1.1`: HTTPS, still in the unauthenticated
+    /// budget until its first request (see `super::web`).
+    Web {
+        tls: Box<Stream>,
+        h2: bool,
+        pass: Pass,
+    },
+}
+
 /// How the unauthenticated part of a connection ended, when not admitted.
 enum Refused {
     /// Nothing more to say (handshake failed, peer left, wrong token answered).
@@ -46,15 +59,16 @@ enum Refused {
     Denied(Error),
 }
 
-/// Take a connection from TCP to an authenticated session, or end it.
-/// Dropped at once when the gate needs its place or the server stops.
+/// Take a connection from TCP to an authenticated session (or, by ALPN, to
+/// HTTPS), or end it. Dropped at once when the gate needs its place or the
+/// server stops.
 pub async fn admit(
     tcp: TcpStream,
     peer: SocketAddr,
     acceptor: TlsAcceptor,
     shared: &Arc<Shared>,
     mut pass: Pass,
-) -> Option<Admitted> {
+) -> Option<Admission> {
     info!(event = "connection", %peer, "connection");
     let mut stop = shared.stop.clone();
     let sock = Socket::new(tcp);
@@ -68,8 +82,8 @@ pub async fn admit(
         ) => match r {
             Ok(s) => s,
             Err(e) => {
-                if shared.quiet_handshakes.ready().is_some() {
-                    info!(%peer, "connection ended before authentication: {e}");
+                if let Some(held) = shared.quiet_handshakes.ready() {
+                    info!(%peer, held_back = held, "connection ended before authentication: {e}");
                 }
                 return None;
             }
@@ -77,11 +91,32 @@ pub async fn admit(
         _ = &mut pass.evicted => return None,
         _ = stop.wait_for(|s| *s) => return None,
     };
-    if tls.get_ref().1.alpn_protocol() != Some(protocol::ALPN) {
-        if shared.quiet_handshakes.ready().is_some() {
-            info!(%peer, "refused: the client did not offer ALPN sft/1");
+    // the server offers h2 and http/1.1 only with --web on, so rustls
+    // never selects them otherwise
+    match tls.get_ref().1.alpn_protocol() {
+        Some(protocol::ALPN) => {}
+        Some(p @ (crate::tls::ALPN_H2 | crate::tls::ALPN_HTTP1)) => {
+            return Some(Admission::Web {
+                h2: p == crate::tls::ALPN_H2,
+                tls: Box::new(tls),
+                pass,
+            });
         }
-        return None;
+        // no ALPN at all: every sft client offers sft/1, so this is an HTTP
+        // client that predates ALPN (wget 1.21 sends none): HTTP/1.1
+        None if shared.web => {
+            return Some(Admission::Web {
+                h2: false,
+                tls: Box::new(tls),
+                pass,
+            });
+        }
+        _ => {
+            if shared.quiet_handshakes.ready().is_some() {
+                info!(%peer, "refused: the client did not offer ALPN sft/1 (nor h2 or http/1.1)");
+            }
+            return None;
+        }
     }
     let (rd, wr) = tokio::io::split(tls);
     let mut r = FrameReader::new(rd);
@@ -102,8 +137,8 @@ pub async fn admit(
             return None;
         }
         Err(Refused::Tell(e)) => {
-            if e.kind != Kind::Network || shared.quiet_handshakes.ready().is_some() {
-                info!(%peer, "connection ended before authentication: {e}");
+            if let Some(held) = shared.quiet_handshakes.ready() {
+                info!(%peer, held_back = held, "connection ended before authentication: {e}");
             }
             tell(&mut w, &e).await;
             return None;
@@ -136,13 +171,13 @@ pub async fn admit(
     r.set_limit(usize::MAX);
     grow.store(true, Ordering::Relaxed);
     w.set_deadline(limits.data);
-    Some(Admitted {
+    Some(Admission::Sft(Admitted {
         r,
         w,
         who,
         zstd,
         permit,
-    })
+    }))
 }
 
 async fn tell(w: &mut FrameWriter<WriteHalf<Stream>>, e: &Error) {

@@ -11,9 +11,11 @@ pub mod handshake;
 pub mod policy;
 pub mod quota;
 pub mod session;
+pub mod share;
 pub mod state;
 pub mod store;
 pub mod users;
+pub mod web;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -79,6 +81,10 @@ pub struct Config {
     pub compression: bool,
     /// Highest zstd level this server spends CPU on for downloads.
     pub max_level: i32,
+    /// Serve share links over HTTPS on the same port (ALPN h2, http/1.1).
+    pub web: bool,
+    /// Where share links are kept (`shares.json`); None: no share links.
+    pub state_dir: Option<PathBuf>,
     /// Printed to stdout after the "listening on" line (zero-config help).
     pub banner: Option<Box<dyn Fn(SocketAddr) -> String + Send>>,
 }
@@ -139,6 +145,12 @@ pub struct Shared {
     pub quiet_handshakes: gate::Throttle,
     /// Likewise "server busy" refusals.
     pub busy_log: gate::Throttle,
+    /// Share links (made over sft, used over HTTPS).
+    pub shares: share::Shares,
+    /// Browsers signed in to the browse page.
+    pub web_sessions: web::browse::Sessions,
+    /// HTTPS is served on the sft port (`--web on`).
+    pub web: bool,
 }
 
 fn load_cert(cfg: &Config) -> Result<Arc<rustls::sign::CertifiedKey>> {
@@ -167,6 +179,21 @@ pub async fn run(cfg: Config) -> Result<()> {
     }
     // usage is rebuilt from what is on disk, so a crash never leaks quota
     let on_disk = store.usage()?;
+    let without_owner = on_disk.get("").map_or(0, |&(_, files)| files);
+    let without_digest = store.without_digest.load(Ordering::Relaxed);
+    if without_owner > 0 || without_digest > 0 {
+        warn!(
+            without_owner,
+            without_digest,
+            "files without a recorded owner: {without_owner} (only an admin may remove them); without a recorded SHA-256: {without_digest} (hashed on first use). A backup restored without extended attributes does this: restore with tar --xattrs, rsync -aX or cp -a"
+        );
+    } else {
+        let files: u64 = on_disk.values().map(|&(_, f)| f).sum();
+        info!(
+            files,
+            "files under the root: {files}, each with a recorded owner and SHA-256"
+        );
+    }
     let ledger = Arc::new(quota::Ledger::new(
         cfg.quota,
         on_disk.into_iter().map(|(o, (b, f))| (o, b, f)),
@@ -178,7 +205,8 @@ pub async fn run(cfg: Config) -> Result<()> {
         ));
     }
     let slot = CertSlot::new(load_cert(&cfg)?);
-    let acceptor = TlsAcceptor::from(tls::server_config(slot.clone())?);
+    let acceptor = TlsAcceptor::from(tls::server_config_for(slot.clone(), cfg.web)?);
+    let shares = share::Shares::open(cfg.state_dir.clone())?;
     let listener = TcpListener::bind(cfg.listen).await.map_err(|e| {
         Error::io(format!("listening on {}", cfg.listen), &e)
             .context("is another server using that port? choose one with --listen")
@@ -215,6 +243,9 @@ pub async fn run(cfg: Config) -> Result<()> {
         sessions: Arc::new(Semaphore::new(limits.max_connections)),
         quiet_handshakes: gate::Throttle::new(Duration::from_secs(1)),
         busy_log: gate::Throttle::new(Duration::from_secs(1)),
+        shares,
+        web_sessions: web::browse::Sessions::default(),
+        web: cfg.web,
     });
     let reload = |shared: &Shared| -> Result<()> {
         let ck = load_cert(&cfg).map_err(|e| e.context("reloading the certificate"))?;

@@ -99,6 +99,9 @@ impl Drop for Upload {
 pub struct Store {
     root: OwnedFd,
     pub fsync: Fsync,
+    /// Regular files the last `usage` walk found without a recorded SHA-256
+    /// (restored without extended attributes, or placed by hand).
+    pub without_digest: std::sync::atomic::AtomicU64,
 }
 
 fn resolve() -> ResolveFlags {
@@ -165,7 +168,11 @@ impl Store {
                 &e.into(),
             )
         })?;
-        let store = Store { root: fd, fsync };
+        let store = Store {
+            root: fd,
+            fsync,
+            without_digest: Default::default(),
+        };
         store.check_writable(root)?;
         Ok(store)
     }
@@ -548,6 +555,7 @@ impl Store {
     /// the whole count: a ledger known to be wrong is worse than none.
     pub fn usage(&self) -> Result<std::collections::BTreeMap<String, (u64, u64)>> {
         let mut out = std::collections::BTreeMap::new();
+        let mut without_digest = 0u64;
         self.walk("cannot count storage usage", |dirfd, name, ft| {
             if ft != rustix::fs::FileType::RegularFile
                 || name.to_bytes().starts_with(RESERVED_PREFIX.as_bytes())
@@ -576,8 +584,13 @@ impl Store {
             let e = out.entry(owner).or_insert((0u64, 0u64));
             e.0 += st.st_size as u64;
             e.1 += 1;
+            if !has_digest_xattr(&file) {
+                without_digest += 1;
+            }
             Ok(())
         })?;
+        self.without_digest
+            .store(without_digest, std::sync::atomic::Ordering::Relaxed);
         Ok(out)
     }
 
@@ -750,7 +763,7 @@ fn join(parent: &str, comp: &str) -> String {
 /// `sweep` if the server dies before the upload ends).
 fn create_reserved(dir: &OwnedFd) -> std::result::Result<(File, String), Errno> {
     loop {
-        let tmp = format!("{RESERVED_PREFIX}{}", random_hex(8));
+        let tmp = format!("{RESERVED_PREFIX}{}", crate::private::unique_hex());
         match rustix::fs::openat(
             dir,
             tmp.as_str(),
@@ -878,7 +891,7 @@ fn unpublish(up: &mut Upload) -> std::result::Result<(), Errno> {
         return Ok(());
     }
     loop {
-        let tmp = format!("{RESERVED_PREFIX}{}", random_hex(8));
+        let tmp = format!("{RESERVED_PREFIX}{}", crate::private::unique_hex());
         match rename_noreplace(&up.dir, &name, &tmp) {
             Ok(()) => {
                 up.tmp = tmp;
@@ -1012,6 +1025,11 @@ fn existing_in(
 }
 
 /// The owner recorded on a file, if any.
+/// Whether a SHA-256 was recorded for the file (its size is asked, not read).
+fn has_digest_xattr(file: &File) -> bool {
+    rustix::fs::fgetxattr(file, XATTR, &mut [0u8; 0][..]).is_ok()
+}
+
 fn read_owner(file: &File) -> Option<String> {
     let mut buf = [0u8; 256];
     match rustix::fs::fgetxattr(file, OWNER_XATTR, &mut buf[..]) {
@@ -1050,22 +1068,6 @@ fn hash_and_remember(file: &File, info: &FileInfo) -> Result<[u8; 32]> {
     let d: [u8; 32] = h.finalize().into();
     let _ = set_digest_xattr(file, info.size, info.mtime_ns, &d);
     Ok(d)
-}
-
-/// `n` random bytes as hex.
-pub fn random_hex(n: usize) -> String {
-    let mut b = vec![0u8; n];
-    // getrandom only fails if the OS has no randomness source at all
-    if getrandom::fill(&mut b).is_err() {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        b.iter_mut()
-            .enumerate()
-            .for_each(|(i, x)| *x = (t >> (i % 16 * 8)) as u8 ^ std::process::id() as u8);
-    }
-    hex::encode(b)
 }
 
 #[cfg(test)]

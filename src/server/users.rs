@@ -83,8 +83,8 @@ pub fn validate_name(name: &str) -> Result<()> {
 }
 
 /// A new random token ("sft_" and 64 hex digits).
-pub fn new_token() -> String {
-    format!("sft_{}", super::store::random_hex(32))
+pub fn new_token() -> Result<String> {
+    Ok(format!("sft_{}", crate::private::secret_hex(32)?))
 }
 
 /// The digest stored for a token.
@@ -128,6 +128,16 @@ impl UsersFile {
         Ok(f)
     }
 
+    /// Give user `name` the role `role` (checked); returns the role it had.
+    pub fn set_role(&mut self, name: &str, role: &str) -> Result<String> {
+        parse_role(role)?;
+        let u = self
+            .users
+            .get_mut(name)
+            .ok_or_else(|| Error::not_found(format!("no user {name}")))?;
+        Ok(std::mem::replace(&mut u.role, role.to_string()))
+    }
+
     /// Read a users file; refuses one that others may write.
     pub fn load(path: &Path) -> Result<UsersFile> {
         let meta = std::fs::metadata(path).map_err(|e| {
@@ -162,7 +172,7 @@ impl UsersFile {
             "# sft users: edit with `sft user add|rm|token|list --users {}`.\n# Tokens are stored only as SHA-256 digests.\n\n{body}",
             path.display()
         );
-        super::state::write_atomic(path, text.as_bytes(), 0o600)
+        crate::private::write_atomic(path, text.as_bytes(), 0o600)
     }
 }
 
@@ -174,7 +184,7 @@ pub fn edit<T>(
     create: bool,
     f: impl FnOnce(&mut UsersFile) -> Result<T>,
 ) -> Result<T> {
-    let dir = super::state::parent_dir(path);
+    let dir = crate::private::parent_dir(path);
     let lock_path = dir.join(format!(
         ".{}.lock",
         path.file_name()
@@ -229,6 +239,28 @@ mod tests {
         assert!(
             UsersFile::parse("[users.\"../x\"]\nrole=\"read\"\ntoken_sha256=\"00\"", "t").is_err()
         );
+    }
+
+    #[test]
+    fn set_role_changes_only_that_users_role() {
+        let entry = |role: &str| UserEntry {
+            role: role.into(),
+            token_sha256: hex::encode([1u8; 32]),
+            quota: Some("1GiB".into()),
+            max_files: Some(3),
+        };
+        let mut f = UsersFile::default();
+        f.users.insert("alice".into(), entry("read"));
+        f.users.insert("bob".into(), entry("write"));
+        assert_eq!(f.set_role("alice", "admin").unwrap(), "read");
+        assert_eq!(f.users["alice"].role().unwrap(), Role::Admin);
+        assert_eq!(f.users["alice"].quota.as_deref(), Some("1GiB"));
+        assert_eq!(f.users["bob"], entry("write"));
+        let e = f.set_role("carol", "read").unwrap_err();
+        assert!(e.message.contains("no user carol"), "{e}");
+        let e = f.set_role("bob", "root").unwrap_err();
+        assert!(e.message.contains("unknown role"), "{e}");
+        assert_eq!(f.users["bob"].role, "write");
     }
 
     #[test]

@@ -74,4 +74,17 @@ impl Session {
             Err(e) => self.reply_error(&e).await,
         }
     }
+
+    /// SHARE, SHARE_LIST, SHARE_REVOKE: share links (`server::share`).
+    pub(super) async fn share(&mut self, m: Msg, who: &Identity) -> Result<()> {
+        match crate::server::share::command(&self.shared, who, self.peer, m).await {
+            Ok(replies) => {
+                for r in &replies {
+                    self.w.send(r).await?;
+                }
+                self.w.flush().await
+            }
+            Err(e) => self.reply_error(&e).await,
+        }
+    }
 }

@@ -65,8 +65,14 @@ pub async fn serve(
     shared: Arc<Shared>,
     pass: Pass,
 ) {
-    let Some(admitted) = handshake::admit(tcp, peer, acceptor, &shared, pass).await else {
-        return;
+    let admitted = match handshake::admit(tcp, peer, acceptor, &shared, pass).await {
+        Some(handshake::Admission::Sft(a)) => a,
+        Some(handshake::Admission::Web { tls, h2, pass }) => {
+            let counted = shared.clone();
+            let _connection = Gauge::new(&counted.stats.connections);
+            return super::web::serve(*tls, h2, peer, shared, pass).await;
+        }
+        None => return,
     };
     let Admitted {
         r,
@@ -291,6 +297,9 @@ impl Session {
                 Msg::StatusReq => self.status().await?,
                 Msg::UsageReq => self.usage(&who).await?,
                 Msg::Reload => self.reload().await?,
+                m @ (Msg::Share { .. } | Msg::ShareList | Msg::ShareRevoke { .. }) => {
+                    self.share(m, &who).await?
+                }
                 Msg::Bye => {
                     debug!(peer = %self.peer, "end of session");
                     return self.w.send_now(&Msg::Bye).await;
