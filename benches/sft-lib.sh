@@ -48,7 +48,13 @@ make_pki() {
     if [[ -n ${SFT_CERT_DAYS:-} ]] && "$SFT" cert server --help 2>/dev/null | grep -q -- '--days'; then
         days=(--days "$SFT_CERT_DAYS")
     fi
-    "$SFT" cert server --ca "$d" --name localhost --ip 127.0.0.1 "${days[@]}" >/dev/null 2>&1 ||
+    # where the CA's revocation list (DIR/ca.crl, from `sft cert ca`) would be
+    # published: auditors want certificates to name it
+    local crl=()
+    if "$SFT" cert server --help 2>/dev/null | grep -q -- '--crl-url'; then
+        crl=(--crl-url "${SFT_CRL_URL:-http://localhost/ca.crl}")
+    fi
+    "$SFT" cert server --ca "$d" --name localhost --ip 127.0.0.1 "${days[@]}" "${crl[@]}" >/dev/null 2>&1 ||
         die "sft cert server failed"
 }
 

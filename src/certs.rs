@@ -10,8 +10,9 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, CrlDistributionPoint,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
+    SerialNumber,
 };
 
 use crate::error::{Error, Result};
@@ -141,10 +142,21 @@ pub fn signed_by(ca: &Pem, names: &[String]) -> Result<Pem> {
 
 /// [`signed_by`], valid for `days`.
 pub fn signed_by_for(ca: &Pem, names: &[String], days: u32) -> Result<Pem> {
+    signed_by_with(ca, names, days, None)
+}
+
+/// [`signed_by_for`], naming where the CA's revocation list is published
+/// (a CRL distribution point), so relying parties and auditors can check it.
+pub fn signed_by_with(ca: &Pem, names: &[String], days: u32, crl_url: Option<&str>) -> Result<Pem> {
     let ca_key = KeyPair::from_pem(&ca.key).map_err(err)?;
     let issuer = Issuer::from_ca_cert_pem(&ca.cert, ca_key).map_err(err)?;
     let key = KeyPair::generate().map_err(err)?;
     let mut params = server_params(names, days)?;
+    if let Some(url) = crl_url {
+        params.crl_distribution_points = vec![CrlDistributionPoint {
+            uris: vec![url.to_string()],
+        }];
+    }
     params.distinguished_name.push(
         DnType::CommonName,
         names.first().map(String::as_str).unwrap_or("sft server"),
@@ -154,6 +166,29 @@ pub fn signed_by_for(ca: &Pem, names: &[String], days: u32) -> Result<Pem> {
         cert: cert.pem(),
         key: key.serialize_pem(),
     })
+}
+
+/// The CA's certificate revocation list (PEM): nothing revoked, valid from
+/// an hour ago for `days`, numbered by its issue time so a newer list
+/// always has a higher number. Publish it where `--crl-url` says.
+pub fn crl(ca: &Pem, days: u32) -> Result<String> {
+    let days = check_days(days)?;
+    let ca_key = KeyPair::from_pem(&ca.key).map_err(err)?;
+    let issuer = Issuer::from_ca_cert_pem(&ca.cert, ca_key).map_err(err)?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_err(|_| Error::other("the system clock is set before 1970"))?;
+    let start = now.saturating_sub(Duration::from_secs(3600));
+    let epoch = rcgen::date_time_ymd(1970, 1, 1);
+    let params = CertificateRevocationListParams {
+        this_update: epoch + start,
+        next_update: epoch + start + Duration::from_secs(u64::from(days) * 86_400),
+        crl_number: SerialNumber::from(now.as_secs().to_be_bytes().to_vec()),
+        issuing_distribution_point: None,
+        revoked_certs: Vec::new(),
+        key_identifier_method: KeyIdMethod::Sha256,
+    };
+    Ok(params.signed_by(&issuer).map_err(err)?.pem().map_err(err)?)
 }
 
 /// When the first certificate in a PEM text stops being valid (seconds

@@ -373,9 +373,23 @@ pub enum CertCmd {
         /// How long the certificate is valid, in days (1 to 3650)
         #[arg(long, default_value_t = crate::certs::SERVER_DAYS, value_name = "N")]
         days: u32,
+        /// Where the CA's revocation list is published (written into the
+        /// certificate as its CRL distribution point; see `sft cert crl`)
+        #[arg(long, value_name = "URL")]
+        crl_url: Option<String>,
         /// Replace existing files
         #[arg(long)]
         force: bool,
+    },
+    /// (Re)issue the CA's revocation list, DIR/ca.crl (nothing revoked);
+    /// publish it at the --crl-url given to `sft cert server`
+    Crl {
+        /// Directory holding ca.pem and ca.key
+        #[arg(long, value_name = "DIR")]
+        ca: PathBuf,
+        /// How long the list is valid before it must be issued again, in days
+        #[arg(long, default_value_t = 30, value_name = "N")]
+        days: u32,
     },
     /// Make a self-signed server certificate: DIR/server.pem and DIR/server.key (0600)
     SelfSigned {

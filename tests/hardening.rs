@@ -815,3 +815,94 @@ fn an_upload_that_cannot_be_taken_back_after_a_failed_sync_is_reported_stored_an
         "{log}"
     );
 }
+
+/// `sft cert ca` issues a signed revocation list beside the CA, `sft cert
+/// crl` renews it, and `--crl-url` names it in server certificates (auditors
+/// such as testssl.sh want revocation information): checked with openssl.
+#[test]
+fn the_ca_issues_a_revocation_list_and_server_certificates_name_it() {
+    if std::process::Command::new("openssl")
+        .arg("version")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "openssl missing"
+        );
+        eprintln!("SKIPPED: openssl is not installed");
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let ca_dir = d.path().join("ca");
+    let ca_s = ca_dir.to_str().unwrap();
+    assert!(sft(&["cert", "ca", "--out", ca_s]).status.success());
+    let url = "https://files.example.com:7373/ca.crl";
+    let out = sft(&[
+        "cert",
+        "server",
+        "--ca",
+        ca_s,
+        "--name",
+        "files.example.com",
+        "--crl-url",
+        url,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let openssl = |args: &[&str]| {
+        let o = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(&ca_dir)
+            .output()
+            .unwrap();
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+    let crl = openssl(&[
+        "crl", "-in", "ca.crl", "-CAfile", "ca.pem", "-noout", "-text",
+    ]);
+    assert!(crl.contains("verify OK"), "{crl}");
+    assert!(crl.contains("No Revoked Certificates"), "{crl}");
+    let leaf = openssl(&[
+        "x509",
+        "-in",
+        "server.pem",
+        "-noout",
+        "-ext",
+        "crlDistributionPoints",
+    ]);
+    assert!(leaf.contains(url), "{leaf}");
+    // renewing the list replaces it with a newer one
+    let before = std::fs::read(ca_dir.join("ca.crl")).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert!(
+        sft(&["cert", "crl", "--ca", ca_s, "--days", "7"])
+            .status
+            .success()
+    );
+    assert_ne!(std::fs::read(ca_dir.join("ca.crl")).unwrap(), before);
+    let crl = openssl(&["crl", "-in", "ca.crl", "-CAfile", "ca.pem", "-noout"]);
+    assert!(crl.contains("verify OK"), "{crl}");
+    // a URL that is not http(s) is a usage error, nothing written
+    let bad = sft(&[
+        "cert",
+        "server",
+        "--ca",
+        ca_s,
+        "--name",
+        "x.example",
+        "--crl-url",
+        "ldap://x",
+        "--out",
+        d.path().to_str().unwrap(),
+    ]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(!d.path().join("server.pem").exists());
+}

@@ -118,6 +118,13 @@ pub fn command(cmd: CertCmd) -> Result<()> {
             let pem = certs::ca_for(&cn, certs::check_days(days)?)?;
             let (cert, key) = write_pair(&out, "ca", &pem, force)?;
             report("CA certificate", &cert, &key, &fingerprint(&pem)?)?;
+            let crl = out.join("ca.crl");
+            write_file(&crl, &certs::crl(&pem, 30)?, 0o644, force)?;
+            super::out(&format!(
+                "revocation list: {} (valid 30 days; renew with sft cert crl --ca {})",
+                crl.display(),
+                out.display()
+            ))?;
             super::out(&format!(
                 "next: sft cert server --ca {} --name HOST [--ip ADDR]; clients trust it with --ca {}",
                 out.display(),
@@ -130,6 +137,7 @@ pub fn command(cmd: CertCmd) -> Result<()> {
             ips,
             out,
             days,
+            crl_url,
             force,
         } => {
             let days = certs::check_days(days)?;
@@ -139,8 +147,17 @@ pub fn command(cmd: CertCmd) -> Result<()> {
                     "name the server: --name DNS and/or --ip ADDR (what clients will connect to)",
                 ));
             }
+            let bad_url = |u: &str| {
+                !(u.starts_with("http://") || u.starts_with("https://"))
+                    || u.chars().any(|c| c.is_whitespace() || c.is_control())
+            };
+            if crl_url.as_deref().is_some_and(bad_url) {
+                return Err(Error::usage(
+                    "--crl-url takes an http:// or https:// URL where ca.crl is published",
+                ));
+            }
             let (ca_pem, ca_dir) = load_ca(&ca)?;
-            let pem = certs::signed_by_for(&ca_pem, &sans, days)?;
+            let pem = certs::signed_by_with(&ca_pem, &sans, days, crl_url.as_deref())?;
             let out = out.unwrap_or(ca_dir);
             let (cert, key) = write_pair(&out, "server", &pem, force)?;
             report("server certificate", &cert, &key, &fingerprint(&pem)?)?;
@@ -148,6 +165,15 @@ pub fn command(cmd: CertCmd) -> Result<()> {
                 "serve with: sft serve --cert {} --key {}",
                 cert.display(),
                 key.display()
+            ))
+        }
+        CertCmd::Crl { ca, days } => {
+            let (ca_pem, ca_dir) = load_ca(&ca)?;
+            let crl = ca_dir.join("ca.crl");
+            write_file(&crl, &certs::crl(&ca_pem, days)?, 0o644, true)?;
+            super::out(&format!(
+                "revocation list: {} (nothing revoked; valid {days} days)",
+                crl.display()
             ))
         }
         CertCmd::SelfSigned {
