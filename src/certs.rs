@@ -188,7 +188,7 @@ pub fn crl(ca: &Pem, days: u32) -> Result<String> {
         revoked_certs: Vec::new(),
         key_identifier_method: KeyIdMethod::Sha256,
     };
-    Ok(params.signed_by(&issuer).map_err(err)?.pem().map_err(err)?)
+    params.signed_by(&issuer).map_err(err)?.pem().map_err(err)
 }
 
 /// When the first certificate in a PEM text stops being valid (seconds
