@@ -839,3 +839,71 @@ fn re_putting_the_same_content_is_unchanged_and_sends_nothing() {
         s.files()
     );
 }
+
+/// Re-running a get converges too: a local file that already holds the
+/// remote bytes is `unchanged` and nothing is downloaded or copied beside it.
+#[test]
+fn re_getting_the_same_content_is_unchanged_and_makes_no_copies() {
+    let s = Server::start();
+    let work = tempfile::tempdir().unwrap();
+    let tree = work.path().join("src/docs");
+    std::fs::create_dir_all(tree.join("sub")).unwrap();
+    std::fs::write(tree.join("a.txt"), b"alpha\n").unwrap();
+    std::fs::write(tree.join("sub/b.bin"), noise(700_000, 8)).unwrap();
+    s.client().args(["put", "-r"]).arg(&tree).assert().success();
+    let dst = work.path().join("dst");
+    std::fs::create_dir(&dst).unwrap();
+    s.client()
+        .args(["get", "-r", "docs"])
+        .arg(&dst)
+        .assert()
+        .success();
+    let listing = |d: &Path| {
+        let mut v = Vec::new();
+        for e in std::fs::read_dir(d.join("docs")).unwrap().flatten() {
+            v.push(e.file_name());
+        }
+        for e in std::fs::read_dir(d.join("docs/sub")).unwrap().flatten() {
+            v.push(e.file_name());
+        }
+        v.sort();
+        v
+    };
+    let first = listing(&dst);
+    let a = s
+        .client()
+        .args(["--json", "get", "-r", "docs"])
+        .arg(&dst)
+        .assert()
+        .success();
+    let lines: Vec<Value> = json_lines(&stdout_text(&a))
+        .into_iter()
+        .filter(|l| l["op"] == "get")
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    for l in &lines {
+        assert_eq!(l["outcome"], "unchanged", "{l}");
+        assert_eq!(l["wire"], 0, "{l}");
+    }
+    assert_eq!(listing(&dst), first, "no numbered copies");
+    // a local file with other bytes of the same size is not "unchanged"
+    std::fs::write(dst.join("docs/a.txt"), b"ALPHA\n").unwrap();
+    s.client()
+        .args(["get", "docs/a.txt", "-o"])
+        .arg(dst.join("docs/a.txt"))
+        .assert()
+        .success();
+    assert_eq!(std::fs::read(dst.join("docs/a.txt")).unwrap(), b"alpha\n");
+    // one file again: unchanged, said on stderr
+    let a = s
+        .client()
+        .args(["get", "docs/a.txt", "-o"])
+        .arg(dst.join("docs/a.txt"))
+        .assert()
+        .success();
+    assert!(
+        stderr_text(&a).contains("nothing downloaded"),
+        "{}",
+        stderr_text(&a)
+    );
+}

@@ -610,6 +610,80 @@ async fn split_unchanged(
 
 // ---------------------------------------------------------------- get
 
+/// Split off downloads whose local file already holds exactly the remote
+/// bytes, so re-running a get changes nothing and makes no numbered copies.
+/// Cheap first: only existing local files are considered; their size is
+/// compared with the remote one (from the listing of `get -r`, else a STAT),
+/// and only equal sizes are hashed and compared with the recorded digest
+/// (and `--sha256`/`--check`, when given).
+async fn split_unchanged_downloads(
+    c: &mut Client,
+    jobs: Vec<GetJob>,
+    mut known: std::collections::HashMap<String, (u64, [u8; 32])>,
+) -> Result<(Vec<GetJob>, Vec<(GetJob, u64, [u8; 32])>)> {
+    let mut fetch = Vec::new();
+    let mut candidates = Vec::new();
+    for (i, job) in jobs.into_iter().enumerate() {
+        let local = match &job.dest {
+            Dest::Path(p) => std::fs::symlink_metadata(p).ok().filter(|m| m.is_file()),
+            Dest::Stdout => None,
+        };
+        let Some(local) = local else {
+            fetch.push((i, job));
+            continue;
+        };
+        if !known.contains_key(&job.remote) {
+            match c.stat(&job.remote).await {
+                Ok(e) if e.kind == EntryKind::File => {
+                    if let Some(d) = e.sha256 {
+                        known.insert(job.remote.clone(), (e.size, d));
+                    }
+                }
+                Err(e) if matches!(e.kind, Kind::Network | Kind::Protocol) => return Err(e),
+                // missing, a directory, …: the download reports it as usual
+                _ => {}
+            }
+        }
+        match known.get(&job.remote) {
+            Some(&(size, digest))
+                if size == local.len() && job.expect.is_none_or(|x| x == digest) =>
+            {
+                candidates.push((i, job, size, digest))
+            }
+            _ => fetch.push((i, job)),
+        }
+    }
+    if candidates.is_empty() {
+        return Ok((fetch.into_iter().map(|(_, j)| j).collect(), Vec::new()));
+    }
+    let hashed = tokio::task::spawn_blocking(move || {
+        candidates
+            .into_iter()
+            .map(|(i, job, size, digest)| {
+                let same = match &job.dest {
+                    Dest::Path(p) => {
+                        crate::transfer::sha256_file(p).is_ok_and(|local| local == digest)
+                    }
+                    Dest::Stdout => false,
+                };
+                (i, job, size, digest, same)
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .map_err(|e| Error::other(format!("internal error: {e}")))?;
+    let mut unchanged = Vec::new();
+    for (i, job, size, digest, same) in hashed {
+        if same {
+            unchanged.push((job, size, digest));
+        } else {
+            fetch.push((i, job));
+        }
+    }
+    fetch.sort_by_key(|(i, _)| *i);
+    Ok((fetch.into_iter().map(|(_, j)| j).collect(), unchanged))
+}
+
 /// Where a download of `remote` goes: `-o PATH`, inside `-o DIR/`, or ./NAME.
 pub fn local_destination(remote: &str, output: Option<&Path>) -> PathBuf {
     let (_, base) = names::split_parent(remote);
@@ -727,6 +801,8 @@ fn local_path(dir: &Path, remote: &str) -> Result<PathBuf> {
 pub async fn get(c: &mut Client, o: &Output, a: &GetArgs<'_>) -> Result<()> {
     let mut jobs = Vec::new();
     let mut stdout = false;
+    // remote (size, recorded SHA-256) where a listing already told us
+    let mut known = std::collections::HashMap::new();
     if let Some(sums) = a.check {
         let text = std::fs::read_to_string(sums)
             .map_err(|e| Error::io(format!("reading {}", sums.display()), &e))?;
@@ -771,8 +847,11 @@ pub async fn get(c: &mut Client, o: &Output, a: &GetArgs<'_>) -> Result<()> {
         for d in &dirs {
             ensure_dir(&local_path(&local_dir, &rel(d))?)?;
         }
-        for (full, _) in files {
+        for (full, entry) in files {
             let dest = local_path(&local_dir, &rel(&full))?;
+            if let Some(d) = entry.sha256 {
+                known.insert(full.clone(), (entry.size, d));
+            }
             jobs.push(GetJob {
                 remote: full,
                 dest: Dest::Path(dest),
@@ -800,9 +879,46 @@ pub async fn get(c: &mut Client, o: &Output, a: &GetArgs<'_>) -> Result<()> {
             });
         }
     }
-    let progress = Progress::new(!o.quiet && !o.json && !stdout, jobs.len());
+    let given = jobs.len();
+    let (jobs, unchanged) = if stdout {
+        (jobs, Vec::new())
+    } else {
+        split_unchanged_downloads(c, jobs, known).await?
+    };
     let mut tally = Tally::default();
-    let single = jobs.len() == 1;
+    for (job, size, sha256) in &unchanged {
+        tally.ok += 1;
+        let Dest::Path(path) = &job.dest else {
+            continue;
+        };
+        o.result(
+            || format!("{}  {}", hex32(sha256), path.display()),
+            || {
+                json!({
+                    "op": "get",
+                    "name": job.remote,
+                    "path": path.display().to_string(),
+                    "size": size,
+                    "sha256": hex32(sha256),
+                    "wire": 0,
+                    "seconds": 0.0,
+                    "outcome": "unchanged",
+                })
+            },
+        )?;
+    }
+    if !unchanged.is_empty() && unchanged.len() == given {
+        o.note(&format!(
+            "{} already here with the same content; nothing downloaded",
+            if given == 1 {
+                "the file is"
+            } else {
+                "every file is"
+            }
+        ));
+    }
+    let progress = Progress::new(!o.quiet && !o.json && !stdout, jobs.len());
+    let single = given == 1 && jobs.len() == 1;
     let mut single_err = None;
     // `-o FILE` names the file to write, as curl -o and scp do: it is
     // replaced (atomically, once the download is verified); without -o an
