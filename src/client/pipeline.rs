@@ -677,46 +677,22 @@ async fn gather(
     pacer: &mut Pacer,
 ) -> Result<Result<(Vec<transfer::Block>, [u8; 32], u64)>> {
     let mut blocks = Vec::new();
-    let (mut received, mut wire) = (0u64, 0u64);
+    let mut count = Counted::default();
+    let want = Want { size, remote, zstd };
     loop {
-        match r.expect_within(timeout, "download data").await? {
-            Msg::Data {
-                encoding,
-                raw_len,
-                payload,
-            } => {
-                if encoding != Encoding::Raw && !zstd {
-                    return Err(Error::protocol(
-                        "the server sent compressed data that was not negotiated",
-                    ));
-                }
-                wire += (protocol::HEADER_LEN + protocol::DATA_PREFIX_LEN + payload.len()) as u64;
-                received += u64::from(raw_len);
+        match next_block(r, timeout, &want, &mut count, progress, pacer).await? {
+            Downloading::Data(block) => {
                 // compressed payloads are bounded too, not only their raw sizes
-                if received > size || wire > 2 * SMALL_DOWNLOAD + 65536 {
-                    return Err(Error::protocol(format!(
-                        "the server sent more than the {size} bytes it announced for {}",
-                        names::quote(remote)
-                    )));
+                if count.wire > 2 * SMALL_DOWNLOAD + 65536 {
+                    return Err(want.too_much());
                 }
-                progress.advance(u64::from(raw_len));
-                pacer.pace(u64::from(raw_len)).await;
-                blocks.push(transfer::Block {
-                    encoding,
-                    raw_len,
-                    payload,
-                });
+                blocks.push(block);
             }
-            Msg::End { sha256 } => {
-                if received != size {
-                    return Err(Error::protocol(format!(
-                        "the server sent {received} bytes but announced {size}"
-                    )));
-                }
-                return Ok(Ok((blocks, sha256, wire)));
+            Downloading::End(sha256) => {
+                count.check_end(size)?;
+                return Ok(Ok((blocks, sha256, count.wire)));
             }
-            Msg::Error { code, message } => return Ok(Err(super::server_error(code, &message))),
-            other => return Err(unexpected(&other, "download data")),
+            Downloading::Refused(e) => return Ok(Err(e)),
         }
     }
 }
@@ -1072,36 +1048,12 @@ async fn receive_data(
     progress: &Progress,
 ) -> Result<(u64, [u8; 32], [u8; 32], u64)> {
     let (tx, writer) = transfer::spawn_writer(file, shown.to_string(), false, r.pool());
-    let mut received: u64 = 0;
-    let mut wire: u64 = 0;
+    let mut count = Counted::default();
     let mut pacer = Pacer::new(limit_rate);
+    let want = Want { size, remote, zstd };
     let sent = loop {
-        match r.expect_within(timeout, "download data").await? {
-            Msg::Data {
-                encoding,
-                raw_len,
-                payload,
-            } => {
-                if encoding != Encoding::Raw && !zstd {
-                    return Err(Error::protocol(
-                        "the server sent compressed data that was not negotiated",
-                    ));
-                }
-                wire += (protocol::HEADER_LEN + protocol::DATA_PREFIX_LEN + payload.len()) as u64;
-                received += u64::from(raw_len);
-                if received > size {
-                    return Err(Error::protocol(format!(
-                        "the server sent more than the {size} bytes it announced for {}",
-                        names::quote(remote)
-                    )));
-                }
-                progress.advance(u64::from(raw_len));
-                pacer.pace(u64::from(raw_len)).await;
-                let block = transfer::Block {
-                    encoding,
-                    raw_len,
-                    payload,
-                };
+        match next_block(r, timeout, &want, &mut count, progress, &mut pacer).await? {
+            Downloading::Data(block) => {
                 if tx.send(block).await.is_err() {
                     drop(tx);
                     // a local write failure: the rest of this download must
@@ -1114,15 +1066,102 @@ async fn receive_data(
                     return Err(err);
                 }
             }
-            Msg::End { sha256 } => break sha256,
-            other => return Err(unexpected(&other, "download data")),
+            Downloading::End(sha256) => break sha256,
+            Downloading::Refused(e) => return Err(e),
         }
     };
     drop(tx);
     let (n, digest, _) = writer
         .await
         .map_err(|e| Error::other(format!("internal error: {e}")))??;
-    Ok((n, digest, sent, wire))
+    Ok((n, digest, sent, count.wire))
+}
+
+/// What a download announced: its size, its name, whether zstd was agreed.
+struct Want<'a> {
+    size: u64,
+    remote: &'a str,
+    zstd: bool,
+}
+
+impl Want<'_> {
+    fn too_much(&self) -> Error {
+        Error::protocol(format!(
+            "the server sent more than the {} bytes it announced for {}",
+            self.size,
+            names::quote(self.remote)
+        ))
+    }
+}
+
+/// Bytes of a download so far: of the file, and on the wire.
+#[derive(Default)]
+struct Counted {
+    received: u64,
+    wire: u64,
+}
+
+impl Counted {
+    fn check_end(&self, size: u64) -> Result<()> {
+        if self.received != size {
+            return Err(Error::protocol(format!(
+                "the server sent {} bytes but announced {size}",
+                self.received
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// One step of a download.
+enum Downloading {
+    Data(transfer::Block),
+    End([u8; 32]),
+    /// The server's ERROR in place of the rest (the session goes on).
+    Refused(Error),
+}
+
+/// The next frame of a download, checked (an encoding that was agreed, no
+/// more than the announced size), counted, shown and paced: the one reader
+/// of download frames for small and large files alike.
+async fn next_block(
+    r: &mut FrameReader<ReadHalf<Stream>>,
+    timeout: std::time::Duration,
+    want: &Want<'_>,
+    count: &mut Counted,
+    progress: &Progress,
+    pacer: &mut Pacer,
+) -> Result<Downloading> {
+    match r.expect_within(timeout, "download data").await? {
+        Msg::Data {
+            encoding,
+            raw_len,
+            payload,
+        } => {
+            if encoding != Encoding::Raw && !want.zstd {
+                return Err(Error::protocol(
+                    "the server sent compressed data that was not negotiated",
+                ));
+            }
+            count.wire += (protocol::HEADER_LEN + protocol::DATA_PREFIX_LEN + payload.len()) as u64;
+            count.received += u64::from(raw_len);
+            if count.received > want.size {
+                return Err(want.too_much());
+            }
+            progress.advance(u64::from(raw_len));
+            pacer.pace(u64::from(raw_len)).await;
+            Ok(Downloading::Data(transfer::Block {
+                encoding,
+                raw_len,
+                payload,
+            }))
+        }
+        Msg::End { sha256 } => Ok(Downloading::End(sha256)),
+        Msg::Error { code, message } => {
+            Ok(Downloading::Refused(super::server_error(code, &message)))
+        }
+        other => Err(unexpected(&other, "download data")),
+    }
 }
 
 /// Read and drop the rest of a download up to its END (or ERROR).
