@@ -529,11 +529,57 @@ fn print_put_outcome(
     )
 }
 
-/// A file whose remote name already holds exactly its content.
-struct Unchanged {
-    job: PutJob,
+/// A transfer whose other side already holds exactly its content.
+struct Unchanged<J> {
+    job: J,
     size: u64,
     sha256: [u8; 32],
+}
+
+/// A transfer whose sizes match on both sides: its local file is hashed to
+/// decide (the `i`-th transfer given).
+struct Candidate<J> {
+    i: usize,
+    job: J,
+    local: PathBuf,
+    size: u64,
+    sha256: [u8; 32],
+}
+
+/// Hash the candidates' local files (off the async threads) and split them:
+/// the same digest is `unchanged`, anything else joins `moving`; the
+/// transfers to make come back in the order they were given.
+async fn keep_changed<J: Send + 'static>(
+    mut moving: Vec<(usize, J)>,
+    candidates: Vec<Candidate<J>>,
+) -> Result<(Vec<J>, Vec<Unchanged<J>>)> {
+    let mut unchanged = Vec::new();
+    if !candidates.is_empty() {
+        let hashed = tokio::task::spawn_blocking(move || {
+            candidates
+                .into_iter()
+                .map(|c| {
+                    let same = crate::transfer::sha256_file(&c.local).is_ok_and(|d| d == c.sha256);
+                    (c, same)
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|e| Error::other(format!("internal error: {e}")))?;
+        for (c, same) in hashed {
+            if same {
+                unchanged.push(Unchanged {
+                    job: c.job,
+                    size: c.size,
+                    sha256: c.sha256,
+                });
+            } else {
+                moving.push((c.i, c.job));
+            }
+        }
+        moving.sort_by_key(|(i, _)| *i);
+    }
+    Ok((moving.into_iter().map(|(_, j)| j).collect(), unchanged))
 }
 
 /// Split off the files whose remote name already holds exactly their
@@ -544,7 +590,7 @@ struct Unchanged {
 async fn split_unchanged(
     c: &mut Client,
     jobs: Vec<PutJob>,
-) -> Result<(Vec<PutJob>, Vec<Unchanged>)> {
+) -> Result<(Vec<PutJob>, Vec<Unchanged<PutJob>>)> {
     let mut dirs: Vec<String> = jobs
         .iter()
         .map(|j| names::split_parent(&j.remote).0.to_string())
@@ -575,37 +621,19 @@ async fn split_unchanged(
         let local_size = std::fs::metadata(&job.local).map(|m| m.len()).ok();
         match remote.get(&job.remote) {
             Some(&(size, digest)) if local_size == Some(size) => {
-                candidates.push((i, job, size, digest))
+                let local = job.local.clone();
+                candidates.push(Candidate {
+                    i,
+                    job,
+                    local,
+                    size,
+                    sha256: digest,
+                })
             }
             _ => send.push((i, job)),
         }
     }
-    if candidates.is_empty() {
-        return Ok((send.into_iter().map(|(_, j)| j).collect(), Vec::new()));
-    }
-    let hashed = tokio::task::spawn_blocking(move || {
-        candidates
-            .into_iter()
-            .map(|(i, job, size, digest)| {
-                let same =
-                    crate::transfer::sha256_file(&job.local).is_ok_and(|local| local == digest);
-                (i, job, size, digest, same)
-            })
-            .collect::<Vec<_>>()
-    })
-    .await
-    .map_err(|e| Error::other(format!("internal error: {e}")))?;
-    let mut unchanged = Vec::new();
-    for (i, job, size, sha256, same) in hashed {
-        if same {
-            unchanged.push(Unchanged { job, size, sha256 });
-        } else {
-            send.push((i, job));
-        }
-    }
-    // in the order the files were given
-    send.sort_by_key(|(i, _)| *i);
-    Ok((send.into_iter().map(|(_, j)| j).collect(), unchanged))
+    keep_changed(send, candidates).await
 }
 
 // ---------------------------------------------------------------- get
@@ -620,7 +648,7 @@ async fn split_unchanged_downloads(
     c: &mut Client,
     jobs: Vec<GetJob>,
     mut known: std::collections::HashMap<String, (u64, [u8; 32])>,
-) -> Result<(Vec<GetJob>, Vec<(GetJob, u64, [u8; 32])>)> {
+) -> Result<(Vec<GetJob>, Vec<Unchanged<GetJob>>)> {
     let mut fetch = Vec::new();
     let mut candidates = Vec::new();
     for (i, job) in jobs.into_iter().enumerate() {
@@ -644,44 +672,23 @@ async fn split_unchanged_downloads(
                 _ => {}
             }
         }
-        match known.get(&job.remote) {
-            Some(&(size, digest))
+        match (known.get(&job.remote), &job.dest) {
+            (Some(&(size, digest)), Dest::Path(path))
                 if size == local.len() && job.expect.is_none_or(|x| x == digest) =>
             {
-                candidates.push((i, job, size, digest))
+                let local = path.clone();
+                candidates.push(Candidate {
+                    i,
+                    job,
+                    local,
+                    size,
+                    sha256: digest,
+                })
             }
             _ => fetch.push((i, job)),
         }
     }
-    if candidates.is_empty() {
-        return Ok((fetch.into_iter().map(|(_, j)| j).collect(), Vec::new()));
-    }
-    let hashed = tokio::task::spawn_blocking(move || {
-        candidates
-            .into_iter()
-            .map(|(i, job, size, digest)| {
-                let same = match &job.dest {
-                    Dest::Path(p) => {
-                        crate::transfer::sha256_file(p).is_ok_and(|local| local == digest)
-                    }
-                    Dest::Stdout => false,
-                };
-                (i, job, size, digest, same)
-            })
-            .collect::<Vec<_>>()
-    })
-    .await
-    .map_err(|e| Error::other(format!("internal error: {e}")))?;
-    let mut unchanged = Vec::new();
-    for (i, job, size, digest, same) in hashed {
-        if same {
-            unchanged.push((job, size, digest));
-        } else {
-            fetch.push((i, job));
-        }
-    }
-    fetch.sort_by_key(|(i, _)| *i);
-    Ok((fetch.into_iter().map(|(_, j)| j).collect(), unchanged))
+    keep_changed(fetch, candidates).await
 }
 
 /// Where a download of `remote` goes: `-o PATH`, inside `-o DIR/`, or ./NAME.
@@ -886,7 +893,7 @@ pub async fn get(c: &mut Client, o: &Output, a: &GetArgs<'_>) -> Result<()> {
         split_unchanged_downloads(c, jobs, known).await?
     };
     let mut tally = Tally::default();
-    for (job, size, sha256) in &unchanged {
+    for Unchanged { job, size, sha256 } in &unchanged {
         tally.ok += 1;
         let Dest::Path(path) = &job.dest else {
             continue;

@@ -117,12 +117,9 @@ impl Ledger {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Reserve space for an upload, or refuse it (exit 7) saying why.
-    /// `disk_free` is the filesystem's free space now, if known.
-    pub fn reserve(self: &Arc<Self>, req: &Request, disk_free: Option<u64>) -> Result<Reservation> {
-        let mut st = self.lock();
-        self.check_and_add(&mut st, req, disk_free)?;
-        Ok(Reservation {
+    /// The reservation `req` describes, once it was added under the lock.
+    fn held(self: &Arc<Self>, req: &Request) -> Reservation {
+        Reservation {
             ledger: self.clone(),
             user: req.user.clone(),
             user_quota: req.user_quota,
@@ -130,7 +127,15 @@ impl Ledger {
             bytes: req.bytes,
             files: req.files,
             disk_bytes: req.disk_bytes,
-        })
+        }
+    }
+
+    /// Reserve space for an upload, or refuse it (exit 7) saying why.
+    /// `disk_free` is the filesystem's free space now, if known.
+    pub fn reserve(self: &Arc<Self>, req: &Request, disk_free: Option<u64>) -> Result<Reservation> {
+        let mut st = self.lock();
+        self.check_and_add(&mut st, req, disk_free)?;
+        Ok(self.held(req))
     }
 
     /// Reserve for an upload of unknown size (a stream): up to `req.bytes`
@@ -154,15 +159,7 @@ impl Ledger {
             ..req.clone()
         };
         self.check_and_add(&mut st, &req, disk_free)?;
-        Ok(Reservation {
-            ledger: self.clone(),
-            user: req.user.clone(),
-            user_quota: req.user_quota,
-            user_max_files: req.user_max_files,
-            bytes: req.bytes,
-            files: req.files,
-            disk_bytes: req.disk_bytes,
-        })
+        Ok(self.held(&req))
     }
 
     /// What `user` may still reserve: (bytes under the quotas, bytes on the
