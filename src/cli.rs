@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// sft: secure file transfer over TLS 1.3, with SHA-256 verified end to end.
-#[derive(Debug, Parser)]
+#[derive(Debug, Clone, Parser)]
 #[command(name = "sft", version, about, long_about = None)]
 pub struct Cli {
     #[command(flatten)]
@@ -16,7 +16,7 @@ pub struct Cli {
 }
 
 /// How the client reaches and trusts a server (may come before or after the subcommand).
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Connection options")]
 pub struct ConnArgs {
     /// Server address, HOST:PORT
@@ -57,6 +57,12 @@ pub struct ConnArgs {
     /// Limit the transfer rate, bytes per second (e.g. 10MB, 1.5GiB)
     #[arg(long, global = true, env = "SFT_LIMIT_RATE", value_name = "RATE")]
     pub limit_rate: Option<String>,
+    /// After a lost connection, reconnect (with backoff) and resume up to N times; 0 disables [default: 3]
+    #[arg(long, global = true, env = "SFT_RETRIES", value_name = "N")]
+    pub retries: Option<u32>,
+    /// Start interrupted transfers over instead of resuming them
+    #[arg(long, global = true)]
+    pub no_resume: bool,
     /// Settings profile from the config file (flags and environment variables override it)
     #[arg(long, global = true, env = "SFT_PROFILE", value_name = "NAME")]
     pub profile: Option<String>,
@@ -103,6 +109,8 @@ const CONNECTION_ARGS: &[&str] = &[
     "known_servers",
     "trust_on_first_use",
     "limit_rate",
+    "retries",
+    "no_resume",
     "profile",
     "config",
 ];
@@ -110,7 +118,7 @@ const CONNECTION_ARGS: &[&str] = &[
 const NO_TRANSFER: &[&str] = &[
     "ls", "rm", "sums", "verify", "mkdir", "df", "trust", "admin",
 ];
-const TRANSFER_ARGS: &[&str] = &["compress", "stats", "limit_rate"];
+const TRANSFER_ARGS: &[&str] = &["compress", "stats", "limit_rate", "retries", "no_resume"];
 
 /// The command line, with each command's help showing only the options that
 /// apply to it. Parse with this rather than `Cli::command()`.
@@ -161,7 +169,7 @@ pub fn try_parse() -> Result<Cli, clap::Error> {
 /// server of SFT_SERVER, and are not sent to another one named by an address.
 const ENV_TRACKED: &[&str] = &["server", "token", "token_file", "pin", "ca"];
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum Command {
     /// Run the server
     Serve(Box<ServeArgs>),
@@ -298,7 +306,7 @@ pub enum Command {
     Admin(AdminCmd),
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct ShareArgs {
     /// Remote file or directory to share
     #[arg(required_unless_present_any = ["list", "revoke"], conflicts_with_all = ["list", "revoke"])]
@@ -317,13 +325,13 @@ pub struct ShareArgs {
     pub revoke: Option<String>,
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum ConfigCmd {
     /// Print the effective settings and where each comes from
     Show,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct TrustArgs {
     /// The server, HOST:PORT (default: --server / SFT_SERVER); with --pin, no connection is made
     #[arg(value_name = "HOST:PORT")]
@@ -339,7 +347,7 @@ pub struct TrustArgs {
     pub replace: bool,
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum CertCmd {
     /// Make a certificate authority: DIR/ca.pem and DIR/ca.key (0600)
     Ca {
@@ -421,14 +429,14 @@ pub enum RoleArg {
     Admin,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct UsersFileArg {
     /// The users file (TOML) that `sft serve --users` reads
     #[arg(long, env = "SFT_USERS", value_name = "FILE")]
     pub users: PathBuf,
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum UserCmd {
     /// Add a user and print its token (shown once; only its SHA-256 is stored)
     Add {
@@ -471,7 +479,7 @@ pub enum UserCmd {
     },
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum AdminCmd {
     /// Stop the server: no new connections, transfers in flight get the grace period
     Shutdown {
@@ -505,7 +513,7 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// Directory whose files are served (created if missing; its parent must exist)
     #[arg(long, default_value = "sft-data", value_name = "DIR")]
@@ -554,6 +562,10 @@ pub struct ServeArgs {
     /// Abort a transfer when no data moves (either way) for this long
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub data_timeout: Duration,
+    /// How long the data of an interrupted upload is kept for resuming it
+    /// (counted against the uploader's quota meanwhile); 0 keeps none
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    pub keep_partial: Duration,
     /// On SIGTERM/SIGINT, how long transfers in flight may take to finish
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub grace: Duration,

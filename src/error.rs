@@ -25,6 +25,8 @@ pub enum Kind {
     Integrity,
     /// The peer broke the protocol. Exit 9.
     Protocol,
+    /// Interrupted by Ctrl-C or SIGTERM (client only; never on the wire). Exit 130.
+    Interrupted,
 }
 
 impl Kind {
@@ -40,6 +42,7 @@ impl Kind {
             Kind::Space => 7,
             Kind::Integrity => 8,
             Kind::Protocol => 9,
+            Kind::Interrupted => 130,
         }
     }
 
@@ -75,6 +78,7 @@ impl Kind {
             Kind::Space => "space",
             Kind::Integrity => "integrity",
             Kind::Protocol => "protocol",
+            Kind::Interrupted => "interrupted",
         }
     }
 }

@@ -44,6 +44,10 @@ pub const PUT_PIPELINED: u32 = 2;
 /// PUT flag: the size is not known in advance (a pipe); `size` must be 0, the
 /// upload ends at END, and the server reserves space in steps as data comes.
 pub const PUT_STREAM: u32 = 4;
+/// PUT flag: resume an interrupted upload of the same name and size by this
+/// user if the server kept its data: the server answers PARTIAL instead of
+/// PUT_READY when it holds some. Not with PIPELINED or STREAM.
+pub const PUT_RESUME: u32 = 8;
 /// How much an upload of unknown size reserves at a time.
 pub const STREAM_STEP: u64 = 64 << 20;
 
@@ -176,6 +180,16 @@ pub enum Msg {
         name: String,
     },
     Cancel,
+    /// Resume offer: the first `offset` bytes are already held by the other
+    /// side, and hash to `sha256` (PROTOCOL.md §4.9).
+    Partial {
+        offset: u64,
+        sha256: [u8; 32],
+    },
+    /// The answer to PARTIAL: continue from `offset` (the one offered) or 0.
+    Resume {
+        offset: u64,
+    },
     Get {
         offset: u64,
         /// Compression the receiver asks for: 0 off, 1..=19 a zstd level, 255 auto.
@@ -343,6 +357,8 @@ messages! {
     0x23 END End { sha256: Digest };
     0x24 PUT_OK PutOk { size: U64, sha256: Digest, name: Str };
     0x25 CANCEL Cancel unit;
+    0x26 PARTIAL Partial { offset: U64, sha256: Digest };
+    0x27 RESUME Resume { offset: U64 };
     0x30 GET Get { offset: U64, compress: U8, name: Str };
     0x31 GET_OK GetOk { size: U64, mtime_ns: I64, sha256: MaybeDigest };
     0x40 REMOVE Remove { name: Str };
@@ -911,6 +927,11 @@ mod tests {
                 name: "x (1)".into(),
             },
             Msg::Cancel,
+            Msg::Partial {
+                offset: 9,
+                sha256: [3; 32],
+            },
+            Msg::Resume { offset: 9 },
             Msg::Share {
                 expires_s: 86_400,
                 downloads: u64::MAX,
@@ -1062,6 +1083,11 @@ mod tests {
                 compress: 255,
                 name: "a.txt".into(),
             }),
+            Some(Msg::Partial {
+                offset: 1 << 20,
+                sha256: [0x11; 32],
+            }),
+            Some(Msg::Resume { offset: 1 << 20 }),
         ];
         let headers = [
             data_header(Encoding::Raw, 3, 3).to_vec(),

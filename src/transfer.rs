@@ -41,6 +41,45 @@ pub fn sha256_file(path: &std::path::Path) -> Result<[u8; 32]> {
     }
 }
 
+/// Where a transfer starts: the bytes before it (already on the other side,
+/// checked by their digest) and the SHA-256 state over them, so the digest
+/// at the end is still the whole file's. `Prefix::none()` for a fresh one.
+#[derive(Clone, Default)]
+pub struct Prefix {
+    pub len: u64,
+    pub hasher: Sha256,
+}
+
+impl Prefix {
+    pub fn none() -> Prefix {
+        Prefix::default()
+    }
+
+    /// The SHA-256 of the prefix alone.
+    pub fn digest(&self) -> [u8; 32] {
+        self.hasher.clone().finalize().into()
+    }
+}
+
+/// Hash the first `len` bytes of `file` (from its start), leaving the file
+/// positioned just after them: the prefix a resumed transfer continues.
+/// Fails if the file is shorter.
+pub fn hash_prefix(file: &mut File, len: u64, what: &str) -> Result<Prefix> {
+    use std::io::Seek;
+    file.seek(std::io::SeekFrom::Start(0))
+        .map_err(|e| Error::io(format!("reading {what}"), &e))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; CHUNK];
+    let mut left = len;
+    while left > 0 {
+        let want = left.min(CHUNK as u64) as usize;
+        read_full(file, &mut buf[..want], what)?;
+        h.update(&buf[..want]);
+        left -= want as u64;
+    }
+    Ok(Prefix { len, hasher: h })
+}
+
 /// A small free list of chunk buffers shared by the network task and a disk
 /// thread, so steady-state transfers allocate (and page-fault) nothing.
 #[derive(Clone, Default)]
@@ -119,11 +158,12 @@ pub fn spawn_reader(
     what: String,
     pool: Pool,
     mut policy: Policy,
+    from: Prefix,
 ) -> mpsc::Receiver<Outgoing> {
     let (tx, rx) = mpsc::channel(DEPTH);
     if !policy.may_compress() {
         tokio::task::spawn_blocking(move || {
-            read_blocks(file, size, &what, CHUNK, &pool, |item| {
+            read_blocks(file, size, &what, CHUNK, &pool, from.hasher, |item| {
                 tx.blocking_send(item).is_ok()
             })
         });
@@ -139,9 +179,14 @@ pub fn spawn_reader(
         };
         let workers = Workers::start(n, &pool);
         policy.set_workers(workers.len());
-        sequence(file, size, &what, &pool, policy, workers, &mut |item| {
-            tx.blocking_send(item).is_ok()
-        });
+        sequence(
+            (file, size, from.hasher),
+            &what,
+            &pool,
+            policy,
+            workers,
+            &mut |item| tx.blocking_send(item).is_ok(),
+        );
     });
     rx
 }
@@ -154,9 +199,9 @@ fn read_blocks(
     what: &str,
     block: usize,
     pool: &Pool,
+    mut h: Sha256,
     mut emit: impl FnMut(Outgoing) -> bool,
 ) {
-    let mut h = Sha256::new();
     let mut left = size;
     while left > 0 {
         let want = (left.min(block as u64)) as usize;
@@ -348,9 +393,16 @@ pub fn encode_small(
     if policy.may_compress() && size <= BLOCK as u64 {
         let workers = Workers::start(0, &pool);
         policy.set_workers(workers.len());
-        sequence(file, size, what, &pool, policy, workers, &mut emit);
+        sequence(
+            (file, size, Sha256::new()),
+            what,
+            &pool,
+            policy,
+            workers,
+            &mut emit,
+        );
     } else {
-        read_blocks(file, size, what, CHUNK, &pool, emit);
+        read_blocks(file, size, what, CHUNK, &pool, Sha256::new(), emit);
     }
     result
 }
@@ -358,15 +410,13 @@ pub fn encode_small(
 /// Read and hash the file, send compressible blocks to the workers, and emit
 /// every frame in file order, telling the policy how each went.
 fn sequence(
-    mut file: File,
-    size: u64,
+    (mut file, size, mut h): (File, u64, Sha256),
     what: &str,
     pool: &Pool,
     mut policy: Policy,
     mut workers: Workers,
     emit: &mut dyn FnMut(Outgoing) -> bool,
 ) {
-    let mut h = Sha256::new();
     let mut left = size;
     let mut queue: std::collections::VecDeque<Slot> = std::collections::VecDeque::new();
     // blocks in flight: enough to keep every worker busy while one is sent
@@ -486,10 +536,14 @@ pub fn spawn_writer(
     what: String,
     background_sync: bool,
     pool: Pool,
+    from: Prefix,
 ) -> (mpsc::Sender<Block>, tokio::task::JoinHandle<WriteResult>) {
     let (tx, mut rx) = mpsc::channel::<Block>(DEPTH);
     let handle = tokio::task::spawn_blocking(move || {
-        let mut h = Sha256::new();
+        let Prefix {
+            len: already,
+            hasher: mut h,
+        } = from;
         let mut n: u64 = 0;
         let mut decoder = Decoder::new();
         let (wtx, wrx) = std::sync::mpsc::sync_channel::<Plain>(DEPTH / 2);
@@ -533,7 +587,7 @@ pub fn spawn_writer(
         if w != n {
             return Err(Error::other(format!("writing {what}: short write")));
         }
-        Ok((n, h.finalize().into(), file))
+        Ok((already + n, h.finalize().into(), file))
     });
     (tx, handle)
 }
@@ -635,9 +689,10 @@ mod tests {
             "src".into(),
             pool.clone(),
             policy,
+            Prefix::none(),
         );
         let dst = File::create(dir.path().join("dst")).unwrap();
-        let (tx, h) = spawn_writer(dst, "dst".into(), true, pool.clone());
+        let (tx, h) = spawn_writer(dst, "dst".into(), true, pool.clone(), Prefix::none());
         let (mut frames, mut wire) = (0, 0);
         let sent = loop {
             match rx.recv().await.unwrap() {
@@ -738,6 +793,7 @@ mod tests {
             "src".into(),
             Pool::new(),
             Policy::new(crate::compress::Mode::Off, 0),
+            Prefix::none(),
         );
         match rx.recv().await.unwrap() {
             Outgoing::Failed(e) => assert!(e.message.contains("shorter")),

@@ -408,6 +408,7 @@ pub async fn put(
             name: u.job.remote.clone(),
             size: u.size,
             sha256: u.sha256,
+            resumed: 0,
             seconds: 0.0,
         };
         print_put_outcome(o, &u.job.local.display().to_string(), &up, "unchanged")?;
@@ -512,6 +513,13 @@ fn print_put_outcome(
     up: &crate::client::Uploaded,
     outcome: &str,
 ) -> Result<()> {
+    if up.resumed > 0 {
+        o.note(&format!(
+            "resumed {} after the {} the server already held (checked by SHA-256)",
+            names::escape(&up.name),
+            crate::units::human(up.resumed)
+        ));
+    }
     o.result(
         || format!("{}  {}", hex32(&up.sha256), names::escape(&up.name)),
         || {
@@ -522,6 +530,7 @@ fn print_put_outcome(
                 "size": up.size,
                 "sha256": hex32(&up.sha256),
                 "wire": up.wire,
+                "resumed": up.resumed,
                 "seconds": up.seconds,
                 "outcome": outcome,
             })
@@ -961,6 +970,14 @@ pub async fn get(c: &mut Client, o: &Output, a: &GetArgs<'_>) -> Result<()> {
                             got.seconds,
                         ));
                     }
+                    if got.resumed > 0 {
+                        o.note(&format!(
+                            "resumed {} after the {} already in {} (checked by SHA-256)",
+                            names::escape(&job.remote),
+                            crate::units::human(got.resumed),
+                            got.path.display()
+                        ));
+                    }
                     if stdout {
                         return Ok(()); // stdout carries the data
                     }
@@ -974,6 +991,7 @@ pub async fn get(c: &mut Client, o: &Output, a: &GetArgs<'_>) -> Result<()> {
                                 "size": got.size,
                                 "sha256": hex32(&got.sha256),
                                 "wire": got.wire,
+                                "resumed": got.resumed,
                                 "seconds": got.seconds,
                                 "outcome": "ok",
                             })

@@ -96,6 +96,8 @@ fn client_options(c: &ConnArgs, eff: &Effective) -> Result<client::Options> {
             .map(crate::units::parse_size)
             .transpose()
             .map_err(|e| e.context("--limit-rate"))?,
+        resume: !c.no_resume,
+        retries: c.retries.unwrap_or(3),
     })
 }
 
@@ -246,6 +248,81 @@ async fn client_command(
         }
         _ => {}
     }
+    // a transfer that can be run again after a lost connection: it resumes
+    // (and what is already there is `unchanged`)
+    let retries = match &cmd {
+        Command::Put { .. } if planned_put.is_some() => opts.retries,
+        Command::Get { output, .. } if output.as_deref().is_none_or(|p| p.as_os_str() != "-") => {
+            opts.retries
+        }
+        _ => 0,
+    };
+    let mut attempt = 0u32;
+    loop {
+        let once = connect_and_run(opts, cmd.clone(), stats, o, planned_put.clone());
+        let result = tokio::select! {
+            r = once => r,
+            at = interrupted() => return Err(interrupt_error(at)),
+        };
+        match result {
+            Err(e) if e.kind == crate::error::Kind::Network && attempt < retries => {
+                attempt += 1;
+                let wait = retry_wait(attempt);
+                o.warn_line(&format!(
+                    "{e}; retrying in {} (retry {attempt} of {retries})",
+                    crate::net::show_duration(wait)
+                ));
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    at = interrupted() => return Err(interrupt_error(at)),
+                }
+            }
+            r => return r,
+        }
+    }
+}
+
+/// How long to wait before retry `n` (1, 2, …): 1 s doubling, at most 30 s.
+fn retry_wait(n: u32) -> std::time::Duration {
+    std::time::Duration::from_secs(1u64 << n.saturating_sub(1).min(5))
+        .min(std::time::Duration::from_secs(30))
+}
+
+/// Resolves at the first Ctrl-C (SIGINT) or SIGTERM, with the transfer
+/// that was in progress then.
+async fn interrupted() -> Option<client::moving::Moving> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        // no handlers: the default action ends the process as before
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => {}
+        _ = term.recv() => {}
+    }
+    client::moving::now()
+}
+
+/// The error an interrupted command ends with (exit 130), saying what was
+/// kept for resuming.
+fn interrupt_error(during: Option<client::moving::Moving>) -> Error {
+    Error::new(
+        crate::error::Kind::Interrupted,
+        client::moving::interrupted_note(during.as_ref()),
+    )
+}
+
+/// One connection: connect, run the command, say goodbye.
+async fn connect_and_run(
+    opts: &client::Options,
+    cmd: Command,
+    stats: bool,
+    o: &Output,
+    planned_put: Option<(Vec<client::pipeline::PutJob>, Vec<String>)>,
+) -> Result<()> {
     let mut c = Client::connect(opts).await?;
     let result = run_on(&mut c, opts, cmd, stats, o, planned_put).await;
     match &result {
@@ -618,6 +695,7 @@ async fn serve(a: ServeArgs) -> Result<()> {
         idle: a.idle_timeout,
         data: a.data_timeout,
         grace: a.grace,
+        keep_partial: a.keep_partial,
     };
     server::run(server::Config {
         root: a.root,

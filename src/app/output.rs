@@ -106,6 +106,13 @@ impl Output {
         }
     }
 
+    /// A warning on stderr that --json does not silence (only --quiet does).
+    pub fn warn_line(&self, text: &str) {
+        if !self.quiet {
+            eprintln!("sft: {text}");
+        }
+    }
+
     /// One file of a multi-file command failed; the command goes on.
     pub fn file_failed(&self, op: &str, name: &str, e: &Error) -> Result<()> {
         if self.json {

@@ -13,6 +13,7 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 pub mod known;
+pub mod moving;
 pub mod pipeline;
 
 use crate::compress::Mode;
@@ -37,6 +38,10 @@ pub struct Options {
     pub compress: Mode,
     /// Most bytes per second to move (file bytes), if limited.
     pub limit_rate: Option<u64>,
+    /// Resume interrupted transfers (after checking the part already moved).
+    pub resume: bool,
+    /// Reconnect and resume this many times after a lost connection.
+    pub retries: u32,
 }
 
 /// The raw length a DATA frame (header included) carries.
@@ -84,6 +89,8 @@ pub struct Client {
     limit_rate: Option<u64>,
     /// The server is on this machine (loopback): `auto` starts raw.
     local_link: bool,
+    /// Resume interrupted transfers (`--no-resume` turns it off).
+    resume: bool,
 }
 
 /// The result of an upload.
@@ -94,6 +101,8 @@ pub struct Uploaded {
     pub name: String,
     pub size: u64,
     pub sha256: [u8; 32],
+    /// Bytes the server already held from an interrupted attempt (not sent again).
+    pub resumed: u64,
     pub seconds: f64,
 }
 
@@ -105,6 +114,8 @@ pub struct Downloaded {
     pub path: PathBuf,
     pub size: u64,
     pub sha256: [u8; 32],
+    /// Bytes already in the local `.part` file from an interrupted attempt.
+    pub resumed: u64,
     pub seconds: f64,
 }
 
@@ -311,6 +322,7 @@ impl Client {
             compress: opts.compress,
             limit_rate: opts.limit_rate,
             local_link,
+            resume: opts.resume,
         };
         c.w.send(&Msg::Hello {
             min_version: protocol::VERSION,
@@ -671,16 +683,77 @@ impl Client {
     }
 }
 
-/// Create the temporary file a download is written to, beside `dest`.
-fn create_part(dest: &Path) -> Result<(PathBuf, File)> {
+/// The temporary file a download is written to, beside its destination:
+/// `.NAME.sft-part`, locked while in use. A download cut off (lost
+/// connection, Ctrl-C, a killed client) leaves it, and the same download
+/// later resumes after the part of it the server confirms by SHA-256
+/// (PROTOCOL.md §4.9). When another download holds that name, a one-off
+/// `.NAME.RANDOM.part` is used instead (not resumable).
+pub struct Part {
+    pub path: PathBuf,
+    pub file: File,
+    /// Bytes it holds from an earlier attempt.
+    pub len: u64,
+}
+
+/// Where a download of `dest` keeps its data until it is verified.
+pub fn part_path(dest: &Path) -> PathBuf {
     let base = dest
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "download".into());
-    let dir = dest
-        .parent()
+    part_dir(dest).join(format!(".{base}.sft-part"))
+}
+
+fn part_dir(dest: &Path) -> &Path {
+    dest.parent()
         .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+        .unwrap_or(Path::new("."))
+}
+
+/// Open and lock `path` for a download; None if another holds it.
+fn lock_part(path: &Path, create: bool) -> Result<Option<File>> {
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(create)
+        .truncate(false)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if !create && e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(format!("creating {}", path.display()), &e)),
+    };
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(Some(file)),
+        Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
+        // a filesystem without locks: use it unlocked
+        Err(_) => Ok(Some(file)),
+    }
+}
+
+/// The data an interrupted download of `dest` left, if any (and not in
+/// use by another download).
+pub fn held_part(dest: &Path) -> Option<Part> {
+    let path = part_path(dest);
+    let file = lock_part(&path, false).ok()??;
+    let len = file.metadata().ok()?.len();
+    (len > 0).then_some(Part { path, file, len })
+}
+
+/// A fresh, empty temporary file for a download of `dest`.
+fn create_part(dest: &Path) -> Result<(PathBuf, File)> {
+    let path = part_path(dest);
+    if let Some(file) = lock_part(&path, true)? {
+        file.set_len(0)
+            .map_err(|e| Error::io(format!("creating {}", path.display()), &e))?;
+        return Ok((path, file));
+    }
+    let base = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "download".into());
+    let dir = part_dir(dest);
     for _ in 0..16 {
         let part = dir.join(format!(".{base}.{}.part", crate::private::unique_hex()));
         match std::fs::OpenOptions::new()

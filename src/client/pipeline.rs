@@ -72,10 +72,28 @@ struct SentPut {
     /// Err: not sent at all (the local file could not be opened).
     sent: Result<()>,
     /// The digest and wire bytes once END went out, or why it was cancelled.
-    outcome: oneshot::Receiver<Result<([u8; 32], u64)>>,
-    /// Not pipelined: tell the sender whether PUT_READY came (true) or ERROR.
-    ready: Option<oneshot::Sender<bool>>,
+    outcome: oneshot::Receiver<Result<Sent>>,
+    /// Not pipelined: tell the sender what answered its PUT.
+    ready: Option<oneshot::Sender<Ready>>,
     _permit: OwnedSemaphorePermit,
+}
+
+/// A file's data, sent: its digest, the bytes its DATA frames took on the
+/// wire, and how many of its bytes the server already held (resumed).
+pub struct Sent {
+    sha256: [u8; 32],
+    wire: u64,
+    resumed: u64,
+}
+
+/// What answered a PUT that waits for its reply before sending data.
+enum Ready {
+    /// PUT_READY: send the data from the first byte.
+    Go,
+    /// PARTIAL: the server holds this many bytes of an earlier attempt.
+    Partial { offset: u64, sha256: [u8; 32] },
+    /// ERROR: nothing is to be sent.
+    Refused,
 }
 
 /// A place in the window of files sent ahead of their replies.
@@ -94,10 +112,14 @@ fn acknowledged(
     theirs: &[u8; 32],
     name: String,
     size: u64,
-    sha256: [u8; 32],
-    wire: u64,
+    sent: Sent,
     started: Instant,
 ) -> Result<Uploaded> {
+    let Sent {
+        sha256,
+        wire,
+        resumed,
+    } = sent;
     names::validate(&name)
         .map_err(|e| Error::protocol(format!("the server named the stored file badly: {e}")))?;
     if got != size || !transfer::same_digest(theirs, &sha256) {
@@ -112,6 +134,7 @@ fn acknowledged(
         size,
         sha256,
         wire,
+        resumed,
         seconds: started.elapsed().as_secs_f64(),
     })
 }
@@ -220,6 +243,8 @@ impl Client {
         } else {
             0
         };
+        // files large enough to wait for PUT_READY may resume (PROTOCOL.md §4.9)
+        let resume_flag = if self.resume { protocol::PUT_RESUME } else { 0 };
         let mode = if self.zstd { self.compress } else { Mode::Off };
         let (limit_rate, timeout, local) = (self.limit_rate, self.timeout, self.local_link);
         let window = Arc::new(Semaphore::new(PUT_WINDOW));
@@ -270,7 +295,11 @@ impl Client {
                         w.queue_raw(&frames).await?;
                         progress.advance(size);
                         progress.done();
-                        let _ = otx.send(Ok((sha256, wire)));
+                        let _ = otx.send(Ok(Sent {
+                            sha256,
+                            wire,
+                            resumed: 0,
+                        }));
                         let _ = tx.send(SentPut {
                             index,
                             size,
@@ -289,7 +318,7 @@ impl Client {
                 // a larger file waits for PUT_READY, so a refusal costs no data
                 w.send_now(&Msg::Put {
                     size,
-                    flags: base_flags,
+                    flags: base_flags | resume_flag,
                     name: job.remote.clone(),
                 })
                 .await?;
@@ -303,15 +332,31 @@ impl Client {
                     ready: Some(ready_tx),
                     _permit: permit,
                 });
-                if !ready_rx.await.unwrap_or(false) {
-                    // refused before any data: nothing to send
-                    let _ = otx.send(Err(Error::other(REFUSED)));
-                    continue;
-                }
+                let (file, from) = match ready_rx.await.unwrap_or(Ready::Refused) {
+                    Ready::Refused => {
+                        // refused before any data: nothing to send
+                        let _ = otx.send(Err(Error::other(REFUSED)));
+                        continue;
+                    }
+                    Ready::Go => (file, transfer::Prefix::none()),
+                    Ready::Partial { offset, sha256 } => {
+                        // go on only after a prefix that is the same here
+                        let (file, from) = same_prefix(file, offset, sha256, &job.local).await?;
+                        w.send_now(&Msg::Resume { offset: from.len }).await?;
+                        (file, from)
+                    }
+                };
                 progress.start(&job.remote, size);
+                progress.advance(from.len);
+                let _moving = (resume_flag != 0).then(|| {
+                    super::moving::mark(super::moving::Moving::Up {
+                        remote: job.remote.clone(),
+                    })
+                });
                 let r = send_file(
                     w,
                     file,
+                    from,
                     size,
                     &job.local,
                     Policy::new(mode, crate::compress::MAX_LEVEL).on_local_link(local),
@@ -345,10 +390,13 @@ impl Client {
                 if let Some(ready) = p.ready {
                     match r.expect_within(timeout, "the reply to PUT").await? {
                         Msg::PutReady { offset: 0 } => {
-                            let _ = ready.send(true);
+                            let _ = ready.send(Ready::Go);
+                        }
+                        Msg::Partial { offset, sha256 } if resume_flag != 0 => {
+                            let _ = ready.send(Ready::Partial { offset, sha256 });
                         }
                         Msg::Error { code, message } => {
-                            let _ = ready.send(false);
+                            let _ = ready.send(Ready::Refused);
                             done(p.index, Err(super::server_error(code, &message)))?;
                             continue;
                         }
@@ -388,8 +436,7 @@ impl Client {
                         sha256: theirs,
                         name,
                     } => {
-                        let (sha256, wire) = sent?;
-                        match acknowledged(got, &theirs, name, p.size, sha256, wire, p.started) {
+                        match acknowledged(got, &theirs, name, p.size, sent?, p.started) {
                             // a badly named reply breaks the session
                             Err(e) if e.kind == Kind::Protocol => return Err(e),
                             r => r,
@@ -450,8 +497,9 @@ impl Client {
             0
         };
         let (zstd, limit_rate, timeout) = (self.zstd, self.limit_rate, self.timeout);
+        let resume = self.resume;
         let window = Arc::new(Semaphore::new(WINDOW));
-        let (tx, mut rx) = mpsc::unbounded_channel::<(usize, OwnedSemaphorePermit)>();
+        let (tx, mut rx) = mpsc::unbounded_channel::<Requested>();
         let (report_tx, mut report_rx) = mpsc::unbounded_channel::<Report>();
         let storer = spawn_storer();
         let (r, w) = (&mut self.r, &mut self.w);
@@ -462,14 +510,52 @@ impl Client {
                     w.flush().await?;
                 }
                 let permit = slot(&window).await?;
-                w.send(&Msg::Get {
-                    offset: 0,
+                // what an interrupted download of the same file left
+                let held = match &job.dest {
+                    Dest::Path(p) if resume => super::held_part(p),
+                    _ => None,
+                };
+                let Some(part) = held else {
+                    w.send(&Msg::Get {
+                        offset: 0,
+                        compress,
+                        name: job.remote.clone(),
+                    })
+                    .await?;
+                    if tx
+                        .send(Requested {
+                            index,
+                            permit,
+                            held: None,
+                        })
+                        .is_err()
+                    {
+                        break;
+                    }
+                    continue;
+                };
+                // resuming: the server's PARTIAL, checked by the receiver,
+                // decides the RESUME sent before anything else
+                w.send_now(&Msg::Get {
+                    offset: part.len,
                     compress,
                     name: job.remote.clone(),
                 })
                 .await?;
-                if tx.send((index, permit)).is_err() {
+                let (decided, decision) = oneshot::channel();
+                let held = Some(Held { part, decided });
+                if tx
+                    .send(Requested {
+                        index,
+                        permit,
+                        held,
+                    })
+                    .is_err()
+                {
                     break;
+                }
+                if let Ok(Some(offset)) = decision.await {
+                    w.send_now(&Msg::Resume { offset }).await?;
                 }
             }
             drop(tx);
@@ -477,8 +563,33 @@ impl Client {
         };
         let receiver = async {
             let mut pacer = Pacer::new(limit_rate);
-            while let Some((index, permit)) = rx.recv().await {
+            while let Some(Requested {
+                index,
+                permit,
+                held,
+            }) = rx.recv().await
+            {
                 let job = &jobs[index];
+                let mut resumed = None;
+                if let Some(Held { part, decided }) = held {
+                    match r.expect_within(timeout, "the reply to GET").await? {
+                        Msg::Partial { offset, sha256 } => {
+                            let (part, from) = continue_part(part, offset, sha256).await?;
+                            let _ = decided.send(Some(from.len));
+                            resumed = Some((part, from));
+                        }
+                        Msg::Error { code, message } => {
+                            let _ = decided.send(None);
+                            drop(permit);
+                            let _ = report_tx.send(Report::Ready(
+                                index,
+                                Err(super::server_error(code, &message)),
+                            ));
+                            continue;
+                        }
+                        other => return Err(unexpected(&other, "the reply to GET")),
+                    }
+                }
                 let (size, recorded) = match r.expect_within(timeout, "the reply to GET").await? {
                     Msg::GetOk { size, sha256, .. } => (size, sha256),
                     Msg::Error { code, message } => {
@@ -493,7 +604,7 @@ impl Client {
                 };
                 progress.start(&job.remote, size);
                 let report = match &job.dest {
-                    Dest::Path(dest) if size <= SMALL_DOWNLOAD => {
+                    Dest::Path(dest) if size <= SMALL_DOWNLOAD && resumed.is_none() => {
                         // whole in memory, then stored on the storing thread
                         let started = Instant::now();
                         let got = gather(r, size, &job.remote, zstd, timeout, progress, &mut pacer)
@@ -526,7 +637,16 @@ impl Client {
                     }
                     _ => {
                         let r2 = receive_one(
-                            r, job, size, recorded, force, zstd, timeout, limit_rate, progress,
+                            r,
+                            job,
+                            resumed.take(),
+                            size,
+                            recorded,
+                            force,
+                            zstd,
+                            timeout,
+                            limit_rate,
+                            progress,
                         )
                         .await;
                         if let Err(e) = &r2
@@ -563,6 +683,51 @@ impl Client {
         tokio::try_join!(sender, receiver, reporter)?;
         Ok(())
     }
+}
+
+/// A GET sent, for the receiver: which job, its place in the window, and
+/// for a resumed download the part it continues and where to say how.
+struct Requested {
+    index: usize,
+    permit: OwnedSemaphorePermit,
+    held: Option<Held>,
+}
+
+/// An interrupted download's data, and the channel to the sender for the
+/// RESUME offset it decides (None: the GET was refused).
+struct Held {
+    part: super::Part,
+    decided: oneshot::Sender<Option<u64>>,
+}
+
+/// A part file positioned where the download goes on: after its first
+/// `offset` bytes if they hash to `sha256` (the server's same bytes), else
+/// emptied (the server is told to start over).
+async fn continue_part(
+    part: super::Part,
+    offset: u64,
+    sha256: [u8; 32],
+) -> Result<(super::Part, transfer::Prefix)> {
+    tokio::task::spawn_blocking(move || {
+        let mut part = part;
+        let shown = part.path.display().to_string();
+        let from = match transfer::hash_prefix(&mut part.file, offset.min(part.len), &shown) {
+            Ok(p) if p.len == offset && transfer::same_digest(&p.digest(), &sha256) => p,
+            _ => transfer::Prefix::none(),
+        };
+        // the part ends where the download goes on
+        part.file
+            .set_len(from.len)
+            .map_err(|e| Error::io(format!("writing {shown}"), &e))?;
+        use std::io::Seek;
+        part.file
+            .seek(std::io::SeekFrom::Start(from.len))
+            .map_err(|e| Error::io(format!("writing {shown}"), &e))?;
+        part.len = from.len;
+        Ok((part, from))
+    })
+    .await
+    .map_err(|e| Error::other(format!("internal error: {e}")))?
 }
 
 /// Downloads up to this size are gathered in memory and stored in one step.
@@ -655,6 +820,7 @@ fn store_small(job: &StoreJob) -> Result<Downloaded> {
             size: job.size,
             sha256,
             wire: job.wire,
+            resumed: 0,
             seconds: job.started.elapsed().as_secs_f64(),
         }),
         Err(e) => {
@@ -877,10 +1043,47 @@ impl Client {
                 size: got,
                 sha256: theirs,
                 name,
-            } => acknowledged(got, &theirs, name, size, sha256, wire, started),
+            } => acknowledged(
+                got,
+                &theirs,
+                name,
+                size,
+                Sent {
+                    sha256,
+                    wire,
+                    resumed: 0,
+                },
+                started,
+            ),
             other => Err(unexpected(&other, "the upload acknowledgement")),
         }
     }
+}
+
+/// The local file, positioned where the upload goes on: after its first
+/// `offset` bytes if they hash to `sha256` (what the server holds of an
+/// earlier attempt), else at its start (the server is told to start over).
+async fn same_prefix(
+    file: File,
+    offset: u64,
+    sha256: [u8; 32],
+    local: &Path,
+) -> Result<(File, transfer::Prefix)> {
+    let shown = local.display().to_string();
+    tokio::task::spawn_blocking(move || {
+        let mut file = file;
+        match transfer::hash_prefix(&mut file, offset, &shown) {
+            Ok(p) if transfer::same_digest(&p.digest(), &sha256) => Ok((file, p)),
+            _ => {
+                use std::io::Seek;
+                file.seek(std::io::SeekFrom::Start(0))
+                    .map_err(|e| Error::io(format!("reading {shown}"), &e))?;
+                Ok((file, transfer::Prefix::none()))
+            }
+        }
+    })
+    .await
+    .map_err(|e| Error::other(format!("internal error: {e}")))?
 }
 
 /// Stream one file's DATA and END (or CANCEL when `stop` says the server
@@ -889,20 +1092,23 @@ impl Client {
 async fn send_file(
     w: &mut FrameWriter<WriteHalf<Stream>>,
     file: File,
+    from: transfer::Prefix,
     size: u64,
     local: &Path,
     policy: Policy,
     limit_rate: Option<u64>,
     progress: &Progress,
     stop: impl Fn() -> bool,
-) -> Result<Result<([u8; 32], u64)>> {
+) -> Result<Result<Sent>> {
     let pool = transfer::Pool::new();
+    let resumed = from.len;
     let mut frames = transfer::spawn_reader(
         file,
-        size,
+        size.saturating_sub(from.len),
         local.display().to_string(),
         pool.clone(),
         policy,
+        from,
     );
     let mut pacer = Pacer::new(limit_rate);
     let mut wire = 0u64;
@@ -922,7 +1128,11 @@ async fn send_file(
             }
             Some(Outgoing::Done { sha256, .. }) => {
                 w.send_now(&Msg::End { sha256 }).await?;
-                return Ok(Ok((sha256, wire)));
+                return Ok(Ok(Sent {
+                    sha256,
+                    wire,
+                    resumed,
+                }));
             }
             Some(Outgoing::Failed(e)) => {
                 w.send_now(&Msg::Cancel).await?;
@@ -942,6 +1152,7 @@ async fn send_file(
 async fn receive_one(
     r: &mut FrameReader<ReadHalf<Stream>>,
     job: &GetJob,
+    resumed: Option<(super::Part, transfer::Prefix)>,
     size: u64,
     recorded: Option<[u8; 32]>,
     force: bool,
@@ -951,8 +1162,13 @@ async fn receive_one(
     progress: &Progress,
 ) -> Result<Downloaded> {
     let started = Instant::now();
-    let (part, file) = match &job.dest {
-        Dest::Path(p) => match super::create_part(p) {
+    let mut from = transfer::Prefix::none();
+    let (part, file) = match (&job.dest, resumed) {
+        (Dest::Path(_), Some((held, prefix))) => {
+            from = prefix;
+            (Some(held.path), held.file)
+        }
+        (Dest::Path(p), None) => match super::create_part(p) {
             Ok((part, f)) => (Some(part), f),
             Err(e) => {
                 // keep the session in step: the data is coming regardless
@@ -960,7 +1176,7 @@ async fn receive_one(
                 return Err(e);
             }
         },
-        Dest::Stdout => {
+        (Dest::Stdout, _) => {
             use std::os::fd::AsFd;
             match std::io::stdout().as_fd().try_clone_to_owned() {
                 Ok(fd) => (None, File::from(fd)),
@@ -975,9 +1191,18 @@ async fn receive_one(
         .as_ref()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| "stdout".into());
+    let resumable = |p: &&PathBuf| p.extension().is_some_and(|e| e == "sft-part");
+    let _moving = part.as_ref().filter(resumable).map(|p| {
+        super::moving::mark(super::moving::Moving::Down {
+            remote: job.remote.clone(),
+            part: p.clone(),
+        })
+    });
+    let resumed_len = from.len;
     let result = receive_data(
         r,
         file,
+        from,
         size,
         &job.remote,
         &shown,
@@ -1008,7 +1233,10 @@ async fn receive_one(
     let (sha256, wire) = match checked {
         Ok(x) => x,
         Err(e) => {
-            if let Some(p) = &part {
+            // a lost connection keeps the part for resuming; bad data does not
+            if let Some(p) = &part
+                && e.kind != Kind::Network
+            {
                 let _ = std::fs::remove_file(p);
             }
             return Err(e);
@@ -1029,6 +1257,7 @@ async fn receive_one(
         size,
         sha256,
         wire,
+        resumed: resumed_len,
         seconds: started.elapsed().as_secs_f64(),
     })
 }
@@ -1039,6 +1268,7 @@ async fn receive_one(
 async fn receive_data(
     r: &mut FrameReader<ReadHalf<Stream>>,
     file: File,
+    from: transfer::Prefix,
     size: u64,
     remote: &str,
     shown: &str,
@@ -1047,10 +1277,16 @@ async fn receive_data(
     limit_rate: Option<u64>,
     progress: &Progress,
 ) -> Result<(u64, [u8; 32], [u8; 32], u64)> {
-    let (tx, writer) = transfer::spawn_writer(file, shown.to_string(), false, r.pool());
+    // a resumed download brings the rest of the file after what is held
+    let want = Want {
+        size: size.saturating_sub(from.len),
+        remote,
+        zstd,
+    };
+    progress.advance(from.len);
+    let (tx, writer) = transfer::spawn_writer(file, shown.to_string(), false, r.pool(), from);
     let mut count = Counted::default();
     let mut pacer = Pacer::new(limit_rate);
-    let want = Want { size, remote, zstd };
     let sent = loop {
         match next_block(r, timeout, &want, &mut count, progress, &mut pacer).await? {
             Downloading::Data(block) => {

@@ -8,6 +8,7 @@ pub mod commit;
 pub mod fetch;
 pub mod gate;
 pub mod handshake;
+pub mod partial;
 pub mod policy;
 pub mod quota;
 pub mod session;
@@ -47,6 +48,8 @@ pub struct Limits {
     pub idle: Duration,
     pub data: Duration,
     pub grace: Duration,
+    /// How long an interrupted upload's data is kept for resuming.
+    pub keep_partial: Duration,
 }
 
 impl Default for Limits {
@@ -60,6 +63,7 @@ impl Default for Limits {
             idle: Duration::from_secs(300),
             data: Duration::from_secs(60),
             grace: Duration::from_secs(30),
+            keep_partial: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -145,6 +149,8 @@ pub struct Shared {
     pub quiet_handshakes: gate::Throttle,
     /// Likewise "server busy" refusals.
     pub busy_log: gate::Throttle,
+    /// Interrupted uploads kept for resuming.
+    pub partials: partial::Partials,
     /// Share links (made over sft, used over HTTPS).
     pub shares: share::Shares,
     /// Browsers signed in to the browse page.
@@ -243,6 +249,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         sessions: Arc::new(Semaphore::new(limits.max_connections)),
         quiet_handshakes: gate::Throttle::new(Duration::from_secs(1)),
         busy_log: gate::Throttle::new(Duration::from_secs(1)),
+        partials: partial::Partials::new(limits.keep_partial),
         shares,
         web_sessions: web::browse::Sessions::default(),
         web: cfg.web,
@@ -265,6 +272,8 @@ pub async fn run(cfg: Config) -> Result<()> {
     let accept_log = gate::Throttle::new(Duration::from_secs(5));
     let mut backoff = Duration::ZERO;
     let mut tasks = JoinSet::new();
+    let mut sweep = tokio::time::interval(shared.partials.sweep_every());
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let sig = |k| signal(k).map_err(|e| Error::io("installing signal handlers", &e));
     let (mut sigterm, mut sigint, mut sighup) = (
         sig(SignalKind::terminate())?,
@@ -324,6 +333,12 @@ pub async fn run(cfg: Config) -> Result<()> {
                 }
             },
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            _ = sweep.tick() => {
+                let n = shared.partials.expire();
+                if n > 0 {
+                    info!(event = "partial", expired = n, "removed {n} interrupted uploads kept longer than --keep-partial");
+                }
+            }
         }
     }
     drop(listener);

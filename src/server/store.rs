@@ -767,7 +767,7 @@ fn create_reserved(dir: &OwnedFd) -> std::result::Result<(File, String), Errno> 
         match rustix::fs::openat(
             dir,
             tmp.as_str(),
-            OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+            OFlags::CREATE | OFlags::EXCL | OFlags::RDWR | OFlags::CLOEXEC | OFlags::NOFOLLOW,
             Mode::from_raw_mode(0o644),
         ) {
             Ok(fd) => return Ok((File::from(fd), tmp)),

@@ -7,28 +7,84 @@ impl Session {
     /// A GET is queued for the session's reading thread (see `fetch`), and
     /// the next command read at once; the reply follows in order.
     pub(super) async fn get(&mut self, offset: u64, compress: u8, name: String) -> Result<()> {
+        let policy = self.download_policy(compress);
         if offset != 0 {
             // the answers to GETs queued before this one go first
             self.drain(Which::Gets).await?;
-            return self
-                .reply_error(&Error::usage(
-                    "this server cannot resume downloads yet (offset must be 0)",
-                ))
-                .await;
+            return self.get_resumed(offset, policy, name).await;
         }
-        let mode = if self.zstd {
-            Mode::from_wire(compress).capped(self.shared.max_level)
-        } else {
-            Mode::Off
-        };
-        let policy =
-            Policy::new(mode, self.shared.max_level).on_local_link(self.peer.ip().is_loopback());
         self.fetch(Fetch::File {
             name,
             policy: Box::new(policy),
             started: Instant::now(),
         })
         .await
+    }
+
+    /// How a download is compressed: as the client asked, if zstd was
+    /// agreed, capped by the server.
+    fn download_policy(&self, compress: u8) -> Policy {
+        let mode = if self.zstd {
+            Mode::from_wire(compress).capped(self.shared.max_level)
+        } else {
+            Mode::Off
+        };
+        Policy::new(mode, self.shared.max_level).on_local_link(self.peer.ip().is_loopback())
+    }
+
+    /// A GET that asks to resume after the client's first `offset` bytes
+    /// (PROTOCOL.md §4.9): PARTIAL with the SHA-256 of that many bytes of the
+    /// file (fewer if it is shorter), the client's RESUME, then GET_OK and
+    /// the rest of the file; END still carries the whole file's digest.
+    async fn get_resumed(&mut self, offset: u64, policy: Policy, name: String) -> Result<()> {
+        let n = name.clone();
+        let opened = self
+            .blocking(move |s| {
+                let (mut file, info) = s.store.open_read(&n)?;
+                let prefix =
+                    transfer::hash_prefix(&mut file, offset.min(info.size), &names::quote(&n))?;
+                Ok((file, info, prefix))
+            })
+            .await;
+        let (mut file, info, prefix) = match opened {
+            Ok(x) => x,
+            Err(e) => {
+                info!(event = "get", peer = %self.peer, user = self.user(), name = %names::escape(&name), outcome = e.kind.name(), "{e}");
+                return self.reply_error(&e).await;
+            }
+        };
+        self.w
+            .send_now(&Msg::Partial {
+                offset: prefix.len,
+                sha256: prefix.digest(),
+            })
+            .await?;
+        let from = match self
+            .r
+            .expect_within(self.shared.limits.data, "RESUME")
+            .await?
+        {
+            Msg::Resume { offset } if offset == prefix.len => prefix,
+            Msg::Resume { offset: 0 } => {
+                use std::io::Seek;
+                file.seek(std::io::SeekFrom::Start(0))
+                    .map_err(|e| Error::io(format!("reading {}", names::quote(&name)), &e))?;
+                transfer::Prefix::none()
+            }
+            Msg::Resume { offset } => {
+                return Err(Error::protocol(format!(
+                    "RESUME at {offset}: only 0 or the offered {} can be answered to PARTIAL",
+                    prefix.len
+                )));
+            }
+            other => {
+                return Err(Error::protocol(format!(
+                    "expected RESUME after PARTIAL, not {}",
+                    other.name()
+                )));
+            }
+        };
+        self.stream_file(name, file, info, policy, from).await
     }
 
     /// Queue a read-only request for the session's reading thread.
@@ -84,7 +140,10 @@ impl Session {
                 file,
                 info,
                 policy,
-            } => self.stream_file(name, file, info, policy).await,
+            } => {
+                self.stream_file(name, file, info, policy, transfer::Prefix::none())
+                    .await
+            }
             Fetched::Listed { reply } => self.w.queue_raw(&reply).await,
             Fetched::Failed { name, error } => {
                 info!(event = "get", peer = %self.peer, user = self.user(), name = %names::escape(&name), outcome = error.kind.name(), "{error}");
@@ -105,6 +164,7 @@ impl Session {
         file: std::fs::File,
         info: crate::server::store::FileInfo,
         policy: Policy,
+        from: transfer::Prefix,
     ) -> Result<()> {
         let keep = file
             .try_clone()
@@ -118,8 +178,14 @@ impl Session {
             .await?;
         let started = Instant::now();
         let pool = transfer::Pool::new();
-        let mut rx =
-            transfer::spawn_reader(file, info.size, names::quote(&name), pool.clone(), policy);
+        let mut rx = transfer::spawn_reader(
+            file,
+            info.size - from.len,
+            names::quote(&name),
+            pool.clone(),
+            policy,
+            from,
+        );
         let shared = self.shared.clone();
         let _transfer = Gauge::new(&shared.stats.transfers);
         let mut abort = self.shared.abort.clone();

@@ -23,7 +23,7 @@ use super::auth::Identity;
 use super::commit::{self, Committed, Committer, SMALL_UPLOAD, check_owner, check_upload};
 use super::fetch::{self, Fetch, Fetched, Fetcher};
 use super::gate::Pass;
-use super::{Control, Gauge, Shared, handshake};
+use super::{Control, Gauge, Shared, handshake, partial};
 use crate::compress::{Mode, Policy};
 use crate::connection::{FrameReader, FrameWriter};
 use crate::error::{Error, Kind, Result};

@@ -118,11 +118,83 @@ impl Session {
         Ok(())
     }
 
+    /// Offer the kept data of an interrupted upload (PARTIAL) and read the
+    /// client's RESUME: go on after it, or (offset 0) start over.
+    async fn offer_partial(
+        &mut self,
+        prefix: transfer::Prefix,
+        name: &str,
+    ) -> Result<transfer::Prefix> {
+        self.w
+            .send_now(&Msg::Partial {
+                offset: prefix.len,
+                sha256: prefix.digest(),
+            })
+            .await?;
+        let limit = self.shared.limits.data;
+        match self.r.expect_within(limit, "RESUME").await? {
+            Msg::Resume { offset } if offset == prefix.len => {
+                info!(event = "put", peer = %self.peer, user = self.user(), name = %names::escape(name), offset, outcome = "resumed", "resuming after {offset} bytes already held");
+                Ok(prefix)
+            }
+            Msg::Resume { offset: 0 } => Ok(transfer::Prefix::none()),
+            Msg::Resume { offset } => Err(Error::protocol(format!(
+                "RESUME at {offset}: only 0 or the offered {} can be answered to PARTIAL",
+                prefix.len
+            ))),
+            other => Err(Error::protocol(format!(
+                "expected RESUME after PARTIAL, not {}",
+                other.name()
+            ))),
+        }
+    }
+
+    /// An upload cut off before its END: if it asked to be resumable, keep
+    /// what was written (and the space reserved for it) for the next try.
+    async fn keep_partial(
+        &mut self,
+        key: Option<partial::Key>,
+        upload: crate::server::store::Upload,
+        reservation: crate::server::quota::Reservation,
+        writer: Option<tokio::task::JoinHandle<transfer::WriteResult>>,
+    ) {
+        let (Some(key), Some(writer)) = (key, writer) else {
+            return;
+        };
+        // everything received is written before the file is kept
+        let Ok(Ok((len, _, _))) = writer.await else {
+            return;
+        };
+        let name = key.name.clone();
+        let kept = self
+            .blocking(move |s| {
+                upload
+                    .file
+                    .set_len(len)
+                    .map_err(|e| Error::io("keeping an interrupted upload", &e))?;
+                let kept = partial::Kept {
+                    upload,
+                    reservation,
+                    len,
+                    since: Instant::now(),
+                };
+                Ok(s.partials.keep(key, kept))
+            })
+            .await;
+        if let Ok(true) = kept {
+            info!(event = "put", peer = %self.peer, user = self.user(), name = %names::escape(&name), kept = len, outcome = "kept", "interrupted after {len} bytes; kept for resuming (--keep-partial)");
+        }
+    }
+
     pub(super) async fn put(&mut self, size: u64, flags: u32, name: String) -> Result<()> {
         let pipelined = flags & protocol::PUT_PIPELINED != 0;
         let stream = flags & protocol::PUT_STREAM != 0;
-        if flags & !(protocol::PUT_OVERWRITE | protocol::PUT_PIPELINED | protocol::PUT_STREAM) != 0
-        {
+        let resume = flags & protocol::PUT_RESUME != 0;
+        let known = protocol::PUT_OVERWRITE
+            | protocol::PUT_PIPELINED
+            | protocol::PUT_STREAM
+            | protocol::PUT_RESUME;
+        if flags & !known != 0 {
             let e = Error::protocol(format!("unknown PUT flags 0x{flags:08x}"));
             return self.refuse_put(&e, pipelined).await;
         }
@@ -130,20 +202,45 @@ impl Session {
             let e = Error::protocol("a PUT of unknown size (STREAM flag) must declare size 0");
             return self.refuse_put(&e, pipelined).await;
         }
+        if resume && (pipelined || stream) {
+            let e = Error::protocol("the RESUME flag cannot be combined with PIPELINED or STREAM");
+            return self.refuse_put(&e, pipelined).await;
+        }
         let overwrite = flags & protocol::PUT_OVERWRITE != 0;
         // small files are gathered in memory and written in one step
         let small = !stream && size <= SMALL_UPLOAD;
+        // what a resumable upload is kept under if it is cut off
+        let key = (resume && !small).then(|| partial::Key {
+            user: self.user().to_string(),
+            name: name.clone(),
+            size,
+            overwrite,
+        });
         let n = name.clone();
         let who = self.identity();
-        let (upload, mut reservation) = match self
+        let wanted = key.clone();
+        let (upload, mut reservation, held) = match self
             .blocking(move |s| {
+                if let Some(k) = &wanted
+                    && let Some(kept) = s.partials.take(k)
+                {
+                    // the data of an earlier attempt, and the space held for it
+                    let partial::Kept {
+                        mut upload,
+                        reservation,
+                        len,
+                        ..
+                    } = kept;
+                    let prefix = transfer::hash_prefix(&mut upload.file, len, &names::quote(&n));
+                    return Ok((Some(upload), reservation, prefix.ok()));
+                }
                 // space is reserved before a single data byte is accepted
                 let reservation = commit::reserve(s, &who, &n, size, overwrite, stream)?;
                 if small {
                     // the file itself is made at END, in one step
-                    return Ok((None, reservation));
+                    return Ok((None, reservation, None));
                 }
-                Ok((Some(s.store.begin_upload(&n)?), reservation))
+                Ok((Some(s.store.begin_upload(&n)?), reservation, None))
             })
             .await
         {
@@ -153,14 +250,24 @@ impl Session {
                 return self.refuse_put(&e, pipelined).await;
             }
         };
-        if !pipelined {
-            self.w.send_now(&Msg::PutReady { offset: 0 }).await?;
+        let mut from = transfer::Prefix::none();
+        match held {
+            Some(prefix) => {
+                // PARTIAL, then the client's RESUME decides where to go on
+                from = self.offer_partial(prefix, &name).await?;
+            }
+            None if !pipelined => self.w.send_now(&Msg::PutReady { offset: 0 }).await?,
+            None => {}
         }
         let shared = self.shared.clone();
         let _transfer = Gauge::new(&shared.stats.transfers);
         let Some(upload) = upload else {
             return self.put_small(size, overwrite, name, reservation).await;
         };
+        if from.len == 0 {
+            // nothing kept, or the client starts over: from the first byte
+            start_over(&upload.file).map_err(|e| Error::io("restarting an upload", &e))?;
+        }
         let writer_file = upload
             .file
             .try_clone()
@@ -172,11 +279,12 @@ impl Session {
             names::quote(&name),
             background_sync,
             self.r.pool(),
+            from.clone(),
         );
         let mut tx = Some(tx);
         let mut writer = Some(writer);
         let mut failed: Option<Error> = None;
-        let mut received: u64 = 0;
+        let mut received: u64 = from.len;
         let end = loop {
             // a writer that stops before the end (a bad zstd block, a full
             // disk) is answered at once, not when the next frame arrives
@@ -189,10 +297,18 @@ impl Session {
                         None => std::future::pending().await,
                     }
                 }, if writing => Err(stopped),
-                f = self.next_upload_frame(&name, received) => Ok(f?),
+                f = self.next_upload_frame(&name, received) => Ok(f),
             };
             let next = match next {
-                Ok(f) => f,
+                Ok(Ok(f)) => f,
+                Ok(Err(e)) => {
+                    // cut off: a resumable upload's data is kept for next time
+                    if failed.is_none() {
+                        drop(tx);
+                        self.keep_partial(key, upload, reservation, writer).await;
+                    }
+                    return Err(e);
+                }
                 Err(stopped) => {
                     writer = None;
                     tx = None;
@@ -424,6 +540,15 @@ impl Session {
             None => Err(Error::other("internal error: no upload committer")),
         }
     }
+}
+
+/// Position an upload file at its start, empty.
+fn start_over(file: &std::fs::File) -> std::io::Result<()> {
+    use std::io::Seek;
+    file.set_len(0)?;
+    let mut f = file;
+    f.seek(std::io::SeekFrom::Start(0))?;
+    Ok(())
 }
 
 /// Whether a PUT is a small pipelined upload, which the committer handles
