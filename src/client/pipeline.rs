@@ -46,6 +46,20 @@ pub struct PutJob {
     pub remote: String,
 }
 
+/// A file the server may already hold (CLONE): its remote name, size and
+/// SHA-256.
+#[derive(Debug, Clone)]
+pub struct CloneJob {
+    pub remote: String,
+    pub size: u64,
+    pub sha256: [u8; 32],
+}
+
+/// Files this large are first offered to the server by content (CLONE):
+/// hashing them costs a read, and asking costs no round trip of its own
+/// (all are asked together); smaller files are simply sent.
+pub const CLONE_FROM: u64 = 1 << 20;
+
 /// Where a download goes.
 #[derive(Debug, Clone)]
 pub enum Dest {
@@ -89,7 +103,7 @@ async fn slot(window: &Arc<Semaphore>) -> Result<OwnedSemaphorePermit> {
 
 /// PUT_OK checked against what was sent: the stored name is valid, and the
 /// size and SHA-256 the server acknowledges are those of the data sent.
-fn acknowledged(
+pub(super) fn acknowledged(
     got: u64,
     theirs: &[u8; 32],
     name: String,
