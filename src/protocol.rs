@@ -35,7 +35,7 @@ pub const MAX_PREAUTH_BODY: usize = 2048;
 
 /// Feature bit: zstd-compressed DATA blocks (encoding 1).
 pub const FEATURE_ZSTD: u32 = 1;
-/// PUT flag: replace an existing file instead of choosing "name (n)".
+/// PUT and CLONE flag: replace an existing file instead of choosing "name (n)".
 pub const PUT_OVERWRITE: u32 = 1;
 /// PUT flag: the client sends DATA and END right after PUT without waiting
 /// for PUT_READY (which the server then does not send); a refused upload's
@@ -189,6 +189,16 @@ pub enum Msg {
     /// The answer to PARTIAL: continue from `offset` (the one offered) or 0.
     Resume {
         offset: u64,
+    },
+    /// Store `name` from content the server already holds for this user
+    /// (same size and SHA-256), without its data being sent; answered by
+    /// PUT_OK, or ERROR 6 when the server holds no such content.
+    Clone {
+        size: u64,
+        /// Only `PUT_OVERWRITE`.
+        flags: u32,
+        sha256: [u8; 32],
+        name: String,
     },
     Get {
         offset: u64,
@@ -359,6 +369,7 @@ messages! {
     0x25 CANCEL Cancel unit;
     0x26 PARTIAL Partial { offset: U64, sha256: Digest };
     0x27 RESUME Resume { offset: U64 };
+    0x29 CLONE Clone { size: U64, flags: U32, sha256: Digest, name: Str };
     0x30 GET Get { offset: U64, compress: U8, name: Str };
     0x31 GET_OK GetOk { size: U64, mtime_ns: I64, sha256: MaybeDigest };
     0x40 REMOVE Remove { name: Str };
@@ -932,6 +943,12 @@ mod tests {
                 sha256: [3; 32],
             },
             Msg::Resume { offset: 9 },
+            Msg::Clone {
+                size: 20 << 20,
+                flags: PUT_OVERWRITE,
+                sha256: [3; 32],
+                name: "b.bin".into(),
+            },
             Msg::Share {
                 expires_s: 86_400,
                 downloads: u64::MAX,
@@ -1036,6 +1053,17 @@ mod tests {
         }
     }
 
+    /// SHA-256 of `hello`, the file of the §9 examples.
+    fn hello_sha256() -> [u8; 32] {
+        let mut d = [0u8; 32];
+        hex::decode_to_slice(
+            "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824",
+            &mut d,
+        )
+        .expect("hex");
+        d
+    }
+
     /// The hex blocks of PROTOCOL.md §9, in order.
     fn examples_in_protocol_md() -> Vec<Vec<u8>> {
         let doc = include_str!("../PROTOCOL.md");
@@ -1082,6 +1110,12 @@ mod tests {
                 offset: 0,
                 compress: 255,
                 name: "a.txt".into(),
+            }),
+            Some(Msg::Clone {
+                size: 5,
+                flags: 0,
+                sha256: hello_sha256(),
+                name: "b.txt".into(),
             }),
             Some(Msg::Partial {
                 offset: 1 << 20,

@@ -80,6 +80,24 @@ pub fn hash_prefix(file: &mut File, len: u64, what: &str) -> Result<Prefix> {
     Ok(Prefix { len, hasher: h })
 }
 
+/// The size and SHA-256 of a file, from one read of it.
+pub fn sha256_len_file(path: &std::path::Path) -> Result<(u64, [u8; 32])> {
+    use std::io::Read;
+    let what = || format!("reading {}", path.display());
+    let mut f = File::open(path).map_err(|e| Error::io(what(), &e))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; CHUNK];
+    let mut size: u64 = 0;
+    loop {
+        let n = f.read(&mut buf).map_err(|e| Error::io(what(), &e))?;
+        if n == 0 {
+            return Ok((size, h.finalize().into()));
+        }
+        size += n as u64;
+        h.update(&buf[..n]);
+    }
+}
+
 /// A small free list of chunk buffers shared by the network task and a disk
 /// thread, so steady-state transfers allocate (and page-fault) nothing.
 #[derive(Clone, Default)]

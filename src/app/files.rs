@@ -399,7 +399,7 @@ pub async fn put(
     let (jobs, unchanged) = if c.role >= crate::protocol::Role::Write {
         split_unchanged(c, jobs).await?
     } else {
-        (jobs, Vec::new())
+        (jobs.into_iter().map(|j| (j, None)).collect(), Vec::new())
     };
     for u in &unchanged {
         tally.ok += 1;
@@ -421,6 +421,42 @@ pub async fn put(
             } else {
                 "every file is"
             }
+        ));
+    }
+    // files the server already holds (yours, under another name) are
+    // stored from that content: their data is not sent
+    let (jobs, cloned) = if c.role >= crate::protocol::Role::Write {
+        split_cloned(c, jobs, overwrite).await?
+    } else {
+        (jobs.into_iter().map(|(j, _)| j).collect(), Vec::new())
+    };
+    let mut copies = 0;
+    for (job, r) in cloned {
+        let local = job.local.display().to_string();
+        match r {
+            Ok(up) => {
+                tally.ok += 1;
+                copies += 1;
+                if stats || o.verbose > 0 {
+                    eprintln!(
+                        "{}",
+                        super::stats_line(&up.name, up.size, up.wire, up.seconds)
+                    );
+                }
+                print_put_outcome(o, &local, &up, "cloned")?;
+            }
+            Err(e) if given == 1 && empty_dirs.is_empty() => return Err(e),
+            Err(e) => {
+                tally.record(&e);
+                o.file_failed("put", &local, &e)?;
+            }
+        }
+    }
+    if copies > 0 {
+        o.note(&format!(
+            "{copies} file{} stored from content already on the server (yours, under another name); {} not sent again",
+            if copies == 1 { "" } else { "s" },
+            if copies == 1 { "its data was" } else { "their data was" }
         ));
     }
     let progress = Progress::new(!o.quiet && !o.json, jobs.len());
@@ -455,6 +491,69 @@ pub async fn put(
         return Err(e);
     }
     tally.finish("uploads")
+}
+
+/// Offer the files of at least `CLONE_FROM` bytes to the server by content
+/// (CLONE, all at once): each is hashed, unless the `unchanged` pre-pass
+/// already did. Returns the uploads still to make, in order, and the files
+/// the server answered for: stored from content it holds, or refused (as
+/// their PUT would have been). A file that cannot be read here is left to
+/// its upload, which reports it.
+async fn split_cloned(
+    c: &mut Client,
+    jobs: Vec<Moving<PutJob>>,
+    overwrite: bool,
+) -> Result<(Vec<PutJob>, Vec<(PutJob, Result<crate::client::Uploaded>)>)> {
+    let from = crate::client::pipeline::CLONE_FROM;
+    let mut send = Vec::new();
+    let mut hash = Vec::new();
+    for (i, (job, known)) in jobs.into_iter().enumerate() {
+        let size = std::fs::metadata(&job.local).map(|m| m.len()).ok();
+        match (known, size) {
+            (Some(k), _) if k.0 >= from => hash.push((i, job, Some(k))),
+            (None, Some(n)) if n >= from => hash.push((i, job, None)),
+            _ => send.push((i, job)),
+        }
+    }
+    if hash.is_empty() {
+        return Ok((send.into_iter().map(|(_, j)| j).collect(), Vec::new()));
+    }
+    let hashed = tokio::task::spawn_blocking(move || {
+        hash.into_iter()
+            .map(|(i, job, known)| {
+                let d = known.or_else(|| crate::transfer::sha256_len_file(&job.local).ok());
+                (i, job, d)
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .map_err(|e| Error::other(format!("internal error: {e}")))?;
+    let mut asked = Vec::new();
+    let mut items = Vec::new();
+    for (i, job, d) in hashed {
+        match d {
+            Some((size, sha256)) => {
+                items.push(crate::client::pipeline::CloneJob {
+                    remote: job.remote.clone(),
+                    size,
+                    sha256,
+                });
+                asked.push((i, job));
+            }
+            None => send.push((i, job)),
+        }
+    }
+    let answers = c.clone_many(&items, overwrite).await?;
+    let mut cloned = Vec::new();
+    for ((i, job), answer) in asked.into_iter().zip(answers) {
+        match answer {
+            Ok(Some(up)) => cloned.push((job, Ok(up))),
+            Ok(None) => send.push((i, job)),
+            Err(e) => cloned.push((job, Err(e))),
+        }
+    }
+    send.sort_by_key(|(i, _)| *i);
+    Ok((send.into_iter().map(|(_, j)| j).collect(), cloned))
 }
 
 /// `sft put FILE HOST:NAME` where NAME is an existing remote directory: the
@@ -555,35 +654,42 @@ struct Candidate<J> {
     sha256: [u8; 32],
 }
 
+/// A transfer to make, with its local file's size and SHA-256 when a
+/// pre-pass already hashed it.
+type Moving<J> = (J, Option<(u64, [u8; 32])>);
+
 /// Hash the candidates' local files (off the async threads) and split them:
-/// the same digest is `unchanged`, anything else joins `moving`; the
-/// transfers to make come back in the order they were given.
+/// the same digest is `unchanged`, anything else joins `moving` (with the
+/// digest computed); the transfers to make come back in the order they were
+/// given.
 async fn keep_changed<J: Send + 'static>(
-    mut moving: Vec<(usize, J)>,
+    moving: Vec<(usize, J)>,
     candidates: Vec<Candidate<J>>,
-) -> Result<(Vec<J>, Vec<Unchanged<J>>)> {
+) -> Result<(Vec<Moving<J>>, Vec<Unchanged<J>>)> {
     let mut unchanged = Vec::new();
+    let mut moving: Vec<(usize, Moving<J>)> =
+        moving.into_iter().map(|(i, j)| (i, (j, None))).collect();
     if !candidates.is_empty() {
         let hashed = tokio::task::spawn_blocking(move || {
             candidates
                 .into_iter()
                 .map(|c| {
-                    let same = crate::transfer::sha256_file(&c.local).is_ok_and(|d| d == c.sha256);
-                    (c, same)
+                    let local = crate::transfer::sha256_file(&c.local).ok();
+                    (c, local)
                 })
                 .collect::<Vec<_>>()
         })
         .await
         .map_err(|e| Error::other(format!("internal error: {e}")))?;
-        for (c, same) in hashed {
-            if same {
+        for (c, local) in hashed {
+            if local == Some(c.sha256) {
                 unchanged.push(Unchanged {
                     job: c.job,
                     size: c.size,
                     sha256: c.sha256,
                 });
             } else {
-                moving.push((c.i, c.job));
+                moving.push((c.i, (c.job, local.map(|d| (c.size, d)))));
             }
         }
         moving.sort_by_key(|(i, _)| *i);
@@ -599,7 +705,7 @@ async fn keep_changed<J: Send + 'static>(
 async fn split_unchanged(
     c: &mut Client,
     jobs: Vec<PutJob>,
-) -> Result<(Vec<PutJob>, Vec<Unchanged<PutJob>>)> {
+) -> Result<(Vec<Moving<PutJob>>, Vec<Unchanged<PutJob>>)> {
     let mut dirs: Vec<String> = jobs
         .iter()
         .map(|j| names::split_parent(&j.remote).0.to_string())
@@ -697,7 +803,8 @@ async fn split_unchanged_downloads(
             _ => fetch.push((i, job)),
         }
     }
-    keep_changed(fetch, candidates).await
+    let (fetch, unchanged) = keep_changed(fetch, candidates).await?;
+    Ok((fetch.into_iter().map(|(j, _)| j).collect(), unchanged))
 }
 
 /// Where a download of `remote` goes: `-o PATH`, inside `-o DIR/`, or ./NAME.

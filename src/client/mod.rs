@@ -609,6 +609,71 @@ impl Client {
         Ok(all)
     }
 
+    /// Ask the server to store each file from content it already holds for
+    /// this user under another name (CLONE, PROTOCOL.md §4.4c), all sent at
+    /// once: one round trip for the lot. One result per file, in order:
+    /// `Ok(Some(_))` stored (no data sent), `Ok(None)` the server holds no
+    /// such content (upload it), `Err` refused as a PUT would be.
+    pub async fn clone_many(
+        &mut self,
+        items: &[pipeline::CloneJob],
+        overwrite: bool,
+    ) -> Result<Vec<Result<Option<Uploaded>>>> {
+        for it in items {
+            names::validate(&it.remote)?;
+        }
+        let flags = if overwrite {
+            protocol::PUT_OVERWRITE
+        } else {
+            0
+        };
+        let started = Instant::now();
+        let what = "the reply to CLONE";
+        // the server copies and hashes the file before it answers
+        let (r, w, timeout) = (&mut self.r, &mut self.w, self.timeout * 4);
+        let sender = async {
+            for it in items {
+                w.send(&Msg::Clone {
+                    size: it.size,
+                    flags,
+                    sha256: it.sha256,
+                    name: it.remote.clone(),
+                })
+                .await?;
+            }
+            w.flush().await
+        };
+        let receiver = async {
+            let mut all = Vec::with_capacity(items.len());
+            for it in items {
+                all.push(match r.expect_within(timeout, what).await? {
+                    Msg::PutOk { size, sha256, name } => match pipeline::acknowledged(
+                        size,
+                        &sha256,
+                        name,
+                        it.size,
+                        pipeline::Sent {
+                            sha256: it.sha256,
+                            wire: 0,
+                            resumed: 0,
+                        },
+                        started,
+                    ) {
+                        // a badly named reply breaks the session
+                        Err(e) if e.kind == Kind::Protocol => return Err(e),
+                        r => r.map(Some),
+                    },
+                    Msg::Error { code, .. } if Kind::from_wire(code) == Kind::NotFound => Ok(None),
+                    Msg::Error { code, message } => Err(server_error(code, &message)),
+                    other => return Err(unexpected(&other, what)),
+                });
+            }
+            Ok(all)
+        };
+        let ((), all) = tokio::try_join!(sender, receiver)?;
+        Ok(all)
+    }
+
     async fn simple(&mut self, m: Msg, what: &str) -> Result<()> {
         self.w.send_now(&m).await?;
         match self.r.expect_within(self.timeout, what).await? {

@@ -46,6 +46,20 @@ pub struct PutJob {
     pub remote: String,
 }
 
+/// A file the server may already hold (CLONE): its remote name, size and
+/// SHA-256.
+#[derive(Debug, Clone)]
+pub struct CloneJob {
+    pub remote: String,
+    pub size: u64,
+    pub sha256: [u8; 32],
+}
+
+/// Files this large are first offered to the server by content (CLONE):
+/// hashing them costs a read, and asking costs no round trip of its own
+/// (all are asked together); smaller files are simply sent.
+pub const CLONE_FROM: u64 = 1 << 20;
+
 /// Where a download goes.
 #[derive(Debug, Clone)]
 pub enum Dest {
@@ -81,9 +95,9 @@ struct SentPut {
 /// A file's data, sent: its digest, the bytes its DATA frames took on the
 /// wire, and how many of its bytes the server already held (resumed).
 pub struct Sent {
-    sha256: [u8; 32],
-    wire: u64,
-    resumed: u64,
+    pub sha256: [u8; 32],
+    pub wire: u64,
+    pub resumed: u64,
 }
 
 /// What answered a PUT that waits for its reply before sending data.
@@ -107,7 +121,7 @@ async fn slot(window: &Arc<Semaphore>) -> Result<OwnedSemaphorePermit> {
 
 /// PUT_OK checked against what was sent: the stored name is valid, and the
 /// size and SHA-256 the server acknowledges are those of the data sent.
-fn acknowledged(
+pub(super) fn acknowledged(
     got: u64,
     theirs: &[u8; 32],
     name: String,

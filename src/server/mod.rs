@@ -5,6 +5,7 @@
 pub mod ahead;
 pub mod auth;
 pub mod commit;
+pub mod content;
 pub mod fetch;
 pub mod gate;
 pub mod handshake;

@@ -15,7 +15,8 @@ pub struct Need {
 /// `None`: any authenticated user may (LIST, STAT, GET, USAGE, BYE, …).
 pub fn required(msg: &Msg) -> Option<Need> {
     let (role, op) = match msg {
-        Msg::Put { .. } => (Role::Write, "put"),
+        // storing from content already held is an upload like any other
+        Msg::Put { .. } | Msg::Clone { .. } => (Role::Write, "put"),
         Msg::Remove { .. } => (Role::Write, "rm"),
         Msg::Mkdir { .. } => (Role::Write, "mkdir"),
         Msg::Rmdir { .. } => (Role::Write, "rmdir"),
@@ -52,6 +53,12 @@ mod tests {
             Msg::Put {
                 size: 1,
                 flags: 0,
+                name: name(),
+            },
+            Msg::Clone {
+                size: 1,
+                flags: 0,
+                sha256: [0; 32],
                 name: name(),
             },
             Msg::Remove { name: name() },

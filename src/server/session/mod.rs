@@ -5,6 +5,7 @@
 //! on; a protocol violation gets an ERROR and the connection is closed.
 //!
 //! - `put`: uploads (streamed, small, pipelined/queued);
+//! - `clone`: CLONE, an upload from content the server already holds;
 //! - `get`: downloads and listings (queued for the reading thread);
 //! - `fs`: REMOVE, MKDIR, RMDIR, STAT;
 //! - `admin`: USAGE, STATUS, SHUTDOWN, RELOAD;
@@ -34,6 +35,7 @@ use crate::transfer::{self, Outgoing};
 use super::handshake::{Admitted, Stream};
 
 mod admin;
+mod clone;
 mod fs;
 mod get;
 mod order;
@@ -289,6 +291,12 @@ impl Session {
             }
             match msg {
                 Msg::Put { size, flags, name } => self.put(size, flags, name).await?,
+                Msg::Clone {
+                    size,
+                    flags,
+                    sha256,
+                    name,
+                } => self.clone_put(size, flags, sha256, name).await?,
                 Msg::Remove { name } => self.remove(name).await?,
                 Msg::Mkdir { name } => self.mkdir(name).await?,
                 Msg::Rmdir { name } => self.rmdir(name).await?,
