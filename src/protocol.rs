@@ -48,6 +48,10 @@ pub const PUT_STREAM: u32 = 4;
 /// user if the server kept its data: the server answers PARTIAL instead of
 /// PUT_READY when it holds some. Not with PIPELINED or STREAM.
 pub const PUT_RESUME: u32 = 8;
+/// CLONE flag: only ask whether the server holds any file of this user with
+/// this size (DONE) or none (ERROR 6); the digest is not looked at and
+/// nothing is stored. A client hashes a file only when the answer is DONE.
+pub const CLONE_PROBE: u32 = 2;
 /// How much an upload of unknown size reserves at a time.
 pub const STREAM_STEP: u64 = 64 << 20;
 

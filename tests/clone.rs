@@ -480,7 +480,7 @@ async fn raw_clone_requests_get_the_documented_answers() {
         name: name.into(),
     };
     // unknown flag bits: ERROR 9, and the session goes on
-    for flags in [0x2, 0x4, 0x8000_0000] {
+    for flags in [0x4, 0x8, 0x8000_0000] {
         r.w.send_now(&clone(flags, "b.txt")).await.unwrap();
         match r.next().await {
             Msg::Error { code: 9, message } => assert!(message.contains("flags"), "{message}"),
@@ -524,6 +524,17 @@ async fn raw_clone_requests_get_the_documented_answers() {
         }
     }
     assert!(matches!(r.next().await, Msg::Error { code: 6, .. }));
+    // PROBE: is there content of this size for this user? (nothing stored)
+    let probe = sft::protocol::CLONE_PROBE;
+    r.w.send_now(&clone(probe, "p.txt")).await.unwrap();
+    assert!(matches!(r.next().await, Msg::Done));
+    let mut other_size = clone(probe, "p.txt");
+    if let Msg::Clone { size, .. } = &mut other_size {
+        *size = 7;
+    }
+    r.w.send_now(&other_size).await.unwrap();
+    assert!(matches!(r.next().await, Msg::Error { code: 6, .. }));
+    assert!(!s.root.join("p.txt").exists(), "a probe stores nothing");
     r.w.send_now(&Msg::Bye).await.unwrap();
     assert!(matches!(r.next().await, Msg::Bye));
     for name in ["b.txt", "b (1).txt"] {

@@ -515,7 +515,34 @@ async fn split_cloned(
             _ => send.push((i, job)),
         }
     }
+    // hashing a file costs a read of it: first ask (one round trip for all)
+    // whether the server holds anything of this user with that size
+    let probes: Vec<Msg> = hash
+        .iter()
+        .filter(|(_, _, known)| known.is_none())
+        .map(|(_, job, _)| Msg::Clone {
+            // (unreadable: 0, which nothing large has; its upload reports it)
+            size: std::fs::metadata(&job.local).map_or(0, |m| m.len()),
+            flags: crate::protocol::CLONE_PROBE,
+            sha256: [0; 32],
+            name: job.remote.clone(),
+        })
+        .collect();
+    let mut held = c
+        .simple_many(&probes, "the reply to a CLONE probe")
+        .await?
+        .into_iter();
+    let mut worth = Vec::new();
+    for (i, job, known) in hash {
+        if known.is_some() || held.next().is_some_and(|r| r.is_ok()) {
+            worth.push((i, job, known));
+        } else {
+            send.push((i, job));
+        }
+    }
+    let hash = worth;
     if hash.is_empty() {
+        send.sort_by_key(|(i, _)| *i);
         return Ok((send.into_iter().map(|(_, j)| j).collect(), Vec::new()));
     }
     let hashed = tokio::task::spawn_blocking(move || {

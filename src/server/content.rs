@@ -45,6 +45,7 @@ enum Phase {
 struct Held {
     sha256: [u8; 32],
     owner: Box<str>,
+    size: u64,
 }
 
 struct State {
@@ -53,6 +54,9 @@ struct State {
     names: HashMap<Arc<str>, Held>,
     /// content → the names holding it
     by_digest: HashMap<[u8; 32], Vec<Arc<str>>>,
+    /// (owner, size) → how many names hold content of that size for that
+    /// owner: a client asks this before it hashes a file (CLONE_PROBE).
+    by_size: HashMap<(Box<str>, u64), u32>,
     /// Estimated memory in use.
     bytes: usize,
 }
@@ -71,6 +75,7 @@ impl Default for ContentIndex {
                 phase: Phase::Cold,
                 names: HashMap::new(),
                 by_digest: HashMap::new(),
+                by_size: HashMap::new(),
                 bytes: 0,
             }),
             ready: tokio::sync::watch::Sender::new(false),
@@ -84,7 +89,7 @@ pub fn cost(name: &str, owner: &str) -> usize {
 }
 
 impl State {
-    fn insert(&mut self, sha256: [u8; 32], owner: &str, name: &str) {
+    fn insert(&mut self, sha256: [u8; 32], owner: &str, name: &str, size: u64) {
         self.remove(name);
         let c = cost(name, owner);
         if self.bytes + c > BUDGET {
@@ -96,9 +101,11 @@ impl State {
             Held {
                 sha256,
                 owner: owner.into(),
+                size,
             },
         );
         self.by_digest.entry(sha256).or_default().push(name);
+        *self.by_size.entry((owner.into(), size)).or_default() += 1;
         self.bytes += c;
     }
 
@@ -107,6 +114,13 @@ impl State {
             return;
         };
         self.bytes = self.bytes.saturating_sub(cost(&name, &held.owner));
+        let key = (held.owner.clone(), held.size);
+        if let Some(n) = self.by_size.get_mut(&key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.by_size.remove(&key);
+            }
+        }
         if let Some(v) = self.by_digest.get_mut(&held.sha256) {
             v.retain(|n| *n != name);
             if v.is_empty() {
@@ -125,7 +139,7 @@ impl ContentIndex {
 
     /// A file was stored: `name` now holds `sha256`, uploaded by `owner`.
     /// Files without an owner are never a source, so not recorded.
-    pub fn stored(&self, sha256: &[u8; 32], owner: &str, name: &str) {
+    pub fn stored(&self, sha256: &[u8; 32], owner: &str, name: &str, size: u64) {
         let mut s = self.lock();
         if s.phase == Phase::Cold {
             return;
@@ -133,7 +147,7 @@ impl ContentIndex {
         if owner.is_empty() {
             s.remove(name);
         } else {
-            s.insert(*sha256, owner, name);
+            s.insert(*sha256, owner, name, size);
         }
     }
 
@@ -176,13 +190,13 @@ impl ContentIndex {
         }
     }
 
-    /// The walk's findings: (name, owner, digest). What was stored while the
-    /// walk ran is newer and kept.
-    pub fn built(&self, found: Vec<(String, String, [u8; 32])>) {
+    /// The walk's findings: (name, owner, digest, size). What was stored
+    /// while the walk ran is newer and kept.
+    pub fn built(&self, found: Vec<(String, String, [u8; 32], u64)>) {
         let mut s = self.lock();
-        for (name, owner, sha256) in found {
+        for (name, owner, sha256, size) in found {
             if !s.names.contains_key(name.as_str()) {
-                s.insert(sha256, &owner, &name);
+                s.insert(sha256, &owner, &name, size);
             }
         }
         s.phase = Phase::Ready;
@@ -208,6 +222,14 @@ impl ContentIndex {
             .unwrap_or_default()
     }
 
+    /// Whether some file of `owner` had exactly `size` bytes when last seen:
+    /// worth hashing a file of that size to offer it by content. False
+    /// while the index is being filled.
+    pub fn holds_size(&self, owner: &str, size: u64) -> bool {
+        let s = self.lock();
+        s.phase == Phase::Ready && s.by_size.contains_key(&(Box::from(owner), size))
+    }
+
     /// Files indexed, and the memory they are estimated to take.
     pub fn size(&self) -> (usize, usize) {
         let s = self.lock();
@@ -223,32 +245,40 @@ mod tests {
     fn names_follow_their_content_and_owner() {
         let ix = ContentIndex::default();
         // nothing is recorded before the index is built
-        ix.stored(&[1; 32], "rita", "early");
+        ix.stored(&[1; 32], "rita", "early", 5);
         assert!(ix.start_building());
         assert!(!ix.start_building(), "only one walk");
-        ix.stored(&[1; 32], "rita", "during");
+        ix.stored(&[1; 32], "rita", "during", 5);
         assert!(ix.candidates(&[1; 32], "rita").is_empty(), "not ready yet");
         ix.built(vec![
-            ("a".into(), "rita".into(), [1; 32]),
-            ("during".into(), "rita".into(), [9; 32]), // older than the commit
-            ("b".into(), "sam".into(), [1; 32]),
+            ("a".into(), "rita".into(), [1; 32], 5),
+            ("during".into(), "rita".into(), [9; 32], 7), // older than the commit
+            ("b".into(), "sam".into(), [1; 32], 5),
         ]);
         let mut c = ix.candidates(&[1; 32], "rita");
         c.sort();
         assert_eq!(c, ["a", "during"]);
         assert_eq!(ix.candidates(&[1; 32], "sam"), ["b"]);
         assert!(ix.candidates(&[1; 32], "nobody").is_empty());
+        assert!(ix.holds_size("rita", 5) && ix.holds_size("sam", 5));
+        assert!(
+            !ix.holds_size("rita", 7),
+            "the commit replaced the walk's size"
+        );
+        assert!(!ix.holds_size("nobody", 5));
         // overwritten with other content: found under that, not the old
-        ix.stored(&[2; 32], "rita", "a");
+        ix.stored(&[2; 32], "rita", "a", 6);
         assert_eq!(ix.candidates(&[1; 32], "rita"), ["during"]);
         assert_eq!(ix.candidates(&[2; 32], "rita"), ["a"]);
+        assert!(ix.holds_size("rita", 6));
         ix.removed("during");
         ix.stale("b");
         assert!(ix.candidates(&[1; 32], "rita").is_empty());
         assert!(ix.candidates(&[1; 32], "sam").is_empty());
         assert_eq!(ix.size(), (1, cost("a", "rita")));
+        assert!(!ix.holds_size("sam", 5), "removed names no longer count");
         // replaced by a file without owner: no longer a source
-        ix.stored(&[2; 32], "", "a");
+        ix.stored(&[2; 32], "", "a", 6);
         assert_eq!(ix.size(), (0, 0));
     }
 
@@ -260,7 +290,7 @@ mod tests {
         let name = "n".repeat(4000);
         let fits = BUDGET / cost(&format!("{name}000000"), "o");
         for i in 0..fits + 10 {
-            ix.stored(&[1; 32], "o", &format!("{name}{i:06}"));
+            ix.stored(&[1; 32], "o", &format!("{name}{i:06}"), 1);
         }
         let (files, bytes) = ix.size();
         assert!(bytes <= BUDGET, "{bytes}");

@@ -402,7 +402,8 @@ impl Store {
         }
         for (slot, r) in ups.iter().zip(&results) {
             if let (Some(st), Ok((stored, _))) = (slot, r) {
-                self.content.stored(&st.sha256, &st.owner, stored);
+                let size = st.up.file.metadata().map_or(0, |m| m.len());
+                self.content.stored(&st.sha256, &st.owner, stored, size);
             }
         }
         // dropping the uploads removes what overwrites replaced
@@ -854,7 +855,7 @@ impl Store {
     /// Every regular file with an owner and a valid recorded digest:
     /// (name, owner, digest), within the index's memory budget. A walk that
     /// fails part way gives what it found (later misses, nothing worse).
-    fn holders(&self) -> Vec<(String, String, [u8; 32])> {
+    fn holders(&self) -> Vec<(String, String, [u8; 32], u64)> {
         let mut found = Vec::new();
         let mut bytes = 0usize;
         let walked = self.walk("indexing stored content", |dirfd, rel, name, ft| {
@@ -883,13 +884,15 @@ impl Store {
             let regular = rustix::fs::fstat(&file).is_ok_and(|st| {
                 rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile
             });
-            let digest = file_info(&file).ok().and_then(|i| i.sha256);
+            let info = file_info(&file).ok();
+            let digest = info.as_ref().and_then(|i| i.sha256);
+            let size = info.map_or(0, |i| i.size);
             let owner = read_owner(&file).unwrap_or_default();
             if let (true, Some(d), false) = (regular, digest, owner.is_empty()) {
                 let c = super::content::cost(&full, &owner);
                 if bytes + c <= super::content::BUDGET {
                     bytes += c;
-                    found.push((full, owner, d));
+                    found.push((full, owner, d, size));
                 }
             }
             Ok(())

@@ -14,7 +14,7 @@ impl Session {
         sha256: [u8; 32],
         name: String,
     ) -> Result<()> {
-        if flags & !protocol::PUT_OVERWRITE != 0 {
+        if flags & !(protocol::PUT_OVERWRITE | protocol::CLONE_PROBE) != 0 {
             let e = Error::protocol(format!("unknown CLONE flags 0x{flags:08x}"));
             return self.reply_error(&e).await;
         }
@@ -35,6 +35,14 @@ impl Session {
             }
         }
         index.wait_ready(crate::server::content::WAIT).await;
+        if flags & protocol::CLONE_PROBE != 0 {
+            // worth hashing the file? (no digest yet, nothing stored)
+            if index.holds_size(self.user(), size) {
+                return self.w.send_now(&Msg::Done).await;
+            }
+            let e = Error::not_found(format!("no file of yours has {size} bytes here; upload it"));
+            return self.reply_error(&e).await;
+        }
         let who = self.identity();
         let n = name.clone();
         let outcome = self
