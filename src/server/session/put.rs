@@ -118,7 +118,13 @@ impl Session {
         Ok(())
     }
 
-    pub(super) async fn put(&mut self, size: u64, flags: u32, name: String) -> Result<()> {
+    pub(super) async fn put(
+        &mut self,
+        size: u64,
+        flags: u32,
+        name: String,
+        attrs: Option<Attrs>,
+    ) -> Result<()> {
         let pipelined = flags & protocol::PUT_PIPELINED != 0;
         let stream = flags & protocol::PUT_STREAM != 0;
         if flags & !(protocol::PUT_OVERWRITE | protocol::PUT_PIPELINED | protocol::PUT_STREAM) != 0
@@ -159,7 +165,9 @@ impl Session {
         let shared = self.shared.clone();
         let _transfer = Gauge::new(&shared.stats.transfers);
         let Some(upload) = upload else {
-            return self.put_small(size, overwrite, name, reservation).await;
+            return self
+                .put_small(size, overwrite, name, reservation, attrs)
+                .await;
         };
         let writer_file = upload
             .file
@@ -292,7 +300,8 @@ impl Session {
             let owner = self.user().to_string();
             let stored = self
                 .blocking(move |s| {
-                    let (stored, replaced) = s.store.commit(upload, &digest, overwrite, &owner)?;
+                    let (stored, replaced) =
+                        s.store.commit(upload, &digest, overwrite, &owner, attrs)?;
                     reservation.commit(n, replaced.map(|(sz, o)| (o, sz)));
                     Ok(stored)
                 })
@@ -346,6 +355,7 @@ impl Session {
         overwrite: bool,
         name: String,
         reservation: crate::server::quota::Reservation,
+        attrs: Option<Attrs>,
     ) -> Result<()> {
         let started = Instant::now();
         let (blocks, end) = self.gather_small(size, &name).await?;
@@ -358,7 +368,8 @@ impl Session {
                 self.blocking(move |s| {
                     let (up, digest, n_bytes) =
                         commit::write_blocks(s, &n, size, &blocks, &claimed)?;
-                    let (stored, replaced) = s.store.commit(up, &digest, overwrite, &owner)?;
+                    let (stored, replaced) =
+                        s.store.commit(up, &digest, overwrite, &owner, attrs)?;
                     reservation.commit(n_bytes, replaced.map(|(sz, o)| (o, sz)));
                     Ok((stored, digest, n_bytes))
                 })
@@ -377,6 +388,7 @@ impl Session {
         flags: u32,
         name: String,
         who: Identity,
+        attrs: Option<Attrs>,
     ) -> Result<()> {
         let started = Instant::now();
         let overwrite = flags & protocol::PUT_OVERWRITE != 0;
@@ -412,6 +424,7 @@ impl Session {
             size,
             overwrite,
             owner: who.user,
+            attrs,
             reservation,
             blocks,
             claimed,
