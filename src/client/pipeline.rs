@@ -1038,7 +1038,14 @@ async fn receive_one(
         .unwrap_or_else(|| "stdout".into());
     // a second handle on a `.part` file, to give it its metadata once written
     let keep = match (&part, attrs) {
-        (Some(_), Some(a)) => file.try_clone().ok().map(|f| (f, a)),
+        (Some(p), Some(a)) => match file.try_clone() {
+            Ok(f) => Some((f, a)),
+            Err(e) => {
+                let _ = std::fs::remove_file(p);
+                drain_download(r, timeout).await?;
+                return Err(Error::io(format!("opening {shown}"), &e));
+            }
+        },
         _ => None,
     };
     let result = receive_data(
