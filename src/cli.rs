@@ -177,7 +177,7 @@ pub enum Command {
     Ls {
         /// Remote directory or file (default: the root)
         dir: Option<String>,
-        /// Long form: size, modification time, owner, SHA-256
+        /// Long form: mode, size, modification time, owner, SHA-256
         #[arg(short, long)]
         long: bool,
         /// Exact byte counts in the long form
@@ -207,6 +207,9 @@ pub enum Command {
         /// Replace a remote file of the same name instead of storing "name (1).ext"
         #[arg(long)]
         overwrite: bool,
+        /// Do not send the files' permission bits and modification times (the server then uses its default mode and the upload time)
+        #[arg(long)]
+        no_preserve: bool,
         /// Set for `sft put FILE HOST:NAME`: NAME may be an existing remote
         /// directory, which the file then goes into (as scp does).
         #[arg(skip)]
@@ -235,6 +238,9 @@ pub enum Command {
         /// Replace existing local files
         #[arg(long)]
         force: bool,
+        /// Do not apply the server's permission bits and modification times (files get the umask's mode and the download time)
+        #[arg(long)]
+        no_preserve: bool,
     },
     /// Remove remote files, or a directory tree with -r (write role: only files you uploaded)
     Rm {

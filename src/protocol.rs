@@ -35,6 +35,12 @@ pub const MAX_PREAUTH_BODY: usize = 2048;
 
 /// Feature bit: zstd-compressed DATA blocks (encoding 1).
 pub const FEATURE_ZSTD: u32 = 1;
+/// Feature bit: file metadata (mode bits and mtime) travels with uploads and
+/// downloads (ATTRS) and listings (ENTRY's trailing `mode`).
+pub const FEATURE_META: u32 = 2;
+/// The permission bits ATTRS and ENTRY carry (rwx for user, group, other;
+/// never setuid, setgid or sticky).
+pub const MODE_BITS: u32 = 0o777;
 /// PUT and CLONE flag: replace an existing file instead of choosing "name (n)".
 pub const PUT_OVERWRITE: u32 = 1;
 /// PUT flag: the client sends DATA and END right after PUT without waiting
@@ -98,6 +104,18 @@ pub struct Entry {
     pub name: String,
     /// Who uploaded the file ("" when unknown, e.g. placed by hand).
     pub owner: String,
+    /// Permission bits (`& 0o777`); sent only when FEATURE_META was
+    /// negotiated, `None` otherwise.
+    pub mode: Option<u32>,
+}
+
+/// A file's metadata as ATTRS carries it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attrs {
+    /// Permission bits; receivers keep only `& 0o777`.
+    pub mode: u32,
+    /// Modification time, nanoseconds since the Unix epoch (UTC).
+    pub mtime_ns: i64,
 }
 
 /// Most rows in one USAGE_OK (keeps it well inside a control frame).
@@ -203,6 +221,12 @@ pub enum Msg {
         flags: u32,
         sha256: [u8; 32],
         name: String,
+    },
+    /// The metadata of the file of the next PUT (C→S), or of the file whose
+    /// GET_OK follows (S→C); only with FEATURE_META.
+    Attrs {
+        mode: u32,
+        mtime_ns: i64,
     },
     Get {
         offset: u64,
@@ -373,6 +397,7 @@ messages! {
     0x25 CANCEL Cancel unit;
     0x26 PARTIAL Partial { offset: U64, sha256: Digest };
     0x27 RESUME Resume { offset: U64 };
+    0x28 ATTRS Attrs { mode: U32, mtime_ns: I64 };
     0x29 CLONE Clone { size: U64, flags: U32, sha256: Digest, name: Str };
     0x30 GET Get { offset: U64, compress: U8, name: Str };
     0x31 GET_OK GetOk { size: U64, mtime_ns: I64, sha256: MaybeDigest };
@@ -630,7 +655,8 @@ impl Codec for EncodingByte {
     }
 }
 
-/// kind, size, mtime, digest, name, owner.
+/// kind, size, mtime, digest, name, owner, and (FEATURE_META) mode: the
+/// mode is there exactly when 4 bytes follow the owner.
 struct EntryBody;
 impl Codec for EntryBody {
     type T = Entry;
@@ -641,6 +667,9 @@ impl Codec for EntryBody {
         MaybeDigest::put(&e.sha256, w);
         Str::put(&e.name, w);
         Str::put(&e.owner, w);
+        if let Some(mode) = e.mode {
+            U32::put(&mode, w);
+        }
     }
     fn get(r: &mut Reader) -> Result<Entry> {
         let kind = match r.u8()? {
@@ -655,6 +684,12 @@ impl Codec for EntryBody {
             sha256: MaybeDigest::get(r)?,
             name: Str::get(r)?,
             owner: Str::get(r)?,
+            // any other count of trailing bytes is refused by `finish`
+            mode: if r.remaining() == 4 {
+                Some(U32::get(r)?)
+            } else {
+                None
+            },
         })
     }
 }
@@ -852,6 +887,9 @@ impl Reader {
             other => Err(Error::protocol(format!("bad digest flag {other}"))),
         }
     }
+    fn remaining(&self) -> usize {
+        self.b.remaining()
+    }
     fn rest(&mut self) -> Bytes {
         self.b.split_off(0)
     }
@@ -909,6 +947,16 @@ mod tests {
                 sha256: d,
                 name: "a b.txt".into(),
                 owner: "alice".into(),
+                mode: None,
+            }),
+            Msg::Entry(Entry {
+                kind: EntryKind::File,
+                size: 5,
+                mtime_ns: 1_000_000_000_123_456_789,
+                sha256: d,
+                name: "run.sh".into(),
+                owner: "alice".into(),
+                mode: Some(0o750),
             }),
             Msg::Entry(Entry {
                 kind: EntryKind::Dir,
@@ -917,6 +965,7 @@ mod tests {
                 sha256: None,
                 name: "dir".into(),
                 owner: String::new(),
+                mode: None,
             }),
             Msg::ListEnd,
             Msg::Put {
@@ -952,6 +1001,10 @@ mod tests {
                 flags: PUT_OVERWRITE,
                 sha256: [3; 32],
                 name: "b.bin".into(),
+            },
+            Msg::Attrs {
+                mode: 0o640,
+                mtime_ns: -1,
             },
             Msg::Share {
                 expires_s: 86_400,
@@ -1121,6 +1174,19 @@ mod tests {
                 sha256: hello_sha256(),
                 name: "b.txt".into(),
             }),
+            Some(Msg::Attrs {
+                mode: 0o750,
+                mtime_ns: 1_700_000_000_123_456_789,
+            }),
+            Some(Msg::Entry(Entry {
+                kind: EntryKind::Dir,
+                size: 0,
+                mtime_ns: 0,
+                sha256: None,
+                name: "d".into(),
+                owner: String::new(),
+                mode: Some(0o755),
+            })),
             Some(Msg::Partial {
                 offset: 1 << 20,
                 sha256: [0x11; 32],
@@ -1236,6 +1302,34 @@ mod tests {
         assert!(Msg::decode(ty::REMOVE, Bytes::from_static(&[0, 2, 0xff, 0xfe])).is_err());
         // wrong magic
         assert!(Msg::decode(ty::HELLO, Bytes::from_static(b"HTTP/1.1 ...")).is_err());
+        // ENTRY's mode is there with exactly 4 bytes after the owner: any
+        // other count of trailing bytes is refused
+        let mut e = Vec::new();
+        Msg::Entry(Entry {
+            kind: EntryKind::File,
+            size: 1,
+            mtime_ns: 2,
+            sha256: None,
+            name: "f".into(),
+            owner: String::new(),
+            mode: None,
+        })
+        .encode(&mut e);
+        let body = &e[HEADER_LEN..];
+        for extra in [1usize, 2, 3, 5, 8] {
+            let mut b = body.to_vec();
+            b.extend(std::iter::repeat_n(0u8, extra));
+            assert!(Msg::decode(ty::ENTRY, Bytes::from(b)).is_err(), "{extra}");
+        }
+        let mut b = body.to_vec();
+        b.extend_from_slice(&0o640u32.to_be_bytes());
+        match Msg::decode(ty::ENTRY, Bytes::from(b)).unwrap() {
+            Msg::Entry(e) => assert_eq!(e.mode, Some(0o640)),
+            other => panic!("{other:?}"),
+        }
+        // ATTRS is exactly 12 bytes
+        assert!(Msg::decode(ty::ATTRS, Bytes::from_static(&[0; 11])).is_err());
+        assert!(Msg::decode(ty::ATTRS, Bytes::from_static(&[0; 13])).is_err());
     }
 
     #[test]

@@ -498,6 +498,7 @@ mod hostile {
                         sha256: None,
                         name: name.into(),
                         owner: "\x1b]0;pwned\x07".into(),
+                        mode: None,
                     })
                 };
                 while let Ok(Some(m)) = r.read_frame().await {

@@ -77,7 +77,12 @@ fn ls_of_a_file_lists_that_file() {
         .success();
     let out = stdout_text(&a);
     assert!(
-        out.starts_with("-  ") && out.contains(" 2 B ") && out.ends_with("  two.txt\n"),
+        // the mode (`-rw-r--r--`, as the server has it), then the size
+        out.split(' ')
+            .next()
+            .is_some_and(|m| m.len() == 10 && m.starts_with('-'))
+            && out.contains(" 2 B ")
+            && out.ends_with("  two.txt\n"),
         "{out}"
     );
     let a = s

@@ -303,15 +303,17 @@ fn any_msg() -> impl Strategy<Value = Msg> {
             prop::option::of(digest()),
             text(300),
             text(40),
+            prop::option::of(any::<u32>()),
         )
             .prop_map(
-                |(kind, size, mtime_ns, sha256, name, owner)| Msg::Entry(Entry {
+                |(kind, size, mtime_ns, sha256, name, owner, mode)| Msg::Entry(Entry {
                     kind,
                     size,
                     mtime_ns,
                     sha256,
                     name,
                     owner,
+                    mode,
                 })
             ),
         Just(Msg::ListEnd),
@@ -329,6 +331,7 @@ fn any_msg() -> impl Strategy<Value = Msg> {
             name
         }),
         Just(Msg::Cancel),
+        (any::<u32>(), any::<i64>()).prop_map(|(mode, mtime_ns)| Msg::Attrs { mode, mtime_ns }),
         (any::<u64>(), any::<u8>(), text(300)).prop_map(|(offset, compress, name)| Msg::Get {
             offset,
             compress,

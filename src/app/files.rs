@@ -96,9 +96,23 @@ pub async fn ls(
 /// Hex digits of the SHA-256 shown by `ls -l` unless asked for all 64.
 pub const SHORT_DIGEST: usize = 12;
 
-/// One line of `ls`: the name, or with `long` type, size, time (UTC),
+/// `-rwxr-x---` (`d…` for a directory) for permission bits.
+pub fn mode_string(kind: EntryKind, mode: u32) -> String {
+    let mut s = String::with_capacity(10);
+    s.push(if kind == EntryKind::Dir { 'd' } else { '-' });
+    for shift in [6, 3, 0] {
+        let bits = (mode >> shift) & 7;
+        s.push(if bits & 4 != 0 { 'r' } else { '-' });
+        s.push(if bits & 2 != 0 { 'w' } else { '-' });
+        s.push(if bits & 1 != 0 { 'x' } else { '-' });
+    }
+    s
+}
+
+/// One line of `ls`: the name, or with `long` type and mode (`-rwxr-x---`,
+/// when the server sends modes; else only `-` or `d`), size, time (UTC),
 /// owner, SHA-256 (short unless `full_digest`), then the name last. Fits 100
-/// columns for names up to 36 characters and owners up to 12.
+/// columns for names up to 27 characters and owners up to 12.
 pub fn ls_line(e: &Entry, long: bool, bytes: bool, full_digest: bool) -> String {
     let shown = match e.kind {
         EntryKind::Dir => format!("{}/", names::escape(&e.name)),
@@ -122,9 +136,13 @@ pub fn ls_line(e: &Entry, long: bool, bytes: bool, full_digest: bool) -> String 
         Some(d) => hex32(&d)[..width].to_string(),
         None => "-".into(),
     };
+    let kind = match e.mode {
+        Some(mode) => mode_string(e.kind, mode),
+        None if e.kind == EntryKind::Dir => "d".to_string(),
+        None => "-".to_string(),
+    };
     format!(
-        "{} {size:>10}  {}  {owner:<12}  {digest:<width$}  {shown}",
-        if e.kind == EntryKind::Dir { 'd' } else { '-' },
+        "{kind} {size:>10}  {}  {owner:<12}  {digest:<width$}  {shown}",
         format_time(e.mtime_ns)
     )
 }
@@ -175,6 +193,7 @@ fn entry_json(dir: &str, e: &Entry) -> serde_json::Value {
         "mtime": format_time(e.mtime_ns),
         "sha256": e.sha256.map(|d| hex32(&d)),
         "owner": e.owner,
+        "mode": e.mode.map(|m| format!("{:04o}", m & crate::protocol::MODE_BITS)),
     })
 }
 
@@ -564,6 +583,9 @@ async fn split_cloned(
                     remote: job.remote.clone(),
                     size,
                     sha256,
+                    attrs: std::fs::metadata(&job.local)
+                        .ok()
+                        .map(|m| crate::client::local_attrs(&m)),
                 });
                 asked.push((i, job));
             }
@@ -1398,6 +1420,14 @@ mod tests {
             local_destination("d/b.txt", Some(Path::new("x/"))),
             PathBuf::from("x/b.txt")
         );
+    }
+
+    #[test]
+    fn modes_read_like_ls() {
+        assert_eq!(mode_string(EntryKind::File, 0o750), "-rwxr-x---");
+        assert_eq!(mode_string(EntryKind::File, 0o604), "-rw----r--");
+        assert_eq!(mode_string(EntryKind::Dir, 0o755), "drwxr-xr-x");
+        assert_eq!(mode_string(EntryKind::File, 0), "----------");
     }
 
     #[test]

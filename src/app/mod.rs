@@ -211,6 +211,7 @@ async fn client_command(
             sha256,
             check,
             force,
+            ..
         } => files::check_get(&files::GetArgs {
             names: n,
             output: output.as_deref(),
@@ -360,9 +361,11 @@ async fn run_on(
             as_name,
             overwrite,
             dest_may_be_dir,
+            no_preserve,
             ..
         } => match planned_put {
             Some((jobs, empty)) => {
+                c.preserve = !no_preserve;
                 let jobs = files::into_existing_dir(c, jobs, dest_may_be_dir).await?;
                 files::put(c, o, jobs, empty, overwrite, stats).await?
             }
@@ -379,7 +382,9 @@ async fn run_on(
             sha256,
             check,
             force,
+            no_preserve,
         } => {
+            c.preserve = !no_preserve;
             files::get(
                 c,
                 o,

@@ -85,6 +85,11 @@ pub struct Client {
     pub role: Role,
     /// Whether the server agreed to zstd DATA blocks.
     pub zstd: bool,
+    /// Whether the server agreed to file metadata (ATTRS, ENTRY's mode).
+    pub meta: bool,
+    /// Send each uploaded file's mode and mtime, and apply those of each
+    /// downloaded file (when `meta`); `--no-preserve` clears it.
+    pub preserve: bool,
     compress: Mode,
     limit_rate: Option<u64>,
     /// The server is on this machine (loopback): `auto` starts raw.
@@ -319,6 +324,8 @@ impl Client {
             user: String::new(),
             role: Role::Read,
             zstd: false,
+            meta: false,
+            preserve: true,
             compress: opts.compress,
             limit_rate: opts.limit_rate,
             local_link,
@@ -327,7 +334,7 @@ impl Client {
         c.w.send(&Msg::Hello {
             min_version: protocol::VERSION,
             max_version: protocol::VERSION,
-            features: protocol::FEATURE_ZSTD,
+            features: protocol::FEATURE_ZSTD | protocol::FEATURE_META,
         })
         .await?;
         c.w.send_now(&Msg::Auth {
@@ -337,7 +344,10 @@ impl Client {
         match c.r.expect_within(t, "WELCOME").await? {
             Msg::Welcome {
                 version, features, ..
-            } if version == protocol::VERSION => c.zstd = features & protocol::FEATURE_ZSTD != 0,
+            } if version == protocol::VERSION => {
+                c.zstd = features & protocol::FEATURE_ZSTD != 0;
+                c.meta = features & protocol::FEATURE_META != 0;
+            }
             Msg::Welcome { version, .. } => {
                 return Err(Error::protocol(format!(
                     "the server chose protocol version {version}, which this client does not speak"
@@ -631,8 +641,16 @@ impl Client {
         let what = "the reply to CLONE";
         // the server copies and hashes the file before it answers
         let (r, w, timeout) = (&mut self.r, &mut self.w, self.timeout * 4);
+        let send_attrs = self.meta && self.preserve;
         let sender = async {
             for it in items {
+                if let (true, Some(a)) = (send_attrs, it.attrs) {
+                    w.send(&Msg::Attrs {
+                        mode: a.mode,
+                        mtime_ns: a.mtime_ns,
+                    })
+                    .await?;
+                }
                 w.send(&Msg::Clone {
                     size: it.size,
                     flags,
@@ -746,6 +764,38 @@ impl Client {
         .await?;
         out.unwrap_or_else(|| Err(Error::other("internal error: no download result")))
     }
+}
+
+/// The mode and mtime of a local file, as ATTRS carries them.
+pub fn local_attrs(meta: &std::fs::Metadata) -> protocol::Attrs {
+    use std::os::unix::fs::MetadataExt;
+    protocol::Attrs {
+        mode: meta.mode() & protocol::MODE_BITS,
+        mtime_ns: meta
+            .mtime()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(meta.mtime_nsec()),
+    }
+}
+
+/// Give a downloaded file the mode (`& 0o777`: never setuid, setgid or
+/// sticky) and mtime the server sent; `shown` names it in errors.
+pub fn apply_attrs(file: &File, a: protocol::Attrs, shown: &str) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let nanos = Duration::from_nanos(a.mtime_ns.unsigned_abs());
+    let when = if a.mtime_ns >= 0 {
+        std::time::UNIX_EPOCH.checked_add(nanos)
+    } else {
+        std::time::UNIX_EPOCH.checked_sub(nanos)
+    };
+    if let Some(when) = when {
+        file.set_times(std::fs::FileTimes::new().set_modified(when))
+            .map_err(|e| Error::io(format!("setting the modification time of {shown}"), &e))?;
+    }
+    file.set_permissions(std::fs::Permissions::from_mode(
+        a.mode & protocol::MODE_BITS,
+    ))
+    .map_err(|e| Error::io(format!("setting the mode of {shown}"), &e))
 }
 
 /// The temporary file a download is written to, beside its destination:

@@ -53,6 +53,8 @@ pub struct CloneJob {
     pub remote: String,
     pub size: u64,
     pub sha256: [u8; 32],
+    /// The local file's mode and mtime, sent in ATTRS (when preserved).
+    pub attrs: Option<protocol::Attrs>,
 }
 
 /// Files this large are first offered to the server by content (CLONE):
@@ -153,7 +155,8 @@ pub(super) fn acknowledged(
     })
 }
 
-fn open_local(path: &Path) -> Result<(File, u64)> {
+/// A local file opened for upload: the file, its size, its metadata.
+fn open_local(path: &Path) -> Result<(File, u64, protocol::Attrs)> {
     let shown = path.display().to_string();
     let file = File::open(path).map_err(|e| Error::io(format!("opening {shown}"), &e))?;
     let meta = file
@@ -162,7 +165,7 @@ fn open_local(path: &Path) -> Result<(File, u64)> {
     if !meta.is_file() {
         return Err(Error::usage(format!("{shown} is not a regular file")));
     }
-    Ok((file, meta.len()))
+    Ok((file, meta.len(), super::local_attrs(&meta)))
 }
 
 /// An upload as the preparing thread leaves it for the sender.
@@ -177,8 +180,14 @@ enum Prepared {
         wire: u64,
         started: Instant,
     },
-    /// A larger file, opened: it is streamed after PUT_READY.
-    Large { index: usize, file: File, size: u64 },
+    /// A larger file, opened: it is streamed after PUT_READY (its ATTRS,
+    /// if sent, goes just before its PUT).
+    Large {
+        index: usize,
+        file: File,
+        size: u64,
+        attrs: Option<protocol::Attrs>,
+    },
     /// The local file could not be opened or read; nothing was sent.
     Failed { index: usize, error: Error },
 }
@@ -188,22 +197,36 @@ const PREPARED_AHEAD: usize = 16;
 
 /// Open the files of `jobs` in order on one blocking thread, and read, hash
 /// (and compress, as the policy decides) each small one into its encoded
-/// frames, ahead of the sender: no thread or flush per file.
+/// frames, ahead of the sender: no thread or flush per file. With
+/// `preserve`, each PUT is preceded by the file's ATTRS.
 fn spawn_preparer(
     jobs: Vec<PutJob>,
     base_flags: u32,
     mode: Mode,
     local: bool,
+    preserve: bool,
 ) -> mpsc::Receiver<Prepared> {
     let (tx, rx) = mpsc::channel(PREPARED_AHEAD);
     tokio::task::spawn_blocking(move || {
         for (index, job) in jobs.into_iter().enumerate() {
             let item = match open_local(&job.local) {
                 Err(error) => Prepared::Failed { index, error },
-                Ok((file, size)) if size >= PIPELINE_BELOW => Prepared::Large { index, file, size },
-                Ok((file, size)) => {
+                Ok((file, size, attrs)) if size >= PIPELINE_BELOW => Prepared::Large {
+                    index,
+                    file,
+                    size,
+                    attrs: preserve.then_some(attrs),
+                },
+                Ok((file, size, attrs)) => {
                     let started = Instant::now();
                     let mut frames = Vec::with_capacity(size as usize + 256);
+                    if preserve {
+                        Msg::Attrs {
+                            mode: attrs.mode,
+                            mtime_ns: attrs.mtime_ns,
+                        }
+                        .encode(&mut frames);
+                    }
                     Msg::Put {
                         size,
                         flags: base_flags | protocol::PUT_PIPELINED,
@@ -267,7 +290,8 @@ impl Client {
         let (tx, mut rx) = mpsc::unbounded_channel::<SentPut>();
         let (r, w) = (&mut self.r, &mut self.w);
 
-        let mut prepared = spawn_preparer(jobs.to_vec(), base_flags, mode, local);
+        let preserve = self.meta && self.preserve;
+        let mut prepared = spawn_preparer(jobs.to_vec(), base_flags, mode, local, preserve);
         let sender = async {
             let mut pacer = Pacer::new(limit_rate);
             while let Some(item) = {
@@ -326,7 +350,21 @@ impl Client {
                         pacer.pace(size).await;
                         continue;
                     }
-                    Prepared::Large { index, file, size } => (index, file, size),
+                    Prepared::Large {
+                        index,
+                        file,
+                        size,
+                        attrs,
+                    } => {
+                        if let Some(a) = attrs {
+                            w.send(&Msg::Attrs {
+                                mode: a.mode,
+                                mtime_ns: a.mtime_ns,
+                            })
+                            .await?;
+                        }
+                        (index, file, size)
+                    }
                 };
                 let job = &jobs[index];
                 // a larger file waits for PUT_READY, so a refusal costs no data
@@ -512,6 +550,7 @@ impl Client {
         };
         let (zstd, limit_rate, timeout) = (self.zstd, self.limit_rate, self.timeout);
         let resume = self.resume;
+        let (meta, preserve) = (self.meta, self.preserve);
         let window = Arc::new(Semaphore::new(WINDOW));
         let (tx, mut rx) = mpsc::unbounded_channel::<Requested>();
         let (report_tx, mut report_rx) = mpsc::unbounded_channel::<Report>();
@@ -604,7 +643,24 @@ impl Client {
                         other => return Err(unexpected(&other, "the reply to GET")),
                     }
                 }
-                let (size, recorded) = match r.expect_within(timeout, "the reply to GET").await? {
+
+                let mut reply = r.expect_within(timeout, "the reply to GET").await?;
+                // with FEATURE_META, GET_OK comes right after the file's ATTRS
+                let mut attrs = None;
+                if meta && let Msg::Attrs { mode, mtime_ns } = reply {
+                    attrs = Some(protocol::Attrs { mode, mtime_ns });
+                    reply = match r.expect_within(timeout, "the reply to GET").await? {
+                        m @ Msg::GetOk { .. } => m,
+                        other => {
+                            return Err(Error::protocol(format!(
+                                "the server sent ATTRS followed by {} instead of GET_OK",
+                                other.name()
+                            )));
+                        }
+                    };
+                }
+                let attrs = attrs.filter(|_| preserve);
+                let (size, recorded) = match reply {
                     Msg::GetOk { size, sha256, .. } => (size, sha256),
                     Msg::Error { code, message } => {
                         drop(permit);
@@ -636,6 +692,7 @@ impl Client {
                                     recorded,
                                     expect: job.expect,
                                     force,
+                                    attrs,
                                     wire,
                                     started,
                                     reply: otx,
@@ -657,6 +714,7 @@ impl Client {
                             size,
                             recorded,
                             force,
+                            attrs,
                             zstd,
                             timeout,
                             limit_rate,
@@ -770,6 +828,8 @@ struct StoreJob {
     /// The SHA-256 the file must have (--sha256, --check).
     expect: Option<[u8; 32]>,
     force: bool,
+    /// Mode and mtime to give the file (ATTRS, unless --no-preserve).
+    attrs: Option<protocol::Attrs>,
     wire: u64,
     started: Instant,
     reply: oneshot::Sender<Result<Downloaded>>,
@@ -823,6 +883,9 @@ fn store_small(job: &StoreJob) -> Result<Downloaded> {
             job.expect,
             "the file was not saved",
         )?;
+        if let Some(a) = job.attrs {
+            super::apply_attrs(&file, a, &shown)?;
+        }
         Ok(digest)
     })();
     drop(file);
@@ -1170,6 +1233,7 @@ async fn receive_one(
     size: u64,
     recorded: Option<[u8; 32]>,
     force: bool,
+    attrs: Option<protocol::Attrs>,
     zstd: bool,
     timeout: std::time::Duration,
     limit_rate: Option<u64>,
@@ -1213,6 +1277,18 @@ async fn receive_one(
         })
     });
     let resumed_len = from.len;
+    // a second handle on a `.part` file, to give it its metadata once written
+    let keep = match (&part, attrs) {
+        (Some(p), Some(a)) => match file.try_clone() {
+            Ok(f) => Some((f, a)),
+            Err(e) => {
+                let _ = std::fs::remove_file(p);
+                drain_download(r, timeout).await?;
+                return Err(Error::io(format!("opening {shown}"), &e));
+            }
+        },
+        _ => None,
+    };
     let result = receive_data(
         r,
         file,
@@ -1242,6 +1318,9 @@ async fn receive_one(
             job.expect,
             saved,
         )?;
+        if let Some((f, a)) = &keep {
+            super::apply_attrs(f, *a, &shown)?;
+        }
         Ok((digest, wire))
     });
     let (sha256, wire) = match checked {

@@ -27,7 +27,7 @@ use super::quota::{Request, Reservation};
 use super::store::{Staged, Upload};
 use crate::error::{Error, Kind, Result};
 use crate::names;
-use crate::protocol::{Encoding, Role};
+use crate::protocol::{Attrs, Encoding, Role};
 use crate::transfer;
 
 /// Uploads up to this size are gathered in memory and written in one step.
@@ -56,6 +56,8 @@ pub struct SmallPut {
     pub overwrite: bool,
     /// Recorded as the file's uploader.
     pub owner: String,
+    /// Mode and mtime sent in ATTRS, if any.
+    pub attrs: Option<Attrs>,
     /// Space reserved when the PUT arrived.
     pub reservation: Reservation,
     pub blocks: Vec<transfer::Block>,
@@ -221,6 +223,7 @@ fn write_batch(s: &Shared, batch: Vec<SmallPut>) -> Written {
                     sha256: digest,
                     overwrite: job.overwrite,
                     owner: job.owner,
+                    attrs: job.attrs,
                 });
                 Err(Error::other("internal error: not committed"))
             }

@@ -78,12 +78,14 @@ pub struct Fetcher {
 }
 
 impl Fetcher {
-    pub fn start(shared: Arc<Shared>) -> Result<Fetcher> {
+    /// `meta`: file metadata was negotiated (ATTRS before GET_OK, ENTRY's
+    /// mode).
+    pub fn start(shared: Arc<Shared>, meta: bool) -> Result<Fetcher> {
         let (jobs, rx) = mpsc::unbounded_channel();
         let (tx, done) = mpsc::channel(READY);
         std::thread::Builder::new()
             .name("sft-fetch".into())
-            .spawn(move || run(&shared, rx, tx))
+            .spawn(move || run(&shared, meta, rx, tx))
             .map_err(|e| Error::io("starting a thread for downloads", &e))?;
         Ok(Fetcher {
             jobs,
@@ -112,6 +114,7 @@ fn lost() -> Fetched {
 /// to the session per batch, not per file).
 fn run(
     s: &Arc<Shared>,
+    meta: bool,
     mut jobs: mpsc::UnboundedReceiver<Fetch>,
     done: mpsc::Sender<Vec<Fetched>>,
 ) {
@@ -125,8 +128,8 @@ fn run(
                     name,
                     policy,
                     started,
-                } => fetch(s, name, *policy, started),
-                Fetch::Listing { path } => list(s, &path),
+                } => fetch(s, name, *policy, started, meta),
+                Fetch::Listing { path } => list(s, &path, meta),
             };
             if let Fetched::Ready { reply, .. } | Fetched::Listed { reply } = &f {
                 bytes += reply.len();
@@ -146,11 +149,14 @@ fn run(
 }
 
 /// A directory's listing, encoded.
-fn list(s: &Shared, path: &str) -> Fetched {
+fn list(s: &Shared, path: &str, meta: bool) -> Fetched {
     let mut reply = Vec::new();
     match s.store.list(path) {
         Ok(entries) => {
-            for e in entries {
+            for mut e in entries {
+                if !meta {
+                    e.mode = None;
+                }
                 Msg::Entry(e).encode(&mut reply);
             }
             Msg::ListEnd.encode(&mut reply);
@@ -165,7 +171,7 @@ fn list(s: &Shared, path: &str) -> Fetched {
 }
 
 /// Open one requested file; read a small one into its whole reply.
-fn fetch(s: &Arc<Shared>, name: String, policy: Policy, started: Instant) -> Fetched {
+fn fetch(s: &Arc<Shared>, name: String, policy: Policy, started: Instant, meta: bool) -> Fetched {
     let (file, info) = match s.store.open_read(&name) {
         Ok(x) => x,
         Err(error) => return Fetched::Failed { name, error },
@@ -180,6 +186,13 @@ fn fetch(s: &Arc<Shared>, name: String, policy: Policy, started: Instant) -> Fet
     }
     let in_flight = InFlight::new(s);
     let mut reply = Vec::with_capacity(info.size as usize + 256);
+    if meta {
+        Msg::Attrs {
+            mode: info.mode,
+            mtime_ns: info.mtime_ns,
+        }
+        .encode(&mut reply);
+    }
     Msg::GetOk {
         size: info.size,
         mtime_ns: info.mtime_ns,

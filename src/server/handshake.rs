@@ -32,6 +32,8 @@ pub struct Admitted {
     pub who: Identity,
     /// zstd DATA blocks were negotiated in HELLO/WELCOME.
     pub zstd: bool,
+    /// File metadata (ATTRS, ENTRY's mode) was negotiated.
+    pub meta: bool,
     /// The session slot (`--max-connections`), released when dropped.
     pub permit: OwnedSemaphorePermit,
 }
@@ -129,7 +131,7 @@ pub async fn admit(
         _ = &mut pass.evicted => return None,
         _ = stop.wait_for(|s| *s) => Err(Refused::Tell(Error::network("server is shutting down; try again later"))),
     };
-    let (who, zstd) = match outcome {
+    let (who, zstd, meta) = match outcome {
         Ok(v) => v,
         Err(Refused::Quiet) => return None,
         Err(Refused::Denied(e)) => {
@@ -176,6 +178,7 @@ pub async fn admit(
         w,
         who,
         zstd,
+        meta,
         permit,
     }))
 }
@@ -196,14 +199,14 @@ async fn hello_and_auth(
     w: &mut FrameWriter<WriteHalf<Stream>>,
     shared: &Shared,
     peer: SocketAddr,
-) -> std::result::Result<(Identity, bool), Refused> {
+) -> std::result::Result<(Identity, bool, bool), Refused> {
     let limit = shared.limits.auth;
     let deadline = Instant::now() + limit;
     let first = r
         .expect_within(limit, "HELLO")
         .await
         .map_err(Refused::Tell)?;
-    let zstd = match first {
+    let (zstd, meta) = match first {
         Msg::Hello {
             min_version,
             max_version,
@@ -215,7 +218,10 @@ async fn hello_and_auth(
                     protocol::VERSION
                 ))));
             }
-            features & protocol::FEATURE_ZSTD != 0 && shared.compression
+            (
+                features & protocol::FEATURE_ZSTD != 0 && shared.compression,
+                features & protocol::FEATURE_META != 0,
+            )
         }
         other => {
             return Err(Refused::Tell(Error::protocol(format!(
@@ -226,14 +232,15 @@ async fn hello_and_auth(
     };
     let welcome = Msg::Welcome {
         version: protocol::VERSION,
-        features: if zstd { protocol::FEATURE_ZSTD } else { 0 },
+        features: if zstd { protocol::FEATURE_ZSTD } else { 0 }
+            | if meta { protocol::FEATURE_META } else { 0 },
         max_block: protocol::MAX_BLOCK as u32,
     };
     w.send_now(&welcome).await.map_err(|_| Refused::Quiet)?;
     let left = deadline.saturating_duration_since(Instant::now());
     match r.expect_within(left, "AUTH").await {
         Ok(Msg::Auth { secret }) => match shared.accounts.check(&secret) {
-            Some(who) => Ok((who, zstd)),
+            Some(who) => Ok((who, zstd, meta)),
             None => {
                 warn!(event = "auth", %peer, outcome = "denied", "authentication failed: token not accepted");
                 Err(Refused::Denied(Error::new(

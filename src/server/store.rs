@@ -31,7 +31,7 @@ use sha2::{Digest, Sha256};
 use super::content::ContentIndex;
 use crate::error::{Error, Kind, Result};
 use crate::names;
-use crate::protocol::{Entry, EntryKind};
+use crate::protocol::{Attrs, Entry, EntryKind, MODE_BITS};
 
 /// Components with this prefix are the server's own short-lived names (used
 /// only while replacing a file); clients can neither see nor use them.
@@ -57,6 +57,8 @@ pub enum Fsync {
 pub struct FileInfo {
     pub size: u64,
     pub mtime_ns: i64,
+    /// Permission bits (`st_mode & 0o777`).
+    pub mode: u32,
     pub sha256: Option<[u8; 32]>,
 }
 
@@ -71,6 +73,9 @@ pub struct Staged {
     pub overwrite: bool,
     /// Recorded as the file's uploader (empty: none).
     pub owner: String,
+    /// Mode and mtime the client sent (ATTRS), given to the file before it
+    /// becomes visible; `None`: the defaults (0644 less the umask, now).
+    pub attrs: Option<Attrs>,
 }
 
 /// An upload in progress: an unnamed file in its target directory.
@@ -333,12 +338,14 @@ impl Store {
         sha256: &[u8; 32],
         overwrite: bool,
         owner: &str,
+        attrs: Option<Attrs>,
     ) -> Result<Published> {
         let staged = Staged {
             up,
             sha256: *sha256,
             overwrite,
             owner: owner.to_string(),
+            attrs,
         };
         self.commit_all(vec![staged])
             .pop()
@@ -356,7 +363,14 @@ impl Store {
         let mut ups: Vec<Option<Staged>> = Vec::with_capacity(batch.len());
         for st in batch {
             let shown = join(&st.up.parent, &st.up.component);
-            match rustix::fs::fstat(&st.up.file) {
+            // the mtime first, so the digest is recorded for the final one;
+            // the mode last, as a file the owner may not write to takes no
+            // more extended attributes (the file is visible only with both)
+            let timed = match st.attrs {
+                Some(a) => set_mtime(&st.up.file, a.mtime_ns),
+                None => Ok(()),
+            };
+            match timed.and_then(|()| rustix::fs::fstat(&st.up.file)) {
                 Ok(meta) => {
                     let _ = set_digest_xattr(
                         &st.up.file,
@@ -371,6 +385,16 @@ impl Store {
                             st.owner.as_bytes(),
                             rustix::fs::XattrFlags::empty(),
                         );
+                    }
+                    if let Some(a) = st.attrs
+                        && let Err(e) = rustix::fs::fchmod(
+                            &st.up.file,
+                            Mode::from_raw_mode(stored_mode(a.mode)),
+                        )
+                    {
+                        results.push(Err(fs_err("finishing upload of", &shown, e)));
+                        ups.push(None);
+                        continue;
                     }
                     results.push(Ok((String::new(), None)));
                     ups.push(Some(st));
@@ -1141,6 +1165,31 @@ fn mtime_ns(st: &rustix::fs::Stat) -> i64 {
         .saturating_add(st.st_mtime_nsec as i64)
 }
 
+/// The mode a file uploaded with ATTRS is stored with: its permission bits
+/// only (no setuid, setgid or sticky), always readable by the server.
+pub fn stored_mode(mode: u32) -> u32 {
+    (mode & MODE_BITS) | 0o400
+}
+
+/// Give an upload the mtime its client sent (the access time is left alone).
+fn set_mtime(file: &File, mtime_ns: i64) -> std::result::Result<(), Errno> {
+    let mtime = rustix::fs::Timespec {
+        tv_sec: mtime_ns.div_euclid(1_000_000_000),
+        tv_nsec: mtime_ns.rem_euclid(1_000_000_000) as _,
+    };
+    let omit = rustix::fs::Timespec {
+        tv_sec: 0,
+        tv_nsec: rustix::fs::UTIME_OMIT,
+    };
+    rustix::fs::futimens(
+        file,
+        &rustix::fs::Timestamps {
+            last_access: omit,
+            last_modification: mtime,
+        },
+    )
+}
+
 /// Size, mtime and the remembered digest (if still valid) of an open file.
 fn file_info(file: &File) -> Result<FileInfo> {
     let st = rustix::fs::fstat(file).map_err(|e| Error::from(e).context("reading file status"))?;
@@ -1160,6 +1209,7 @@ fn file_info(file: &File) -> Result<FileInfo> {
     Ok(FileInfo {
         size,
         mtime_ns: mtime,
+        mode: st.st_mode & MODE_BITS,
         sha256,
     })
 }
@@ -1180,6 +1230,7 @@ fn entry_for(dirfd: &OwnedFd, name: &str) -> Result<Option<Entry>> {
             sha256: None,
             name: name.to_string(),
             owner: String::new(),
+            mode: Some(st.st_mode & MODE_BITS),
         },
         rustix::fs::FileType::RegularFile => {
             let Ok(fd) = rustix::fs::openat2(
@@ -1204,6 +1255,7 @@ fn entry_for(dirfd: &OwnedFd, name: &str) -> Result<Option<Entry>> {
                 sha256,
                 name: name.to_string(),
                 owner: read_owner(&file).unwrap_or_default(),
+                mode: Some(info.mode),
             }
         }
         _ => return Ok(None),
@@ -1302,7 +1354,7 @@ mod tests {
         let mut up = s.begin_upload(name)?;
         up.file.write_all(data).unwrap();
         let d: [u8; 32] = Sha256::digest(data).into();
-        s.commit(up, &d, overwrite, "").map(|(n, _)| n)
+        s.commit(up, &d, overwrite, "", None).map(|(n, _)| n)
     }
 
     #[test]
@@ -1324,6 +1376,7 @@ mod tests {
                 sha256: Sha256::digest(data).into(),
                 overwrite,
                 owner: "rita".into(),
+                attrs: None,
             });
         }
         let got: Vec<Published> = s
@@ -1358,7 +1411,7 @@ mod tests {
         let d: [u8; 32] = Sha256::digest(data).into();
         let mut up = s.begin_upload("a").unwrap();
         up.file.write_all(data).unwrap();
-        s.commit(up, &d, false, "rita").unwrap();
+        s.commit(up, &d, false, "rita", None).unwrap();
         let n = data.len() as u64;
         // nothing is found until the index is filled
         assert_eq!(
@@ -1374,7 +1427,7 @@ mod tests {
         }
         let (up, source) = s.clone_from("rita", &d, n, "b").unwrap();
         assert_eq!(source, "a");
-        assert_eq!(s.commit(up, &d, false, "rita").unwrap().0, "b");
+        assert_eq!(s.commit(up, &d, false, "rita", None).unwrap().0, "b");
         assert_eq!(std::fs::read(dir.path().join("b")).unwrap(), data);
         // the commit recorded the copy: it is a source too
         let mut c = s.content.candidates(&d, "rita");
@@ -1525,6 +1578,41 @@ mod tests {
         std::fs::write(dir.path().join("f"), b"changed by hand").unwrap();
         let e = &s.list("").unwrap()[0];
         assert_eq!(e.sha256, Some(Sha256::digest(b"changed by hand").into()));
+    }
+
+    #[test]
+    fn attrs_are_stored_before_the_digest_is_recorded() {
+        let (_dir, s) = store();
+        let mut up = s.begin_upload("run.sh").unwrap();
+        up.file.write_all(b"#!/bin/sh\n").unwrap();
+        let d: [u8; 32] = Sha256::digest(b"#!/bin/sh\n").into();
+        let mtime_ns = 978_307_200_123_456_789; // 2001-01-01, with nanoseconds
+        let attrs = Attrs {
+            mode: 0o4750, // setuid is dropped
+            mtime_ns,
+        };
+        s.commit(up, &d, false, "u", Some(attrs)).unwrap();
+        let e = &s.list("").unwrap()[0];
+        assert_eq!(e.mode, Some(0o750));
+        assert_eq!(e.mtime_ns, mtime_ns);
+        let (_, info) = s.open_read("run.sh").unwrap();
+        assert_eq!(
+            info.sha256,
+            Some(d),
+            "the digest is valid for the final mtime"
+        );
+        // a mode the server could not read is made readable by its owner
+        let mut up = s.begin_upload("locked").unwrap();
+        up.file.write_all(b"x").unwrap();
+        let d: [u8; 32] = Sha256::digest(b"x").into();
+        let attrs = Attrs {
+            mode: 0,
+            mtime_ns: -1_500_000_000,
+        };
+        s.commit(up, &d, false, "u", Some(attrs)).unwrap();
+        let (_, info) = s.open_read("locked").unwrap();
+        assert_eq!((info.mode, info.mtime_ns), (0o400, -1_500_000_000));
+        assert_eq!(info.sha256, Some(d));
     }
 
     #[test]

@@ -13,6 +13,7 @@ impl Session {
         flags: u32,
         sha256: [u8; 32],
         name: String,
+        attrs: Option<Attrs>,
     ) -> Result<()> {
         if flags & !(protocol::PUT_OVERWRITE | protocol::CLONE_PROBE) != 0 {
             let e = Error::protocol(format!("unknown CLONE flags 0x{flags:08x}"));
@@ -50,7 +51,8 @@ impl Session {
                 // space is reserved first, exactly as for a PUT of `size`
                 let reservation = commit::reserve(s, &who, &n, size, overwrite, false)?;
                 let (up, source) = s.store.clone_from(&who.user, &sha256, size, &n)?;
-                let (stored, replaced) = s.store.commit(up, &sha256, overwrite, &who.user)?;
+                let (stored, replaced) =
+                    s.store.commit(up, &sha256, overwrite, &who.user, attrs)?;
                 reservation.commit(size, replaced.map(|(sz, o)| (o, sz)));
                 Ok((stored, source))
             })

@@ -66,7 +66,12 @@ impl Session {
     pub(super) async fn stat(&mut self, name: String) -> Result<()> {
         let n = name.clone();
         match self.blocking(move |s| s.store.stat(&n)).await {
-            Ok(e) => self.w.send_now(&Msg::Entry(e)).await,
+            Ok(mut e) => {
+                if !self.meta {
+                    e.mode = None;
+                }
+                self.w.send_now(&Msg::Entry(e)).await
+            }
             Err(e) => self.reply_error(&e).await,
         }
     }

@@ -90,7 +90,7 @@ impl Session {
     /// Queue a read-only request for the session's reading thread.
     pub(super) async fn fetch(&mut self, job: Fetch) -> Result<()> {
         if self.fetches.is_none() {
-            self.fetches = Some(Fetcher::start(self.shared.clone())?);
+            self.fetches = Some(Fetcher::start(self.shared.clone(), self.meta)?);
         }
         // a client far ahead of its replies gets some before more is read
         while self
@@ -169,6 +169,14 @@ impl Session {
         let keep = file
             .try_clone()
             .map_err(|e| Error::io("duplicating file handle", &e))?;
+        if self.meta {
+            self.w
+                .send(&Msg::Attrs {
+                    mode: info.mode,
+                    mtime_ns: info.mtime_ns,
+                })
+                .await?;
+        }
         self.w
             .send(&Msg::GetOk {
                 size: info.size,

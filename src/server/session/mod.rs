@@ -29,7 +29,7 @@ use crate::compress::{Mode, Policy};
 use crate::connection::{FrameReader, FrameWriter};
 use crate::error::{Error, Kind, Result};
 use crate::names;
-use crate::protocol::{self, Encoding, Msg, Role};
+use crate::protocol::{self, Attrs, Encoding, Msg, Role};
 use crate::transfer::{self, Outgoing};
 
 use super::handshake::{Admitted, Stream};
@@ -52,6 +52,10 @@ struct Session {
     who: Option<Identity>,
     /// zstd DATA blocks were negotiated in HELLO/WELCOME.
     zstd: bool,
+    /// File metadata (ATTRS, ENTRY's mode) was negotiated.
+    meta: bool,
+    /// An ATTRS waiting for the PUT that must follow it.
+    attrs: Option<Attrs>,
     /// Small pipelined uploads being committed (started with the first).
     commits: Option<Committer>,
     /// Downloads being read ahead (started with the first GET).
@@ -81,6 +85,7 @@ pub async fn serve(
         w,
         who,
         zstd,
+        meta,
         permit,
     } = admitted;
     let counted = shared.clone();
@@ -92,6 +97,8 @@ pub async fn serve(
         peer,
         who: Some(who),
         zstd,
+        meta,
+        attrs: None,
         commits: None,
         fetches: None,
     };
@@ -250,6 +257,33 @@ impl Session {
                 debug!(peer = %self.peer, "client left without BYE");
                 return Ok(());
             };
+            // an ATTRS belongs to the PUT right after it (PROTOCOL.md §5b)
+            let attrs = self.attrs.take();
+            let misplaced = match (&msg, attrs) {
+                (Msg::Attrs { .. }, _) if !self.meta => {
+                    Some("ATTRS was not negotiated for this session (FEATURE_META)".to_string())
+                }
+                (Msg::Attrs { .. }, Some(_)) => {
+                    Some("ATTRS must be followed by PUT or CLONE, not by another ATTRS".to_string())
+                }
+                (Msg::Attrs { mode, mtime_ns }, None) => {
+                    self.attrs = Some(Attrs {
+                        mode: *mode,
+                        mtime_ns: *mtime_ns,
+                    });
+                    continue;
+                }
+                (Msg::Put { .. } | Msg::Clone { .. }, _) | (_, None) => None,
+                (other, Some(_)) => Some(format!(
+                    "ATTRS must be followed by PUT or CLONE, not by {}",
+                    other.name()
+                )),
+            };
+            if let Some(why) = misplaced {
+                // the replies to earlier commands go first
+                self.drain_all().await?;
+                return Err(Error::protocol(why));
+            }
             let who = self.refresh_identity()?;
             if let Some(need) = super::policy::required(&msg)
                 && let Err(e) = who.require(need.role, need.op)
@@ -270,7 +304,7 @@ impl Session {
             match msg {
                 Msg::Put { size, flags, name } if queued(size, flags) => {
                     self.drain(Which::Gets).await?;
-                    self.put_queued(size, flags, name, who).await?;
+                    self.put_queued(size, flags, name, who, attrs).await?;
                     continue;
                 }
                 Msg::Get {
@@ -290,13 +324,13 @@ impl Session {
                 _ => self.drain_all().await?,
             }
             match msg {
-                Msg::Put { size, flags, name } => self.put(size, flags, name).await?,
+                Msg::Put { size, flags, name } => self.put(size, flags, name, attrs).await?,
                 Msg::Clone {
                     size,
                     flags,
                     sha256,
                     name,
-                } => self.clone_put(size, flags, sha256, name).await?,
+                } => self.clone_put(size, flags, sha256, name, attrs).await?,
                 Msg::Remove { name } => self.remove(name).await?,
                 Msg::Mkdir { name } => self.mkdir(name).await?,
                 Msg::Rmdir { name } => self.rmdir(name).await?,

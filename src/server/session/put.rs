@@ -186,7 +186,13 @@ impl Session {
         }
     }
 
-    pub(super) async fn put(&mut self, size: u64, flags: u32, name: String) -> Result<()> {
+    pub(super) async fn put(
+        &mut self,
+        size: u64,
+        flags: u32,
+        name: String,
+        attrs: Option<Attrs>,
+    ) -> Result<()> {
         let pipelined = flags & protocol::PUT_PIPELINED != 0;
         let stream = flags & protocol::PUT_STREAM != 0;
         let resume = flags & protocol::PUT_RESUME != 0;
@@ -262,7 +268,9 @@ impl Session {
         let shared = self.shared.clone();
         let _transfer = Gauge::new(&shared.stats.transfers);
         let Some(upload) = upload else {
-            return self.put_small(size, overwrite, name, reservation).await;
+            return self
+                .put_small(size, overwrite, name, reservation, attrs)
+                .await;
         };
         if from.len == 0 {
             // nothing kept, or the client starts over: from the first byte
@@ -408,7 +416,8 @@ impl Session {
             let owner = self.user().to_string();
             let stored = self
                 .blocking(move |s| {
-                    let (stored, replaced) = s.store.commit(upload, &digest, overwrite, &owner)?;
+                    let (stored, replaced) =
+                        s.store.commit(upload, &digest, overwrite, &owner, attrs)?;
                     reservation.commit(n, replaced.map(|(sz, o)| (o, sz)));
                     Ok(stored)
                 })
@@ -462,6 +471,7 @@ impl Session {
         overwrite: bool,
         name: String,
         reservation: crate::server::quota::Reservation,
+        attrs: Option<Attrs>,
     ) -> Result<()> {
         let started = Instant::now();
         let (blocks, end) = self.gather_small(size, &name).await?;
@@ -474,7 +484,8 @@ impl Session {
                 self.blocking(move |s| {
                     let (up, digest, n_bytes) =
                         commit::write_blocks(s, &n, size, &blocks, &claimed)?;
-                    let (stored, replaced) = s.store.commit(up, &digest, overwrite, &owner)?;
+                    let (stored, replaced) =
+                        s.store.commit(up, &digest, overwrite, &owner, attrs)?;
                     reservation.commit(n_bytes, replaced.map(|(sz, o)| (o, sz)));
                     Ok((stored, digest, n_bytes))
                 })
@@ -493,6 +504,7 @@ impl Session {
         flags: u32,
         name: String,
         who: Identity,
+        attrs: Option<Attrs>,
     ) -> Result<()> {
         let started = Instant::now();
         let overwrite = flags & protocol::PUT_OVERWRITE != 0;
@@ -528,6 +540,7 @@ impl Session {
             size,
             overwrite,
             owner: who.user,
+            attrs,
             reservation,
             blocks,
             claimed,
