@@ -258,6 +258,10 @@ async fn client_command(
         }
         _ => 0,
     };
+    if let Command::Shell { .. } = cmd {
+        // the shell handles Ctrl-C itself: it stops the command running
+        return connect_and_run(opts, cmd, stats, o, planned_put).await;
+    }
     let mut attempt = 0u32;
     loop {
         let once = connect_and_run(opts, cmd.clone(), stats, o, planned_put.clone());

@@ -100,10 +100,16 @@ pub async fn run(
             });
         }
         let prompt = format!("sft:/{}> ", names::escape(&sh.cwd));
-        let line = match input
-            .next(prompt, sh.complete.clone().unwrap_or_default())
-            .await
-        {
+        let next = input.next(prompt, sh.complete.clone().unwrap_or_default());
+        // (a terminal gives Ctrl-C at the prompt to the line editor as a key;
+        // from a pipe or file it ends the shell, as it would any command)
+        let read = tokio::select! {
+            r = next => r,
+            during = super::interrupted(), if !interactive => {
+                return Err(super::interrupt_error(during));
+            }
+        };
+        let line = match read {
             Read::Line(l) => l,
             Read::Interrupted => continue,
             Read::Invalid => {
@@ -130,7 +136,23 @@ pub async fn run(
             eprintln!("sft: the session had ended ({why}); connecting again");
             *c = Client::connect(opts).await?;
         }
-        match sh.exec(c, &words).await {
+        // Ctrl-C stops the command (its transfer is cut off, and kept for
+        // resuming as on the command line) and comes back to the prompt
+        let ran = tokio::select! {
+            r = sh.exec(c, &words) => Some(r),
+            during = super::interrupted() => {
+                eprintln!("sft: {}", crate::client::moving::interrupted_note(during.as_ref()));
+                None
+            }
+        };
+        let Some(ran) = ran else {
+            // the session was in the middle of something: start a new one
+            *c = Client::connect(opts).await?;
+            sh.complete = None;
+            sh.fresh = false;
+            continue;
+        };
+        match ran {
             Ok(Flow::Go) => {}
             Ok(Flow::Exit) => return Ok(()),
             Err(e) if session_lost(&e) => return Err(e),

@@ -103,18 +103,23 @@ impl Server {
             pin,
             log,
         };
-        s.launch(&tokens, o.extra, o.log_level.unwrap_or("info"));
+        s.launch(
+            &tokens,
+            o.extra,
+            o.log_level.unwrap_or("info"),
+            "127.0.0.1:0",
+        );
         s
     }
 
-    fn launch(&mut self, tokens: &Path, extra: &[&str], log_level: &str) {
+    fn launch(&mut self, tokens: &Path, extra: &[&str], log_level: &str, listen: &str) {
         let logf = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log)
             .unwrap();
         let mut cmd = Command::new(bin());
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--fsync", "never"])
+        cmd.args(["serve", "--listen", listen, "--fsync", "never"])
             .arg("--root")
             .arg(&self.root)
             .arg("--cert")
@@ -160,7 +165,18 @@ impl Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let tokens = self.dir.path().join("tokens");
-        self.launch(&tokens, extra, "info");
+        self.launch(&tokens, extra, "info", "127.0.0.1:0");
+    }
+
+    /// Kill the server with SIGKILL, and after `pause` start it again on the
+    /// same port (clients that retry find it there).
+    pub fn crash_and_restart_same_port(&mut self, pause: Duration, extra: &[&str]) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::thread::sleep(pause);
+        let tokens = self.dir.path().join("tokens");
+        let addr = self.addr.clone();
+        self.launch(&tokens, extra, "info", &addr);
     }
 
     /// The client binary with server, pin and token set through a clean
