@@ -166,7 +166,9 @@ fn wait_for_reservation(s: &Server) {
 
 #[test]
 fn every_way_an_upload_ends_releases_its_reservation() {
-    let s = Server::start_args(&["--quota", "20MiB"]);
+    // (a killed client's upload is kept for resuming, its space held, until
+    // --keep-partial: 1 s here, so that way ends too)
+    let s = Server::start_args(&["--quota", "20MiB", "--keep-partial", "1s"]);
     let work = tempfile::tempdir().unwrap();
     let kept = file(work.path(), "kept.bin", MIB, 1);
     s.client().arg("put").arg(&kept).assert().success();
