@@ -29,7 +29,9 @@
 //!
 //! Server (`sft serve`):
 //! - The accept loop (`server::run`): one task. Ends on SIGTERM/SIGINT or an
-//!   admin SHUTDOWN, then drains the connection tasks within `--grace`.
+//!   admin SHUTDOWN, then drains the connection tasks within `--grace`. It
+//!   also expires interrupted uploads kept for resuming (`server::partial`)
+//!   on a tick of min(`--keep-partial` / 4, 60 s): no task of their own.
 //! - One task per connection (`session::serve`, in the accept loop's
 //!   `JoinSet`). Before authentication it is bounded by the gate
 //!   (`--max-unauthenticated`, per address; oldest dropped) and by the
@@ -51,11 +53,17 @@
 //!   that reads and hashes, and when compressing up to two `sft-zstd`
 //!   threads; they end at the file's end or when the receiver is dropped.
 //! - MKDIR, RMDIR, REMOVE, STAT: one blocking-pool task each, for the call.
+//! - The content index (`server::content`), for CLONE: one `sft-index`
+//!   thread, started by the first CLONE after the server starts, walks the
+//!   root once and ends; later commits and removals update it in place.
 //!
 //! Client: the same runtime; a blocking-pool task that prepares pipelined
 //! uploads ahead, one that stores small downloads, one that reads standard
 //! input for `put -`, the transfer threads above for large files, and in
-//! `sft shell` one `sft-shell-input` thread reading lines.
+//! `sft shell` one `sft-shell-input` thread reading lines. Ctrl-C and
+//! SIGTERM are listened for by the command's own task (`app::client_command`,
+//! and per command in the shell), not by a thread; retries reconnect from
+//! that same task.
 
 #![forbid(unsafe_code)]
 
