@@ -96,6 +96,9 @@ wait_bytes_in() { # wait until some upload data reached the root (reserved names
 }
 
 random_file "$WORK/big" 40000000
+# other content than big: an upload of content the server already holds for
+# the same user is stored from it at once (CLONE), and would not be in flight
+random_file "$WORK/big2" 40000000
 random_file "$WORK/small" 300000
 
 # ------------------------------------------------------------------ client killed / stopped
@@ -119,7 +122,7 @@ if case_on stop-client; then
     new_books stop-client
     start_server "$WORK/sc" --data-timeout 3s
     put_file "$WORK/big" big.bin || true
-    spawn_put "$WORK/big" stopped.bin 4MB
+    spawn_put "$WORK/big2" stopped.bin 4MB
     up=$BG
     "$SFT" -q get big.bin -o "$WORK/sc-get" --limit-rate 4MB >/dev/null 2>&1 &
     down=$!; PIDS+=("$down")
