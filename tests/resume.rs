@@ -454,3 +454,26 @@ async fn raw_resume_answers_are_checked() {
     .unwrap();
     assert!(matches!(r.next().await, Msg::Error { code: 9, .. }));
 }
+
+#[test]
+fn a_directory_holding_only_kept_partials_can_be_removed() {
+    let s = Server::start();
+    let work = tempfile::tempdir().unwrap();
+    let f = work.path().join("big.bin");
+    std::fs::write(&f, noise(SIZE, 11)).unwrap();
+    kill_midway(
+        spawn(&s, &["put", f.to_str().unwrap(), "--to", "d"]),
+        || {
+            let d = s.root.join("d");
+            if d.is_dir() { kept_on_server(&d) } else { 0 }
+        },
+    );
+    wait_for("the partial upload to be kept", || {
+        s.log_text().contains("outcome=\"kept\"")
+    });
+    // it lists as empty, and removing it removes the kept data too
+    let a = s.client().args(["ls", "d"]).assert().success();
+    assert_eq!(stdout_text(&a).trim(), "");
+    s.client().args(["rm", "-r", "-y", "d"]).assert().success();
+    assert!(!s.root.join("d").exists());
+}

@@ -130,6 +130,22 @@ impl Partials {
         old.iter().filter_map(|k| held.remove(k)).collect()
     }
 
+    /// Drop the partials kept directly in directory `dir` (their files
+    /// removed, their reservations released), so that a directory that
+    /// lists as empty can be removed; how many.
+    pub fn discard_in(&self, dir: &str) -> usize {
+        let gone: Vec<Kept> = {
+            let mut held = self.lock();
+            let inside: Vec<Key> = held
+                .keys()
+                .filter(|k| crate::names::split_parent(&k.name).0 == dir)
+                .cloned()
+                .collect();
+            inside.iter().filter_map(|k| held.remove(k)).collect()
+        };
+        gone.len()
+    }
+
     /// How many partial uploads are held, and their bytes.
     pub fn count(&self) -> (usize, u64) {
         let held = self.lock();

@@ -58,7 +58,19 @@ impl Session {
 
     pub(super) async fn rmdir(&mut self, name: String) -> Result<()> {
         let n = name.clone();
-        let r = self.blocking(move |s| s.store.rmdir(&n)).await;
+        let r = self
+            .blocking(move |s| {
+                s.store.rmdir(&n).or_else(|e| {
+                    // a directory that lists as empty may still hold the data
+                    // of interrupted uploads kept for resuming: they go with it
+                    if s.partials.discard_in(&n) > 0 {
+                        s.store.rmdir(&n)
+                    } else {
+                        Err(e)
+                    }
+                })
+            })
+            .await;
         self.done_or_error("rmdir", &name, r).await
     }
 
