@@ -14,6 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . benches/sft-lib.sh
+SRV_WRAP=()
 SFT_PROFILE=${SFT_PROFILE:-release}
 sft_bin
 
@@ -30,8 +31,8 @@ tmp_bytes() { find "$W/srv/root" -maxdepth 1 -name '.sft-tmp-*' -printf '%s\n' |
 part_bytes() { stat -c %s "$W/dl/.big.bin.sft-part" 2>/dev/null || echo 0; }
 json_field() { python3 -c "import json,sys; print(json.loads(sys.stdin.readline())['$1'])"; }
 
-# cut PCT WATCH CMD...: run CMD (rate-limited), SIGKILL it once WATCH >= PCT %
-cut() {
+# cut_at PCT WATCH CMD...: run CMD (rate-limited), SIGKILL it once WATCH >= PCT %
+cut_at() {
     local pct=$1 watch=$2; shift 2
     "$@" >/dev/null 2>&1 &
     local pid=$! goal=$((SIZE * pct / 100))
@@ -45,7 +46,7 @@ cut() {
 printf '\n%-10s %6s %14s %14s %10s %8s\n' direction cut "held (B)" "wire (B)" "of file" seconds
 for pct in 30 60 90; do
     "$SFT" rm big.bin >/dev/null 2>&1 || true
-    cut "$pct" tmp_bytes "$SFT" put "$W/big.bin" --limit-rate 400MB --retries 0
+    cut_at "$pct" tmp_bytes "$SFT" put "$W/big.bin" --limit-rate 400MB --retries 0
     sleep 0.3
     held=$(tmp_bytes)
     t0=$(date +%s.%N)
@@ -59,7 +60,7 @@ done
 mkdir -p "$W/dl"
 for pct in 30 60 90; do
     rm -f "$W/dl/big.bin" "$W/dl/.big.bin.sft-part"
-    cut "$pct" part_bytes "$SFT" get big.bin -o "$W/dl/big.bin" --limit-rate 400MB --retries 0
+    cut_at "$pct" part_bytes "$SFT" get big.bin -o "$W/dl/big.bin" --limit-rate 400MB --retries 0
     t0=$(date +%s.%N)
     out=$("$SFT" --json get big.bin -o "$W/dl/big.bin")
     t1=$(date +%s.%N)

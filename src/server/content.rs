@@ -25,6 +25,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 /// How long a CLONE waits for the walk that fills the index; after that it
 /// is a miss (the client uploads) and the walk goes on.
 pub const WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long a CLONE PROBE waits for that walk; after that it is a miss.
+pub const PROBE_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Most memory the index may take (estimated, see `ENTRY_COST`).
 pub const BUDGET: usize = 64 << 20;

@@ -35,8 +35,16 @@ impl Session {
                 index.abandon();
             }
         }
-        index.wait_ready(crate::server::content::WAIT).await;
-        if flags & protocol::CLONE_PROBE != 0 {
+        let probe = flags & protocol::CLONE_PROBE != 0;
+        // a probe comes before every large upload: it waits for a first walk
+        // only briefly (a miss costs an upload, a wait delays one)
+        let wait = if probe {
+            crate::server::content::PROBE_WAIT
+        } else {
+            crate::server::content::WAIT
+        };
+        index.wait_ready(wait).await;
+        if probe {
             // worth hashing the file? (no digest yet, nothing stored)
             if index.holds_size(self.user(), size) {
                 return self.w.send_now(&Msg::Done).await;
