@@ -477,3 +477,40 @@ fn a_directory_holding_only_kept_partials_can_be_removed() {
     s.client().args(["rm", "-r", "-y", "d"]).assert().success();
     assert!(!s.root.join("d").exists());
 }
+
+#[test]
+fn ctrl_c_in_the_shell_stops_the_transfer_and_returns_to_the_prompt() {
+    use std::io::Write;
+    let s = Server::start();
+    let work = tempfile::tempdir().unwrap();
+    let f = work.path().join("big.bin");
+    std::fs::write(&f, noise(SIZE, 12)).unwrap();
+    let mut sh = s
+        .process()
+        .args(["--limit-rate", "4MB", "shell"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = sh.stdin.take().unwrap();
+    writeln!(stdin, "put {}", f.display()).unwrap();
+    stdin.flush().unwrap();
+    wait_for("the upload to get going", || {
+        kept_on_server(&s.root) > 1 << 20
+    });
+    interrupt(&sh);
+    wait_for("the server to keep the cut upload", || {
+        s.log_text().contains("outcome=\"kept\"")
+    });
+    // the shell goes on, on a new session
+    writeln!(stdin, "mkdir after-ctrl-c").unwrap();
+    writeln!(stdin, "exit").unwrap();
+    drop(stdin);
+    let out = sh.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert!(s.root.join("after-ctrl-c").is_dir(), "{stderr}");
+    assert!(!s.root.join("big.bin").exists());
+}
