@@ -311,6 +311,19 @@ fn errors_that_are_not_the_network_are_never_retried() {
         .assert()
         .code(6);
     assert!(!stderr_text(&a).contains("retrying"), "{}", stderr_text(&a));
+    // a server that cannot be reached at all is reported at once
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = closed.local_addr().unwrap().to_string();
+    drop(closed);
+    let started = Instant::now();
+    let a = s
+        .client()
+        .env("SFT_SERVER", &addr)
+        .args(["--retries", "3", "get", "nothing"])
+        .assert()
+        .code(3);
+    assert!(!stderr_text(&a).contains("retrying"), "{}", stderr_text(&a));
+    assert!(started.elapsed() < Duration::from_secs(5));
 }
 
 /// Send SIGINT to a child process.

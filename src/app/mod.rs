@@ -260,17 +260,25 @@ async fn client_command(
     };
     if let Command::Shell { .. } = cmd {
         // the shell handles Ctrl-C itself: it stops the command running
-        return connect_and_run(opts, cmd, stats, o, planned_put).await;
+        let connected = std::sync::atomic::AtomicBool::new(false);
+        return connect_and_run(opts, cmd, stats, o, planned_put, &connected).await;
     }
     let mut attempt = 0u32;
+    // only a connection that was made and then lost is retried: a server
+    // that cannot be reached at all is reported at once
+    let connected = std::sync::atomic::AtomicBool::new(false);
     loop {
-        let once = connect_and_run(opts, cmd.clone(), stats, o, planned_put.clone());
+        let once = connect_and_run(opts, cmd.clone(), stats, o, planned_put.clone(), &connected);
         let result = tokio::select! {
             r = once => r,
             at = interrupted() => return Err(interrupt_error(at)),
         };
         match result {
-            Err(e) if e.kind == crate::error::Kind::Network && attempt < retries => {
+            Err(e)
+                if e.kind == crate::error::Kind::Network
+                    && attempt < retries
+                    && connected.load(std::sync::atomic::Ordering::Relaxed) =>
+            {
                 attempt += 1;
                 let wait = retry_wait(attempt);
                 o.warn_line(&format!(
@@ -327,8 +335,10 @@ async fn connect_and_run(
     stats: bool,
     o: &Output,
     planned_put: Option<(Vec<client::pipeline::PutJob>, Vec<String>)>,
+    connected: &std::sync::atomic::AtomicBool,
 ) -> Result<()> {
     let mut c = Client::connect(opts).await?;
+    connected.store(true, std::sync::atomic::Ordering::Relaxed);
     let result = run_on(&mut c, opts, cmd, stats, o, planned_put).await;
     match &result {
         // the session is lost: nothing more to say
