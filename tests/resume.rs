@@ -527,3 +527,37 @@ fn ctrl_c_in_the_shell_stops_the_transfer_and_returns_to_the_prompt() {
     assert!(s.root.join("after-ctrl-c").is_dir(), "{stderr}");
     assert!(!s.root.join("big.bin").exists());
 }
+
+#[test]
+fn a_file_that_changed_size_drops_its_stale_partial() {
+    let s = Server::start();
+    let work = tempfile::tempdir().unwrap();
+    let f = work.path().join("big.bin");
+    std::fs::write(&f, noise(SIZE, 13)).unwrap();
+    kill_midway(spawn(&s, &["put", f.to_str().unwrap()]), || {
+        kept_on_server(&s.root)
+    });
+    wait_for("the partial upload to be kept", || {
+        s.log_text().contains("outcome=\"kept\"")
+    });
+    let smaller = noise(SIZE - 12345, 14);
+    std::fs::write(&f, &smaller).unwrap();
+    let v = json_line(
+        &s.client()
+            .args(["--json", "put", f.to_str().unwrap()])
+            .assert()
+            .success(),
+    );
+    assert_eq!(u(&v, "resumed"), 0, "{v}");
+    assert_eq!(std::fs::read(s.root.join("big.bin")).unwrap(), smaller);
+    // nothing of the old attempt is left, nor its reservation
+    assert_eq!(kept_on_server(&s.root), 0);
+    let a = s.client().args(["--json", "df"]).assert().success();
+    assert!(
+        stdout_text(&a)
+            .lines()
+            .all(|l| !l.contains("\"reserved\"") || l.contains("\"reserved\":0")),
+        "{}",
+        stdout_text(&a)
+    );
+}

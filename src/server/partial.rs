@@ -62,10 +62,21 @@ impl Partials {
     }
 
     /// Take the partial upload kept under `key`, if any and not expired.
+    /// Others of the same user and name (another size: the file changed)
+    /// can no longer resume anything: they are dropped, their space freed.
     pub fn take(&self, key: &Key) -> Option<Kept> {
-        let expired = self.expire_locked();
-        let kept = self.lock().remove(key);
-        drop(expired);
+        let mut gone = self.expire_locked();
+        let kept = {
+            let mut held = self.lock();
+            let stale: Vec<Key> = held
+                .keys()
+                .filter(|k| k.user == key.user && k.name == key.name && *k != key)
+                .cloned()
+                .collect();
+            gone.extend(stale.iter().filter_map(|k| held.remove(k)));
+            held.remove(key)
+        };
+        drop(gone);
         kept
     }
 
