@@ -3,6 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::protocol::{Encoding, MAX_BLOCK};
+
 /// Compresses blocks with a reused zstd context.
 pub struct Encoder {
     ctx: Option<zstd::bulk::Compressor<'static>>,

@@ -2,6 +2,7 @@
 //! of the whole machine from /proc/stat (read by `auto`).
 
 use std::time::{Duration, Instant};
+
 /// Idle CPU of the whole machine, in cores, from /proc/stat deltas.
 #[derive(Debug, Default)]
 pub struct IdleMeter {

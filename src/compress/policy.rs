@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use super::cpu::IdleMeter;
 use super::{AUTO_MAX_LEVEL, MAX_LEVEL, Mode};
+
 /// A block is sent compressed only if it shrinks below this fraction.
 const PAYS: f64 = 0.97;
 

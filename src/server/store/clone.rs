@@ -1,5 +1,6 @@
 //! CLONE (PROTOCOL.md §4.4c): an upload stored from content the server
 //! already holds, and the content index it is found by.
+
 use std::fs::File;
 use std::io::Read;
 

@@ -1,6 +1,7 @@
 //! What is recorded about a stored file: its SHA-256 (with the size and
 //! mtime it was computed for) and uploader in extended attributes, its mode
 //! and mtime.
+
 use std::fs::File;
 use std::io::Read;
 

@@ -1,6 +1,7 @@
 //! Uploads: a reserved file in the target directory, then the commit that
 //! makes it visible (numbered, exchanged or renamed), and the undoing of a
 //! commit whose directory sync failed.
+
 use std::fs::File;
 use std::os::fd::OwnedFd;
 

@@ -1,5 +1,6 @@
 //! Walks over the whole tree beneath the root: usage per owner, the sweep of
 //! leftovers, and the walk itself (paths of any length).
+
 use std::fs::File;
 use std::os::fd::OwnedFd;
 
