@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-use super::super::output::{Output, Tally};
 use super::unchanged::{Unchanged, split_unchanged_downloads};
 use super::{base, hex32, on_server, parse_sha256, walk_remote};
+use crate::app::output::{Output, Tally};
 use crate::client::Client;
 use crate::client::pipeline::{Dest, GetJob};
 use crate::error::{Error, Result};
@@ -277,7 +277,7 @@ pub async fn get(c: &mut Client, o: &Output, a: &GetArgs<'_>) -> Result<()> {
                         ));
                     }
                     if a.stats || o.verbose > 0 {
-                        progress.println(&super::super::stats_line(
+                        progress.println(&crate::app::stats_line(
                             &job.remote,
                             got.size,
                             got.wire,

@@ -2,8 +2,8 @@
 
 use serde_json::json;
 
-use super::super::output::{Output, Tally};
 use super::{format_time, hex32, join_remote, on_server, parse_sha256, walk_remote};
+use crate::app::output::{Output, Tally};
 use crate::client::Client;
 use crate::error::{Error, Kind, Result};
 use crate::names;
@@ -164,7 +164,7 @@ async fn remove_one(
                 dirs.len() + 1
             )));
         }
-        if !super::super::trust::ask(&format!(
+        if !crate::app::trust::ask(&format!(
             "remove {} and everything in it ({} files, {} directories)",
             names::quote(name),
             files.len(),
@@ -222,7 +222,7 @@ pub async fn df(c: &mut Client, o: &Output, bytes: bool) -> Result<()> {
         Some(n) => human(n),
     };
     if !o.json {
-        super::super::out(&format!(
+        crate::app::out(&format!(
             "{:<24} {:>12} {:>12} {:>12} {:>12} {:>9} {:>9}",
             "NAME", "USED", "RESERVED", "LIMIT", "LEFT", "FILES", "MAX_FILES"
         ))?;

@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-use super::super::output::{Output, Tally};
 use super::unchanged::{Moving, split_unchanged};
 use super::{hex32, join_remote};
+use crate::app::output::{Output, Tally};
 use crate::client::Client;
 use crate::client::pipeline::PutJob;
 use crate::error::{Error, Kind, Result};
@@ -240,7 +240,7 @@ pub async fn put(
                 if stats || o.verbose > 0 {
                     eprintln!(
                         "{}",
-                        super::super::stats_line(&up.name, up.size, up.wire, up.seconds)
+                        crate::app::stats_line(&up.name, up.size, up.wire, up.seconds)
                     );
                 }
                 print_put_outcome(o, &local, &up, "cloned")?;
@@ -269,7 +269,7 @@ pub async fn put(
                 Ok(up) => {
                     tally.ok += 1;
                     if stats || o.verbose > 0 {
-                        progress.println(&super::super::stats_line(
+                        progress.println(&crate::app::stats_line(
                             &up.name, up.size, up.wire, up.seconds,
                         ));
                     }
@@ -426,7 +426,7 @@ pub async fn put_stdin(
     if stats || o.verbose > 0 {
         eprintln!(
             "{}",
-            super::super::stats_line(&up.name, up.size, up.wire, up.seconds)
+            crate::app::stats_line(&up.name, up.size, up.wire, up.seconds)
         );
     }
     print_put(o, "-", &up)

@@ -3,9 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use super::super::out;
 use super::resolve::{join, local_files, needs_name, shown};
 use super::{Flow, Shell};
+use crate::app::out;
 use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::names;
@@ -216,9 +216,9 @@ impl Shell {
             let digest = if long {
                 let d = e
                     .sha256
-                    .map(|d| hex::encode(d)[..super::super::files::SHORT_DIGEST].to_string())
+                    .map(|d| hex::encode(d)[..crate::app::files::SHORT_DIGEST].to_string())
                     .unwrap_or_else(|| "-".into());
-                format!("{d:<width$}  ", width = super::super::files::SHORT_DIGEST)
+                format!("{d:<width$}  ", width = crate::app::files::SHORT_DIGEST)
             } else {
                 String::new()
             };
@@ -267,7 +267,7 @@ pub(super) fn arity(args: &[String], min: usize, max: usize, usage: &str) -> Res
 
 /// A server's refusal about a name, in the shell's own commands.
 pub(super) fn on_server(e: Error, name: &str) -> Error {
-    let mut e = super::super::files::on_server(e, name);
+    let mut e = crate::app::files::on_server(e, name);
     e.message = e
         .message
         .replace(": sft ls", ": ls")
@@ -322,5 +322,5 @@ pub(super) fn lls(dir: &Path) -> Result<()> {
 }
 
 pub(super) async fn df(c: &mut Client) -> Result<()> {
-    super::super::files::df(c, &super::super::Output::default(), false).await
+    crate::app::files::df(c, &crate::app::Output::default(), false).await
 }

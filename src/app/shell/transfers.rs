@@ -2,11 +2,11 @@
 
 use std::path::{Path, PathBuf};
 
-use super::super::out;
-use super::super::output::Tally;
 use super::Shell;
 use super::commands::on_server;
 use super::resolve::{join, needs_name, shown};
+use crate::app::out;
+use crate::app::output::Tally;
 use crate::client::Client;
 use crate::client::pipeline::{Dest, GetJob, PutJob};
 use crate::error::{Error, Result};
@@ -173,7 +173,7 @@ impl Shell {
             self.resolve(arg)?
         };
         let names_ = [dir];
-        let a = super::super::files::GetArgs {
+        let a = crate::app::files::GetArgs {
             names: &names_,
             output: Some(Path::new(local.unwrap_or("."))),
             recursive: true,
@@ -182,8 +182,8 @@ impl Shell {
             force: false,
             stats: false,
         };
-        super::super::files::check_get(&a)?;
-        super::super::files::get(c, &super::super::Output::default(), &a).await
+        crate::app::files::check_get(&a)?;
+        crate::app::files::get(c, &crate::app::Output::default(), &a).await
     }
 
     /// `put -r DIR [REMOTE_DIR]`: the tree as REMOTE_DIR/DIR/... (REMOTE_DIR
@@ -199,9 +199,9 @@ impl Shell {
             None => self.cwd.clone(),
         };
         let paths = [PathBuf::from(dir)];
-        let o = super::super::Output::default();
-        let (jobs, empty) = super::super::files::plan_put(
-            &super::super::files::PutArgs {
+        let o = crate::app::Output::default();
+        let (jobs, empty) = crate::app::files::plan_put(
+            &crate::app::files::PutArgs {
                 paths: &paths,
                 recursive: true,
                 as_name: None,
@@ -210,6 +210,6 @@ impl Shell {
             &o,
         )?;
         self.changed();
-        super::super::files::put(c, &o, jobs, empty, false, false).await
+        crate::app::files::put(c, &o, jobs, empty, false, false).await
     }
 }
