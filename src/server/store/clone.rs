@@ -5,9 +5,8 @@ use std::fs::File;
 use std::io::Read;
 
 use rustix::fs::{Mode, OFlags};
-use sha2::{Digest, Sha256};
 
-use super::meta::{file_info, read_owner};
+use super::meta::{file_info, read_owner, sha256_to_end};
 use super::{RESERVED_PREFIX, Store, Upload, check_client_name, join, resolve};
 use crate::error::{Error, Kind, Result};
 use crate::names;
@@ -188,19 +187,7 @@ fn copy_verified(src: &File, up: &Upload, size: u64, sha256: &[u8; 32]) -> std::
     if copied != size {
         return Ok(false);
     }
-    let mut back = up.read_back()?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut n: u64 = 0;
-    loop {
-        let got = back.read(&mut buf)?;
-        if got == 0 {
-            break;
-        }
-        n += got as u64;
-        h.update(&buf[..got]);
-    }
-    let digest: [u8; 32] = h.finalize().into();
+    let (n, digest) = sha256_to_end(up.read_back()?)?;
     Ok(n == size && crate::transfer::same_digest(&digest, sha256))
 }
 

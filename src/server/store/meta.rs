@@ -81,19 +81,22 @@ pub(super) fn set_digest_xattr(
 
 /// Hash a file that has no remembered digest (placed by hand) and remember it.
 pub(super) fn hash_and_remember(file: &File, info: &FileInfo) -> Result<[u8; 32]> {
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut f = file;
-    loop {
-        let n = f
-            .read(&mut buf)
-            .map_err(|e| Error::io("hashing file", &e))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    let d: [u8; 32] = h.finalize().into();
+    let (_, d) = sha256_to_end(file).map_err(|e| Error::io("hashing file", &e))?;
     let _ = set_digest_xattr(file, info.size, info.mtime_ns, &d);
     Ok(d)
+}
+
+/// The length and SHA-256 of what `r` holds from where it stands to its end.
+pub(super) fn sha256_to_end(mut r: impl Read) -> std::io::Result<(u64, [u8; 32])> {
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut n: u64 = 0;
+    loop {
+        let got = r.read(&mut buf)?;
+        if got == 0 {
+            return Ok((n, h.finalize().into()));
+        }
+        n += got as u64;
+        h.update(&buf[..got]);
+    }
 }
