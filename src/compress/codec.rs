@@ -168,9 +168,9 @@ fn frame_window_too_large(mut payload: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::super::BLOCK;
-    use super::super::testdata::text;
     use super::*;
+    use crate::compress::BLOCK;
+    use crate::compress::testdata::text;
 
     #[test]
     fn a_frame_asking_for_a_window_over_2_mib_is_refused() {

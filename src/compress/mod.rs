@@ -100,8 +100,8 @@ mod tests {
 }
 /// Sample data for the tests of the codec and the policy.
 #[cfg(test)]
-pub(super) mod testdata {
-    pub(in crate::compress) fn text(n: usize) -> Vec<u8> {
+mod testdata {
+    pub(super) fn text(n: usize) -> Vec<u8> {
         let words = [
             "lorem ",
             "ipsum ",
@@ -121,7 +121,7 @@ pub(super) mod testdata {
         v
     }
 
-    pub(in crate::compress) fn noise(n: usize) -> Vec<u8> {
+    pub(super) fn noise(n: usize) -> Vec<u8> {
         let mut x: u64 = 88172645463325252;
         (0..n)
             .map(|_| {

@@ -352,10 +352,10 @@ pub fn pays(raw: usize, compressed: usize) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::super::BLOCK;
-    use super::super::codec::Encoder;
-    use super::super::testdata::{noise, text};
     use super::*;
+    use crate::compress::BLOCK;
+    use crate::compress::Encoder;
+    use crate::compress::testdata::{noise, text};
 
     #[test]
     fn auto_sends_raw_to_a_peer_on_this_machine() {

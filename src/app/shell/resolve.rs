@@ -274,8 +274,8 @@ pub(super) fn shown(p: &Path) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::super::commands::flag;
     use super::*;
+    use crate::app::shell::commands::flag;
 
     #[test]
     fn names_resolve_against_the_remote_directory() {
