@@ -1,27 +1,35 @@
 //! The client: one TLS connection carrying a whole session, with typed
 //! methods for each command. Everything a server sends is treated as hostile
 //! input: names are validated, sizes are enforced, text is escaped.
+//!
+//! This file holds the session and its commands; `connect.rs` opens it (TLS,
+//! HELLO, AUTH), `pipeline/` moves many files, `part.rs` keeps a download's
+//! temporary file, `attrs.rs` local mode and mtime.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{ReadHalf, WriteHalf};
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
+mod attrs;
+mod connect;
 pub mod known;
 pub mod moving;
+mod part;
 pub mod pipeline;
+
+pub use attrs::{apply_attrs, local_attrs};
+pub use connect::fingerprint_of;
+pub use part::{Part, held_part, part_path};
+use part::{create_part, place};
 
 use crate::compress::Mode;
 use crate::connection::{FrameReader, FrameWriter};
 use crate::error::{Error, Kind, Result};
 use crate::names;
 use crate::protocol::{self, Entry, Msg, Role};
-use crate::tls::{self, PinVerifier, Trust};
+use crate::tls::Trust;
 
 /// The default port of `sft serve`.
 pub const DEFAULT_PORT: u16 = 7373;
@@ -166,205 +174,7 @@ fn unexpected(m: &Msg, waiting_for: &str) -> Error {
     }
 }
 
-fn tls_error(
-    e: std::io::Error,
-    server: &str,
-    trust: &Trust,
-    pin: Option<&Arc<PinVerifier>>,
-) -> Error {
-    let Some(inner) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) else {
-        return Error::network(format!(
-            "TLS handshake with {server} failed: {}",
-            crate::error::describe_io(&e)
-        ));
-    };
-    match (inner, pin) {
-        (rustls::Error::InvalidCertificate(_), Some(p)) if matches!(trust, Trust::Known { .. }) => {
-            let file = match trust {
-                Trust::Known { file, .. } => file.display().to_string(),
-                _ => String::new(),
-            };
-            let seen = p.seen().unwrap_or_else(|| "nothing".into());
-            Error::new(
-                Kind::Tls,
-                format!(
-                    "WARNING: SERVER IDENTITY HAS CHANGED for {server}: {file} records certificate SHA-256 {} but the server presented {seen}. Someone may be intercepting the connection, or the server's certificate was replaced. Nothing was sent. If the change is expected, run: sft trust {server} --pin {seen} --replace",
-                    p.expected()
-                ),
-            )
-        }
-        (rustls::Error::InvalidCertificate(_), Some(p)) => Error::new(
-            Kind::Tls,
-            format!(
-                "server identity mismatch for {server}: expected certificate SHA-256 {}, but the server presented {}. The server's certificate changed or someone is intercepting the connection; if the change is expected, update --pin / SFT_PIN",
-                p.expected(),
-                p.seen().unwrap_or_else(|| "nothing".into())
-            ),
-        ),
-        (rustls::Error::InvalidCertificate(c), None) => {
-            let ca = match trust {
-                Trust::Ca(p) => p.display().to_string(),
-                _ => String::new(),
-            };
-            Error::new(
-                Kind::Tls,
-                format!(
-                    "the certificate of {server} is not trusted by --ca {ca}: {}; check the CA file and that the certificate covers the name you connect to",
-                    crate::tls::describe_certificate(c)
-                ),
-            )
-        }
-        (other, _) => Error::new(
-            Kind::Tls,
-            format!(
-                "TLS handshake with {server} failed: {}; is it an sft server speaking TLS 1.3?",
-                crate::tls::describe_rustls(other)
-            ),
-        ),
-    }
-}
-
-/// Connect and complete the TLS handshake, verifying the server as `trust`
-/// says; also returns the pin verifier (for the fingerprint seen).
-async fn open_tls(
-    server: &str,
-    trust: &Trust,
-    t: Duration,
-) -> Result<(Stream, Option<Arc<PinVerifier>>)> {
-    let (host, port) = split_host_port(server)?;
-    let shown = format!("{}:{port}", names::escape(&host));
-    let addrs: Vec<_> = tokio::time::timeout(t, tokio::net::lookup_host((host.as_str(), port)))
-        .await
-        .map_err(|_| Error::network(format!("resolving {shown} timed out")))?
-        .map_err(|e| {
-            Error::network(format!(
-                "cannot resolve {shown}: {}",
-                crate::error::describe_io(&e)
-            ))
-        })?
-        .collect();
-    let mut last = Error::network(format!("cannot resolve {shown}: no addresses"));
-    let mut tcp = None;
-    for a in addrs {
-        match tokio::time::timeout(t, TcpStream::connect(a)).await {
-            Ok(Ok(s)) => {
-                tcp = Some(s);
-                break;
-            }
-            Ok(Err(e)) => {
-                last = Error::network(format!(
-                    "cannot connect to {shown}: {}; is the server running?",
-                    crate::error::describe_io(&e)
-                ))
-            }
-            Err(_) => {
-                last = Error::network(format!(
-                    "connecting to {shown} timed out after {}s",
-                    t.as_secs()
-                ))
-            }
-        }
-    }
-    let tcp = tcp.ok_or(last)?;
-    let _ = tcp.set_nodelay(true);
-    let (cfg, pin) = tls::client_config(trust)?;
-    let name = rustls::pki_types::ServerName::try_from(host.clone())
-        .map_err(|_| Error::usage(format!("invalid server name {:?}", names::escape(&host))))?;
-    let sock = crate::net::Socket::buffered(tcp);
-    match tokio::time::timeout(t, TlsConnector::from(cfg).connect(name, sock)).await {
-        Ok(Ok(s)) => Ok((s, pin)),
-        Ok(Err(e)) => Err(tls_error(e, &shown, trust, pin.as_ref())),
-        Err(_) => Err(Error::network(format!(
-            "TLS handshake with {shown} timed out after {}s",
-            t.as_secs()
-        ))),
-    }
-}
-
-/// The SHA-256 fingerprint of a server's certificate (hex), learned from a
-/// handshake that sends nothing else.
-pub async fn fingerprint_of(server: &str, t: Duration) -> Result<String> {
-    let trust = Trust::FirstUse(Arc::new(|_| Ok(())));
-    let (mut tls, pin) = open_tls(server, &trust, t).await?;
-    let _ = tokio::time::timeout(
-        Duration::from_secs(2),
-        tokio::io::AsyncWriteExt::shutdown(&mut tls),
-    )
-    .await;
-    pin.and_then(|p| p.seen())
-        .ok_or_else(|| Error::other("the server presented no certificate"))
-}
-
 impl Client {
-    /// Connect, verify the server, say HELLO and authenticate.
-    pub async fn connect(opts: &Options) -> Result<Client> {
-        let t = opts.timeout;
-        let (tls, pin) = open_tls(&opts.server, &opts.trust, t).await?;
-        let local_link = tls
-            .get_ref()
-            .0
-            .tcp()
-            .peer_addr()
-            .is_ok_and(|a| a.ip().is_loopback());
-
-        if let Trust::FirstUse(decide) = &opts.trust {
-            // decided before HELLO: nothing, least of all the token, goes to
-            // a server the user has not accepted
-            let seen = pin.as_ref().and_then(|p| p.seen()).unwrap_or_default();
-            decide(&seen)?;
-        }
-        let (rd, wr) = tokio::io::split(tls);
-        let mut w = FrameWriter::new(wr);
-        // a server that stops reading cannot hang the client either
-        w.set_deadline(t.max(std::time::Duration::from_secs(30)));
-        let mut c = Client {
-            r: FrameReader::new(rd),
-            w,
-            timeout: t,
-            user: String::new(),
-            role: Role::Read,
-            zstd: false,
-            meta: false,
-            preserve: true,
-            compress: opts.compress,
-            limit_rate: opts.limit_rate,
-            local_link,
-            resume: opts.resume,
-        };
-        c.w.send(&Msg::Hello {
-            min_version: protocol::VERSION,
-            max_version: protocol::VERSION,
-            features: protocol::FEATURE_ZSTD | protocol::FEATURE_META,
-        })
-        .await?;
-        c.w.send_now(&Msg::Auth {
-            secret: opts.token.as_bytes().to_vec(),
-        })
-        .await?;
-        match c.r.expect_within(t, "WELCOME").await? {
-            Msg::Welcome {
-                version, features, ..
-            } if version == protocol::VERSION => {
-                c.zstd = features & protocol::FEATURE_ZSTD != 0;
-                c.meta = features & protocol::FEATURE_META != 0;
-            }
-            Msg::Welcome { version, .. } => {
-                return Err(Error::protocol(format!(
-                    "the server chose protocol version {version}, which this client does not speak"
-                )));
-            }
-            other => return Err(unexpected(&other, "WELCOME")),
-        }
-        match c.r.expect_within(t, "the authentication reply").await? {
-            Msg::AuthOk { role, user } => {
-                c.user = user;
-                c.role = role;
-            }
-            other => return Err(unexpected(&other, "the authentication reply")),
-        }
-        Ok(c)
-    }
-
     /// Whether the server has ended this session while it sat idle between
     /// commands (idle timeout, shutdown): `Some(its reason)`. Never waits.
     pub async fn ended(&mut self) -> Option<String> {
@@ -766,177 +576,6 @@ impl Client {
     }
 }
 
-/// The mode and mtime of a local file, as ATTRS carries them.
-pub fn local_attrs(meta: &std::fs::Metadata) -> protocol::Attrs {
-    use std::os::unix::fs::MetadataExt;
-    protocol::Attrs {
-        mode: meta.mode() & protocol::MODE_BITS,
-        mtime_ns: meta
-            .mtime()
-            .saturating_mul(1_000_000_000)
-            .saturating_add(meta.mtime_nsec()),
-    }
-}
-
-/// Give a downloaded file the mode (`& 0o777`: never setuid, setgid or
-/// sticky) and mtime the server sent; `shown` names it in errors.
-pub fn apply_attrs(file: &File, a: protocol::Attrs, shown: &str) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let nanos = Duration::from_nanos(a.mtime_ns.unsigned_abs());
-    let when = if a.mtime_ns >= 0 {
-        std::time::UNIX_EPOCH.checked_add(nanos)
-    } else {
-        std::time::UNIX_EPOCH.checked_sub(nanos)
-    };
-    if let Some(when) = when {
-        file.set_times(std::fs::FileTimes::new().set_modified(when))
-            .map_err(|e| Error::io(format!("setting the modification time of {shown}"), &e))?;
-    }
-    file.set_permissions(std::fs::Permissions::from_mode(
-        a.mode & protocol::MODE_BITS,
-    ))
-    .map_err(|e| Error::io(format!("setting the mode of {shown}"), &e))
-}
-
-/// The temporary file a download is written to, beside its destination:
-/// `.NAME.sft-part`, locked while in use. A download cut off (lost
-/// connection, Ctrl-C, a killed client) leaves it, and the same download
-/// later resumes after the part of it the server confirms by SHA-256
-/// (PROTOCOL.md §4.9). When another download holds that name, a one-off
-/// `.NAME.RANDOM.part` is used instead (not resumable).
-pub struct Part {
-    pub path: PathBuf,
-    pub file: File,
-    /// Bytes it holds from an earlier attempt.
-    pub len: u64,
-}
-
-/// Where a download of `dest` keeps its data until it is verified.
-pub fn part_path(dest: &Path) -> PathBuf {
-    let base = dest
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "download".into());
-    part_dir(dest).join(format!(".{base}.sft-part"))
-}
-
-fn part_dir(dest: &Path) -> &Path {
-    dest.parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-}
-
-/// Open and lock `path` for a download; None if another holds it.
-fn lock_part(path: &Path, create: bool) -> Result<Option<File>> {
-    let file = match std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(create)
-        .truncate(false)
-        .open(path)
-    {
-        Ok(f) => f,
-        Err(e) if !create && e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io(format!("creating {}", path.display()), &e)),
-    };
-    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
-        Ok(()) => Ok(Some(file)),
-        Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
-        // a filesystem without locks: use it unlocked
-        Err(_) => Ok(Some(file)),
-    }
-}
-
-/// The data an interrupted download of `dest` left, if any (and not in
-/// use by another download).
-pub fn held_part(dest: &Path) -> Option<Part> {
-    let path = part_path(dest);
-    let file = lock_part(&path, false).ok()??;
-    let len = file.metadata().ok()?.len();
-    (len > 0).then_some(Part { path, file, len })
-}
-
-/// A fresh, empty temporary file for a download of `dest`.
-fn create_part(dest: &Path) -> Result<(PathBuf, File)> {
-    let path = part_path(dest);
-    if let Some(file) = lock_part(&path, true)? {
-        file.set_len(0)
-            .map_err(|e| Error::io(format!("creating {}", path.display()), &e))?;
-        return Ok((path, file));
-    }
-    let base = dest
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "download".into());
-    let dir = part_dir(dest);
-    for _ in 0..16 {
-        let part = dir.join(format!(".{base}.{}.part", crate::private::unique_hex()));
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&part)
-        {
-            Ok(f) => return Ok((part, f)),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => {
-                return Err(Error::io(
-                    format!("creating a file in {}", dir.display()),
-                    &e,
-                ));
-            }
-        }
-    }
-    Err(Error::other(format!(
-        "could not create a temporary file in {}",
-        dir.display()
-    )))
-}
-
-/// Move a verified download into place without replacing anything (unless
-/// `force`): `dest`, else `dest (1).ext`, `dest (2).ext`, …
-fn place(part: &Path, dest: &Path, force: bool) -> Result<PathBuf> {
-    let what = |e: std::io::Error, p: &Path| Error::io(format!("saving {}", p.display()), &e);
-    if force {
-        std::fs::rename(part, dest).map_err(|e| what(e, dest))?;
-        return Ok(dest.to_path_buf());
-    }
-    let base = dest
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    for n in 0..10_000u32 {
-        let cand = if n == 0 {
-            dest.to_path_buf()
-        } else {
-            dest.with_file_name(names::numbered(&base, n))
-        };
-        match rustix::fs::renameat_with(
-            rustix::fs::CWD,
-            part,
-            rustix::fs::CWD,
-            &cand,
-            rustix::fs::RenameFlags::NOREPLACE,
-        ) {
-            Ok(()) => return Ok(cand),
-            Err(rustix::io::Errno::EXIST) => continue,
-            // filesystems without RENAME_NOREPLACE: link (fails if taken), then unlink
-            Err(rustix::io::Errno::INVAL) => match std::fs::hard_link(part, &cand) {
-                Ok(()) => {
-                    let _ = std::fs::remove_file(part);
-                    return Ok(cand);
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(what(e, &cand)),
-            },
-            Err(e) => return Err(what(e.into(), &cand)),
-        }
-    }
-    Err(Error::other(format!(
-        "too many files named like {}",
-        dest.display()
-    )))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -956,20 +595,5 @@ mod tests {
         );
         assert!(split_host_port("h:x").is_err());
         assert!(split_host_port("").is_err());
-    }
-
-    #[test]
-    fn placing_a_download_never_clobbers() {
-        let d = tempfile::tempdir().unwrap();
-        let dest = d.path().join("f.txt");
-        std::fs::write(&dest, b"old").unwrap();
-        let part = d.path().join("p");
-        std::fs::write(&part, b"new").unwrap();
-        let got = place(&part, &dest, false).unwrap();
-        assert_eq!(got, d.path().join("f (1).txt"));
-        assert_eq!(std::fs::read(&dest).unwrap(), b"old");
-        std::fs::write(&part, b"newer").unwrap();
-        assert_eq!(place(&part, &dest, true).unwrap(), dest);
-        assert_eq!(std::fs::read(&dest).unwrap(), b"newer");
     }
 }
