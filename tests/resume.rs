@@ -561,3 +561,55 @@ fn a_file_that_changed_size_drops_its_stale_partial() {
         stdout_text(&a)
     );
 }
+
+#[test]
+fn a_retried_tree_upload_reports_each_file_once() {
+    let mut s = Server::start();
+    let work = tempfile::tempdir().unwrap();
+    let tree = work.path().join("t");
+    std::fs::create_dir(&tree).unwrap();
+    for i in 0..3 {
+        std::fs::write(tree.join(format!("f{i}.bin")), noise(6 << 20, 20 + i)).unwrap();
+    }
+    let child = s
+        .process()
+        .args([
+            "--json",
+            "--limit-rate",
+            "6MB",
+            "--retries",
+            "5",
+            "put",
+            "-r",
+        ])
+        .arg(&tree)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // the first file is stored, the second in flight: the server goes away
+    wait_for("the first file", || s.root.join("t/f0.bin").exists());
+    wait_for("the second in flight", || {
+        let d = s.root.join("t");
+        kept_on_server(&d) > 1 << 20
+    });
+    s.crash_and_restart_same_port(Duration::from_millis(1000), &[]);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("retrying in"), "{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let mut names: Vec<String> = stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|v| v["remote"].as_str().unwrap().to_string())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["t/f0.bin", "t/f1.bin", "t/f2.bin"], "{stdout}");
+    for i in 0..3 {
+        assert_eq!(
+            std::fs::read(s.root.join(format!("t/f{i}.bin"))).unwrap(),
+            noise(6 << 20, 20 + i)
+        );
+    }
+}

@@ -265,6 +265,9 @@ async fn client_command(
     // only a connection that was made and then lost is retried: a server
     // that cannot be reached at all is reported at once
     let connected = std::sync::atomic::AtomicBool::new(false);
+    // why the transfer was cut off: what the user needs to read if every
+    // retry fails too
+    let mut first: Option<Error> = None;
     loop {
         let once = connect_and_run(opts, cmd.clone(), stats, o, planned_put.clone(), &connected);
         let result = tokio::select! {
@@ -283,10 +286,18 @@ async fn client_command(
                     "{e}; retrying in {} (retry {attempt} of {retries})",
                     crate::net::show_duration(wait)
                 ));
+                first.get_or_insert(e);
                 tokio::select! {
                     () = tokio::time::sleep(wait) => {}
                     at = interrupted() => return Err(interrupt_error(at)),
                 }
+            }
+            Err(last) if last.kind == crate::error::Kind::Network && first.is_some() => {
+                let first = first.take().map(|f| f.message).unwrap_or_default();
+                return Err(Error::network(format!(
+                    "{first} (then {retries} retries failed; the last: {})",
+                    last.message
+                )));
             }
             r => return r,
         }

@@ -41,6 +41,20 @@ pub fn stdout_bytes(bytes: &[u8]) -> Result<()> {
     }
 }
 
+/// Results already printed by this process, so that a command run again
+/// after a lost connection (`--retries`) reports each file once: what the
+/// first attempt finished is `unchanged` to the second, and not repeated.
+static REPORTED: std::sync::Mutex<Option<std::collections::HashSet<String>>> =
+    std::sync::Mutex::new(None);
+
+/// Whether `key` (an operation and a local path) is reported for the first
+/// time; it counts as reported from now on.
+pub fn first_report(key: &str) -> bool {
+    let mut seen = REPORTED.lock().unwrap_or_else(|p| p.into_inner());
+    seen.get_or_insert_with(Default::default)
+        .insert(key.to_string())
+}
+
 /// How to print.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Output {

@@ -221,6 +221,9 @@ pub async fn get(c: &mut Client, o: &Output, a: &GetArgs<'_>) -> Result<()> {
         let Dest::Path(path) = &job.dest else {
             continue;
         };
+        if !super::super::output::first_report(&format!("get\0{}", path.display())) {
+            continue; // a retry: reported by the attempt that fetched it
+        }
         o.result(
             || format!("{}  {}", hex32(sha256), path.display()),
             || {
@@ -291,6 +294,9 @@ pub async fn get(c: &mut Client, o: &Output, a: &GetArgs<'_>) -> Result<()> {
                             crate::units::human(got.resumed),
                             got.path.display()
                         ));
+                    }
+                    if let Dest::Path(p) = &job.dest {
+                        super::super::output::first_report(&format!("get\0{}", p.display()));
                     }
                     if stdout {
                         return Ok(()); // stdout carries the data

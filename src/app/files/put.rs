@@ -203,6 +203,9 @@ pub async fn put(
     };
     for u in &unchanged {
         tally.ok += 1;
+        if !super::super::output::first_report(&format!("put\0{}", u.job.local.display())) {
+            continue; // a retry: reported by the attempt that sent it
+        }
         let up = crate::client::Uploaded {
             wire: 0,
             name: u.job.remote.clone(),
@@ -443,6 +446,7 @@ fn print_put_outcome(
     up: &crate::client::Uploaded,
     outcome: &str,
 ) -> Result<()> {
+    super::super::output::first_report(&format!("put\0{local}"));
     if up.resumed > 0 {
         o.note(&format!(
             "resumed {} after the {} the server already held (checked by SHA-256)",
