@@ -593,6 +593,11 @@ pub struct ServeArgs {
     /// Refuse uploads that would leave less free space than this on the root's filesystem
     #[arg(long, value_name = "SIZE", default_value = "0", value_parser = parse_size_arg)]
     pub min_free: u64,
+    /// Most bytes all transfers together may hold in buffers, e.g. 64MiB;
+    /// when it is lent out, transfers slow down (they read less ahead), they
+    /// do not fail
+    #[arg(long, value_name = "SIZE", default_value = "24MiB", value_parser = parse_size_arg)]
+    pub memory_budget: u64,
     /// Log format on stderr
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,

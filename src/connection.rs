@@ -51,6 +51,12 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         self.limit = max;
     }
 
+    /// Take DATA payload buffers from `pool` from now on (a server shares
+    /// one among all its sessions).
+    pub fn set_pool(&mut self, pool: Pool) {
+        self.pool = pool;
+    }
+
     /// The pool DATA payload buffers come from; whoever consumes a payload
     /// should give its buffer back (see [`Pool::recycle`]).
     pub fn pool(&self) -> Pool {

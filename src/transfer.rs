@@ -2,7 +2,9 @@
 //! a file, hashes it and turns it into ready-to-send DATA frames; another
 //! hashes and writes received blocks to a file. Channels between them and the
 //! network task are bounded, so memory per transfer is a few MiB whatever the
-//! file size, and hashing, disk and TLS work overlap.
+//! file size, and hashing, disk and TLS work overlap. A server also lends
+//! every buffer from one [`Budget`] for all transfers (`spawn_reader_within`,
+//! `spawn_writer_within`), so many transfers at once share a fixed total.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -99,47 +101,106 @@ pub fn sha256_len_file(path: &std::path::Path) -> Result<(u64, [u8; 32])> {
 }
 
 /// A small free list of chunk buffers shared by the network task and a disk
-/// thread, so steady-state transfers allocate (and page-fault) nothing.
-#[derive(Clone, Default)]
-pub struct Pool(std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>);
+/// thread, so steady-state transfers allocate (and page-fault) nothing. It
+/// keeps at most `DEPTH + 4` free buffers unless told otherwise (`set_keep`:
+/// a server shares one pool among all its transfers, sized in bytes).
+#[derive(Clone)]
+pub struct Pool(std::sync::Arc<std::sync::Mutex<Free>>);
+
+struct Free {
+    bufs: Vec<Vec<u8>>,
+    /// Their capacities added up.
+    bytes: usize,
+    /// Most buffers, and most bytes, kept.
+    keep: usize,
+    keep_bytes: usize,
+}
+
+impl Default for Pool {
+    fn default() -> Pool {
+        Pool(std::sync::Arc::new(std::sync::Mutex::new(Free {
+            bufs: Vec::new(),
+            bytes: 0,
+            keep: DEPTH + 4,
+            keep_bytes: usize::MAX,
+        })))
+    }
+}
 
 impl Pool {
     pub fn new() -> Pool {
         Pool::default()
     }
 
+    /// Keep at most `n` free buffers of at most `bytes` in all from now on
+    /// (for every clone).
+    pub fn set_keep(&self, n: usize, bytes: usize) {
+        if let Ok(mut f) = self.0.lock() {
+            f.keep = n;
+            f.keep_bytes = bytes;
+            while f.bufs.len() > n || f.bytes > bytes {
+                if let Some(v) = f.bufs.pop() {
+                    f.bytes -= v.capacity();
+                }
+            }
+        }
+    }
+
+    /// Free every buffer kept (the limits stay).
+    pub fn trim(&self) {
+        if let Ok(mut f) = self.0.lock() {
+            f.bufs = Vec::new();
+            f.bytes = 0;
+        }
+    }
+
+    /// Bytes held in free buffers.
+    pub fn kept(&self) -> usize {
+        self.0.lock().map_or(0, |f| f.bytes)
+    }
+
+    fn pop(&self) -> Vec<u8> {
+        let Ok(mut f) = self.0.lock() else {
+            return Vec::new();
+        };
+        match f.bufs.pop() {
+            Some(v) => {
+                f.bytes -= v.capacity();
+                v
+            }
+            None => Vec::new(),
+        }
+    }
+
     /// An empty buffer with room for `cap` bytes.
     pub fn take(&self, cap: usize) -> Vec<u8> {
-        let mut v = self
-            .0
-            .lock()
-            .ok()
-            .and_then(|mut p| p.pop())
-            .unwrap_or_default();
+        let mut v = self.pop();
         v.clear();
-        v.reserve(cap);
+        if v.capacity() < cap {
+            v.reserve_exact(slab(cap));
+        }
         v
     }
 
     /// A buffer of exactly `len` bytes whose contents are unspecified (a
     /// recycled buffer is reused as it is: no zero-filling per chunk).
     pub fn take_len(&self, len: usize) -> Vec<u8> {
-        let mut v = self
-            .0
-            .lock()
-            .ok()
-            .and_then(|mut p| p.pop())
-            .unwrap_or_default();
+        let mut v = self.pop();
+        if v.capacity() < len {
+            v.reserve_exact(slab(len) - v.len());
+        }
         v.resize(len, 0);
         v
     }
 
     /// Give a buffer back (kept only while the pool is small).
     pub fn give(&self, v: Vec<u8>) {
-        if let Ok(mut p) = self.0.lock()
-            && p.len() < DEPTH + 4
+        if let Ok(mut f) = self.0.lock()
+            && f.bufs.len() < f.keep
+            && f.bytes.saturating_add(v.capacity()) <= f.keep_bytes
         {
-            p.push(v);
+            f.bytes += v.capacity();
+            f.bufs.push(v);
         }
     }
 
@@ -147,6 +208,153 @@ impl Pool {
     pub fn recycle(&self, b: Bytes) {
         if let Ok(m) = b.try_into_mut() {
             self.give(Vec::from(m));
+        }
+    }
+}
+
+/// The capacity to allocate for a buffer of `n` bytes: chunk-sized ones
+/// (a raw DATA payload, a raw DATA frame with its header) get one size, so
+/// any of them can be reused for any other without growing (an exact fit
+/// a few bytes short would be reallocated, or doubled).
+fn slab(n: usize) -> usize {
+    if (CHUNK / 2..=CHUNK + 4096).contains(&n) {
+        CHUNK + 4096
+    } else {
+        n
+    }
+}
+
+/// Bytes are lent in units of this size.
+const UNIT: u64 = 1024;
+
+/// A byte budget that transfers borrow their buffers from: a total shared by
+/// every transfer of a server (`sft serve --memory-budget`), or unlimited (the
+/// client, and tests). A transfer that finds it used up waits for a loan
+/// before it reads more (from the socket or the disk), so memory stays
+/// bounded and a full budget slows transfers down instead of failing them.
+/// Every loan is repaid when the buffer it covers has been written (to disk
+/// or the socket) or dropped, whatever way the transfer ends; a single loan
+/// never asks for more than the whole budget, so every transfer can always
+/// make progress once the loans ahead of it are repaid.
+#[derive(Clone, Default)]
+pub struct Budget(Option<std::sync::Arc<BudgetInner>>);
+
+struct BudgetInner {
+    units: std::sync::Arc<tokio::sync::Semaphore>,
+    total: u32,
+}
+
+impl Budget {
+    /// No limit: loans are free and never wait.
+    pub fn unlimited() -> Budget {
+        Budget(None)
+    }
+
+    /// A budget of `bytes` in all (at least one unit).
+    pub fn new(bytes: u64) -> Budget {
+        let total = (bytes / UNIT).clamp(1, u64::from(u32::MAX >> 4)) as u32;
+        Budget(Some(std::sync::Arc::new(BudgetInner {
+            units: std::sync::Arc::new(tokio::sync::Semaphore::new(total as usize)),
+            total,
+        })))
+    }
+
+    /// The whole budget in bytes (None: unlimited).
+    pub fn total(&self) -> Option<u64> {
+        self.0.as_ref().map(|b| u64::from(b.total) * UNIT)
+    }
+
+    /// Bytes not lent out now (None: unlimited).
+    pub fn available(&self) -> Option<u64> {
+        self.0
+            .as_ref()
+            .map(|b| b.units.available_permits() as u64 * UNIT)
+    }
+
+    /// Units for `bytes`, capped at the whole budget so a loan can always
+    /// be granted in the end.
+    fn units(b: &BudgetInner, bytes: usize) -> u32 {
+        (bytes as u64).div_ceil(UNIT).clamp(1, u64::from(b.total)) as u32
+    }
+
+    /// Borrow room for `bytes`, waiting while the budget is lent out.
+    pub async fn borrow(&self, bytes: usize) -> Loan {
+        let Some(b) = &self.0 else {
+            return Loan(None);
+        };
+        let n = Self::units(b, bytes);
+        // the semaphore is never closed, so this only waits
+        Loan(b.units.clone().acquire_many_owned(n).await.ok())
+    }
+
+    /// `borrow` from a blocking thread (one that runs no async tasks).
+    pub fn borrow_blocking(&self, bytes: usize) -> Loan {
+        let Some(b) = &self.0 else {
+            return Loan(None);
+        };
+        let n = Self::units(b, bytes);
+        if let Ok(p) = b.units.clone().try_acquire_many_owned(n) {
+            return Loan(Some(p));
+        }
+        let wait = b.units.clone().acquire_many_owned(n);
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) => Loan(h.block_on(wait).ok()),
+            // no runtime to wait in: do without (never happens in a server)
+            Err(_) => Loan(None),
+        }
+    }
+
+    /// Borrow room for `bytes` only if it is free now.
+    pub fn try_borrow(&self, bytes: usize) -> Option<Loan> {
+        let Some(b) = &self.0 else {
+            return Some(Loan(None));
+        };
+        let n = Self::units(b, bytes);
+        b.units
+            .clone()
+            .try_acquire_many_owned(n)
+            .ok()
+            .map(|p| Loan(Some(p)))
+    }
+}
+
+/// Room borrowed from a [`Budget`]; repaid when dropped.
+#[derive(Default)]
+pub struct Loan(Option<tokio::sync::OwnedSemaphorePermit>);
+
+impl Loan {
+    /// A loan of nothing (from an unlimited budget).
+    pub fn none() -> Loan {
+        Loan(None)
+    }
+
+    /// Bytes this loan holds.
+    pub fn bytes(&self) -> u64 {
+        self.0.as_ref().map_or(0, |p| p.num_permits() as u64 * UNIT)
+    }
+
+    /// Make this loan cover `bytes`: keep what it holds if that is enough
+    /// (repaying the rest), else borrow the difference, or if that is not
+    /// free now, repay everything and borrow the whole anew, so a transfer
+    /// never holds one loan while it waits for another.
+    pub async fn resize(&mut self, budget: &Budget, bytes: usize) {
+        let Some(b) = &budget.0 else { return };
+        let want = Budget::units(b, bytes) as usize;
+        let have = self.0.as_ref().map_or(0, |p| p.num_permits());
+        if have >= want {
+            if let Some(p) = self.0.as_mut() {
+                drop(p.split(have - want));
+            }
+            return;
+        }
+        let more = b.units.clone().try_acquire_many_owned((want - have) as u32);
+        match (self.0.as_mut(), more) {
+            (Some(p), Ok(m)) => p.merge(m),
+            (None, Ok(m)) => self.0 = Some(m),
+            (_, Err(_)) => {
+                self.0 = None;
+                *self = budget.borrow(bytes).await;
+            }
         }
     }
 }
@@ -175,15 +383,54 @@ pub fn spawn_reader(
     size: u64,
     what: String,
     pool: Pool,
-    mut policy: Policy,
+    policy: Policy,
     from: Prefix,
 ) -> mpsc::Receiver<Outgoing> {
+    start_reader(
+        (file, size, what, pool, policy, from),
+        Budget::unlimited(),
+        |item, _| item,
+    )
+}
+
+/// `spawn_reader` whose buffers are borrowed from `budget`: room for each
+/// block is borrowed before it is read from the file, and the loan comes
+/// with its frame; drop it once the frame is sent. While the budget is lent
+/// out the reading thread waits (the file is read no further ahead).
+pub fn spawn_reader_within(
+    file: File,
+    size: u64,
+    what: String,
+    pool: Pool,
+    policy: Policy,
+    from: Prefix,
+    budget: Budget,
+) -> mpsc::Receiver<(Outgoing, Loan)> {
+    start_reader(
+        (file, size, what, pool, policy, from),
+        budget,
+        |item, loan| (item, loan),
+    )
+}
+
+type ReaderArgs = (File, u64, String, Pool, Policy, Prefix);
+
+fn start_reader<T: Send + 'static>(
+    (file, size, what, pool, mut policy, from): ReaderArgs,
+    budget: Budget,
+    wrap: fn(Outgoing, Loan) -> T,
+) -> mpsc::Receiver<T> {
     let (tx, rx) = mpsc::channel(DEPTH);
     if !policy.may_compress() {
         tokio::task::spawn_blocking(move || {
-            read_blocks(file, size, &what, CHUNK, &pool, from.hasher, |item| {
-                tx.blocking_send(item).is_ok()
-            })
+            let h = from.hasher;
+            read_blocks(
+                (file, size, h),
+                &what,
+                CHUNK,
+                (&pool, &budget),
+                |item, loan| tx.blocking_send(wrap(item, loan)).is_ok(),
+            )
         });
         return rx;
     }
@@ -200,10 +447,10 @@ pub fn spawn_reader(
         sequence(
             (file, size, from.hasher),
             &what,
-            &pool,
+            (&pool, &budget),
             policy,
             workers,
-            &mut |item| tx.blocking_send(item).is_ok(),
+            &mut |item, loan| tx.blocking_send(wrap(item, loan)).is_ok(),
         );
     });
     rx
@@ -212,33 +459,35 @@ pub fn spawn_reader(
 /// Read, hash and frame (raw) the blocks of a file; `emit` returns false when
 /// the consumer is gone.
 fn read_blocks(
-    mut file: File,
-    size: u64,
+    (mut file, size, mut h): (File, u64, Sha256),
     what: &str,
     block: usize,
-    pool: &Pool,
-    mut h: Sha256,
-    mut emit: impl FnMut(Outgoing) -> bool,
+    (pool, budget): (&Pool, &Budget),
+    mut emit: impl FnMut(Outgoing, Loan) -> bool,
 ) {
     let mut left = size;
     while left > 0 {
         let want = (left.min(block as u64)) as usize;
+        let loan = budget.borrow_blocking(OFF + want);
         let buf = match read_frame(&mut file, want, what, pool, &mut h) {
             Ok(b) => b,
             Err(e) => {
-                emit(Outgoing::Failed(e));
+                emit(Outgoing::Failed(e), Loan::none());
                 return;
             }
         };
         left -= want as u64;
-        if !emit(Outgoing::Frame(buf)) {
+        if !emit(Outgoing::Frame(buf), loan) {
             return;
         }
     }
-    emit(Outgoing::Done {
-        size,
-        sha256: h.finalize().into(),
-    });
+    emit(
+        Outgoing::Done {
+            size,
+            sha256: h.finalize().into(),
+        },
+        Loan::none(),
+    );
 }
 
 /// Bytes before the data in a DATA frame.
@@ -393,7 +642,7 @@ pub fn encode_small(
 ) -> Result<[u8; 32]> {
     let pool = Pool::new();
     let mut result = Err(Error::other("internal error: the file was not read"));
-    let mut emit = |item: Outgoing| match item {
+    let mut emit = |item: Outgoing, _: Loan| match item {
         Outgoing::Frame(f) => {
             out.extend_from_slice(&f);
             pool.give(f);
@@ -414,13 +663,20 @@ pub fn encode_small(
         sequence(
             (file, size, Sha256::new()),
             what,
-            &pool,
+            (&pool, &Budget::unlimited()),
             policy,
             workers,
             &mut emit,
         );
     } else {
-        read_blocks(file, size, what, CHUNK, &pool, Sha256::new(), emit);
+        let unlimited = Budget::unlimited();
+        read_blocks(
+            (file, size, Sha256::new()),
+            what,
+            CHUNK,
+            (&pool, &unlimited),
+            emit,
+        );
     }
     result
 }
@@ -430,20 +686,28 @@ pub fn encode_small(
 fn sequence(
     (mut file, size, mut h): (File, u64, Sha256),
     what: &str,
-    pool: &Pool,
+    (pool, budget): (&Pool, &Budget),
     mut policy: Policy,
     mut workers: Workers,
-    emit: &mut dyn FnMut(Outgoing) -> bool,
+    emit: &mut dyn FnMut(Outgoing, Loan) -> bool,
 ) {
     let mut left = size;
     let mut queue: std::collections::VecDeque<Slot> = std::collections::VecDeque::new();
+    // the loan of each queued block, in the same order
+    let mut loans: std::collections::VecDeque<Loan> = std::collections::VecDeque::new();
     // blocks in flight: enough to keep every worker busy while one is sent
     let max_queue = 2 * workers.len() + 2;
+    // the budget is lent out: send the front block (repaying its loan to
+    // whoever waits) before reading more; never wait for a loan while
+    // holding queued ones only this thread can repay
+    let mut starved = false;
+    // the level chosen for a block whose loan could not be had yet
+    let mut planned = None;
     loop {
         // send what is ready at the front; wait for it when the queue is
         // full or the file is all read
         loop {
-            let must_wait = left == 0 || queue.len() >= max_queue;
+            let must_wait = left == 0 || queue.len() >= max_queue || starved;
             let Some(front) = queue.front() else { break };
             let (frame, raw, took) = match front {
                 Slot::Raw(_) | Slot::Done(_) => match queue.pop_front() {
@@ -468,9 +732,12 @@ fn sequence(
                         }
                     };
                     let Some(c) = got else {
-                        emit(Outgoing::Failed(Error::other(
-                            "internal error: a compression worker stopped",
-                        )));
+                        emit(
+                            Outgoing::Failed(Error::other(
+                                "internal error: a compression worker stopped",
+                            )),
+                            Loan::none(),
+                        );
                         return;
                     };
                     queue.pop_front();
@@ -479,24 +746,41 @@ fn sequence(
                 }
             };
             let t = Instant::now();
-            if !emit(Outgoing::Frame(frame)) {
+            let loan = loans.pop_front().unwrap_or_default();
+            if !emit(Outgoing::Frame(frame), loan) {
                 return; // the network side gave up
             }
+            starved = false;
             policy.observe(raw, t.elapsed(), took);
         }
         if left == 0 {
-            emit(Outgoing::Done {
-                size,
-                sha256: h.finalize().into(),
-            });
+            emit(
+                Outgoing::Done {
+                    size,
+                    sha256: h.finalize().into(),
+                },
+                Loan::none(),
+            );
             return;
         }
-        let level = policy.next_level();
+        let level = planned.take().unwrap_or_else(|| policy.next_level());
         let want = left.min(if level.is_some() { BLOCK } else { CHUNK } as u64) as usize;
+        let loan = if queue.is_empty() {
+            budget.borrow_blocking(OFF + want)
+        } else {
+            match budget.try_borrow(OFF + want) {
+                Some(l) => l,
+                None => {
+                    (planned, starved) = (Some(level), true);
+                    continue;
+                }
+            }
+        };
+        loans.push_back(loan);
         let frame = match read_frame(&mut file, want, what, pool, &mut h) {
             Ok(f) => f,
             Err(e) => {
-                emit(Outgoing::Failed(e));
+                emit(Outgoing::Failed(e), Loan::none());
                 return;
             }
         };
@@ -540,6 +824,17 @@ pub struct Block {
     pub payload: Bytes,
 }
 
+impl Block {
+    /// Bytes of memory the block takes until written: its payload, and the
+    /// decoded data too if it is compressed.
+    pub fn cost(&self) -> usize {
+        match self.encoding {
+            Encoding::Raw => self.payload.len(),
+            _ => self.payload.len() + self.raw_len as usize,
+        }
+    }
+}
+
 /// The result of a writing thread: bytes written and their SHA-256.
 pub type WriteResult = Result<(u64, [u8; 32], File)>;
 
@@ -556,7 +851,49 @@ pub fn spawn_writer(
     pool: Pool,
     from: Prefix,
 ) -> (mpsc::Sender<Block>, tokio::task::JoinHandle<WriteResult>) {
-    let (tx, mut rx) = mpsc::channel::<Block>(DEPTH);
+    start_writer(file, what, background_sync, pool, from)
+}
+
+/// `spawn_writer` for blocks each sent with the loan that covers its buffer:
+/// the loan is repaid once the block is written (or dropped).
+pub fn spawn_writer_within(
+    file: File,
+    what: String,
+    background_sync: bool,
+    pool: Pool,
+    from: Prefix,
+) -> (
+    mpsc::Sender<(Block, Loan)>,
+    tokio::task::JoinHandle<WriteResult>,
+) {
+    start_writer(file, what, background_sync, pool, from)
+}
+
+/// A block for the writer, with or without a loan.
+trait Loaned: Send + 'static {
+    fn parts(self) -> (Block, Loan);
+}
+
+impl Loaned for Block {
+    fn parts(self) -> (Block, Loan) {
+        (self, Loan::none())
+    }
+}
+
+impl Loaned for (Block, Loan) {
+    fn parts(self) -> (Block, Loan) {
+        self
+    }
+}
+
+fn start_writer<T: Loaned>(
+    file: File,
+    what: String,
+    background_sync: bool,
+    pool: Pool,
+    from: Prefix,
+) -> (mpsc::Sender<T>, tokio::task::JoinHandle<WriteResult>) {
+    let (tx, mut rx) = mpsc::channel::<T>(DEPTH);
     let handle = tokio::task::spawn_blocking(move || {
         let Prefix {
             len: already,
@@ -564,14 +901,15 @@ pub fn spawn_writer(
         } = from;
         let mut n: u64 = 0;
         let mut decoder = Decoder::new();
-        let (wtx, wrx) = std::sync::mpsc::sync_channel::<Plain>(DEPTH / 2);
+        let (wtx, wrx) = std::sync::mpsc::sync_channel::<(Plain, Loan)>(DEPTH / 2);
         let (p2, what2) = (pool.clone(), what.clone());
         let writer = std::thread::Builder::new()
             .name("sft-write".into())
             .spawn(move || write_plain(file, &what2, background_sync, &p2, wrx))
             .map_err(|e| Error::io("starting a writer thread", &e))?;
         let result = (|| -> Result<()> {
-            while let Some(block) = rx.blocking_recv() {
+            while let Some(item) = rx.blocking_recv() {
+                let (block, loan) = item.parts();
                 let plain = match block.encoding {
                     Encoding::Raw if block.payload.len() == block.raw_len as usize => {
                         Plain::Raw(block.payload)
@@ -589,7 +927,7 @@ pub fn spawn_writer(
                 };
                 h.update(plain.bytes());
                 n += plain.bytes().len() as u64;
-                if wtx.send(plain).is_err() {
+                if wtx.send((plain, loan)).is_err() {
                     break; // the writer failed: its error is reported below
                 }
             }
@@ -631,7 +969,7 @@ fn write_plain(
     what: &str,
     background_sync: bool,
     pool: &Pool,
-    rx: std::sync::mpsc::Receiver<Plain>,
+    rx: std::sync::mpsc::Receiver<(Plain, Loan)>,
 ) -> Result<(u64, File)> {
     let mut n: u64 = 0;
     let mut synced_at: u64 = 0;
@@ -640,7 +978,7 @@ fn write_plain(
     } else {
         None
     };
-    while let Ok(plain) = rx.recv() {
+    while let Ok((plain, loan)) = rx.recv() {
         file.write_all(plain.bytes())
             .map_err(|e| Error::io(format!("writing {what}"), &e))?;
         n += plain.bytes().len() as u64;
@@ -648,6 +986,7 @@ fn write_plain(
             Plain::Raw(b) => pool.recycle(b),
             Plain::Inflated(v) => pool.give(v),
         }
+        drop(loan); // the block is in the page cache now
         if n - synced_at >= SYNC_EVERY {
             synced_at = n;
             if let Some(s) = &syncer {
@@ -798,6 +1137,149 @@ mod tests {
             wire >= data.len() && wire < data.len() + data.len() / 100,
             "{wire}"
         );
+    }
+
+    #[tokio::test]
+    async fn loans_are_capped_repaid_and_resized() {
+        let b = Budget::new(1 << 20);
+        assert_eq!(b.total(), Some(1 << 20));
+        // a loan never asks for more than the whole budget
+        let all = b.borrow(5 << 20).await;
+        assert_eq!(all.bytes(), 1 << 20);
+        assert_eq!(b.available(), Some(0));
+        assert!(b.try_borrow(1).is_none());
+        drop(all);
+        assert_eq!(b.available(), Some(1 << 20));
+        // resizing repays the excess, and borrows more when it is free
+        let mut l = b.borrow(CHUNK).await;
+        l.resize(&b, 10_000).await;
+        assert_eq!(l.bytes(), 10 * 1024);
+        assert_eq!(b.available(), Some((1 << 20) - 10 * 1024));
+        l.resize(&b, 512 << 10).await;
+        assert_eq!(l.bytes(), 512 << 10);
+        // more than is free: everything is repaid and borrowed anew, waiting
+        // for the other holder, never holding one loan while waiting
+        let other = b.borrow(256 << 10).await;
+        let waiter = tokio::spawn(async move {
+            l.resize(&b, 900 << 10).await;
+            (l, b)
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished(), "it must wait for the other loan");
+        drop(other);
+        let (l, b) = waiter.await.unwrap();
+        assert_eq!(l.bytes(), 900 << 10);
+        assert_eq!(b.available(), Some(124 << 10));
+        drop(l);
+        assert_eq!(b.available(), Some(1 << 20));
+        // unlimited: nothing is counted, nothing waits
+        let u = Budget::unlimited();
+        assert_eq!(u.borrow(1 << 30).await.bytes(), 0);
+        assert!(u.try_borrow(1 << 30).is_some());
+        assert_eq!(u.available(), None);
+    }
+
+    /// Push `data` through budgeted reader and writer threads, as a server
+    /// does: a download's frames are borrowed from `out` by the reading
+    /// thread and repaid once "sent"; an upload borrows from `into` before
+    /// each frame is "read" and repays once it is written. (A task that
+    /// borrowed while it held frames only it can repay would wait forever:
+    /// the server never does that, so neither does this.)
+    async fn pipeline_within(
+        data: &[u8],
+        mode: crate::compress::Mode,
+        (out, into): (Budget, Budget),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::write(&src, data).unwrap();
+        let pool = Pool::new();
+        pool.set_keep(2, 1 << 20);
+        let policy = Policy::new(mode, crate::compress::MAX_LEVEL);
+        let mut rx = spawn_reader_within(
+            File::open(&src).unwrap(),
+            data.len() as u64,
+            "src".into(),
+            pool.clone(),
+            policy,
+            Prefix::none(),
+            out.clone(),
+        );
+        let dst = File::create(dir.path().join("dst")).unwrap();
+        let (tx, h) = spawn_writer_within(dst, "dst".into(), false, pool.clone(), Prefix::none());
+        let total = out.total().unwrap();
+        let mut frames = Vec::new();
+        loop {
+            match rx.recv().await.unwrap() {
+                (Outgoing::Frame(f), loan) => {
+                    assert!(loan.bytes() > 0 && loan.bytes() <= total);
+                    drop(loan); // sent
+                    frames.push(f);
+                }
+                (Outgoing::Done { .. }, _) => break,
+                (Outgoing::Failed(e), _) => panic!("{e}"),
+            }
+        }
+        // and received, frame by frame
+        for f in frames {
+            let (ty, len) = protocol::parse_header(&f).unwrap().unwrap();
+            let body = Bytes::copy_from_slice(&f[HEADER_LEN..HEADER_LEN + len]);
+            let protocol::Msg::Data {
+                encoding,
+                raw_len,
+                payload,
+            } = protocol::Msg::decode(ty, body).unwrap()
+            else {
+                panic!("not data")
+            };
+            let block = Block {
+                encoding,
+                raw_len,
+                payload,
+            };
+            let mut loan = into.borrow(CHUNK).await;
+            loan.resize(&into, block.cost()).await;
+            tx.send((block, loan)).await.unwrap();
+        }
+        drop(tx);
+        let (n, _, _) = h.await.unwrap().unwrap();
+        assert_eq!(n, data.len() as u64);
+        assert_eq!(std::fs::read(dir.path().join("dst")).unwrap(), data);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_small_budget_slows_transfers_down_and_never_stops_them() {
+        use crate::compress::Mode;
+        let data: Vec<u8> = (0..(CHUNK * 9 + 5)).map(|i| (i * 7 % 253) as u8).collect();
+        let small = (Budget::new(300 << 10), Budget::new(300 << 10));
+        pipeline_within(&data, Mode::Off, small.clone()).await;
+        assert_eq!(small.0.available(), small.0.total());
+        assert_eq!(small.1.available(), small.1.total());
+        // compressed blocks (1 MiB) are larger than the whole budget
+        let data = text(6 << 20);
+        pipeline_within(&data, Mode::Level(3), small.clone()).await;
+        assert_eq!(small.0.available(), small.0.total());
+        assert_eq!(small.1.available(), small.1.total());
+        // several at once, sharing budgets of about a block
+        let shared = (
+            Budget::new(CHUNK as u64 + 8192),
+            Budget::new(CHUNK as u64 + 8192),
+        );
+        let mut all = Vec::new();
+        for i in 0..4u8 {
+            let data: Vec<u8> = (0..(CHUNK * 5 + i as usize))
+                .map(|j| (j as u8) ^ i)
+                .collect();
+            let b = shared.clone();
+            all.push(tokio::spawn(async move {
+                pipeline_within(&data, Mode::Off, b).await
+            }));
+        }
+        for t in all {
+            t.await.unwrap();
+        }
+        assert_eq!(shared.0.available(), shared.0.total());
+        assert_eq!(shared.1.available(), shared.1.total());
     }
 
     #[tokio::test]

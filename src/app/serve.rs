@@ -224,6 +224,7 @@ pub(super) async fn run(a: ServeArgs) -> Result<()> {
         data: a.data_timeout,
         grace: a.grace,
         keep_partial: a.keep_partial,
+        memory_budget: a.memory_budget,
     };
     server::run(server::Config {
         root: a.root,

@@ -69,6 +69,8 @@ pub struct SmallPut {
     pub in_flight: InFlight,
     /// Its share of the session's queue budget (see `Committer::room`).
     pub room: OwnedSemaphorePermit,
+    /// Its data's share of the server's memory budget.
+    pub loan: transfer::Loan,
 }
 
 /// The outcome of a [`SmallPut`], in the order they were submitted.

@@ -51,7 +51,13 @@ pub struct Limits {
     pub grace: Duration,
     /// How long an interrupted upload's data is kept for resuming.
     pub keep_partial: Duration,
+    /// Bytes all transfers together may hold in buffers (`--memory-budget`;
+    /// see [`crate::transfer::Budget`]).
+    pub memory_budget: u64,
 }
+
+/// `--memory-budget` unless told otherwise.
+pub const MEMORY_BUDGET: u64 = 24 << 20;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -65,6 +71,7 @@ impl Default for Limits {
             data: Duration::from_secs(60),
             grace: Duration::from_secs(30),
             keep_partial: Duration::from_secs(24 * 3600),
+            memory_budget: MEMORY_BUDGET,
         }
     }
 }
@@ -158,6 +165,16 @@ pub struct Shared {
     pub web_sessions: web::browse::Sessions,
     /// HTTPS is served on the sft port (`--web on`).
     pub web: bool,
+    /// What the buffers of all transfers together may hold
+    /// (`--memory-budget`): uploads borrow before each DATA frame is read
+    /// from the socket, downloads before each block is read from disk.
+    pub budget: crate::transfer::Budget,
+    /// Free chunk buffers, shared by every transfer for reuse, at most the
+    /// budget's worth: a buffer is allocated only when none is free, so
+    /// the buffers allocated never exceed the most ever lent at once, and
+    /// they are reused rather than freed to the allocator (whose per-thread
+    /// arenas would each keep their own). Freed while no transfer runs.
+    pub pool: crate::transfer::Pool,
 }
 
 fn load_cert(cfg: &Config) -> Result<Arc<rustls::sign::CertifiedKey>> {
@@ -254,6 +271,13 @@ pub async fn run(cfg: Config) -> Result<()> {
         shares,
         web_sessions: web::browse::Sessions::default(),
         web: cfg.web,
+        budget: crate::transfer::Budget::new(limits.memory_budget),
+        pool: {
+            let pool = crate::transfer::Pool::new();
+            let bytes = usize::try_from(limits.memory_budget).unwrap_or(usize::MAX);
+            pool.set_keep(usize::MAX, bytes);
+            pool
+        },
     });
     let reload = |shared: &Shared| -> Result<()> {
         let ck = load_cert(&cfg).map_err(|e| e.context("reloading the certificate"))?;
@@ -335,6 +359,9 @@ pub async fn run(cfg: Config) -> Result<()> {
             },
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             _ = sweep.tick() => {
+                if shared.stats.transfers.load(Ordering::Relaxed) == 0 {
+                    shared.pool.trim(); // the buffers wait for no one
+                }
                 let n = shared.partials.expire();
                 if n > 0 {
                     info!(event = "partial", expired = n, "removed {n} interrupted uploads kept longer than --keep-partial");

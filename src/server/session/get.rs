@@ -185,14 +185,17 @@ impl Session {
             })
             .await?;
         let started = Instant::now();
-        let pool = transfer::Pool::new();
-        let mut rx = transfer::spawn_reader(
+        let pool = self.shared.pool.clone();
+        // each block is read from disk only once room for it is borrowed,
+        // and the room is repaid once the block is sent
+        let mut rx = transfer::spawn_reader_within(
             file,
             info.size - from.len,
             names::quote(&name),
             pool.clone(),
             policy,
             from,
+            self.shared.budget.clone(),
         );
         let shared = self.shared.clone();
         let _transfer = Gauge::new(&shared.stats.transfers);
@@ -205,6 +208,11 @@ impl Session {
             };
             let Some(next) = next else {
                 return self.aborted("download").await;
+            };
+            // the loan is repaid when this turn ends: after the frame is sent
+            let (next, _loan) = match next {
+                Some((item, loan)) => (Some(item), loan),
+                None => (None, transfer::Loan::none()),
             };
             match next {
                 Some(Outgoing::Frame(f)) => {

@@ -81,13 +81,15 @@ pub async fn serve(
         None => return,
     };
     let Admitted {
-        r,
+        mut r,
         w,
         who,
         zstd,
         meta,
         permit,
     } = admitted;
+    // DATA buffers come from, and go back to, the pool all sessions share
+    r.set_pool(shared.pool.clone());
     let counted = shared.clone();
     let _connection = Gauge::new(&counted.stats.connections);
     let mut s = Session {

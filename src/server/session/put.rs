@@ -282,13 +282,18 @@ impl Session {
             .map_err(|e| Error::io("duplicating upload file", &e))?;
         let started = Instant::now();
         let background_sync = self.shared.store.fsync == crate::server::store::Fsync::Always;
-        let (tx, writer) = transfer::spawn_writer(
+        let pool = self.r.pool();
+        let (tx, writer) = transfer::spawn_writer_within(
             writer_file,
             names::quote(&name),
             background_sync,
-            self.r.pool(),
+            pool,
             from.clone(),
         );
+        // room for the next DATA frame, borrowed before it is read: while
+        // the budget is lent out the socket is not read (the client waits)
+        let budget = self.shared.budget.clone();
+        let mut loan = transfer::Loan::none();
         let mut tx = Some(tx);
         let mut writer = Some(writer);
         let mut failed: Option<Error> = None;
@@ -297,6 +302,9 @@ impl Session {
             // a writer that stops before the end (a bad zstd block, a full
             // disk) is answered at once, not when the next frame arrives
             let writing = failed.is_none() && writer.is_some();
+            if writing && loan.bytes() == 0 {
+                loan = budget.borrow(transfer::CHUNK).await;
+            }
             let next = tokio::select! {
                 biased;
                 stopped = async {
@@ -368,8 +376,11 @@ impl Session {
                             continue;
                         }
                     }
+                    // a frame larger than expected borrows the rest (a
+                    // smaller one repays what it did not need)
+                    loan.resize(&budget, block.cost()).await;
                     let sent = match &tx {
-                        Some(t) => t.send(block).await.is_ok(),
+                        Some(t) => t.send((block, std::mem::take(&mut loan))).await.is_ok(),
                         None => false,
                     };
                     if !sent {
@@ -474,6 +485,8 @@ impl Session {
         attrs: Option<Attrs>,
     ) -> Result<()> {
         let started = Instant::now();
+        // the whole upload's room at once (never part of it while waiting)
+        let _loan = self.shared.budget.borrow(size as usize).await;
         let (blocks, end) = self.gather_small(size, &name).await?;
         let outcome = match end {
             None => Err(Error::other(
@@ -533,6 +546,7 @@ impl Session {
             Some(c) => c.room(size).await?,
             None => return Err(Error::other("internal error: no upload committer")),
         };
+        let loan = self.shared.budget.borrow(size as usize).await;
         let in_flight = commit::InFlight::new(&self.shared);
         let (blocks, claimed) = self.gather_small(size, &name).await?;
         let job = commit::SmallPut {
@@ -547,6 +561,7 @@ impl Session {
             started,
             in_flight,
             room,
+            loan,
         };
         match self.commits.as_mut() {
             Some(c) => c.submit(job).await,
