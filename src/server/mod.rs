@@ -394,6 +394,15 @@ pub async fn run(cfg: Config) -> Result<()> {
             tasks.shutdown().await;
         }
     }
+    // kept partial uploads do not outlive the process (a restart would sweep
+    // them): remove them now, so a stopped server leaves only whole files
+    let discarded = shared.partials.clear();
+    if discarded > 0 {
+        info!(
+            discarded,
+            "removed {discarded} interrupted uploads kept for resuming"
+        );
+    }
     info!("server stopped");
     Ok(())
 }

@@ -157,6 +157,12 @@ impl Partials {
         gone.len()
     }
 
+    /// Drop every partial (the server is stopping); how many.
+    pub fn clear(&self) -> usize {
+        let gone: Vec<Kept> = self.lock().drain().map(|(_, v)| v).collect();
+        gone.len()
+    }
+
     /// How many partial uploads are held, and their bytes.
     pub fn count(&self) -> (usize, u64) {
         let held = self.lock();

@@ -319,7 +319,8 @@ impl Session {
                 Ok(Ok(f)) => f,
                 Ok(Err(e)) => {
                     // cut off: a resumable upload's data is kept for next time
-                    if failed.is_none() {
+                    // (not at shutdown: kept uploads do not outlive the server)
+                    if failed.is_none() && !*self.shared.abort.borrow() {
                         drop(tx);
                         self.keep_partial(key, upload, reservation, writer).await;
                     }
