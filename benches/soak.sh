@@ -152,12 +152,15 @@ if part slow; then
     stopped=()
     : >"$WORK/slow.maybe"
     for i in 1 2 3 4; do
-        echo "$big_sha  up-$i.bin" >>"$WORK/slow.maybe"
-        "$SFT" -q put "$WORK/big" --as "up-$i.bin" --limit-rate 2MB >/dev/null 2>&1 &
+        # content of its own: what the server already holds for this user
+        # would be stored from that at once (CLONE), not sent slowly
+        random_file "$WORK/up-src-$i" 64000000
+        echo "$(sha "$WORK/up-src-$i")  up-$i.bin" >>"$WORK/slow.maybe"
+        "$SFT" -q put "$WORK/up-src-$i" --as "up-$i.bin" --limit-rate 2MB >/dev/null 2>&1 &
         stopped+=($!); PIDS+=($!)
     done
     sleep 2
-    for p in "${stopped[@]}"; do kill -STOP "$p"; done
+    for p in "${stopped[@]}"; do kill -STOP "$p" 2>/dev/null || true; done
     t0=$(date +%s)
     got=""
     while (($(date +%s) - t0 < DT + 20)); do
