@@ -27,7 +27,7 @@ use super::quota::{Request, Reservation};
 use super::store::{Staged, Upload};
 use crate::error::{Error, Kind, Result};
 use crate::names;
-use crate::protocol::{Attrs, Encoding, Role};
+use crate::protocol::{Attrs, Role};
 use crate::transfer;
 
 /// Uploads up to this size are gathered in memory and written in one step.
@@ -319,27 +319,8 @@ pub fn write_blocks(
     blocks: &[transfer::Block],
     claimed: &[u8; 32],
 ) -> Result<(Upload, [u8; 32], u64)> {
-    use sha2::Digest;
-    use std::io::Write;
     let up = s.store.begin_upload(name)?;
-    let mut decoder = crate::compress::Decoder::new();
-    let mut buf = Vec::new();
-    let mut h = sha2::Sha256::new();
-    let mut n: u64 = 0;
-    let mut file = &up.file;
-    for b in blocks {
-        let data: &[u8] = if b.encoding == Encoding::Raw && b.payload.len() == b.raw_len as usize {
-            &b.payload
-        } else {
-            decoder.decode(b.encoding, b.raw_len, &b.payload, &mut buf)?;
-            &buf
-        };
-        h.update(data);
-        file.write_all(data)
-            .map_err(|e| Error::io(format!("writing {}", names::quote(name)), &e))?;
-        n += data.len() as u64;
-    }
-    let digest: [u8; 32] = h.finalize().into();
+    let (n, digest) = transfer::write_gathered(&up.file, blocks, &names::quote(name))?;
     check_upload(name, Some(size), n, &digest, claimed)?;
     Ok((up, digest, n))
 }

@@ -163,12 +163,6 @@ impl Partials {
         gone.len()
     }
 
-    /// How many partial uploads are held, and their bytes.
-    pub fn count(&self) -> (usize, u64) {
-        let held = self.lock();
-        (held.len(), held.values().map(|v| v.len).sum())
-    }
-
     /// How often `expire` should run.
     pub fn sweep_every(&self) -> Duration {
         (self.keep / 4).clamp(Duration::from_secs(1), Duration::from_secs(60))

@@ -207,3 +207,27 @@ impl Syncer {
         let _ = self.tx.try_send(());
     }
 }
+
+/// Decode, hash and write blocks gathered in memory (a small transfer) to
+/// `file` on this thread: the bytes written and their SHA-256. `what`
+/// names the file in errors.
+pub fn write_gathered(file: &File, blocks: &[Block], what: &str) -> Result<(u64, [u8; 32])> {
+    let mut decoder = Decoder::new();
+    let mut buf = Vec::new();
+    let mut h = Sha256::new();
+    let mut n: u64 = 0;
+    let mut out = file;
+    for b in blocks {
+        let data: &[u8] = if b.encoding == Encoding::Raw && b.payload.len() == b.raw_len as usize {
+            &b.payload
+        } else {
+            decoder.decode(b.encoding, b.raw_len, &b.payload, &mut buf)?;
+            &buf
+        };
+        h.update(data);
+        out.write_all(data)
+            .map_err(|e| Error::io(format!("writing {what}"), &e))?;
+        n += data.len() as u64;
+    }
+    Ok((n, h.finalize().into()))
+}

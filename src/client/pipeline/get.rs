@@ -103,6 +103,15 @@ impl Client {
         };
         let receiver = async {
             let mut pacer = Pacer::new(limit_rate);
+            // a GET the server refused: its ERROR is its result, and its
+            // place in the window is free
+            let refused = |index: usize, permit: OwnedSemaphorePermit, code: u16, message: &str| {
+                drop(permit);
+                let _ = report_tx.send(Report::Ready(
+                    index,
+                    Err(crate::client::server_error(code, message)),
+                ));
+            };
             while let Some(Requested {
                 index,
                 permit,
@@ -120,11 +129,7 @@ impl Client {
                         }
                         Msg::Error { code, message } => {
                             let _ = decided.send(None);
-                            drop(permit);
-                            let _ = report_tx.send(Report::Ready(
-                                index,
-                                Err(crate::client::server_error(code, &message)),
-                            ));
+                            refused(index, permit, code, &message);
                             continue;
                         }
                         other => return Err(unexpected(&other, "the reply to GET")),
@@ -150,11 +155,7 @@ impl Client {
                 let (size, recorded) = match reply {
                     Msg::GetOk { size, sha256, .. } => (size, sha256),
                     Msg::Error { code, message } => {
-                        drop(permit);
-                        let _ = report_tx.send(Report::Ready(
-                            index,
-                            Err(crate::client::server_error(code, &message)),
-                        ));
+                        refused(index, permit, code, &message);
                         continue;
                     }
                     other => return Err(unexpected(&other, "the reply to GET")),

@@ -10,9 +10,9 @@ use tokio::sync::{mpsc, oneshot};
 use super::receive::{Counted, Downloading, Want, next_block, verify_download};
 use crate::client::{Downloaded, Pacer, Stream};
 use crate::connection::FrameReader;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::progress::Progress;
-use crate::protocol::{self, Encoding};
+use crate::protocol;
 use crate::transfer;
 
 /// Downloads up to this size are gathered in memory and stored in one step.
@@ -55,30 +55,10 @@ pub(super) fn spawn_storer() -> mpsc::Sender<StoreJob> {
 }
 
 fn store_small(job: &StoreJob) -> Result<Downloaded> {
-    use sha2::Digest;
-    use std::io::Write;
     let (part, file) = crate::client::create_part(&job.dest)?;
     let shown = part.display().to_string();
     let written = (|| {
-        let mut decoder = crate::compress::Decoder::new();
-        let mut buf = Vec::new();
-        let mut h = sha2::Sha256::new();
-        let mut n: u64 = 0;
-        let mut out = &file;
-        for b in &job.blocks {
-            let data: &[u8] =
-                if b.encoding == Encoding::Raw && b.payload.len() == b.raw_len as usize {
-                    &b.payload
-                } else {
-                    decoder.decode(b.encoding, b.raw_len, &b.payload, &mut buf)?;
-                    &buf
-                };
-            h.update(data);
-            out.write_all(data)
-                .map_err(|e| Error::io(format!("writing {shown}"), &e))?;
-            n += data.len() as u64;
-        }
-        let digest: [u8; 32] = h.finalize().into();
+        let (n, digest) = transfer::write_gathered(&file, &job.blocks, &shown)?;
         verify_download(
             &job.remote,
             n,
