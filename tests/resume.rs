@@ -613,3 +613,34 @@ fn a_retried_tree_upload_reports_each_file_once() {
         );
     }
 }
+
+#[test]
+fn keep_partial_zero_keeps_nothing_and_frees_the_space() {
+    let s = Server::start_args(&["--keep-partial", "0", "--quota", "100MB"]);
+    let work = tempfile::tempdir().unwrap();
+    let f = work.path().join("big.bin");
+    std::fs::write(&f, noise(SIZE, 15)).unwrap();
+    kill_midway(spawn(&s, &["put", f.to_str().unwrap()]), || {
+        kept_on_server(&s.root)
+    });
+    wait_for("the cut upload to be removed", || {
+        kept_on_server(&s.root) == 0
+    });
+    assert!(!s.log_text().contains("outcome=\"kept\""));
+    let a = s.client().args(["--json", "df"]).assert().success();
+    assert!(
+        stdout_text(&a)
+            .lines()
+            .all(|l| !l.contains("\"reserved\"") || l.contains("\"reserved\":0")),
+        "{}",
+        stdout_text(&a)
+    );
+    // and the same command starts over
+    let v = json_line(
+        &s.client()
+            .args(["--json", "put", f.to_str().unwrap()])
+            .assert()
+            .success(),
+    );
+    assert_eq!(u(&v, "resumed"), 0, "{v}");
+}
