@@ -44,15 +44,19 @@ pub fn stdout_bytes(bytes: &[u8]) -> Result<()> {
 /// Results already printed by this process, so that a command run again
 /// after a lost connection (`--retries`) reports each file once: what the
 /// first attempt finished is `unchanged` to the second, and not repeated.
-static REPORTED: std::sync::Mutex<Option<std::collections::HashSet<String>>> =
+/// Kept as 64-bit hashes: 16 bytes a file however long its path, for trees
+/// of millions of files.
+static REPORTED: std::sync::Mutex<Option<std::collections::HashSet<u64>>> =
     std::sync::Mutex::new(None);
 
 /// Whether `key` (an operation and a local path) is reported for the first
 /// time; it counts as reported from now on.
 pub fn first_report(key: &str) -> bool {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
     let mut seen = REPORTED.lock().unwrap_or_else(|p| p.into_inner());
-    seen.get_or_insert_with(Default::default)
-        .insert(key.to_string())
+    seen.get_or_insert_with(Default::default).insert(h.finish())
 }
 
 /// How to print.
