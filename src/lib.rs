@@ -40,11 +40,16 @@
 //!   shutdown. An idle session is this task alone: no thread, no buffers
 //!   beyond its socket's (`tests/hostile.rs` counts `/proc/PID/task` with
 //!   1,000 idle sessions).
-//! - Per session, started by its first small pipelined upload: the
-//!   committer, `sft-commit` (writes batches) and `sft-sync` (makes each
-//!   batch durable while the next is written); started by its first GET or
-//!   LIST: the reader, `sft-fetch`. They end when the session drops their
-//!   queues. Bounded by the sessions that transfer (at most 3 threads each).
+//! - The disk workers (`server::disk`): `sft-disk` threads, twice the cores
+//!   (4 to 32), started with the server and ending with it. All batched disk
+//!   work of every session runs on them: writing, syncing and publishing
+//!   small uploads, reading small downloads and listings ahead, CLONE's
+//!   server-side copy. A session owns no thread.
+//! - Per session, started by its first small upload: the committer's two
+//!   tasks (one has a batch written while the other has the batch before it
+//!   synced and published); started by its first GET or LIST: the reader's
+//!   task. Their work runs on the disk workers; they end when the session
+//!   drops their queues (after what was already queued).
 //! - Per large upload (`transfer::spawn_writer`): a blocking-pool task that
 //!   decompresses and hashes, an `sft-write` thread that writes, and under
 //!   `--fsync always` an `sft-writeback` thread starting write-back every
@@ -52,7 +57,9 @@
 //! - Per large download (`transfer::spawn_reader`): a blocking-pool task
 //!   that reads and hashes, and when compressing up to two `sft-zstd`
 //!   threads; they end at the file's end or when the receiver is dropped.
-//! - MKDIR, RMDIR, REMOVE, STAT: one blocking-pool task each, for the call.
+//! - MKDIR, RMDIR, REMOVE, STAT, USAGE, a large upload's final commit: one
+//!   blocking-pool task each, for the call. tokio's blocking pool grows as
+//!   needed, so these never wait behind the disk workers' whole-file batches.
 //! - The content index (`server::content`), for CLONE: one `sft-index`
 //!   thread, started by the first CLONE after the server starts, walks the
 //!   root once and ends; later commits and removals update it in place.

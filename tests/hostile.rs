@@ -323,6 +323,66 @@ async fn a_thousand_idle_sessions_hold_no_threads() {
     drop(held);
 }
 
+/// Sessions that uploaded pipelined small files and downloaded (which once
+/// started a committer's two threads and a reader's thread each) hold no
+/// threads afterwards: their disk work ran on the server's shared disk
+/// workers.
+#[tokio::test(flavor = "multi_thread")]
+async fn sessions_that_transferred_hold_no_threads() {
+    let s = Server::start();
+    put_and_get(&s, 3);
+    let pid = s.child.id();
+    let before = threads_of(pid);
+    let mut held = Vec::new();
+    for i in 0..60u64 {
+        let mut r = s.raw().await;
+        let data = noise(3000 + i as usize, i);
+        let name = format!("small-{i}.bin");
+        r.w.send(&Msg::Put {
+            size: data.len() as u64,
+            flags: sft::protocol::PUT_PIPELINED,
+            name: name.clone(),
+        })
+        .await
+        .unwrap();
+        r.data(&data).await;
+        let sha256: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(&data).into();
+        r.w.send_now(&Msg::End { sha256 }).await.unwrap();
+        match r.next().await {
+            Msg::PutOk { size, .. } => assert_eq!(size, data.len() as u64),
+            other => panic!("PUT {name}: {other:?}"),
+        }
+        r.w.send_now(&Msg::Get {
+            offset: 0,
+            compress: 0,
+            name: name.clone(),
+        })
+        .await
+        .unwrap();
+        assert!(matches!(r.next().await, Msg::GetOk { .. }), "GET {name}");
+        let mut got = Vec::new();
+        loop {
+            match r.next().await {
+                Msg::Data { payload, .. } => got.extend_from_slice(&payload),
+                Msg::End { sha256: d } => {
+                    assert_eq!(d, sha256);
+                    break;
+                }
+                other => panic!("GET {name}: {other:?}"),
+            }
+        }
+        assert_eq!(got, data, "{name} came back byte for byte");
+        held.push(r);
+    }
+    let after = threads_of(pid);
+    eprintln!("server threads: {before} before, {after} with 60 sessions that transferred");
+    assert!(
+        after <= before + 4,
+        "{after} threads after 60 sessions transferred (was {before})"
+    );
+    drop(held);
+}
+
 /// A bad zstd block is answered when it is decoded, not when (or if) the
 /// next frame arrives.
 #[tokio::test(flavor = "multi_thread")]

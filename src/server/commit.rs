@@ -1,13 +1,13 @@
 //! Small uploads, from checked request to visible file: the quota
-//! reservation, writing and verifying the data, and — for pipelined uploads —
-//! committing them in batches on one thread per session.
+//! reservation, writing and verifying the data, and committing them in
+//! batches on the server's disk workers (`disk`).
 //!
 //! A client sending many small files pipelined (PROTOCOL.md §4.4a) never waits
 //! for a reply, so the session need not either: it reserves space for each
 //! upload as its PUT arrives, gathers its data and hands it to its committer,
-//! then reads the next PUT at once. The committer's writing thread takes
-//! whatever uploads are waiting and writes and verifies them; its syncing
-//! thread makes each batch durable together (one `syncfs` for the data, one
+//! then reads the next PUT at once. The committer's writing task takes
+//! whatever uploads are waiting and has them written and verified; its
+//! syncing task has each batch made durable together (one `syncfs` for the data, one
 //! for the new names: a group commit) while the next batch is being written,
 //! renames them into place and hands the results back in order; the session
 //! sends the replies, still in order, as they come. Per file this saves two
@@ -46,8 +46,19 @@ const UNIT: u64 = 4096;
 /// Most uploads committed together.
 const BATCH: usize = 512;
 
-/// What a stored upload is: its final name, SHA-256 and size.
-pub type Stored = (String, [u8; 32], u64);
+/// A stored upload: its final name, SHA-256 and size.
+pub struct Stored {
+    pub name: String,
+    pub sha256: [u8; 32],
+    pub size: u64,
+}
+
+/// A small upload written and verified, not yet visible.
+pub struct Verified {
+    pub upload: Upload,
+    pub sha256: [u8; 32],
+    pub size: u64,
+}
 
 /// A small pipelined upload whose data has all arrived.
 pub struct SmallPut {
@@ -106,20 +117,24 @@ pub struct Committer {
 }
 
 impl Committer {
-    pub fn start(shared: Arc<Shared>) -> Result<Committer> {
+    /// Start the session's committer: two tasks (writing, syncing) that do
+    /// their disk work on the server's disk workers and end when the
+    /// session drops the committer (uploads already queued are still
+    /// committed).
+    pub fn start(shared: Arc<Shared>) -> Committer {
         let (jobs, rx) = mpsc::channel(QUEUE);
         // unbounded: the committer never waits for the session (which may be
         // waiting for `room` the committer is about to free)
         let (tx, done) = mpsc::unbounded_channel();
-        std::thread::Builder::new()
-            .name("sft-commit".into())
-            .spawn(move || run(&shared, rx, tx))
-            .map_err(|e| Error::io("starting a thread for uploads", &e))?;
-        Ok(Committer {
+        // one written batch waits while the one before it syncs
+        let (to_sync, written) = mpsc::channel(1);
+        tokio::spawn(write_loop(shared.clone(), rx, to_sync));
+        tokio::spawn(sync_loop(shared, written, tx));
+        Committer {
             jobs,
             budget: Arc::new(Semaphore::new(BUDGET as usize)),
             answers: InOrder::new(done, lost),
-        })
+        }
     }
 
     /// Room in the queue for an upload of `size` bytes; waits while the
@@ -153,33 +168,16 @@ fn lost() -> Committed {
     }
 }
 
-/// The committer: a writing thread takes batches of whatever is waiting and
-/// writes them; a syncing thread makes each batch durable and visible while
-/// the next is being written (its sync is I/O wait, the writing is CPU). Both
-/// keep the order. Runs until the session drops its end (uploads already
-/// queued are still committed).
-fn run(
-    s: &Arc<Shared>,
+/// The writing half: take whatever uploads are waiting (up to `BATCH`) and
+/// write and verify them on a disk worker, in order, while the syncing half
+/// makes the batch before durable (its sync is I/O wait, the writing is
+/// CPU).
+async fn write_loop(
+    s: Arc<Shared>,
     mut jobs: mpsc::Receiver<SmallPut>,
-    done: mpsc::UnboundedSender<Vec<Committed>>,
+    to_sync: mpsc::Sender<Result<Written>>,
 ) {
-    let (to_sync, written) = std::sync::mpsc::sync_channel::<Written>(1);
-    let syncing = {
-        let s = s.clone();
-        std::thread::Builder::new()
-            .name("sft-sync".into())
-            .spawn(move || {
-                while let Ok(batch) = written.recv() {
-                    // a session that ended no longer wants the answers
-                    let _ = done.send(publish_batch(&s, batch));
-                }
-            })
-    };
-    if let Err(e) = syncing {
-        tracing::error!("cannot start a thread for uploads: {e}");
-        return;
-    }
-    while let Some(first) = jobs.blocking_recv() {
+    while let Some(first) = jobs.recv().await {
         let mut batch = vec![first];
         while batch.len() < BATCH {
             match jobs.try_recv() {
@@ -187,9 +185,46 @@ fn run(
                 Err(_) => break,
             }
         }
-        if to_sync.send(write_batch(s, batch)).is_err() {
+        let shared = s.clone();
+        let written = s.disk.run(move || write_batch(&shared, batch)).await;
+        if to_sync.send(written).await.is_err() {
             return;
         }
+    }
+}
+
+/// The syncing half: make each written batch durable and visible on a disk
+/// worker and hand the results back in order.
+async fn sync_loop(
+    s: Arc<Shared>,
+    mut written: mpsc::Receiver<Result<Written>>,
+    done: mpsc::UnboundedSender<Vec<Committed>>,
+) {
+    while let Some(w) = written.recv().await {
+        let out = match w {
+            Ok(w) => {
+                let shared = s.clone();
+                let n = w.out.len();
+                s.disk
+                    .run(move || publish_batch(&shared, w))
+                    .await
+                    .unwrap_or_else(|e| (0..n).map(|_| failed(&e)).collect())
+            }
+            // the batch's jobs are gone with the failed worker job: the
+            // session's InOrder answers for them when the channel closes
+            Err(_) => return,
+        };
+        // a session that ended no longer wants the answers
+        let _ = done.send(out);
+    }
+}
+
+fn failed(e: &Error) -> Committed {
+    Committed {
+        name: String::new(),
+        size: 0,
+        started: Instant::now(),
+        outcome: Err(Error::other(e.message.clone())),
     }
 }
 
@@ -198,8 +233,17 @@ fn run(
 struct Written {
     out: Vec<Committed>,
     staged: Vec<Staged>,
-    /// (index in `out`, reservation, digest, size) of each staged upload.
-    held: Vec<(usize, Reservation, [u8; 32], u64)>,
+    /// What publishing each staged upload settles, in `staged`'s order.
+    held: Vec<Held>,
+}
+
+/// A staged upload's accounting, settled when it is published.
+struct Held {
+    /// Its place in `Written::out`.
+    index: usize,
+    reservation: Reservation,
+    sha256: [u8; 32],
+    size: u64,
 }
 
 /// Write and verify each upload of a batch.
@@ -210,7 +254,6 @@ fn write_batch(s: &Shared, batch: Vec<SmallPut>) -> Written {
         held: Vec::new(),
     };
     for job in batch {
-        let res = job.reservation;
         let r = match job.claimed {
             None => Err(Error::other(
                 "upload cancelled by the client; nothing was stored",
@@ -218,11 +261,16 @@ fn write_batch(s: &Shared, batch: Vec<SmallPut>) -> Written {
             Some(claimed) => write_blocks(s, &job.name, job.size, &job.blocks, &claimed),
         };
         let outcome = match r {
-            Ok((up, digest, n)) => {
-                w.held.push((w.out.len(), res, digest, n));
+            Ok(v) => {
+                w.held.push(Held {
+                    index: w.out.len(),
+                    reservation: job.reservation,
+                    sha256: v.sha256,
+                    size: v.size,
+                });
                 w.staged.push(Staged {
-                    up,
-                    sha256: digest,
+                    up: v.upload,
+                    sha256: v.sha256,
                     overwrite: job.overwrite,
                     owner: job.owner,
                     attrs: job.attrs,
@@ -250,10 +298,14 @@ fn publish_batch(s: &Shared, w: Written) -> Vec<Committed> {
         held,
     } = w;
     let results = s.store.commit_all(staged);
-    for ((i, res, digest, n), r) in held.into_iter().zip(results) {
-        out[i].outcome = r.map(|(stored, replaced)| {
-            res.commit(n, replaced.map(|(sz, o)| (o, sz)));
-            (stored, digest, n)
+    for (h, r) in held.into_iter().zip(results) {
+        out[h.index].outcome = r.map(|published| {
+            h.reservation.commit(h.size, published.replaced.as_ref());
+            Stored {
+                name: published.name,
+                sha256: h.sha256,
+                size: h.size,
+            }
         });
     }
     out
@@ -281,20 +333,18 @@ pub fn reserve(
     } else {
         None
     };
-    if let Some((_, owner)) = &old
+    if let Some(old) = &old
         && who.role < Role::Admin
     {
         // replacing another user's file would be removing it
-        check_owner(who, Some(owner.clone()), name, "overwrite")?;
+        check_owner(who, Some(old.owner.clone()), name, "overwrite")?;
     }
     let request = Request {
         user: who.user.clone(),
         user_quota: who.quota,
         user_max_files: who.max_files,
         bytes: match &old {
-            Some((old_size, owner)) if *owner == who.user && !stream => {
-                size.saturating_sub(*old_size)
-            }
+            Some(old) if old.owner == who.user && !stream => size.saturating_sub(old.size),
             _ => first,
         },
         files: u64::from(old.is_none()),
@@ -318,11 +368,15 @@ pub fn write_blocks(
     size: u64,
     blocks: &[transfer::Block],
     claimed: &[u8; 32],
-) -> Result<(Upload, [u8; 32], u64)> {
-    let up = s.store.begin_upload(name)?;
-    let (n, digest) = transfer::write_gathered(&up.file, blocks, &names::quote(name))?;
-    check_upload(name, Some(size), n, &digest, claimed)?;
-    Ok((up, digest, n))
+) -> Result<Verified> {
+    let upload = s.store.begin_upload(name)?;
+    let (n, sha256) = transfer::write_gathered(&upload.file, blocks, &names::quote(name))?;
+    check_upload(name, Some(size), n, &sha256, claimed)?;
+    Ok(Verified {
+        upload,
+        sha256,
+        size: n,
+    })
 }
 
 /// What arrived is what was announced: `n` bytes (when the size was

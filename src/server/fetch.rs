@@ -1,10 +1,11 @@
-//! Downloads and listings requested ahead (PROTOCOL.md §4.4a): one thread per
-//! session serves them in order. A small file's whole reply — GET_OK, DATA,
+//! Downloads and listings requested ahead (PROTOCOL.md §4.4a): one task per
+//! session serves them in order, its reading done on the server's disk
+//! workers (`disk`). A small file's whole reply — GET_OK, DATA,
 //! END — is read, hashed (and compressed, as the client asked) into one
 //! buffer while the session is still sending the previous ones; a larger
 //! file is handed back opened, for the session to stream; a listing is
 //! encoded whole. For many small files (and the many directories of a tree)
-//! this saves a thread and two hand-offs each, and lets replies share TLS
+//! this saves two hand-offs each, and lets replies share TLS
 //! records.
 
 use std::fs::File;
@@ -70,7 +71,7 @@ pub enum Fetched {
     Listed { reply: Vec<u8> },
 }
 
-/// A session's reading thread, and the requests it has not answered yet.
+/// A session's reader, and the requests it has not answered yet.
 pub struct Fetcher {
     jobs: mpsc::UnboundedSender<Fetch>,
     /// The replies, in the order the requests were submitted.
@@ -78,19 +79,18 @@ pub struct Fetcher {
 }
 
 impl Fetcher {
-    /// `meta`: file metadata was negotiated (ATTRS before GET_OK, ENTRY's
-    /// mode).
-    pub fn start(shared: Arc<Shared>, meta: bool) -> Result<Fetcher> {
+    /// Start the session's reader: a task that has each batch of requests
+    /// read on the server's disk workers, and ends when the session drops
+    /// the reader. `meta`: file metadata was negotiated (ATTRS before
+    /// GET_OK, ENTRY's mode).
+    pub fn start(shared: Arc<Shared>, meta: bool) -> Fetcher {
         let (jobs, rx) = mpsc::unbounded_channel();
         let (tx, done) = mpsc::channel(READY);
-        std::thread::Builder::new()
-            .name("sft-fetch".into())
-            .spawn(move || run(&shared, meta, rx, tx))
-            .map_err(|e| Error::io("starting a thread for downloads", &e))?;
-        Ok(Fetcher {
+        tokio::spawn(run(shared, meta, rx, tx));
+        Fetcher {
             jobs,
             answers: InOrder::new(done, lost),
-        })
+        }
     }
 
     /// Queue a request (never waits: the session bounds what is pending).
@@ -110,42 +110,65 @@ fn lost() -> Fetched {
     }
 }
 
-/// Read requests in order, in batches of whatever is waiting (one hand-off
-/// to the session per batch, not per file).
-fn run(
-    s: &Arc<Shared>,
+/// Serve requests in order, in batches of whatever is waiting (one
+/// hand-off to a disk worker and one to the session per batch, not per
+/// file). Requests that arrive while a batch is read join it.
+async fn run(
+    s: Arc<Shared>,
     meta: bool,
     mut jobs: mpsc::UnboundedReceiver<Fetch>,
     done: mpsc::Sender<Vec<Fetched>>,
 ) {
-    while let Some(first) = jobs.blocking_recv() {
-        let mut bytes = 0;
-        let mut batch = Vec::new();
-        let mut next = Some(first);
-        while let Some(job) = next.take() {
-            let f = match job {
-                Fetch::File {
-                    name,
-                    policy,
-                    started,
-                } => fetch(s, name, *policy, started, meta),
-                Fetch::Listing { path } => list(s, &path, meta),
-            };
-            if let Fetched::Ready { reply, .. } | Fetched::Listed { reply } = &f {
-                bytes += reply.len();
-            }
-            let large = matches!(f, Fetched::Large { .. });
-            batch.push(f);
-            // a large file is streamed by the session: no reason to wait
-            if large || batch.len() >= BATCH || bytes >= BATCH_BYTES {
-                break;
-            }
-            next = jobs.try_recv().ok();
-        }
-        if done.blocking_send(batch).is_err() {
+    while let Some(first) = jobs.recv().await {
+        let shared = s.clone();
+        let read = s
+            .disk
+            .run(move || {
+                let batch = read_batch(&shared, meta, first, &mut jobs);
+                (jobs, batch)
+            })
+            .await;
+        // a failed disk job took the queue with it: the session answers
+        // what it still owes as lost
+        let Ok((back, batch)) = read else { return };
+        jobs = back;
+        if done.send(batch).await.is_err() {
             return; // the session ended
         }
     }
+}
+
+/// Read `first` and the requests waiting after it, up to a batch.
+fn read_batch(
+    s: &Arc<Shared>,
+    meta: bool,
+    first: Fetch,
+    jobs: &mut mpsc::UnboundedReceiver<Fetch>,
+) -> Vec<Fetched> {
+    let mut bytes = 0;
+    let mut batch = Vec::new();
+    let mut next = Some(first);
+    while let Some(job) = next.take() {
+        let f = match job {
+            Fetch::File {
+                name,
+                policy,
+                started,
+            } => fetch(s, name, *policy, started, meta),
+            Fetch::Listing { path } => list(s, &path, meta),
+        };
+        if let Fetched::Ready { reply, .. } | Fetched::Listed { reply } = &f {
+            bytes += reply.len();
+        }
+        let large = matches!(f, Fetched::Large { .. });
+        batch.push(f);
+        // a large file is streamed by the session: no reason to wait
+        if large || batch.len() >= BATCH || bytes >= BATCH_BYTES {
+            break;
+        }
+        next = jobs.try_recv().ok();
+    }
+    batch
 }
 
 /// A directory's listing, encoded.

@@ -6,6 +6,7 @@ pub mod ahead;
 pub mod auth;
 pub mod commit;
 pub mod content;
+pub mod disk;
 pub mod fetch;
 pub mod gate;
 pub mod handshake;
@@ -175,6 +176,8 @@ pub struct Shared {
     /// they are reused rather than freed to the allocator (whose per-thread
     /// arenas would each keep their own). Freed while no transfer runs.
     pub pool: crate::transfer::Pool,
+    /// The disk workers every session's batched disk work runs on.
+    pub disk: disk::Disk,
 }
 
 fn load_cert(cfg: &Config) -> Result<Arc<rustls::sign::CertifiedKey>> {
@@ -278,6 +281,7 @@ pub async fn run(cfg: Config) -> Result<()> {
             pool.set_keep(usize::MAX, bytes);
             pool
         },
+        disk: disk::Disk::start(disk::threads_for(crate::compress::cores()))?,
     });
     let reload = |shared: &Shared| -> Result<()> {
         let ck = load_cert(&cfg).map_err(|e| e.context("reloading the certificate"))?;

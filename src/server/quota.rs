@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::store::Existing;
 use crate::error::{Error, Kind, Result};
 use crate::protocol::{Usage as WireUsage, UsageRow};
 use crate::units::human;
@@ -342,8 +343,8 @@ impl Reservation {
     }
 
     /// The upload became a visible file of `size` bytes owned by the
-    /// reserving user, replacing `replaced` (owner, size) if it overwrote one.
-    pub fn commit(mut self, size: u64, replaced: Option<(String, u64)>) {
+    /// reserving user, replacing `replaced` if it overwrote one.
+    pub fn commit(mut self, size: u64, replaced: Option<&Existing>) {
         let ledger = self.ledger.clone();
         let mut st = ledger.lock();
         self.release(&mut st);
@@ -353,8 +354,8 @@ impl Reservation {
         u.bytes += size;
         u.files += 1;
         drop(st);
-        if let Some((owner, old)) = replaced {
-            ledger.removed(&owner, old);
+        if let Some(old) = replaced {
+            ledger.removed(&old.owner, old.size);
         }
         // released already: make Drop a no-op
         self.bytes = 0;
@@ -554,9 +555,13 @@ mod tests {
             files: 0,
             ..req("ann", 95)
         };
-        l.reserve(&r, None)
-            .unwrap()
-            .commit(95, Some(("ann".into(), 80)));
+        l.reserve(&r, None).unwrap().commit(
+            95,
+            Some(&Existing {
+                size: 80,
+                owner: "ann".into(),
+            }),
+        );
         assert_eq!(l.usage("").bytes, 95);
         assert_eq!(l.usage("").files, 1);
         assert_eq!(l.usage("ann").files, 1);

@@ -54,17 +54,23 @@ impl Session {
         }
         let who = self.identity();
         let n = name.clone();
+        // a whole-file copy: on the disk workers, not the blocking pool
+        // that metadata commands use
+        let shared = self.shared.clone();
         let outcome = self
-            .blocking(move |s| {
+            .shared
+            .disk
+            .run(move || -> Result<(String, String)> {
+                let s = &*shared;
                 // space is reserved first, exactly as for a PUT of `size`
                 let reservation = commit::reserve(s, &who, &n, size, overwrite, false)?;
                 let (up, source) = s.store.clone_from(&who.user, &sha256, size, &n)?;
-                let (stored, replaced) =
-                    s.store.commit(up, &sha256, overwrite, &who.user, attrs)?;
-                reservation.commit(size, replaced.map(|(sz, o)| (o, sz)));
-                Ok((stored, source))
+                let published = s.store.commit(up, &sha256, overwrite, &who.user, attrs)?;
+                reservation.commit(size, published.replaced.as_ref());
+                Ok((published.name, source))
             })
-            .await;
+            .await
+            .and_then(|r| r);
         let seconds = started.elapsed().as_secs_f64();
         match outcome {
             Ok((stored, source)) => {

@@ -28,11 +28,11 @@ impl Session {
         let res = self
             .blocking(move |s| {
                 if who.role < Role::Admin {
-                    let owner = s.store.existing(&n)?.map(|(_, o)| o);
+                    let owner = s.store.existing(&n)?.map(|e| e.owner);
                     check_owner(&who, owner, &n, "rm")?;
                 }
-                let (size, owner) = s.store.remove(&n)?;
-                s.ledger.removed(&owner, size);
+                let gone = s.store.remove(&n)?;
+                s.ledger.removed(&gone.owner, gone.size);
                 Ok(())
             })
             .await;

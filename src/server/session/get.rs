@@ -90,7 +90,7 @@ impl Session {
     /// Queue a read-only request for the session's reading thread.
     pub(super) async fn fetch(&mut self, job: Fetch) -> Result<()> {
         if self.fetches.is_none() {
-            self.fetches = Some(Fetcher::start(self.shared.clone(), self.meta)?);
+            self.fetches = Some(Fetcher::start(self.shared.clone(), self.meta));
         }
         // a client far ahead of its replies gets some before more is read
         while self

@@ -21,7 +21,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
 use super::auth::Identity;
-use super::commit::{self, Committed, Committer, SMALL_UPLOAD, check_owner, check_upload};
+use super::commit::{self, Committed, Committer, SMALL_UPLOAD, Stored, check_owner, check_upload};
 use super::fetch::{self, Fetch, Fetched, Fetcher};
 use super::gate::Pass;
 use super::{Control, Gauge, Shared, handshake, partial};

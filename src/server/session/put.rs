@@ -80,12 +80,16 @@ impl Session {
         name: &str,
         size: u64,
         started: Instant,
-        outcome: Result<(String, [u8; 32], u64)>,
+        outcome: Result<Stored>,
         flush: bool,
     ) -> Result<()> {
         let secs = started.elapsed().as_secs_f64();
         match outcome {
-            Ok((stored, digest, size)) => {
+            Ok(Stored {
+                name: stored,
+                sha256: digest,
+                size,
+            }) => {
                 info!(event = "put", peer = %self.peer, user = self.user(), name = %names::escape(&stored), size, sha256 = %hex::encode(digest), seconds = secs, outcome = "ok");
                 self.w
                     .send(&Msg::PutOk {
@@ -265,13 +269,13 @@ impl Session {
             None if !pipelined => self.w.send_now(&Msg::PutReady { offset: 0 }).await?,
             None => {}
         }
-        let shared = self.shared.clone();
-        let _transfer = Gauge::new(&shared.stats.transfers);
         let Some(upload) = upload else {
             return self
                 .put_small(size, overwrite, name, reservation, attrs)
                 .await;
         };
+        let shared = self.shared.clone();
+        let _transfer = Gauge::new(&shared.stats.transfers);
         if from.len == 0 {
             // nothing kept, or the client starts over: from the first byte
             start_over(&upload.file).map_err(|e| Error::io("restarting an upload", &e))?;
@@ -414,7 +418,7 @@ impl Session {
         if failed.is_some() {
             return Ok(()); // the one reply was already sent
         }
-        let outcome: Result<(String, [u8; 32], u64)> = async {
+        let outcome: Result<Stored> = async {
             let Some(claimed) = end else {
                 return Err(Error::other(
                     "upload cancelled by the client; nothing was stored",
@@ -426,15 +430,18 @@ impl Session {
             };
             check_upload(&name, (!stream).then_some(size), n, &digest, &claimed)?;
             let owner = self.user().to_string();
-            let stored = self
+            let name = self
                 .blocking(move |s| {
-                    let (stored, replaced) =
-                        s.store.commit(upload, &digest, overwrite, &owner, attrs)?;
-                    reservation.commit(n, replaced.map(|(sz, o)| (o, sz)));
-                    Ok(stored)
+                    let published = s.store.commit(upload, &digest, overwrite, &owner, attrs)?;
+                    reservation.commit(n, published.replaced.as_ref());
+                    Ok(published.name)
                 })
                 .await?;
-            Ok((stored, digest, n))
+            Ok(Stored {
+                name,
+                sha256: digest,
+                size: n,
+            })
         }
         .await;
         self.finish_put(&name, size, started, outcome, true).await
@@ -474,9 +481,8 @@ impl Session {
     }
 
     /// An upload of at most `SMALL_UPLOAD` bytes that waited for PUT_READY:
-    /// its blocks are gathered in memory, then decoded, hashed, written,
-    /// checked and committed in one blocking step. Replies exactly as `put`
-    /// does.
+    /// the same path as a pipelined one (gathered, queued for the
+    /// committer), followed by its answer. Replies exactly as `put` does.
     pub(super) async fn put_small(
         &mut self,
         size: u64,
@@ -485,28 +491,19 @@ impl Session {
         reservation: crate::server::quota::Reservation,
         attrs: Option<Attrs>,
     ) -> Result<()> {
+        let owner = self.user().to_string();
         let started = Instant::now();
-        // the whole upload's room at once (never part of it while waiting)
-        let _loan = self.shared.budget.borrow(size as usize).await;
-        let (blocks, end) = self.gather_small(size, &name).await?;
-        let outcome = match end {
-            None => Err(Error::other(
-                "upload cancelled by the client; nothing was stored",
-            )),
-            Some(claimed) => {
-                let (n, owner) = (name.clone(), self.user().to_string());
-                self.blocking(move |s| {
-                    let (up, digest, n_bytes) =
-                        commit::write_blocks(s, &n, size, &blocks, &claimed)?;
-                    let (stored, replaced) =
-                        s.store.commit(up, &digest, overwrite, &owner, attrs)?;
-                    reservation.commit(n_bytes, replaced.map(|(sz, o)| (o, sz)));
-                    Ok((stored, digest, n_bytes))
-                })
-                .await
-            }
+        let small = Small {
+            name,
+            size,
+            overwrite,
+            owner,
+            attrs,
+            reservation,
+            started,
         };
-        self.finish_put(&name, size, started, outcome, true).await
+        self.queue_small(small).await?;
+        self.drain(Which::Puts).await
     }
 
     /// A small pipelined upload (PROTOCOL.md §4.4a): its data is gathered and
@@ -540,26 +537,38 @@ impl Session {
                 return self.refuse_put(&e, true).await;
             }
         };
-        if self.commits.is_none() {
-            self.commits = Some(Committer::start(self.shared.clone())?);
-        }
-        let room = match self.commits.as_ref() {
-            Some(c) => c.room(size).await?,
-            None => return Err(Error::other("internal error: no upload committer")),
-        };
-        let loan = self.shared.budget.borrow(size as usize).await;
-        let in_flight = commit::InFlight::new(&self.shared);
-        let (blocks, claimed) = self.gather_small(size, &name).await?;
-        let job = commit::SmallPut {
+        let small = Small {
             name,
             size,
             overwrite,
             owner: who.user,
             attrs,
             reservation,
+            started,
+        };
+        self.queue_small(small).await
+    }
+
+    /// Gather a small upload's data and queue it for the committer, which
+    /// writes, verifies and publishes it; its answer comes in order.
+    async fn queue_small(&mut self, u: Small) -> Result<()> {
+        let commits = self
+            .commits
+            .get_or_insert_with(|| Committer::start(self.shared.clone()));
+        let room = commits.room(u.size).await?;
+        let loan = self.shared.budget.borrow(u.size as usize).await;
+        let in_flight = commit::InFlight::new(&self.shared);
+        let (blocks, claimed) = self.gather_small(u.size, &u.name).await?;
+        let job = commit::SmallPut {
+            name: u.name,
+            size: u.size,
+            overwrite: u.overwrite,
+            owner: u.owner,
+            attrs: u.attrs,
+            reservation: u.reservation,
             blocks,
             claimed,
-            started,
+            started: u.started,
             in_flight,
             room,
             loan,
@@ -569,6 +578,17 @@ impl Session {
             None => Err(Error::other("internal error: no upload committer")),
         }
     }
+}
+
+/// A small upload, checked and reserved, whose data is still to come.
+struct Small {
+    name: String,
+    size: u64,
+    overwrite: bool,
+    owner: String,
+    attrs: Option<Attrs>,
+    reservation: crate::server::quota::Reservation,
+    started: Instant,
 }
 
 /// Position an upload file at its start, empty.

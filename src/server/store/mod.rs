@@ -73,9 +73,21 @@ pub struct FileInfo {
     pub sha256: Option<[u8; 32]>,
 }
 
-/// A committed upload's final name and, for an overwrite, the size and
-/// uploader of the file it replaced.
-pub type Published = (String, Option<(u64, String)>);
+/// A regular file already stored under a name: its size and its uploader
+/// (`""` if it was not uploaded through sft).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Existing {
+    pub size: u64,
+    pub owner: String,
+}
+
+/// A committed upload: the name it was stored under and, for an
+/// overwrite, the file it replaced.
+#[derive(Debug)]
+pub struct Published {
+    pub name: String,
+    pub replaced: Option<Existing>,
+}
 
 /// A complete, verified upload waiting to be made visible.
 pub struct Staged {
@@ -321,9 +333,8 @@ impl Store {
         let _ = set_digest_xattr(file, info.size, info.mtime_ns, sha256);
     }
 
-    /// An existing regular file's size and uploader (`""` if it was not
-    /// uploaded through sft); `Ok(None)` if there is no such file.
-    pub fn existing(&self, name: &str) -> Result<Option<(u64, String)>> {
+    /// The regular file stored under `name`; `Ok(None)` if there is none.
+    pub fn existing(&self, name: &str) -> Result<Option<Existing>> {
         check_client_name(name)?;
         let (parent, component) = names::split_parent(name);
         let dir = match self.open_dir(parent) {
@@ -385,8 +396,8 @@ impl Store {
         Some(st.f_bavail.saturating_mul(st.f_frsize))
     }
 
-    /// Remove a file (not a directory); its size and owner.
-    pub fn remove(&self, name: &str) -> Result<(u64, String)> {
+    /// Remove a file (not a directory); what it was.
+    pub fn remove(&self, name: &str) -> Result<Existing> {
         check_client_name(name)?;
         let (parent, component) = names::split_parent(name);
         let dir = self.open_dir(parent).map_err(|e| {
@@ -411,7 +422,10 @@ impl Store {
         let gone = existing_in(&dir, component)
             .ok()
             .flatten()
-            .unwrap_or((st.st_size as u64, String::new()));
+            .unwrap_or(Existing {
+                size: st.st_size as u64,
+                owner: String::new(),
+            });
         rustix::fs::unlinkat(&dir, component, AtFlags::empty()).map_err(|e| match e {
             Errno::NOENT => Error::not_found(format!("no such file: {}", names::quote(name))),
             e => fs_err("removing", name, e),
@@ -494,10 +508,7 @@ fn entry_for(dirfd: &OwnedFd, name: &str) -> Result<Option<Entry>> {
 
 /// Size and owner of a regular file in `dir`; `None` if absent or not a
 /// regular file.
-fn existing_in(
-    dir: &OwnedFd,
-    component: &str,
-) -> std::result::Result<Option<(u64, String)>, Errno> {
+fn existing_in(dir: &OwnedFd, component: &str) -> std::result::Result<Option<Existing>, Errno> {
     match rustix::fs::openat2(
         dir,
         component,
@@ -512,10 +523,10 @@ fn existing_in(
                 return Ok(None);
             }
             let file = File::from(fd);
-            Ok(Some((
-                st.st_size as u64,
-                read_owner(&file).unwrap_or_default(),
-            )))
+            Ok(Some(Existing {
+                size: st.st_size as u64,
+                owner: read_owner(&file).unwrap_or_default(),
+            }))
         }
         Err(Errno::NOENT) | Err(Errno::NOTDIR) | Err(Errno::LOOP) => Ok(None),
         Err(e) => Err(e),

@@ -104,7 +104,10 @@ impl Store {
                         ups.push(None);
                         continue;
                     }
-                    results.push(Ok((String::new(), None)));
+                    results.push(Ok(Published {
+                        name: String::new(),
+                        replaced: None,
+                    }));
                     ups.push(Some(st));
                 }
                 Err(e) => {
@@ -133,7 +136,7 @@ impl Store {
             self.unpublish_all(&mut ups, &mut results, e);
         }
         for (slot, r) in ups.iter().zip(&results) {
-            if let (Some(st), Ok((stored, _))) = (slot, r) {
+            if let (Some(st), Ok(Published { name: stored, .. })) = (slot, r) {
                 let size = st.up.file.metadata().map_or(0, |m| m.len());
                 self.content.stored(&st.sha256, &st.owner, stored, size);
             }
@@ -282,7 +285,10 @@ pub(super) fn publish(up: &mut Upload, overwrite: bool) -> Result<Published> {
                     return Err(fs_err("replacing", &shown, Errno::ISDIR));
                 }
                 up.published = Some(up.component.clone());
-                return Ok((shown, replaced));
+                return Ok(Published {
+                    name: shown,
+                    replaced,
+                });
             }
             // nothing to replace: published like a new name (below)
             Err(Errno::NOENT) => {}
@@ -291,7 +297,10 @@ pub(super) fn publish(up: &mut Upload, overwrite: bool) -> Result<Published> {
                 rustix::fs::renameat(&up.dir, up.tmp.as_str(), &up.dir, up.component.as_str())
                     .map_err(|e| fs_err("replacing", &shown, e))?;
                 up.tmp.clear();
-                return Ok((shown, replaced));
+                return Ok(Published {
+                    name: shown,
+                    replaced,
+                });
             }
             Err(e) => return Err(fs_err("replacing", &shown, e)),
         }
@@ -299,7 +308,10 @@ pub(super) fn publish(up: &mut Upload, overwrite: bool) -> Result<Published> {
             Ok(()) => {
                 up.tmp.clear();
                 up.published = Some(up.component.clone());
-                Ok((shown, None))
+                Ok(Published {
+                    name: shown,
+                    replaced: None,
+                })
             }
             Err(e) => Err(fs_err("replacing", &shown, e)),
         };
@@ -325,7 +337,10 @@ pub(super) fn publish(up: &mut Upload, overwrite: bool) -> Result<Published> {
                 up.tmp.clear();
                 let stored = join(&up.parent, &candidate);
                 up.published = Some(candidate);
-                return Ok((stored, None));
+                return Ok(Published {
+                    name: stored,
+                    replaced: None,
+                });
             }
             Err(Errno::EXIST) if n < MAX_NUMBERED => n += 1,
             Err(Errno::EXIST) => {

@@ -18,7 +18,7 @@ fn upload(s: &Store, name: &str, data: &[u8], overwrite: bool) -> Result<String>
     let mut up = s.begin_upload(name)?;
     up.file.write_all(data).unwrap();
     let d: [u8; 32] = Sha256::digest(data).into();
-    s.commit(up, &d, overwrite, "", None).map(|(n, _)| n)
+    s.commit(up, &d, overwrite, "", None).map(|p| p.name)
 }
 
 #[test]
@@ -48,9 +48,16 @@ fn a_batch_is_committed_together_in_order_with_taken_names_numbered() {
         .into_iter()
         .map(|r| r.unwrap())
         .collect();
-    let names: Vec<&str> = got.iter().map(|(n, _)| n.as_str()).collect();
+    let names: Vec<&str> = got.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(names, ["a.txt", "sub/deeper/b", "a (1).txt", "old"]);
-    assert_eq!(got[3].1, Some((3, String::new())), "the replaced file");
+    assert_eq!(
+        got[3].replaced,
+        Some(Existing {
+            size: 3,
+            owner: String::new()
+        }),
+        "the replaced file"
+    );
     for (name, data) in [
         ("a.txt", &b"first"[..]),
         ("sub/deeper/b", b"second"),
@@ -60,7 +67,7 @@ fn a_batch_is_committed_together_in_order_with_taken_names_numbered() {
         assert_eq!(std::fs::read(d.path().join(name)).unwrap(), data);
         let (_, info) = s.open_read(name).unwrap();
         assert_eq!(info.sha256, Some(Sha256::digest(data).into()), "{name}");
-        assert_eq!(s.existing(name).unwrap().unwrap().1, "rita");
+        assert_eq!(s.existing(name).unwrap().unwrap().owner, "rita");
     }
     // nothing left under a reserved name
     assert_eq!(s.sweep().unwrap(), 0);
@@ -91,7 +98,7 @@ fn clones_copy_only_the_owners_verified_content() {
     }
     let (up, source) = s.clone_from("rita", &d, n, "b").unwrap();
     assert_eq!(source, "a");
-    assert_eq!(s.commit(up, &d, false, "rita", None).unwrap().0, "b");
+    assert_eq!(s.commit(up, &d, false, "rita", None).unwrap().name, "b");
     assert_eq!(std::fs::read(dir.path().join("b")).unwrap(), data);
     // the commit recorded the copy: it is a source too
     let mut c = s.content.candidates(&d, "rita");
@@ -120,7 +127,7 @@ fn a_published_upload_can_be_taken_back_restoring_what_it_replaced() {
     for (overwrite, visible) in [(true, "doc"), (false, "doc (1)")] {
         let mut up = s.begin_upload("doc").unwrap();
         up.file.write_all(b"new").unwrap();
-        let (name, _) = publish(&mut up, overwrite).unwrap();
+        let name = publish(&mut up, overwrite).unwrap().name;
         assert_eq!(name, visible);
         assert_eq!(std::fs::read(dir.path().join(visible)).unwrap(), b"new");
         unpublish(&mut up).unwrap();
