@@ -23,11 +23,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use super::Shared;
 use super::ahead::InOrder;
 use super::auth::Identity;
-use super::quota::{Request, Reservation};
+use super::quota::Reservation;
 use super::store::{Staged, Upload};
-use crate::error::{Error, Kind, Result};
+use crate::error::{Error, Result};
 use crate::names;
-use crate::protocol::{Attrs, Role};
+use crate::protocol::Attrs;
 use crate::transfer;
 
 /// Uploads up to this size are gathered in memory and written in one step.
@@ -323,33 +323,12 @@ pub fn reserve(
     stream: bool,
 ) -> Result<Reservation> {
     super::store::check_client_name(name)?;
-    let first = if stream {
-        crate::protocol::STREAM_STEP
-    } else {
-        size
-    };
     let old = if overwrite {
         s.store.existing(name)?
     } else {
         None
     };
-    if let Some(old) = &old
-        && who.role < Role::Admin
-    {
-        // replacing another user's file would be removing it
-        check_owner(who, Some(old.owner.clone()), name, "overwrite")?;
-    }
-    let request = Request {
-        user: who.user.clone(),
-        user_quota: who.quota,
-        user_max_files: who.max_files,
-        bytes: match &old {
-            Some(old) if old.owner == who.user && !stream => size.saturating_sub(old.size),
-            _ => first,
-        },
-        files: u64::from(old.is_none()),
-        disk_bytes: first,
-    };
+    let request = super::policy::upload_request(who, name, size, old.as_ref(), stream)?;
     if stream {
         // a first step, or what is left if that is less: the stream is
         // refused only when its data does not fit (Reservation::grow)
@@ -404,28 +383,4 @@ pub fn check_upload(
         )));
     }
     Ok(())
-}
-
-/// A non-admin may remove or replace only the files it uploaded.
-pub fn check_owner(who: &Identity, owner: Option<String>, name: &str, op: &str) -> Result<()> {
-    match owner {
-        None => Ok(()), // no such file: the operation reports that itself
-        Some(o) if o == who.user => Ok(()),
-        Some(o) => {
-            let by = if o.is_empty() {
-                "it was not uploaded through sft".to_string()
-            } else {
-                format!("it was uploaded by {o}")
-            };
-            Err(Error::new(
-                Kind::Auth,
-                format!(
-                    "permission denied: user {} (role {}) cannot {op} {}: {by}; only its owner or an admin can",
-                    who.user,
-                    who.role.name(),
-                    names::quote(name)
-                ),
-            ))
-        }
-    }
 }

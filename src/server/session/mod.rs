@@ -5,6 +5,8 @@
 //! on; a protocol violation gets an ERROR and the connection is closed.
 //!
 //! - `put`: uploads (streamed, small, pipelined/queued);
+//! - `dispatch`: one command: where an ATTRS belongs, the role it needs,
+//!   the order of its reply;
 //! - `clone`: CLONE, an upload from content the server already holds;
 //! - `get`: downloads and listings (queued for the reading thread);
 //! - `fs`: REMOVE, MKDIR, RMDIR, STAT;
@@ -21,9 +23,10 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
 use super::auth::Identity;
-use super::commit::{self, Committed, Committer, SMALL_UPLOAD, Stored, check_owner, check_upload};
+use super::commit::{self, Committed, Committer, SMALL_UPLOAD, Stored, check_upload};
 use super::fetch::{self, Fetch, Fetched, Fetcher};
 use super::gate::Pass;
+use super::policy::check_owner;
 use super::{Control, Gauge, Shared, handshake, partial};
 use crate::compress::{Mode, Policy};
 use crate::connection::{FrameReader, FrameWriter};
@@ -36,11 +39,13 @@ use super::handshake::{Admitted, Stream};
 
 mod admin;
 mod clone;
+mod dispatch;
 mod fs;
 mod get;
 mod order;
 mod put;
 
+use dispatch::Flow;
 use order::{Ahead, Answer, Which};
 use put::queued;
 
@@ -259,101 +264,8 @@ impl Session {
                 debug!(peer = %self.peer, "client left without BYE");
                 return Ok(());
             };
-            // an ATTRS belongs to the PUT right after it (PROTOCOL.md §5b)
-            let attrs = self.attrs.take();
-            let misplaced = match (&msg, attrs) {
-                (Msg::Attrs { .. }, _) if !self.meta => {
-                    Some("ATTRS was not negotiated for this session (FEATURE_META)".to_string())
-                }
-                (Msg::Attrs { .. }, Some(_)) => {
-                    Some("ATTRS must be followed by PUT or CLONE, not by another ATTRS".to_string())
-                }
-                (Msg::Attrs { mode, mtime_ns }, None) => {
-                    self.attrs = Some(Attrs {
-                        mode: *mode,
-                        mtime_ns: *mtime_ns,
-                    });
-                    continue;
-                }
-                (Msg::Put { .. } | Msg::Clone { .. }, _) | (_, None) => None,
-                (other, Some(_)) => Some(format!(
-                    "ATTRS must be followed by PUT or CLONE, not by {}",
-                    other.name()
-                )),
-            };
-            if let Some(why) = misplaced {
-                // the replies to earlier commands go first
-                self.drain_all().await?;
-                return Err(Error::protocol(why));
-            }
-            let who = self.refresh_identity()?;
-            if let Some(need) = super::policy::required(&msg)
-                && let Err(e) = who.require(need.role, need.op)
-            {
-                self.drain_all().await?;
-                warn!(event = "denied", peer = %self.peer, user = %who.user, role = who.role.name(), op = need.op, "{e}");
-                // like any refusal before PUT_READY, the session goes on
-                self.reply_error(&e).await?;
-                if let Msg::Put { flags, .. } = msg
-                    && flags & protocol::PUT_PIPELINED != 0
-                {
-                    self.discard_upload().await?;
-                }
-                continue;
-            }
-            // replies go out in the order of the commands: queued uploads
-            // and queued downloads wait for each other, anything else for both
-            match msg {
-                Msg::Put { size, flags, name } if queued(size, flags) => {
-                    self.drain(Which::Gets).await?;
-                    self.put_queued(size, flags, name, who, attrs).await?;
-                    continue;
-                }
-                Msg::Get {
-                    offset,
-                    compress,
-                    name,
-                } => {
-                    self.drain(Which::Puts).await?;
-                    self.get(offset, compress, name).await?;
-                    continue;
-                }
-                Msg::List { path } => {
-                    self.drain(Which::Puts).await?;
-                    self.fetch(Fetch::Listing { path }).await?;
-                    continue;
-                }
-                _ => self.drain_all().await?,
-            }
-            match msg {
-                Msg::Put { size, flags, name } => self.put(size, flags, name, attrs).await?,
-                Msg::Clone {
-                    size,
-                    flags,
-                    sha256,
-                    name,
-                } => self.clone_put(size, flags, sha256, name, attrs).await?,
-                Msg::Remove { name } => self.remove(name).await?,
-                Msg::Mkdir { name } => self.mkdir(name).await?,
-                Msg::Rmdir { name } => self.rmdir(name).await?,
-                Msg::Stat { name } => self.stat(name).await?,
-                Msg::Shutdown { grace_ms } => self.shutdown(grace_ms, &who).await?,
-                Msg::StatusReq => self.status().await?,
-                Msg::UsageReq => self.usage(&who).await?,
-                Msg::Reload => self.reload().await?,
-                m @ (Msg::Share { .. } | Msg::ShareList | Msg::ShareRevoke { .. }) => {
-                    self.share(m, &who).await?
-                }
-                Msg::Bye => {
-                    debug!(peer = %self.peer, "end of session");
-                    return self.w.send_now(&Msg::Bye).await;
-                }
-                other => {
-                    return Err(Error::protocol(format!(
-                        "unexpected {} message between commands",
-                        other.name()
-                    )));
-                }
+            if let Flow::End = self.dispatch(msg).await? {
+                return Ok(());
             }
         }
     }
