@@ -80,7 +80,11 @@
 //! and repays it when the block is written; a large download borrows before
 //! reading each block from disk and repays it once the frame is sent; a
 //! small upload borrows for all of its data before reading it and repays it
-//! when it is written (for pipelined ones, by the committer). A transfer
+//! when it is written (for pipelined ones, by the committer); a small
+//! download read ahead borrows for its whole reply before it is read and
+//! repays it once the reply is handed to the connection (a reader that
+//! finds the budget lent out waits for it in its task, never on a disk
+//! worker, whose work may be what repays it). A transfer
 //! that finds the budget lent out waits — the socket is not read, so TCP
 //! holds the client back — and never holds one loan while it waits for
 //! another, and no loan exceeds the budget, so waits always end. Free chunk

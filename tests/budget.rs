@@ -129,6 +129,29 @@ fn a_tiny_budget_slows_concurrent_transfers_down_and_every_one_completes() {
         std::fs::read(work.path().join("again-down.bin")).unwrap(),
         down[0].1
     );
+    // small downloads read ahead borrow too: two trees at once, each file
+    // nearly the whole budget, and every one arrives
+    let mut gets = Vec::new();
+    for k in 0..2 {
+        let dest = work.path().join(format!("back-{k}"));
+        std::fs::create_dir(&dest).unwrap();
+        let mut c = s.process();
+        c.args(["get", "-r", "small", "-o"])
+            .arg(&dest)
+            .stdout(Stdio::null());
+        gets.push((dest, c.spawn().unwrap()));
+    }
+    for (dest, mut child) in gets {
+        let st = child.wait().unwrap();
+        assert!(st.success(), "get -r small: {st}\n{}", s.log_text());
+        for i in 0..60u64 {
+            let want = std::fs::read(tree.join(format!("f{i}"))).unwrap();
+            let got = std::fs::read(dest.join(format!("f{i}")))
+                .or_else(|_| std::fs::read(dest.join("small").join(format!("f{i}"))))
+                .unwrap();
+            assert_eq!(got, want, "{}/f{i}", dest.display());
+        }
+    }
     // with 1 MiB to lend, a debug build of the server stays small: this is
     // a coarse bound (the benchmark measures release builds), catching a
     // budget that does not bound anything (40 MiB of data moved at once)

@@ -57,6 +57,9 @@ pub enum Fetched {
         outcome: Result<(u64, [u8; 32])>,
         started: Instant,
         _in_flight: InFlight,
+        /// The reply's share of the server's memory budget, repaid when
+        /// the reply has been handed to the connection.
+        _loan: transfer::Loan,
     },
     /// Too large to hold: the session streams it.
     Large {
@@ -119,32 +122,57 @@ async fn run(
     mut jobs: mpsc::UnboundedReceiver<Fetch>,
     done: mpsc::Sender<Vec<Fetched>>,
 ) {
-    while let Some(first) = jobs.recv().await {
+    let mut waiting: Option<Waiting> = None;
+    loop {
+        // a request the budget held back goes first, with its loan
+        let (first, loan) = match waiting.take() {
+            Some(w) => {
+                let loan = s.budget.borrow(w.bytes).await;
+                (w.job, Some(loan))
+            }
+            None => match jobs.recv().await {
+                Some(job) => (job, None),
+                None => return,
+            },
+        };
         let shared = s.clone();
         let read = s
             .disk
             .run(move || {
-                let batch = read_batch(&shared, meta, first, &mut jobs);
+                let batch = read_batch(&shared, meta, first, loan, &mut jobs);
                 (jobs, batch)
             })
             .await;
         // a failed disk job took the queue with it: the session answers
         // what it still owes as lost
-        let Ok((back, batch)) = read else { return };
+        let Ok((back, (batch, held_back))) = read else {
+            return;
+        };
         jobs = back;
-        if done.send(batch).await.is_err() {
+        waiting = held_back;
+        if !batch.is_empty() && done.send(batch).await.is_err() {
             return; // the session ended
         }
     }
 }
 
-/// Read `first` and the requests waiting after it, up to a batch.
+/// A small file's request that found the memory budget lent out: it waits
+/// for its loan outside the disk workers (which must never wait for it:
+/// what repays it may need them), then is read first.
+struct Waiting {
+    job: Fetch,
+    bytes: usize,
+}
+
+/// Read `first` (with `loan`, if it waited for one) and the requests
+/// waiting after it, up to a batch; and a request held back for its loan.
 fn read_batch(
     s: &Arc<Shared>,
     meta: bool,
     first: Fetch,
+    mut loan: Option<transfer::Loan>,
     jobs: &mut mpsc::UnboundedReceiver<Fetch>,
-) -> Vec<Fetched> {
+) -> (Vec<Fetched>, Option<Waiting>) {
     let mut bytes = 0;
     let mut batch = Vec::new();
     let mut next = Some(first);
@@ -154,7 +182,10 @@ fn read_batch(
                 name,
                 policy,
                 started,
-            } => fetch(s, name, *policy, started, meta),
+            } => match fetch(s, name, *policy, started, meta, loan.take()) {
+                Ok(f) => f,
+                Err(w) => return (batch, Some(w)),
+            },
             Fetch::Listing { path } => list(s, &path, meta),
         };
         if let Fetched::Ready { reply, .. } | Fetched::Listed { reply } = &f {
@@ -168,7 +199,7 @@ fn read_batch(
         }
         next = jobs.try_recv().ok();
     }
-    batch
+    (batch, None)
 }
 
 /// A directory's listing, encoded.
@@ -193,22 +224,42 @@ fn list(s: &Shared, path: &str, meta: bool) -> Fetched {
     Fetched::Listed { reply }
 }
 
-/// Open one requested file; read a small one into its whole reply.
-fn fetch(s: &Arc<Shared>, name: String, policy: Policy, started: Instant, meta: bool) -> Fetched {
+/// Open one requested file; read a small one into its whole reply, with
+/// room borrowed for it (`loan` if it waited for one, else borrowed now if
+/// free; if not, the request is handed back to wait for it).
+fn fetch(
+    s: &Arc<Shared>,
+    name: String,
+    policy: Policy,
+    started: Instant,
+    meta: bool,
+    loan: Option<transfer::Loan>,
+) -> std::result::Result<Fetched, Waiting> {
     let (file, info) = match s.store.open_read(&name) {
         Ok(x) => x,
-        Err(error) => return Fetched::Failed { name, error },
+        Err(error) => return Ok(Fetched::Failed { name, error }),
     };
     if info.size > SMALL_UPLOAD {
-        return Fetched::Large {
+        return Ok(Fetched::Large {
             name,
             file,
             info,
             policy,
-        };
+        });
     }
+    let room = info.size as usize + 256;
+    let Some(loan) = loan.or_else(|| s.budget.try_borrow(room)) else {
+        return Err(Waiting {
+            job: Fetch::File {
+                name,
+                policy: Box::new(policy),
+                started,
+            },
+            bytes: room,
+        });
+    };
     let in_flight = InFlight::new(s);
-    let mut reply = Vec::with_capacity(info.size as usize + 256);
+    let mut reply = Vec::with_capacity(room);
     if meta {
         Msg::Attrs {
             mode: info.mode,
@@ -259,11 +310,12 @@ fn fetch(s: &Arc<Shared>, name: String, policy: Policy, started: Instant, meta: 
         }
         .encode(&mut reply),
     }
-    Fetched::Ready {
+    Ok(Fetched::Ready {
         name,
         reply,
         outcome,
         started,
         _in_flight: in_flight,
-    }
+        _loan: loan,
+    })
 }

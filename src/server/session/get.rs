@@ -118,6 +118,7 @@ impl Session {
                 outcome,
                 started,
                 _in_flight,
+                _loan,
             } => {
                 self.w.queue_raw(&reply).await?;
                 self.shared
