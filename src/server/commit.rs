@@ -350,37 +350,10 @@ pub fn write_blocks(
 ) -> Result<Verified> {
     let upload = s.store.begin_upload(name)?;
     let (n, sha256) = transfer::write_gathered(&upload.file, blocks, &names::quote(name))?;
-    check_upload(name, Some(size), n, &sha256, claimed)?;
+    super::verify::check_upload(name, Some(size), n, &sha256, claimed)?;
     Ok(Verified {
         upload,
         sha256,
         size: n,
     })
-}
-
-/// What arrived is what was announced: `n` bytes (when the size was
-/// declared) hashing to the digest the client sent in END.
-pub fn check_upload(
-    name: &str,
-    declared: Option<u64>,
-    n: u64,
-    digest: &[u8; 32],
-    claimed: &[u8; 32],
-) -> Result<()> {
-    if let Some(size) = declared
-        && n != size
-    {
-        return Err(Error::protocol(format!(
-            "upload ended after {n} of its declared {size} bytes; nothing was stored"
-        )));
-    }
-    if !transfer::same_digest(digest, claimed) {
-        return Err(Error::integrity(format!(
-            "SHA-256 mismatch for {}: the client sent {} but the data received hashes to {}; nothing was stored",
-            names::quote(name),
-            hex::encode(claimed),
-            hex::encode(digest)
-        )));
-    }
-    Ok(())
 }

@@ -279,29 +279,14 @@ fn fetch(
         .is_none()
         .then(|| file.try_clone().ok())
         .flatten();
-    let outcome = transfer::encode_small(
-        file,
-        info.size,
-        &names::quote(&name),
-        policy,
-        &mut reply,
-    )
-    .and_then(|sha256| match info.sha256 {
-        Some(stored) if !transfer::same_digest(&stored, &sha256) => {
-            Err(Error::integrity(format!(
-                "{} is corrupted on the server: its SHA-256 no longer matches the one recorded when it was stored; restore it from a backup",
-                names::quote(&name)
-            )))
-        }
-        stored => {
-            if stored.is_none()
-                && let Some(f) = &keep
-            {
+    let outcome = transfer::encode_small(file, info.size, &names::quote(&name), policy, &mut reply)
+        .and_then(|sha256| {
+            super::verify::check_stored(&name, info.sha256.as_ref(), &sha256)?;
+            if let Some(f) = &keep {
                 s.store.remember_digest(f, &info, &sha256);
             }
             Ok((info.size, sha256))
-        }
-    });
+        });
     match &outcome {
         Ok((_, sha256)) => Msg::End { sha256: *sha256 }.encode(&mut reply),
         Err(e) => Msg::Error {

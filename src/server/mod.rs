@@ -18,6 +18,7 @@ pub mod share;
 pub mod state;
 pub mod store;
 pub mod users;
+pub mod verify;
 pub mod web;
 
 use std::net::SocketAddr;

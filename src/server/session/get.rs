@@ -224,25 +224,22 @@ impl Session {
                         .fetch_add(f.len() as u64, std::sync::atomic::Ordering::Relaxed);
                     pool.give(f);
                 }
-                Some(Outgoing::Done { sha256, .. }) => match info.sha256 {
-                    Some(stored) if !transfer::same_digest(&stored, &sha256) => {
-                        break Err(Error::integrity(format!(
-                            "{} is corrupted on the server: its SHA-256 no longer matches the one recorded when it was stored; restore it from a backup",
-                            names::quote(&name)
-                        )));
+                Some(Outgoing::Done { sha256, .. }) => {
+                    if let Err(e) =
+                        crate::server::verify::check_stored(&name, info.sha256.as_ref(), &sha256)
+                    {
+                        break Err(e);
                     }
-                    stored => {
-                        if stored.is_none() {
-                            let _ = self
-                                .blocking(move |s| {
-                                    s.store.remember_digest(&keep, &info, &sha256);
-                                    Ok(())
-                                })
-                                .await;
-                        }
-                        break Ok(sha256);
+                    if info.sha256.is_none() {
+                        let _ = self
+                            .blocking(move |s| {
+                                s.store.remember_digest(&keep, &info, &sha256);
+                                Ok(())
+                            })
+                            .await;
                     }
-                },
+                    break Ok(sha256);
+                }
                 Some(Outgoing::Failed(e)) => break Err(e),
                 None => break Err(Error::other("internal error: the file reader stopped")),
             }

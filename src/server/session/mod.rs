@@ -23,10 +23,11 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
 use super::auth::Identity;
-use super::commit::{self, Committed, Committer, SMALL_UPLOAD, Stored, check_upload};
+use super::commit::{self, Committed, Committer, SMALL_UPLOAD, Stored};
 use super::fetch::{self, Fetch, Fetched, Fetcher};
 use super::gate::Pass;
 use super::policy::check_owner;
+use super::verify::check_upload;
 use super::{Control, Gauge, Shared, handshake, partial};
 use crate::compress::{Mode, Policy};
 use crate::connection::{FrameReader, FrameWriter};
