@@ -24,6 +24,7 @@ D=$BENCH_DIR/data
 [[ -f $D/A.bin && -d $D/C ]] || { echo "no data in $D; run benches/many.sh first" >&2; exit 1; }
 # shellcheck source=benches/sft-lib.sh
 source "$here/sft-lib.sh"
+SRV_WRAP=()
 W=$(mktemp -d /dev/shm/sft-ba.XXXXXX)
 OUT=$BENCH_DIR/results/before-after.tsv
 mkdir -p "$BENCH_DIR/results"

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
-use super::receive::receive_one;
+use super::receive::{Expected, Receiving, receive_one};
 use super::small::{SMALL_DOWNLOAD, StoreJob, gather, spawn_storer};
 use super::{Dest, GetJob, WINDOW, slot};
 use crate::client::{Client, Downloaded, Pacer, unexpected};
@@ -195,20 +195,19 @@ impl Client {
                         }
                     }
                     _ => {
-                        let r2 = receive_one(
-                            r,
-                            job,
-                            resumed.take(),
+                        let want = Expected {
                             size,
                             recorded,
-                            force,
-                            attrs,
+                            expect: job.expect,
+                        };
+                        let how = Receiving {
                             zstd,
                             timeout,
                             limit_rate,
                             progress,
-                        )
-                        .await;
+                        };
+                        let r2 =
+                            receive_one(r, job, resumed.take(), want, (force, attrs), &how).await;
                         if let Err(e) = &r2
                             && matches!(e.kind, Kind::Network | Kind::Protocol)
                         {

@@ -295,12 +295,15 @@ impl Client {
                         remote: job.remote.clone(),
                     })
                 });
-                let r = send_file(
-                    w,
+                let src = Source {
                     file,
                     from,
                     size,
-                    &job.local,
+                    local: &job.local,
+                };
+                let r = send_file(
+                    w,
+                    src,
                     Policy::new(mode, crate::compress::MAX_LEVEL).on_local_link(local),
                     limit_rate,
                     progress,
@@ -446,20 +449,31 @@ async fn same_prefix(
     .map_err(|e| Error::other(format!("internal error: {e}")))?
 }
 
-/// Stream one file's DATA and END (or CANCEL when `stop` says the server
-/// refused it, or the file could not be read). Ok: its digest and wire bytes.
-#[allow(clippy::too_many_arguments)]
-async fn send_file(
-    w: &mut FrameWriter<WriteHalf<Stream>>,
+/// What an upload sends: the open file of `size` bytes, from the end of
+/// the prefix the server already holds.
+struct Source<'a> {
     file: File,
     from: transfer::Prefix,
     size: u64,
-    local: &Path,
+    local: &'a Path,
+}
+
+/// Stream one file's DATA and END (or CANCEL when `stop` says the server
+/// refused it, or the file could not be read). Ok: its digest and wire bytes.
+async fn send_file(
+    w: &mut FrameWriter<WriteHalf<Stream>>,
+    src: Source<'_>,
     policy: Policy,
     limit_rate: Option<u64>,
     progress: &Progress,
     stop: impl Fn() -> bool,
 ) -> Result<Result<Sent>> {
+    let Source {
+        file,
+        from,
+        size,
+        local,
+    } = src;
     let pool = transfer::Pool::new();
     let resumed = from.len;
     let mut frames = transfer::spawn_reader(

@@ -16,19 +16,40 @@ use crate::progress::Progress;
 use crate::protocol::{self, Encoding, Msg};
 use crate::transfer;
 
-/// A download checked three ways: the digest in END, the one recorded at
-/// upload, and the expected one. `saved` says what became of the data.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn verify_download(
+/// What a download must be: the size GET_OK announced, the digest the
+/// server recorded at upload (if any), the one the user expects (if any).
+#[derive(Clone, Copy)]
+pub(in crate::client) struct Expected {
+    pub size: u64,
+    pub recorded: Option<[u8; 32]>,
+    pub expect: Option<[u8; 32]>,
+}
+
+/// How a session receives: what was negotiated and what the user asked.
+#[derive(Clone, Copy)]
+pub(super) struct Receiving<'a> {
+    pub zstd: bool,
+    pub timeout: std::time::Duration,
+    pub limit_rate: Option<u64>,
+    pub progress: &'a Progress,
+}
+
+/// A download of `n` bytes hashing to `digest` checked three ways: the
+/// digest the server sent in END, the one recorded at upload, and the
+/// expected one. `saved` says what became of the data.
+pub(in crate::client) fn verify_download(
     remote: &str,
     n: u64,
-    size: u64,
     digest: &[u8; 32],
     sent: &[u8; 32],
-    recorded: Option<[u8; 32]>,
-    expect: Option<[u8; 32]>,
+    want: &Expected,
     saved: &str,
 ) -> Result<()> {
+    let Expected {
+        size,
+        recorded,
+        expect,
+    } = *want;
     if n != size {
         return Err(Error::protocol(format!(
             "the server sent {n} bytes but announced {size}"
@@ -61,20 +82,15 @@ pub(super) fn verify_download(
 
 /// Receive one download announced by GET_OK and check it three ways: the
 /// digest in END, the one recorded at upload, and the expected one.
-#[allow(clippy::too_many_arguments)]
 pub(super) async fn receive_one(
     r: &mut FrameReader<ReadHalf<Stream>>,
     job: &GetJob,
     resumed: Option<(crate::client::Part, transfer::Prefix)>,
-    size: u64,
-    recorded: Option<[u8; 32]>,
-    force: bool,
-    attrs: Option<protocol::Attrs>,
-    zstd: bool,
-    timeout: std::time::Duration,
-    limit_rate: Option<u64>,
-    progress: &Progress,
+    want: Expected,
+    (force, attrs): (bool, Option<protocol::Attrs>),
+    how: &Receiving<'_>,
 ) -> Result<Downloaded> {
+    let (size, timeout) = (want.size, how.timeout);
     let started = Instant::now();
     let mut from = transfer::Prefix::none();
     let (part, file) = match (&job.dest, resumed) {
@@ -125,35 +141,14 @@ pub(super) async fn receive_one(
         },
         _ => None,
     };
-    let result = receive_data(
-        r,
-        file,
-        from,
-        size,
-        &job.remote,
-        &shown,
-        zstd,
-        timeout,
-        limit_rate,
-        progress,
-    )
-    .await;
+    let result = receive_data(r, file, from, size, &job.remote, &shown, how).await;
     let checked = result.and_then(|(n, digest, sent, wire)| {
         let saved = if part.is_some() {
             "the file was not saved"
         } else {
             "the data written to stdout is bad"
         };
-        verify_download(
-            &job.remote,
-            n,
-            size,
-            &digest,
-            &sent,
-            recorded,
-            job.expect,
-            saved,
-        )?;
+        verify_download(&job.remote, n, &digest, &sent, &want, saved)?;
         if let Some((f, a)) = &keep {
             crate::client::apply_attrs(f, *a, &shown)?;
         }
@@ -193,7 +188,6 @@ pub(super) async fn receive_one(
 
 /// DATA frames into `file` until END: (bytes, their digest, the digest the
 /// server sent, wire bytes).
-#[allow(clippy::too_many_arguments)]
 async fn receive_data(
     r: &mut FrameReader<ReadHalf<Stream>>,
     file: File,
@@ -201,11 +195,14 @@ async fn receive_data(
     size: u64,
     remote: &str,
     shown: &str,
-    zstd: bool,
-    timeout: std::time::Duration,
-    limit_rate: Option<u64>,
-    progress: &Progress,
+    how: &Receiving<'_>,
 ) -> Result<(u64, [u8; 32], [u8; 32], u64)> {
+    let Receiving {
+        zstd,
+        timeout,
+        limit_rate,
+        progress,
+    } = *how;
     // a resumed download brings the rest of the file after what is held
     let want = Want {
         size: size.saturating_sub(from.len),

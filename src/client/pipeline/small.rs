@@ -7,7 +7,7 @@ use std::time::Instant;
 use tokio::io::ReadHalf;
 use tokio::sync::{mpsc, oneshot};
 
-use super::receive::{Counted, Downloading, Want, next_block, verify_download};
+use super::receive::{Counted, Downloading, Expected, Want, next_block, verify_download};
 use crate::client::{Downloaded, Pacer, Stream};
 use crate::connection::FrameReader;
 use crate::error::Result;
@@ -59,14 +59,17 @@ fn store_small(job: &StoreJob) -> Result<Downloaded> {
     let shown = part.display().to_string();
     let written = (|| {
         let (n, digest) = transfer::write_gathered(&file, &job.blocks, &shown)?;
+        let want = Expected {
+            size: job.size,
+            recorded: job.recorded,
+            expect: job.expect,
+        };
         verify_download(
             &job.remote,
             n,
-            job.size,
             &digest,
             &job.sent,
-            job.recorded,
-            job.expect,
+            &want,
             "the file was not saved",
         )?;
         if let Some(a) = job.attrs {
