@@ -4,7 +4,8 @@
 //! A request that cannot be served gets an ERROR reply and the session goes
 //! on; a protocol violation gets an ERROR and the connection is closed.
 //!
-//! - `put`: uploads (streamed, small, pipelined/queued);
+//! - `put`: uploads, streamed (large, or of unknown size), resumable;
+//! - `small`: small uploads, gathered and queued for the committer;
 //! - `dispatch`: one command: where an ATTRS belongs, the role it needs,
 //!   the order of its reply;
 //! - `clone`: CLONE, an upload from content the server already holds;
@@ -45,6 +46,7 @@ mod fs;
 mod get;
 mod order;
 mod put;
+mod small;
 
 use dispatch::Flow;
 use order::{Ahead, Answer, Which};
