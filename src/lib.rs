@@ -56,6 +56,18 @@
 //! - The content index (`server::content`), for CLONE: one `sft-index`
 //!   thread, started by the first CLONE after the server starts, walks the
 //!   root once and ends; later commits and removals update it in place.
+//! - With `--store s3://` (`server::object`): a second tokio runtime of two
+//!   `sft-s3` worker threads runs every object-store request; storage calls
+//!   (on blocking threads, as for the disk) hand it a future and wait. On it,
+//!   one task rewrites this server's heartbeat every `--s3-lease` / 4. One
+//!   `sft-gc` thread collects orphan blobs at start and then every
+//!   `--s3-gc-grace` / 2 (1 min to 1 h); it ends at its next wake after the
+//!   bucket is dropped. A quota reservation released by `Drop` is recorded
+//!   by a short `sft-release` thread (so no async thread waits on the
+//!   network). A batch of pipelined small uploads is committed by up to 16
+//!   scoped threads at once, which end with the batch. Uploads and downloads
+//!   pass through a scratch file in `--root`: the transfer threads above are
+//!   unchanged.
 //!
 //! Client: the same runtime; a blocking-pool task that prepares pipelined
 //! uploads ahead, one that stores small downloads, one that reads standard

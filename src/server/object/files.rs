@@ -247,9 +247,33 @@ pub fn open_read(b: &Bucket, spool: File, name: &str) -> Result<(File, FileInfo)
 
 /// Commit spooled uploads: each is sent as a blob, its SHA-256 checked
 /// again as it is sent, then made visible by its manifest. One result each.
+/// A batch (pipelined small files) is committed `AT_ONCE` at a time, each
+/// on a scoped thread of its own, since each waits on round trips.
 pub fn commit_all(b: &Bucket, batch: Vec<Staged>) -> Vec<Result<Published>> {
-    batch.into_iter().map(|st| commit_one(b, st)).collect()
+    if batch.len() < 2 {
+        return batch.into_iter().map(|st| commit_one(b, st)).collect();
+    }
+    let mut out = Vec::with_capacity(batch.len());
+    let mut rest = batch.into_iter().peekable();
+    while rest.peek().is_some() {
+        let group: Vec<Staged> = rest.by_ref().take(AT_ONCE).collect();
+        std::thread::scope(|sc| {
+            let running: Vec<_> = group
+                .into_iter()
+                .map(|st| sc.spawn(move || commit_one(b, st)))
+                .collect();
+            for r in running {
+                out.push(r.join().unwrap_or_else(|_| {
+                    Err(Error::other("internal error: a commit to the object store failed"))
+                }));
+            }
+        });
+    }
+    out
 }
+
+/// Commits of one batch in flight at once.
+const AT_ONCE: usize = 16;
 
 fn commit_one(b: &Bucket, st: Staged) -> Result<Published> {
     let name = st.up.name();

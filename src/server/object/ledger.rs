@@ -1,10 +1,12 @@
 //! The quota book shared by every server on the bucket: an append-only
 //! ledger of immutable entries `ledger/SEQ`, each created only if absent, so
-//! each slot has exactly one winner. A server appends at the first free slot
-//! after reading every entry before it (read back one by one, not listed:
-//! read-after-write is what S3 promises), so a reservation is checked
-//! against everything reserved or stored before it: concurrent uploads
-//! through any servers can never together exceed a limit.
+//! each slot has exactly one winner. A server writes a slot only after it
+//! has read every entry before it (read back one by one, not listed:
+//! read-after-write is what S3 promises), so an entry that could be created
+//! was decided on everything reserved or stored before it: concurrent
+//! uploads through any servers can never together exceed a limit. (The
+//! server tries its next slot first and reads only when it was taken: one
+//! request per entry when it is alone.)
 //!
 //! Entries: `reserve` (before any data is accepted), `settle` (the file is
 //! stored: its size becomes usage, an overwritten file's is freed),
@@ -291,7 +293,9 @@ impl Ledger {
     ) -> Result<(u64, u64)> {
         let mut book = self.lock();
         loop {
-            self.catch_up(&mut book)?;
+            // no read first: a slot is written only by a server that read
+            // every slot before it, so if ours is free, all before it are
+            // known here; if it is taken, read on and try again
             let mut op = op.clone();
             let mut granted = 0;
             if let (Some(decide), Op::Reserve { user, bytes, .. }) = (decide, &mut op) {
@@ -312,7 +316,8 @@ impl Ledger {
                 }
                 return Ok((seq, granted));
             }
-            // another server took the slot: read it and try the next
+            // another server took the slot: read it and the rest, try again
+            self.catch_up(&mut book)?;
         }
     }
 
