@@ -131,7 +131,10 @@ fn moto() -> Moto {
         .stderr(Stdio::null())
         .spawn()
         .expect("moto_server is installed (pip install 'moto[server]')");
-    assert!(wait_port(port, Duration::from_secs(20)), "moto did not start");
+    assert!(
+        wait_port(port, Duration::from_secs(20)),
+        "moto did not start"
+    );
     Moto {
         child,
         engine: Engine {
@@ -250,7 +253,11 @@ fn a_file_put_through_one_server_is_listed_fetched_and_removed_through_another()
     let big = file(work.path(), "big.bin", &big_data);
     assert!(put(&a, &small, "dir/small.txt").status.success());
     let out = put(&a, &big, "big.bin");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let top = ls(&b, "");
     assert!(top.iter().any(|l| l.starts_with("big.bin")), "{top:?}");
     assert!(top.iter().any(|l| l.starts_with("dir/")), "{top:?}");
@@ -263,7 +270,55 @@ fn a_file_put_through_one_server_is_listed_fetched_and_removed_through_another()
         get(&b, "dir/small.txt", &work.path().join("small.copy")),
         b"hello from A\n"
     );
-    // verify (sums) reads the recorded digests through the other server
+    // sums and verify read the recorded digests through the other server
+    let sums = stdout_text(&b.client().args(["sums"]).assert().success());
+    assert!(
+        sums.contains(&format!("{}  big.bin", sha256_hex(&big_data))),
+        "{sums}"
+    );
+    b.client()
+        .args([
+            "verify",
+            "dir/small.txt",
+            "--sha256",
+            &sha256_hex(b"hello from A\n"),
+        ])
+        .assert()
+        .success();
+    b.client()
+        .args(["verify", "big.bin", "--sha256", &"0".repeat(64)])
+        .assert()
+        .code(8);
+    // pipelined small files (put -r) and compression, through A, back through B
+    let tree = work.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    for i in 0..30 {
+        file(
+            &tree,
+            &format!("t{i}.txt"),
+            format!("small {i}\n").repeat(100).as_bytes(),
+        );
+    }
+    a.client()
+        .args(["put", "-r", "--compress", "3"])
+        .arg(&tree)
+        .assert()
+        .success();
+    let back = work.path().join("back");
+    std::fs::create_dir(&back).unwrap();
+    b.client()
+        .args(["get", "-r", "tree"])
+        .arg(&back)
+        .assert()
+        .success();
+    for i in 0..30 {
+        let got = std::fs::read(back.join(format!("tree/t{i}.txt"))).unwrap();
+        assert_eq!(got, format!("small {i}\n").repeat(100).as_bytes());
+    }
+    b.client()
+        .args(["rm", "-r", "-y", "tree"])
+        .assert()
+        .success();
     b.client().args(["rm", "big.bin"]).assert().success();
     let after = ls(&a, "");
     assert!(!after.iter().any(|l| l.starts_with("big.bin")), "{after:?}");
@@ -274,7 +329,10 @@ fn a_file_put_through_one_server_is_listed_fetched_and_removed_through_another()
     assert!(ls(&b, "").iter().any(|l| l.starts_with("empty")));
     let err = stderr_text(&b.client().args(["rm", "dir"]).assert().failure());
     assert!(err.contains("is a directory"), "{err}");
-    b.client().args(["rm", "-r", "-y", "empty"]).assert().success();
+    b.client()
+        .args(["rm", "-r", "-y", "empty"])
+        .assert()
+        .success();
     assert!(!ls(&a, "").iter().any(|l| l.starts_with("empty")));
     // usage is shared: what A stored counts through B
     let (used, reserved, files) = usage(&b);
@@ -297,8 +355,18 @@ fn the_self_check_refuses_a_store_that_ignores_conditional_writes() {
     let tokens = dir.path().join("tokens");
     write_private(&tokens, b"some-token-0123456789\n");
     let out = Command::new(bin())
-        .args(["serve", "--listen", "127.0.0.1:0", "--store", "s3://ignored"])
-        .args(["--s3-endpoint", &format!("http://127.0.0.1:{port}"), "--s3-allow-http"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--store",
+            "s3://ignored",
+        ])
+        .args([
+            "--s3-endpoint",
+            &format!("http://127.0.0.1:{port}"),
+            "--s3-allow-http",
+        ])
         .arg("--root")
         .arg(dir.path().join("scratch"))
         .arg("--token-file")
@@ -325,7 +393,11 @@ fn garbage_collection_removes_orphan_blobs_and_keeps_named_ones() {
     let work = tempfile::tempdir().unwrap();
     {
         let a = e.server(&bucket, &[]);
-        assert!(put(&a, &file(work.path(), "kept.txt", b"kept\n"), "kept.txt").status.success());
+        assert!(
+            put(&a, &file(work.path(), "kept.txt", b"kept\n"), "kept.txt")
+                .status
+                .success()
+        );
     }
     // an orphan, as a server killed between its blob and its manifest leaves
     let orphan = file(work.path(), "orphan", b"nobody names me");
@@ -366,7 +438,11 @@ fn ceph_twenty_uploads_of_one_name_through_two_servers_get_twenty_names() {
     let mut names = std::collections::BTreeMap::new();
     for (data, child) in kids {
         let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         names.insert(stored_name(&out), data);
     }
     assert_eq!(names.len(), 20, "20 distinct names: {:?}", names.keys());
@@ -449,7 +525,11 @@ fn ceph_a_server_killed_mid_upload_leaves_nothing_visible_and_its_reservation_ex
     while usage(&b).1 != 0 && Instant::now() < until {
         std::thread::sleep(Duration::from_millis(500));
     }
-    assert_eq!(usage(&b), (0, 0, 0), "the dead server's reservation expired");
+    assert_eq!(
+        usage(&b),
+        (0, 0, 0),
+        "the dead server's reservation expired"
+    );
     // and no blob of it stays once collected
     drop(e.server(&bucket, &["--s3-gc-grace", "0s"]));
     assert!(e.keys(&bucket, "files/").is_empty());

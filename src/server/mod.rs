@@ -240,10 +240,7 @@ pub async fn run(cfg: Config) -> Result<()> {
     }
     let ledger = Arc::new(match &bucket {
         Some((_, book)) => quota::Ledger::shared(cfg.quota, book.clone()),
-        None => quota::Ledger::new(
-            cfg.quota,
-            on_disk.into_iter().map(|(o, (b, f))| (o, b, f)),
-        ),
+        None => quota::Ledger::new(cfg.quota, on_disk.into_iter().map(|(o, (b, f))| (o, b, f))),
     });
     let accounts = auth::Accounts::new(cfg.tokens.clone(), cfg.users.as_deref())?;
     if accounts.is_empty() {

@@ -69,6 +69,10 @@ memstore_device_bytes = ${CEPH_MEM_BYTES:-4294967296}
 [client.rgw.a]
 rgw_frontends = beast endpoint=127.0.0.1:$PORT
 rgw_data = $B/rgw
+# deleted objects' space comes back within seconds, not hours (tests and benches reuse one
+# memstore cluster)
+rgw_gc_obj_min_wait = 5
+rgw_gc_processor_period = 5
 CONF
   ceph-authtool --create-keyring "$B/keyring" --gen-key -n mon. --cap mon 'allow *' >/dev/null
   monmaptool --create --fsid "$FSID" --addv a '[v2:127.0.0.1:3300]' "$B/monmap" >/dev/null
@@ -81,9 +85,16 @@ CONF
   timeout 60 radosgw-admin "${C[@]}" user create --uid=sft --display-name=sft --access-key="$AK" --secret-key="$SK" >/dev/null
   echo "endpoint http://127.0.0.1:$PORT access_key $AK secret_key $SK" ;;
 stop)
+  pids=()
   for n in client.rgw.a osd.0 mon.a; do
-    [ -f "$B/$n.pid" ] && kill "$(cat "$B/$n.pid")" 2>/dev/null || true
-  done ;;
+    [ -f "$B/$n.pid" ] && p=$(cat "$B/$n.pid") && kill "$p" 2>/dev/null && pids+=("$p")
+  done
+  # radosgw sometimes ignores SIGTERM: after 15 s, SIGKILL what is left of these pids
+  for _ in $(seq 60); do
+    alive=0; for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    [ $alive = 0 ] && break; sleep 0.25
+  done
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done ;;
 env)
   echo "export AWS_ACCESS_KEY_ID=$AK AWS_SECRET_ACCESS_KEY=$SK AWS_REGION=us-east-1 S3_ENDPOINT=http://127.0.0.1:$PORT" ;;
 *) echo "usage: ceph.sh install|start|stop|env DIR [PORT]" >&2; exit 2 ;;

@@ -1,7 +1,8 @@
 //! The store's operations on names, on the bucket: what `server::store`
-//! does on a local root, for `--store s3://`. Directories are prefixes
-//! (MKDIR adds a marker object so an empty one exists); a name is visible
-//! exactly while its manifest exists.
+//! does on a local root, for `--store s3://`. Directories are prefixes; a
+//! marker object keeps one that is empty (made by MKDIR, or left by the
+//! removal of its last file, as on disk). A name is visible exactly while
+//! its manifest exists.
 
 use std::fs::File;
 
@@ -21,9 +22,17 @@ fn now_ns() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
 
-/// What a directory prefix holds: manifests (key, last component) and
-/// subdirectories (last component).
-fn children(b: &Bucket, dir: &str) -> Result<(Vec<(Path, String)>, Vec<String>, bool)> {
+/// What a directory prefix holds.
+struct Listing {
+    /// Manifests: key and last component.
+    files: Vec<(Path, String)>,
+    /// Subdirectories' last components.
+    dirs: Vec<String>,
+    /// Made by MKDIR (a marker object).
+    marked: bool,
+}
+
+fn children(b: &Bucket, dir: &str) -> Result<Listing> {
     let prefix = b.key(&layout::dir(dir));
     b.run(|os| async move {
         let listed = os
@@ -44,7 +53,11 @@ fn children(b: &Bucket, dir: &str) -> Result<(Vec<(Path, String)>, Vec<String>, 
             .iter()
             .filter_map(layout::last)
             .collect();
-        Ok((files, dirs, marked))
+        Ok(Listing {
+            files,
+            dirs,
+            marked,
+        })
     })
 }
 
@@ -70,12 +83,20 @@ fn dir_entry(name: &str) -> Entry {
 
 /// Whether directory `name` exists (has a marker or anything in it).
 fn is_dir(b: &Bucket, name: &str) -> Result<bool> {
-    let (files, dirs, marked) = children(b, name)?;
+    let Listing {
+        files,
+        dirs,
+        marked,
+    } = children(b, name)?;
     Ok(marked || !files.is_empty() || !dirs.is_empty())
 }
 
 pub fn list(b: &Bucket, rel: &str) -> Result<Vec<Entry>> {
-    let (files, dirs, marked) = children(b, rel)?;
+    let Listing {
+        files,
+        dirs,
+        marked,
+    } = children(b, rel)?;
     if !rel.is_empty() && !marked && files.is_empty() && dirs.is_empty() {
         return Err(Error::not_found(format!(
             "listing {}: no such file or directory",
@@ -100,7 +121,9 @@ pub fn list(b: &Bucket, rel: &str) -> Result<Vec<Entry>> {
                     (key, comp, got)
                 });
             }
-            let Some(done) = set.join_next().await else { break };
+            let Some(done) = set.join_next().await else {
+                break;
+            };
             let Ok((key, comp, got)) = done else { continue };
             match got {
                 Ok(bytes) => out.push((comp, bytes)),
@@ -133,7 +156,10 @@ pub fn stat(b: &Bucket, name: &str) -> Result<Entry> {
     if is_dir(b, name)? {
         return Ok(dir_entry(comp));
     }
-    Err(Error::not_found(format!("no such file: {}", names::quote(name))))
+    Err(Error::not_found(format!(
+        "no such file: {}",
+        names::quote(name)
+    )))
 }
 
 pub fn existing(b: &Bucket, name: &str) -> Result<Option<(u64, String)>> {
@@ -144,9 +170,17 @@ pub fn mkdir(b: &Bucket, name: &str) -> Result<()> {
     if naming::read(b, name)?.is_some() {
         return Err(Error::new(
             Kind::Usage,
-            format!("creating directory {}: a file has that name", names::quote(name)),
+            format!(
+                "creating directory {}: a file has that name",
+                names::quote(name)
+            ),
         ));
     }
+    mark_dir(b, name)
+}
+
+/// Make directory `name` exist while empty (a marker object; idempotent).
+fn mark_dir(b: &Bucket, name: &str) -> Result<()> {
     let key = b.key(&layout::marker(name));
     b.run(|os| async move {
         os.put(&key, Vec::new().into())
@@ -163,7 +197,11 @@ pub fn rmdir(b: &Bucket, name: &str) -> Result<()> {
             names::quote(name)
         )));
     }
-    let (files, dirs, marked) = children(b, name)?;
+    let Listing {
+        files,
+        dirs,
+        marked,
+    } = children(b, name)?;
     if !files.is_empty() || !dirs.is_empty() {
         return Err(Error::usage(format!(
             "directory {} is not empty; remove its contents first (sft rm -r)",
@@ -194,7 +232,10 @@ pub fn remove(b: &Bucket, name: &str) -> Result<(u64, String)> {
                 names::quote(name)
             )));
         }
-        return Err(Error::not_found(format!("no such file: {}", names::quote(name))));
+        return Err(Error::not_found(format!(
+            "no such file: {}",
+            names::quote(name)
+        )));
     };
     let key = b.key(&layout::file(name));
     b.run(|os| async move {
@@ -205,6 +246,13 @@ pub fn remove(b: &Bucket, name: &str) -> Result<(u64, String)> {
     })?;
     // a blob left by a failure here is an orphan for the collector
     if let Err(e) = blob::remove(b, &m.blob) {
+        tracing::warn!(event = "storage", "{e}");
+    }
+    // its directory stays, as on disk, when its last file goes
+    let (parent, _) = names::split_parent(name);
+    if !parent.is_empty()
+        && let Err(e) = mark_dir(b, parent)
+    {
         tracing::warn!(event = "storage", "{e}");
     }
     Ok((m.size, m.owner))
@@ -264,7 +312,9 @@ pub fn commit_all(b: &Bucket, batch: Vec<Staged>) -> Vec<Result<Published>> {
                 .collect();
             for r in running {
                 out.push(r.join().unwrap_or_else(|_| {
-                    Err(Error::other("internal error: a commit to the object store failed"))
+                    Err(Error::other(
+                        "internal error: a commit to the object store failed",
+                    ))
                 }));
             }
         });

@@ -62,7 +62,9 @@ pub fn collect(b: &Bucket, grace: Duration) -> Result<usize> {
         let grace = i64::try_from(grace.as_secs()).unwrap_or(i64::MAX);
         let mut removed = 0;
         for meta in listed {
-            let Some(id) = layout::last(&meta.location) else { continue };
+            let Some(id) = layout::last(&meta.location) else {
+                continue;
+            };
             if keep.contains(&id) || now.saturating_sub(meta.last_modified.timestamp()) < grace {
                 continue;
             }

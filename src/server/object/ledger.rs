@@ -63,6 +63,15 @@ pub enum Op {
     },
 }
 
+/// An entry as stored: the op and a random nonce, by which a server knows
+/// its own entry when a create's answer was lost and its retry was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub nonce: String,
+    #[serde(flatten)]
+    pub op: Op,
+}
+
 /// A reservation not yet settled or released.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hold {
@@ -162,6 +171,9 @@ impl Book {
     }
 }
 
+/// What to reserve, given the total and the user's usage (`quota.rs`).
+type Decide<'a> = &'a dyn Fn(&Usage, &Usage) -> Result<u64>;
+
 /// The ledger as one server sees it.
 pub struct Ledger {
     bucket: Arc<Bucket>,
@@ -235,14 +247,17 @@ impl Ledger {
 
     /// Read the entries written since `book.next`.
     fn catch_up(&self, book: &mut Book) -> Result<()> {
-        while let Some(bytes) = self.bucket.read_small(self.bucket.key(&layout::ledger(book.next)))? {
-            let op: Op = serde_json::from_slice(&bytes).map_err(|_| {
+        while let Some(bytes) = self
+            .bucket
+            .read_small(self.bucket.key(&layout::ledger(book.next)))?
+        {
+            let entry: Entry = serde_json::from_slice(&bytes).map_err(|_| {
                 Error::other(format!(
                     "the quota ledger entry {} in the object store is damaged",
                     layout::ledger(book.next)
                 ))
             })?;
-            book.apply(&op);
+            book.apply(&entry.op);
         }
         Ok(())
     }
@@ -277,7 +292,10 @@ impl Ledger {
         };
         let ttl = i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX);
         for s in others {
-            if seen.get(&s).is_some_and(|&at| (now - at).num_seconds() <= ttl) {
+            if seen
+                .get(&s)
+                .is_some_and(|&at| (now - at).num_seconds() <= ttl)
+            {
                 live.insert(s);
             }
         }
@@ -286,11 +304,7 @@ impl Ledger {
 
     /// Append `op` at the first free slot; with `decide`, first ask it
     /// (given the usage then) what to reserve, and write that instead.
-    fn append(
-        &self,
-        op: Op,
-        decide: Option<&dyn Fn(&Usage, &Usage) -> Result<u64>>,
-    ) -> Result<(u64, u64)> {
+    fn append(&self, op: Op, decide: Option<Decide<'_>>) -> Result<(u64, u64)> {
         let mut book = self.lock();
         loop {
             // no read first: a slot is written only by a server that read
@@ -306,10 +320,18 @@ impl Ledger {
                 *bytes = granted;
             }
             let seq = book.next;
-            let body = serde_json::to_vec(&op).unwrap_or_default();
-            if create(&self.bucket, &layout::ledger(seq), body)? {
+            let entry = Entry {
+                nonce: super::random_id(),
+                op: op.clone(),
+            };
+            let body = serde_json::to_vec(&entry).unwrap_or_default();
+            let key = self.bucket.key(&layout::ledger(seq));
+            // taken, or ours from a retry whose first answer was lost
+            let ours = create(&self.bucket, &layout::ledger(seq), body.clone())?
+                || self.bucket.read_small(key)?.is_some_and(|b| b == body);
+            if ours {
                 book.apply(&op);
-                if book.next % CHECKPOINT == 0 {
+                if book.next.is_multiple_of(CHECKPOINT) {
                     let ckpt = serde_json::to_vec(&*book).unwrap_or_default();
                     // any server may write it; a lost race is fine
                     let _ = create(&self.bucket, &layout::checkpoint(book.next), ckpt);
@@ -360,7 +382,10 @@ impl Remote for Ledger {
             replaced,
         };
         if let Err(e) = self.append(op, None) {
-            tracing::warn!(event = "quota", "could not record a stored file in the quota ledger: {e}");
+            tracing::warn!(
+                event = "quota",
+                "could not record a stored file in the quota ledger: {e}"
+            );
         }
     }
 
@@ -372,11 +397,17 @@ impl Remote for Ledger {
             .name("sft-release".into())
             .spawn(move || {
                 if let Err(e) = me.append(Op::Release { ids }, None) {
-                    tracing::warn!(event = "quota", "could not release a quota reservation: {e}");
+                    tracing::warn!(
+                        event = "quota",
+                        "could not release a quota reservation: {e}"
+                    );
                 }
             });
         if let Err(e) = spawned {
-            tracing::warn!(event = "quota", "could not release a quota reservation: {e}");
+            tracing::warn!(
+                event = "quota",
+                "could not release a quota reservation: {e}"
+            );
         }
     }
 
@@ -386,7 +417,10 @@ impl Remote for Ledger {
             bytes,
         };
         if let Err(e) = self.append(op, None) {
-            tracing::warn!(event = "quota", "could not record a removal in the quota ledger: {e}");
+            tracing::warn!(
+                event = "quota",
+                "could not record a removal in the quota ledger: {e}"
+            );
         }
     }
 
@@ -497,9 +531,14 @@ mod tests {
     #[test]
     fn entries_and_checkpoints_round_trip() {
         let op = reserve("a", "u", 3);
-        let text = serde_json::to_string(&op).unwrap();
+        let entry = Entry {
+            nonce: "n1".into(),
+            op: op.clone(),
+        };
+        let text = serde_json::to_string(&entry).unwrap();
         assert!(text.contains("\"op\":\"reserve\""), "{text}");
-        assert_eq!(serde_json::from_str::<Op>(&text).unwrap(), op);
+        assert!(text.contains("\"nonce\":\"n1\""), "{text}");
+        assert_eq!(serde_json::from_str::<Entry>(&text).unwrap(), entry);
         let mut b = Book::default();
         b.apply(&op);
         let back: Book = serde_json::from_slice(&serde_json::to_vec(&b).unwrap()).unwrap();

@@ -97,7 +97,10 @@ impl Bridge {
 
     /// Run `f` to its end and return its output. Callable from any thread
     /// (a blocking one, where the server's storage calls run).
-    pub fn wait<T: Send + 'static>(&self, f: impl Future<Output = T> + Send + 'static) -> Result<T> {
+    pub fn wait<T: Send + 'static>(
+        &self,
+        f: impl Future<Output = T> + Send + 'static,
+    ) -> Result<T> {
         let rt = self
             .rt
             .as_ref()
@@ -287,7 +290,7 @@ pub mod layout {
 
     /// The last component of a key, decoded as the client named it.
     pub fn last(p: &Path) -> Option<String> {
-        let part = p.parts().last()?;
+        let part = p.parts().next_back()?;
         percent_encoding::percent_decode_str(part.as_ref())
             .decode_utf8()
             .ok()
@@ -340,7 +343,8 @@ pub fn describe(e: &object_store::Error, doing: &str) -> String {
                 "cannot connect to the object store (check --s3-endpoint, and --s3-allow-http for http://)"
             } else if text.contains("timed out") || text.contains("timeout") {
                 "the object store did not answer in time"
-            } else if text.contains("SignatureDoesNotMatch") || text.contains("InvalidAccessKeyId") {
+            } else if text.contains("SignatureDoesNotMatch") || text.contains("InvalidAccessKeyId")
+            {
                 "the object store refused the credentials (check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
             } else {
                 "the object store failed the request"
