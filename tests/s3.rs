@@ -337,6 +337,14 @@ fn a_file_put_through_one_server_is_listed_fetched_and_removed_through_another()
     // usage is shared: what A stored counts through B
     let (used, reserved, files) = usage(&b);
     assert_eq!((used, reserved, files), (13, 0, 1));
+    // admin shutdown drains and exits 0; B serves on
+    let mut a = a;
+    a.client().args(["admin", "shutdown"]).assert().success();
+    assert_eq!(a.wait_exit(Duration::from_secs(30)), Some(0));
+    assert_eq!(
+        get(&b, "dir/small.txt", &work.path().join("again")),
+        b"hello from A\n"
+    );
 }
 
 #[test]
@@ -520,6 +528,18 @@ fn ceph_a_server_killed_mid_upload_leaves_nothing_visible_and_its_reservation_ex
     let _ = up.kill();
     let _ = up.wait();
     assert!(!ls(&b, "").iter().any(|l| l.starts_with("big.bin")));
+    // what the crash left, for the record (cargo test -- --nocapture)
+    let left = e.keys(&bucket, "");
+    eprintln!(
+        "after SIGKILL mid-upload: {} objects: {} blobs, {} manifests, {} ledger entries, {} heartbeats, {} multipart uploads; the scratch file: {:?}",
+        left.len(),
+        left.iter().filter(|k| k.starts_with("blobs/")).count(),
+        left.iter().filter(|k| k.starts_with("files/")).count(),
+        left.iter().filter(|k| k.starts_with("ledger/")).count(),
+        left.iter().filter(|k| k.starts_with("servers/")).count(),
+        e.util(&["uploads", &bucket]).lines().count(),
+        std::fs::read_dir(&a.root).map(|d| d.count()).unwrap_or(0),
+    );
     // the lease runs out: nothing stays reserved
     let until = Instant::now() + Duration::from_secs(30);
     while usage(&b).1 != 0 && Instant::now() < until {

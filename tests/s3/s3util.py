@@ -2,6 +2,7 @@
 """Small S3 chores for tests/s3.rs and benches/s3.sh, with boto3 (which moto brings).
   s3util.py ENDPOINT mkbucket BUCKET
   s3util.py ENDPOINT keys BUCKET [PREFIX]        one key per line
+  s3util.py ENDPOINT uploads BUCKET              multipart uploads not finished
   s3util.py ENDPOINT put BUCKET KEY FILE
 Credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (default: test / test)."""
 import os
@@ -26,6 +27,9 @@ elif cmd == "keys":
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for o in page.get("Contents", []):
             print(o["Key"])
+elif cmd == "uploads":
+    for u in s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []):
+        print(u["Key"], u["UploadId"])
 elif cmd == "put":
     with open(sys.argv[5], "rb") as f:
         s3.put_object(Bucket=bucket, Key=sys.argv[4], Body=f.read())
