@@ -11,6 +11,13 @@ use crate::error::{Error, Result};
 pub fn create_if_absent(b: &Bucket) -> Result<()> {
     let rel = format!("probe/{}", random_id());
     let first = create(b, &rel, b"probe".to_vec()).map_err(|e| {
+        if e.kind == crate::error::Kind::NotFound {
+            return Error::usage(format!(
+                "--store {}: the bucket {} does not exist there; create it first",
+                b.loc.shown(),
+                b.loc.bucket
+            ));
+        }
         e.context(format!(
             "checking the object store {} (is the bucket there, and are the endpoint and credentials right?)",
             b.loc.shown()

@@ -3,7 +3,8 @@
 //! removed by a server that died before removing the blob). Safe from any
 //! server at any time: manifests are listed before blobs, and only blobs
 //! older than `grace` are candidates, so a blob whose manifest is being
-//! created right now is never taken.
+//! created right now is never taken. Heartbeats of servers gone for a day
+//! go too.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -78,6 +79,35 @@ pub fn collect(b: &Bucket, grace: Duration) -> Result<usize> {
     Ok(removed)
 }
 
+/// Heartbeats (`servers/ID`) older than this belong to servers long gone
+/// (a live one rewrites its own every lease / 4): removed, so the listing
+/// the ledger reads stays short.
+const GONE: i64 = 24 * 3600;
+
+/// Remove the heartbeats of servers not heard from for a day.
+pub fn forget_servers(b: &Bucket) -> Result<usize> {
+    let prefix = b.key("servers");
+    b.run(|os| async move {
+        let listed: Vec<_> = os
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .map_err(|e| store_err(&e, "listing", &prefix))?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        let mut removed = 0;
+        for meta in listed {
+            if now.saturating_sub(meta.last_modified.timestamp()) > GONE
+                && os.delete(&meta.location).await.is_ok()
+            {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    })
+}
+
 /// Collect now and then every `grace / 2` (at least a minute, at most an
 /// hour), on a thread of its own (`sft-gc`) that ends with the bucket.
 pub fn start(b: &std::sync::Arc<Bucket>, grace: Duration) {
@@ -92,6 +122,9 @@ pub fn start(b: &std::sync::Arc<Bucket>, grace: Duration) {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(event = "gc", removed = n, "removed {n} orphan blobs"),
                     Err(e) => tracing::warn!(event = "gc", "garbage collection: {e}"),
+                }
+                if let Err(e) = forget_servers(&b) {
+                    tracing::warn!(event = "gc", "garbage collection: {e}");
                 }
                 drop(b);
                 std::thread::sleep(every);
