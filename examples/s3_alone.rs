@@ -9,7 +9,7 @@ use std::time::Instant;
 use futures_util::StreamExt;
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path;
-use object_store::{ObjectStoreExt, WriteMultipart};
+use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
 use tokio::io::AsyncReadExt;
 
 const PART: usize = 8 << 20;
@@ -55,6 +55,29 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "object_store alone: put {:.0} MB/s ({put:.2} s), get {:.0} MB/s ({get:.2} s), {got} bytes",
         size / put / 1e6,
         size / get / 1e6
+    );
+    // one small object at a time: what each request of a small file costs
+    let n = 50;
+    let t = Instant::now();
+    for i in 0..n {
+        let k = Path::from(format!("alone/small/{i}"));
+        let opts = object_store::PutOptions::from(object_store::PutMode::Create);
+        os.put_opts(&k, vec![7u8; 1024].into(), opts).await?;
+    }
+    let create = t.elapsed().as_secs_f64() * 1000.0 / n as f64;
+    let t = Instant::now();
+    for i in 0..n {
+        os.get(&Path::from(format!("alone/small/{i}")))
+            .await?
+            .bytes()
+            .await?;
+    }
+    let read = t.elapsed().as_secs_f64() * 1000.0 / n as f64;
+    for i in 0..n {
+        os.delete(&Path::from(format!("alone/small/{i}"))).await?;
+    }
+    println!(
+        "object_store alone, 1 KiB objects one at a time: create-if-absent {create:.1} ms, get {read:.1} ms"
     );
     Ok(())
 }
