@@ -337,13 +337,26 @@ fn a_file_put_through_one_server_is_listed_fetched_and_removed_through_another()
     // usage is shared: what A stored counts through B
     let (used, reserved, files) = usage(&b);
     assert_eq!((used, reserved, files), (13, 0, 1));
+    // an overwrite through B replaces A's upload; the usage follows
+    let newer = file(work.path(), "newer.txt", b"newer text, from B\n");
+    b.client()
+        .args(["put", "--overwrite", "--as", "dir/small.txt"])
+        .arg(&newer)
+        .assert()
+        .success();
+    assert_eq!(
+        get(&a, "dir/small.txt", &work.path().join("newer.copy")),
+        b"newer text, from B\n"
+    );
+    assert_eq!(usage(&a), (19, 0, 1));
+    assert_eq!(e.keys(&bucket, "blobs/").len(), 1, "the old blob is gone");
     // admin shutdown drains and exits 0; B serves on
     let mut a = a;
     a.client().args(["admin", "shutdown"]).assert().success();
     assert_eq!(a.wait_exit(Duration::from_secs(30)), Some(0));
     assert_eq!(
         get(&b, "dir/small.txt", &work.path().join("again")),
-        b"hello from A\n"
+        b"newer text, from B\n"
     );
 }
 
