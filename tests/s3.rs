@@ -582,3 +582,21 @@ fn ceph_a_server_killed_mid_upload_leaves_nothing_visible_and_its_reservation_ex
     }
     assert!(e.keys(&bucket, "blobs/").is_empty());
 }
+
+#[test]
+fn a_second_upload_of_a_taken_name_reserves_its_whole_size() {
+    let m = moto();
+    let e = &m.engine;
+    let bucket = e.bucket("taken");
+    let a = e.server(&bucket, &["--quota", "100B"]);
+    let work = tempfile::tempdir().unwrap();
+    let first = file(work.path(), "one", &[b'1'; 60]);
+    let second = file(work.path(), "two", &[b'2'; 60]);
+    assert!(put(&a, &first, "q.txt").status.success());
+    // not an overwrite: it would be stored as "q (1).txt", 120 bytes in all
+    let out = put(&a, &second, "q.txt");
+    assert!(!out.status.success(), "stored past the quota");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("quota exceeded"), "{err}");
+    assert_eq!(usage(&a), (60, 0, 1));
+}

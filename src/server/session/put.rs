@@ -527,7 +527,7 @@ impl Session {
         // (a shared quota book, on an object store, is asked over the network)
         let reserved = if overwrite || self.shared.store.object.is_some() {
             let (n, w) = (name.clone(), who.clone());
-            self.blocking(move |s| commit::reserve(s, &w, &n, size, true, false))
+            self.blocking(move |s| commit::reserve(s, &w, &n, size, overwrite, false))
                 .await
         } else {
             commit::reserve(&self.shared, &who, &name, size, false, false)
