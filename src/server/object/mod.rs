@@ -27,6 +27,8 @@ pub mod gc;
 pub mod ledger;
 pub mod manifest;
 pub mod names;
+#[cfg(test)]
+mod tests;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -189,6 +191,16 @@ impl Bucket {
         Ok(Bucket {
             loc,
             os: Arc::new(os),
+            bridge: Bridge::new()?,
+            server: random_id(),
+        })
+    }
+
+    /// A bucket over any store (tests: `object_store::memory::InMemory`).
+    pub fn over(loc: Location, os: Arc<dyn ObjectStore>) -> Result<Bucket> {
+        Ok(Bucket {
+            loc,
+            os,
             bridge: Bridge::new()?,
             server: random_id(),
         })
