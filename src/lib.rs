@@ -11,8 +11,9 @@
 //! - [`units`]: sizes as people write and read them.
 //! - [`tls`] and [`certs`]: TLS 1.3 configuration, trust (pin / CA / known
 //!   servers), rcgen.
-//! - [`server`]: listener, sessions, root-confined storage, accounts and the
-//!   users file, quotas (reservations), state.
+//! - [`server`]: listener, sessions, root-confined storage (or an S3 bucket
+//!   shared by several servers, `server::object`), accounts and the users
+//!   file, quotas (reservations), state.
 //! - [`client`]: a typed client over one session, pipelined many-file
 //!   transfers, the known-servers file.
 //! - [`config`]: the client's config file and profiles.

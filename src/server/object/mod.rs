@@ -13,6 +13,9 @@
 //!   (`ledger.rs`);
 //! - `probe/ID`: the start-up self-check.
 //!
+//! `files.rs` holds the store's operations on names, `blob.rs` the data,
+//! `gc.rs` the collector; `tests.rs` runs them over an in-memory store.
+//!
 //! The server's code is synchronous around storage (it runs on blocking
 //! threads), so each call here is a future run on this module's own small
 //! runtime (`sft-s3` threads) and waited for (`Bridge`). Data moves through
