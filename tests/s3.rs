@@ -600,3 +600,53 @@ fn a_second_upload_of_a_taken_name_reserves_its_whole_size() {
     assert!(err.contains("quota exceeded"), "{err}");
     assert_eq!(usage(&a), (60, 0, 1));
 }
+
+/// Peak resident memory of a process, in MiB.
+fn peak_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        / 1024
+}
+
+#[test]
+fn ceph_a_large_file_moves_through_two_servers_in_bounded_memory() {
+    let e = ceph();
+    let bucket = e.bucket("large");
+    let a = e.server(&bucket, &[]);
+    let b = e.server(&bucket, &[]);
+    let work = tempfile::tempdir().unwrap();
+    let data = noise(512 << 20, 11);
+    let digest = sha256_hex(&data);
+    let big = file(work.path(), "big.bin", &data);
+    drop(data);
+    a.client()
+        .args(["put", "--compress", "off", "--as", "big.bin"])
+        .arg(&big)
+        .assert()
+        .success();
+    let copy = work.path().join("copy.bin");
+    b.client()
+        .args(["get", "--compress", "off", "big.bin", "-o"])
+        .arg(&copy)
+        .assert()
+        .success();
+    let back = std::fs::read(&copy).unwrap();
+    assert_eq!(
+        sha256_hex(&back),
+        digest,
+        "byte-exact through the other server"
+    );
+    let (up, down) = (peak_mib(a.child.id()), peak_mib(b.child.id()));
+    eprintln!(
+        "512 MiB: peak RSS of the server it went up through {up} MiB, down through {down} MiB"
+    );
+    assert!(
+        up < 200 && down < 200,
+        "memory grew with the file: {up} / {down} MiB"
+    );
+}
