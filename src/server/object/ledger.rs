@@ -16,8 +16,9 @@
 //! heartbeat is older than `TTL` (by the store's own clock: the newest
 //! heartbeat is "now") counts no more, so a crashed server leaks nothing.
 //! Every `CHECKPOINT` entries the state is written as `ckpt/SEQ` (also
-//! created only if absent: any server may, all write the same sums), and a
-//! starting server reads from the newest checkpoint on.
+//! created only if absent: any server may, all write the same sums, less
+//! the holds of servers gone), and a starting server reads from the newest
+//! checkpoint on. Entries are not deleted yet.
 //!
 //! `Book` is the pure part (entries in, usage out), tested without a network.
 
@@ -332,7 +333,13 @@ impl Ledger {
             if ours {
                 book.apply(&op);
                 if book.next.is_multiple_of(CHECKPOINT) {
-                    let ckpt = serde_json::to_vec(&*book).unwrap_or_default();
+                    // without the holds of servers gone (they count for
+                    // nothing), so the state does not grow with crashes
+                    let mut kept = book.clone();
+                    if let Ok(live) = self.live(&book) {
+                        kept.holds.retain(|_, h| live.contains(&h.server));
+                    }
+                    let ckpt = serde_json::to_vec(&kept).unwrap_or_default();
                     // any server may write it; a lost race is fine
                     let _ = create(&self.bucket, &layout::checkpoint(book.next), ckpt);
                 }

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use object_store::ObjectStore;
 use object_store::memory::InMemory;
+use object_store::{ObjectStore, ObjectStoreExt};
 
 use super::manifest::Manifest;
 use super::{Bucket, Location, check, layout, ledger, names};
@@ -113,4 +113,37 @@ fn keys_sit_under_the_prefix() {
     let os: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     let b = bucket(&os);
     assert_eq!(b.key(&layout::file("x")).as_ref(), "pre/files/x");
+}
+
+#[test]
+fn a_starting_server_reads_from_the_newest_checkpoint() {
+    let os: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let l1 = ledger::Ledger::open(Arc::new(bucket(&os)), Duration::from_secs(60)).unwrap();
+    for _ in 0..300 {
+        l1.settle(Vec::new(), "u", 2, None);
+    }
+    let b = bucket(&os);
+    let ckpt = b.key(&layout::checkpoint(ledger::CHECKPOINT));
+    assert!(
+        b.read_small(ckpt).unwrap().is_some(),
+        "checkpoint 256 written"
+    );
+    // a new server: the checkpoint, then the 44 entries after it (the
+    // entries before it are removed here, to show they are not read)
+    let keys: Vec<_> = (0..ledger::CHECKPOINT)
+        .map(|i| b.key(&layout::ledger(i)))
+        .collect();
+    b.run(|os| async move {
+        for k in keys {
+            os.delete(&k)
+                .await
+                .map_err(|e| super::store_err(&e, "removing", &k))?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    let l2 = ledger::Ledger::open(Arc::new(b), Duration::from_secs(60)).unwrap();
+    let (total, users) = l2.usage();
+    assert_eq!((total.bytes, total.files), (600, 300));
+    assert_eq!(users["u"].bytes, 600);
 }
