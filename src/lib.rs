@@ -11,8 +11,9 @@
 //! - [`units`]: sizes as people write and read them.
 //! - [`tls`] and [`certs`]: TLS 1.3 configuration, trust (pin / CA / known
 //!   servers), rcgen.
-//! - [`server`]: listener, sessions, root-confined storage, accounts and the
-//!   users file, quotas (reservations), state.
+//! - [`server`]: listener, sessions, root-confined storage (or an S3 bucket
+//!   shared by several servers, `server::object`), accounts and the users
+//!   file, quotas (reservations), state.
 //! - [`client`]: a typed client over one session, pipelined many-file
 //!   transfers, the known-servers file.
 //! - [`config`]: the client's config file and profiles.
@@ -63,6 +64,18 @@
 //! - The content index (`server::content`), for CLONE: one `sft-index`
 //!   thread, started by the first CLONE after the server starts, walks the
 //!   root once and ends; later commits and removals update it in place.
+//! - With `--store s3://` (`server::object`): a second tokio runtime of two
+//!   `sft-s3` worker threads runs every object-store request; storage calls
+//!   (on blocking threads, as for the disk) hand it a future and wait. On it,
+//!   one task rewrites this server's heartbeat every `--s3-lease` / 4. One
+//!   `sft-gc` thread collects orphan blobs at start and then every
+//!   `--s3-gc-grace` / 2 (1 min to 1 h); it ends at its next wake after the
+//!   bucket is dropped. A quota reservation released by `Drop` is recorded
+//!   by a short `sft-release` thread (so no async thread waits on the
+//!   network). A batch of pipelined small uploads is committed by up to 16
+//!   scoped threads at once, which end with the batch. Uploads and downloads
+//!   pass through a scratch file in `--root`: the transfer threads above are
+//!   unchanged.
 //!
 //! Client: the same runtime; a blocking-pool task that prepares pipelined
 //! uploads ahead, one that stores small downloads, one that reads standard
@@ -92,7 +105,11 @@
 //! worth (so buffers allocated never exceed the most lent at once, and
 //! they are reused rather than left in per-thread malloc arenas), and freed
 //! when no transfer runs. The client's transfers borrow from an unlimited
-//! budget. `benches/memory.sh` measures the whole: 32 concurrent large
+//! budget. With `--store s3://` the parts moved between the scratch file and
+//! the bucket (`server::object::blob`) are outside the budget: per commit in
+//! progress one 8 MiB part being read and at most two being sent, per
+//! download one 8 MiB part being fetched (a 2 GiB put and get: 81 MiB
+//! resident, `benches/s3.sh`). `benches/memory.sh` measures the whole: 32 concurrent large
 //! uploads and 32 downloads stay under 64 MiB resident.
 
 #![forbid(unsafe_code)]

@@ -226,7 +226,20 @@ pub(super) async fn run(a: ServeArgs) -> Result<()> {
         keep_partial: a.keep_partial,
         memory_budget: a.memory_budget,
     };
+    let object = match &a.store {
+        Some(url) => {
+            let mut loc = server::object::Location::parse(url)?;
+            loc.endpoint = a.s3_endpoint.clone();
+            loc.region = a.s3_region.clone();
+            loc.allow_http = a.s3_allow_http;
+            Some(loc)
+        }
+        None => None,
+    };
     server::run(server::Config {
+        object,
+        gc_grace: a.s3_gc_grace,
+        s3_lease: a.s3_lease,
         root: a.root,
         listen: a.listen,
         fsync: match a.fsync {

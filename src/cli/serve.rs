@@ -107,6 +107,26 @@ pub struct ServeArgs {
     /// Log format on stderr
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// Keep files in an S3-compatible object store, s3://BUCKET[/PREFIX],
+    /// shared by any number of servers (--root then holds only data in
+    /// flight); credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY
+    #[arg(long, value_name = "s3://BUCKET[/PREFIX]")]
+    pub store: Option<String>,
+    /// The object store's URL (default: AWS S3)
+    #[arg(long, value_name = "URL", requires = "store")]
+    pub s3_endpoint: Option<String>,
+    /// The object store's region (default: AWS_REGION, else us-east-1)
+    #[arg(long, value_name = "REGION", requires = "store")]
+    pub s3_region: Option<String>,
+    /// Allow plain http:// to the object store (a test engine on loopback)
+    #[arg(long, requires = "store")]
+    pub s3_allow_http: bool,
+    /// Blobs no file names are removed once older than this
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration, requires = "store")]
+    pub s3_gc_grace: Duration,
+    /// Quota reservations of a server silent this long (crashed) expire
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration, requires = "store")]
+    pub s3_lease: Duration,
 }
 
 fn parse_size_arg(s: &str) -> Result<u64, String> {

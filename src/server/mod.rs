@@ -10,6 +10,7 @@ pub mod disk;
 pub mod fetch;
 pub mod gate;
 pub mod handshake;
+pub mod object;
 pub mod partial;
 pub mod policy;
 pub mod quota;
@@ -80,6 +81,12 @@ impl Default for Limits {
 
 /// Everything `run` needs, validated.
 pub struct Config {
+    /// Files live in this bucket (`--store s3://`), `root` is scratch.
+    pub object: Option<object::Location>,
+    /// Orphan blobs older than this are collected (`--s3-gc-grace`).
+    pub gc_grace: Duration,
+    /// A silent server's quota reservations expire after this (`--s3-lease`).
+    pub s3_lease: Duration,
     pub root: PathBuf,
     pub listen: SocketAddr,
     pub fsync: store::Fsync,
@@ -199,7 +206,20 @@ pub async fn run(cfg: Config) -> Result<()> {
         Some(n) => info!(limit = n, "open-file limit {n}"),
         None => info!("open-file limit: unlimited"),
     }
-    let store = store::Store::open(&cfg.root, cfg.fsync)?;
+    let mut cfg = cfg;
+    let bucket = match cfg.object.take() {
+        Some(loc) => Some(object::open(loc, &cfg.root, cfg.gc_grace, cfg.s3_lease)?),
+        None => None,
+    };
+    let store = match &bucket {
+        Some((b, _)) => {
+            // resuming keeps partial uploads in this server's scratch: not
+            // when any server may take the next attempt
+            cfg.limits.keep_partial = Duration::ZERO;
+            store::Store::open_object(&cfg.root, b.clone())?
+        }
+        None => store::Store::open(&cfg.root, cfg.fsync)?,
+    };
     match store.sweep() {
         Ok(0) => {}
         Ok(n) => info!("removed {n} leftover temporary files"),
@@ -222,10 +242,10 @@ pub async fn run(cfg: Config) -> Result<()> {
             "files under the root: {files}, each with a recorded owner and SHA-256"
         );
     }
-    let ledger = Arc::new(quota::Ledger::new(
-        cfg.quota,
-        on_disk.into_iter().map(|(o, (b, f))| (o, b, f)),
-    ));
+    let ledger = Arc::new(match &bucket {
+        Some((_, book)) => quota::Ledger::shared(cfg.quota, book.clone()),
+        None => quota::Ledger::new(cfg.quota, on_disk.into_iter().map(|(o, (b, f))| (o, b, f))),
+    });
     let accounts = auth::Accounts::new(cfg.tokens.clone(), cfg.users.as_deref())?;
     if accounts.is_empty() {
         return Err(Error::usage(

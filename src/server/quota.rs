@@ -67,11 +67,44 @@ pub struct Request {
     pub disk_bytes: u64,
 }
 
+/// A book shared by several servers (`server::object::ledger`, on an
+/// object store): each reservation is decided against what all of them
+/// reserved and stored, and recorded there, so together they never exceed a
+/// limit. The local `State` is then unused.
+pub trait Remote: Send + Sync {
+    /// Ask `decide` (given the total and the user's usage) how many bytes to
+    /// hold, and record that; the reservation's id and bytes.
+    fn reserve(
+        &self,
+        user: &str,
+        files: u64,
+        decide: &dyn Fn(&Usage, &Usage) -> Result<u64>,
+    ) -> Result<(u64, u64)>;
+    /// Reservations `ids` became a stored file of `bytes` owned by `user`,
+    /// replacing `replaced` if any.
+    fn settle(&self, ids: Vec<u64>, user: &str, bytes: u64, replaced: Option<&Existing>);
+    /// Reservations `ids` ended without a file (may return before it is
+    /// recorded: it is called from `Drop`).
+    fn release(&self, ids: Vec<u64>);
+    fn removed(&self, owner: &str, bytes: u64);
+    /// The total and per-user usage now.
+    fn usage(&self) -> (Usage, HashMap<String, Usage>);
+}
+
 /// The accounting book.
-#[derive(Debug)]
 pub struct Ledger {
     limits: Limits,
     state: Mutex<State>,
+    remote: Option<Arc<dyn Remote>>,
+}
+
+impl std::fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ledger")
+            .field("limits", &self.limits)
+            .field("shared", &self.remote.is_some())
+            .finish()
+    }
 }
 
 /// Space held for one upload; released when dropped unless committed.
@@ -84,6 +117,8 @@ pub struct Reservation {
     bytes: u64,
     files: u64,
     disk_bytes: u64,
+    /// Its entries in a shared book (`Remote`), if any.
+    ids: Vec<u64>,
 }
 
 fn left(limit: u64, used: u64) -> u64 {
@@ -105,7 +140,60 @@ impl Ledger {
         Ledger {
             limits,
             state: Mutex::new(st),
+            remote: None,
         }
+    }
+
+    /// A ledger kept in a book shared with other servers.
+    pub fn shared(limits: Limits, remote: Arc<dyn Remote>) -> Ledger {
+        Ledger {
+            limits,
+            state: Mutex::new(State::default()),
+            remote: Some(remote),
+        }
+    }
+
+    /// The state to decide on for a shared book: its usage now.
+    fn snapshot(user: &str, total: &Usage, mine: &Usage) -> State {
+        State {
+            total: *total,
+            users: HashMap::from([(user.to_string(), *mine)]),
+            disk_reserved: 0,
+        }
+    }
+
+    /// Reserve in the shared book: `req` as it is (`up_to` false) or up to
+    /// what is left.
+    fn reserve_remote(
+        self: &Arc<Self>,
+        remote: &Arc<dyn Remote>,
+        req: &Request,
+        up_to: bool,
+    ) -> Result<Reservation> {
+        let decide = |total: &Usage, mine: &Usage| -> Result<u64> {
+            let mut st = Self::snapshot(&req.user, total, mine);
+            let bytes = if up_to {
+                let (left, _) = self.room(&st, &req.user, req.user_quota, None);
+                req.bytes.min(left)
+            } else {
+                req.bytes
+            };
+            let r = Request {
+                bytes,
+                disk_bytes: bytes,
+                ..req.clone()
+            };
+            self.check_and_add(&mut st, &r, None)?;
+            Ok(bytes)
+        };
+        let (id, bytes) = remote.reserve(&req.user, req.files, &decide)?;
+        let mut held = self.held(&Request {
+            bytes,
+            disk_bytes: 0,
+            ..req.clone()
+        });
+        held.ids.push(id);
+        Ok(held)
     }
 
     pub fn limits(&self) -> Limits {
@@ -128,12 +216,16 @@ impl Ledger {
             bytes: req.bytes,
             files: req.files,
             disk_bytes: req.disk_bytes,
+            ids: Vec::new(),
         }
     }
 
     /// Reserve space for an upload, or refuse it (exit 7) saying why.
     /// `disk_free` is the filesystem's free space now, if known.
     pub fn reserve(self: &Arc<Self>, req: &Request, disk_free: Option<u64>) -> Result<Reservation> {
+        if let Some(remote) = &self.remote {
+            return self.reserve_remote(remote, req, false);
+        }
         let mut st = self.lock();
         self.check_and_add(&mut st, req, disk_free)?;
         Ok(self.held(req))
@@ -150,6 +242,9 @@ impl Ledger {
         req: &Request,
         disk_free: Option<u64>,
     ) -> Result<Reservation> {
+        if let Some(remote) = &self.remote {
+            return self.reserve_remote(remote, req, true);
+        }
         let mut st = self.lock();
         let (bytes_left, disk_left) = self.room(&st, &req.user, req.user_quota, disk_free);
         // quota and disk are held alike, so that growing checks both
@@ -253,6 +348,9 @@ impl Ledger {
 
     /// A file was removed (or replaced): its space is free at once.
     pub fn removed(&self, owner: &str, bytes: u64) {
+        if let Some(remote) = &self.remote {
+            return remote.removed(owner, bytes);
+        }
         let mut st = self.lock();
         st.total.bytes = st.total.bytes.saturating_sub(bytes);
         st.total.files = st.total.files.saturating_sub(1);
@@ -263,6 +361,14 @@ impl Ledger {
 
     /// The usage of one user ("" for the server's total).
     pub fn usage(&self, user: &str) -> Usage {
+        if let Some(remote) = &self.remote {
+            let (total, users) = remote.usage();
+            return if user.is_empty() {
+                total
+            } else {
+                users.get(user).copied().unwrap_or_default()
+            };
+        }
         let st = self.lock();
         if user.is_empty() {
             st.total
@@ -278,7 +384,23 @@ impl Ledger {
         all: bool,
         disk_free: u64,
     ) -> WireUsage {
-        let st = self.lock();
+        let shared;
+        let local;
+        let st: &State = match &self.remote {
+            Some(remote) => {
+                let (total, users) = remote.usage();
+                shared = State {
+                    total,
+                    users,
+                    disk_reserved: 0,
+                };
+                &shared
+            }
+            None => {
+                local = self.lock();
+                &local
+            }
+        };
         let none = u64::MAX;
         let row = |name: &str, u: &Usage, q: Option<u64>, m: Option<u64>| UsageRow {
             name: name.to_string(),
@@ -330,6 +452,17 @@ impl Reservation {
             disk_bytes: bytes,
         };
         let ledger = self.ledger.clone();
+        if let Some(remote) = &ledger.remote {
+            let more = ledger.reserve_remote(remote, &req, false)?;
+            self.bytes += more.bytes;
+            self.ids.extend(more.ids.iter().copied());
+            // the entries now belong to this reservation
+            let mut more = more;
+            more.ids.clear();
+            more.bytes = 0;
+            more.files = 0;
+            return Ok(());
+        }
         let mut st = ledger.lock();
         ledger.check_and_add(&mut st, &req, disk_free)?;
         self.bytes += bytes;
@@ -346,6 +479,13 @@ impl Reservation {
     /// reserving user, replacing `replaced` if it overwrote one.
     pub fn commit(mut self, size: u64, replaced: Option<&Existing>) {
         let ledger = self.ledger.clone();
+        if let Some(remote) = &ledger.remote {
+            remote.settle(std::mem::take(&mut self.ids), &self.user, size, replaced);
+            self.bytes = 0;
+            self.files = 0;
+            self.disk_bytes = 0;
+            return;
+        }
         let mut st = ledger.lock();
         self.release(&mut st);
         st.total.bytes += size;
@@ -376,6 +516,12 @@ impl Reservation {
 
 impl Drop for Reservation {
     fn drop(&mut self) {
+        if !self.ids.is_empty()
+            && let Some(remote) = &self.ledger.remote
+        {
+            remote.release(std::mem::take(&mut self.ids));
+            return;
+        }
         if self.bytes == 0 && self.files == 0 && self.disk_bytes == 0 {
             return;
         }

@@ -53,6 +53,8 @@ pub struct Server {
     pub key: PathBuf,
     pub pin: String,
     pub log: PathBuf,
+    /// Environment for the server process (e.g. object-store credentials).
+    pub env: Vec<(String, String)>,
 }
 
 #[derive(Default)]
@@ -64,6 +66,8 @@ pub struct Opts<'a> {
     pub root: Option<PathBuf>,
     /// SFT_LOG for the server (default "info")
     pub log_level: Option<&'a str>,
+    /// Environment variables for the server.
+    pub env: &'a [(&'a str, &'a str)],
 }
 
 impl Server {
@@ -102,6 +106,11 @@ impl Server {
             key,
             pin,
             log,
+            env: o
+                .env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         s.launch(
             &tokens,
@@ -129,6 +138,7 @@ impl Server {
             .arg("--token-file")
             .arg(tokens)
             .args(extra)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("SFT_LOG", log_level)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

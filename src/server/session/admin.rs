@@ -21,13 +21,16 @@ impl Session {
             vec![(who.user.clone(), who.quota, who.max_files)]
         };
         let free = self.shared.store.free_space().unwrap_or(0);
-        let report = self.shared.ledger.report(&users, all, free);
+        // (a shared quota book, on an object store, is read over the network)
+        let report = self
+            .blocking(move |s| Ok(s.ledger.report(&users, all, free)))
+            .await?;
         self.w.send_now(&Msg::UsageOk(report)).await
     }
 
     pub(super) async fn status(&mut self) -> Result<()> {
         use std::sync::atomic::Ordering::Relaxed;
-        let total = self.shared.ledger.usage("");
+        let total = self.blocking(|s| Ok(s.ledger.usage(""))).await?;
         let st = &self.shared.stats;
         let status = protocol::Status {
             uptime_s: self.shared.started.elapsed().as_secs(),

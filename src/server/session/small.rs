@@ -82,9 +82,10 @@ impl Session {
         let overwrite = flags & protocol::PUT_OVERWRITE != 0;
         // space is reserved before a data byte is accepted, as for any PUT;
         // without an old file to look at, that is no more than a statvfs
-        let reserved = if overwrite {
+        // (a shared quota book, on an object store, is asked over the network)
+        let reserved = if overwrite || self.shared.store.object.is_some() {
             let (n, w) = (name.clone(), who.clone());
-            self.blocking(move |s| commit::reserve(s, &w, &n, size, true, false))
+            self.blocking(move |s| commit::reserve(s, &w, &n, size, overwrite, false))
                 .await
         } else {
             commit::reserve(&self.shared, &who, &name, size, false, false)

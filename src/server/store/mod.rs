@@ -19,6 +19,10 @@
 //! mtime it was computed for, so a file changed by hand is noticed and hashed
 //! again.
 //!
+//! With `--store s3://` the same calls go to the bucket
+//! (`server::object::files`), and the root is only a scratch directory for
+//! data in flight: one `if` at the top of each public call is the seam.
+//!
 //! This file holds the store's types, opening, names and the one-file
 //! operations (list, stat, mkdir, rmdir, remove); `publish.rs` uploads and
 //! their commit, `clone.rs` CLONE, `walk.rs` the walks over the whole tree
@@ -35,6 +39,7 @@ mod walk;
 use std::fs::File;
 use std::os::fd::OwnedFd;
 use std::path::Path;
+use std::sync::Arc;
 
 use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
@@ -42,6 +47,7 @@ use rustix::io::Errno;
 use self::meta::{file_info, hash_and_remember, mtime_ns, read_owner, set_digest_xattr};
 use self::publish::create_reserved;
 use super::content::ContentIndex;
+use super::object::{Bucket, files as remote};
 use crate::error::{Error, Kind, Result};
 use crate::names;
 use crate::protocol::{Attrs, Entry, EntryKind, MODE_BITS};
@@ -75,7 +81,7 @@ pub struct FileInfo {
 
 /// A regular file already stored under a name: its size and its uploader
 /// (`""` if it was not uploaded through sft).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Existing {
     pub size: u64,
     pub owner: String,
@@ -116,6 +122,13 @@ pub struct Upload {
     published: Option<String>,
 }
 
+impl Upload {
+    /// The name the client asked for.
+    pub fn name(&self) -> String {
+        join(&self.parent, &self.component)
+    }
+}
+
 impl Drop for Upload {
     /// An upload that ends any way but committed leaves nothing behind.
     fn drop(&mut self) {
@@ -133,6 +146,9 @@ pub struct Store {
     pub without_digest: std::sync::atomic::AtomicU64,
     /// Which files hold which content, for CLONE (filled on first use).
     pub content: ContentIndex,
+    /// Files live in this bucket, not under the root (`--store s3://`):
+    /// the root holds only uploads and downloads in flight.
+    pub object: Option<Arc<Bucket>>,
 }
 
 fn resolve() -> ResolveFlags {
@@ -204,9 +220,25 @@ impl Store {
             fsync,
             without_digest: Default::default(),
             content: ContentIndex::default(),
+            object: None,
         };
         store.check_writable(root)?;
         Ok(store)
+    }
+
+    /// Serve the files of `bucket`, with `scratch` for data in flight.
+    pub fn open_object(scratch: &Path, bucket: Arc<Bucket>) -> Result<Store> {
+        let mut store = Store::open(scratch, Fsync::Never)?;
+        store.object = Some(bucket);
+        Ok(store)
+    }
+
+    /// An unlinked scratch file in the root (for a download from the bucket).
+    fn scratch(&self) -> Result<File> {
+        let (file, tmp) = create_reserved(&self.root)
+            .map_err(|e| fs_err("creating a scratch file in", "the root", e))?;
+        let _ = rustix::fs::unlinkat(&self.root, tmp.as_str(), AtFlags::empty());
+        Ok(file)
     }
 
     /// Fail at start, not at the first upload, if the root is not writable.
@@ -285,6 +317,9 @@ impl Store {
         if !rel.is_empty() {
             check_client_name(rel)?;
         }
+        if let Some(b) = &self.object {
+            return remote::list(b, rel);
+        }
         let dirfd = self.open_dir(rel)?;
         let dir = rustix::fs::Dir::read_from(&dirfd).map_err(|e| fs_err("listing", rel, e))?;
         let mut out = Vec::new();
@@ -313,6 +348,9 @@ impl Store {
     /// Open a regular file for reading.
     pub fn open_read(&self, name: &str) -> Result<(File, FileInfo)> {
         check_client_name(name)?;
+        if let Some(b) = &self.object {
+            return remote::open_read(b, self.scratch()?, name);
+        }
         let fd = self
             .open_beneath(name, OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW)
             .map_err(|e| fs_err("opening", name, e))?;
@@ -330,12 +368,18 @@ impl Store {
 
     /// Remember a digest computed while serving a file that had none.
     pub fn remember_digest(&self, file: &File, info: &FileInfo, sha256: &[u8; 32]) {
+        if self.object.is_some() {
+            return; // a scratch copy: the manifest holds the digest
+        }
         let _ = set_digest_xattr(file, info.size, info.mtime_ns, sha256);
     }
 
     /// The regular file stored under `name`; `Ok(None)` if there is none.
     pub fn existing(&self, name: &str) -> Result<Option<Existing>> {
         check_client_name(name)?;
+        if let Some(b) = &self.object {
+            return remote::existing(b, name);
+        }
         let (parent, component) = names::split_parent(name);
         let dir = match self.open_dir(parent) {
             Ok(d) => d,
@@ -348,6 +392,9 @@ impl Store {
     /// Create a directory and any missing parents; an existing one is fine.
     pub fn mkdir(&self, name: &str) -> Result<()> {
         check_client_name(name)?;
+        if let Some(b) = &self.object {
+            return remote::mkdir(b, name);
+        }
         let fd = self.make_dirs(name)?;
         if self.fsync == Fsync::Always {
             let _ = rustix::fs::fsync(&fd);
@@ -358,6 +405,9 @@ impl Store {
     /// Remove an empty directory.
     pub fn rmdir(&self, name: &str) -> Result<()> {
         check_client_name(name)?;
+        if let Some(b) = &self.object {
+            return remote::rmdir(b, name);
+        }
         let (parent, component) = names::split_parent(name);
         let dir = self.open_dir(parent)?;
         let st = rustix::fs::statat(&dir, component, AtFlags::SYMLINK_NOFOLLOW)
@@ -384,6 +434,9 @@ impl Store {
     /// One entry, as LIST would show it.
     pub fn stat(&self, name: &str) -> Result<Entry> {
         check_client_name(name)?;
+        if let Some(b) = &self.object {
+            return remote::stat(b, name);
+        }
         let (parent, component) = names::split_parent(name);
         let dirfd = self.open_dir(parent)?;
         entry_for(&dirfd, component)?
@@ -392,6 +445,9 @@ impl Store {
 
     /// Free space for unprivileged writers on the root's filesystem.
     pub fn free_space(&self) -> Option<u64> {
+        if self.object.is_some() {
+            return None; // the bucket's room is not known; quotas bound it
+        }
         let st = rustix::fs::fstatvfs(&self.root).ok()?;
         Some(st.f_bavail.saturating_mul(st.f_frsize))
     }
@@ -399,6 +455,9 @@ impl Store {
     /// Remove a file (not a directory); what it was.
     pub fn remove(&self, name: &str) -> Result<Existing> {
         check_client_name(name)?;
+        if let Some(b) = &self.object {
+            return remote::remove(b, name);
+        }
         let (parent, component) = names::split_parent(name);
         let dir = self.open_dir(parent).map_err(|e| {
             if e.kind == Kind::NotFound {

@@ -22,6 +22,23 @@ impl Store {
     pub fn begin_upload(&self, name: &str) -> Result<Upload> {
         check_client_name(name)?;
         let (parent, component) = names::split_parent(name);
+        if self.object.is_some() {
+            // spooled flat in the scratch root, sent to the bucket at commit
+            let dir = self
+                .root
+                .try_clone()
+                .map_err(|e| Error::io("opening the scratch directory", &e))?;
+            let (file, tmp) =
+                create_reserved(&dir).map_err(|e| fs_err("creating upload for", name, e))?;
+            return Ok(Upload {
+                file,
+                dir,
+                parent: parent.to_string(),
+                component: component.to_string(),
+                tmp,
+                published: None,
+            });
+        }
         let dir = self.make_dirs(parent)?;
         let (file, tmp) =
             create_reserved(&dir).map_err(|e| fs_err("creating upload for", name, e))?;
@@ -67,6 +84,9 @@ impl Store {
     /// this is two journal commits per batch instead of two per file
     /// (measured on ext4: ~560 µs per file alone, ~60 µs in a batch).
     pub fn commit_all(&self, batch: Vec<Staged>) -> Vec<Result<Published>> {
+        if let Some(b) = &self.object {
+            return super::remote::commit_all(b, batch);
+        }
         let mut results: Vec<Result<Published>> = Vec::with_capacity(batch.len());
         let mut ups: Vec<Option<Staged>> = Vec::with_capacity(batch.len());
         for st in batch {

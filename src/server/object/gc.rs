@@ -1,0 +1,136 @@
+//! Garbage collection: blobs no manifest names (an upload cut off while it
+//! was being sent, a server killed between its blob and its manifest, a file
+//! removed by a server that died before removing the blob). Safe from any
+//! server at any time: manifests are listed before blobs, and only blobs
+//! older than `grace` are candidates, so a blob whose manifest is being
+//! created right now is never taken. Heartbeats of servers gone for a day
+//! go too.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use futures_util::TryStreamExt;
+use object_store::ObjectStoreExt;
+
+use super::manifest::Manifest;
+use super::{Bucket, layout, store_err};
+use crate::error::Result;
+
+/// Remove orphan blobs older than `grace`; how many were removed.
+pub fn collect(b: &Bucket, grace: Duration) -> Result<usize> {
+    let files = b.key("files");
+    let blobs = b.key("blobs");
+    let os = b.os.clone();
+    let keep: HashSet<String> = b.run(|os2| async move {
+        let listed: Vec<_> = os2
+            .list(Some(&files))
+            .try_collect()
+            .await
+            .map_err(|e| store_err(&e, "listing", &files))?;
+        let mut keep = HashSet::new();
+        for meta in listed {
+            if layout::last(&meta.location).as_deref() == Some(layout::DIR_MARKER) {
+                continue;
+            }
+            let body = match os2.get(&meta.location).await {
+                Ok(r) => r.bytes().await,
+                Err(e) => Err(e),
+            };
+            match body {
+                Ok(bytes) => match Manifest::decode(&bytes, meta.location.as_ref()) {
+                    Ok(m) => {
+                        keep.insert(m.blob);
+                    }
+                    // a damaged manifest: keep everything rather than guess
+                    Err(e) => return Err(e),
+                },
+                // removed meanwhile: its blob goes too
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(store_err(&e, "reading", &meta.location)),
+            }
+        }
+        Ok(keep)
+    })?;
+    let removed = b.run(|_| async move {
+        let listed: Vec<_> = os
+            .list(Some(&blobs))
+            .try_collect()
+            .await
+            .map_err(|e| store_err(&e, "listing", &blobs))?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        let grace = i64::try_from(grace.as_secs()).unwrap_or(i64::MAX);
+        let mut removed = 0;
+        for meta in listed {
+            let Some(id) = layout::last(&meta.location) else {
+                continue;
+            };
+            if keep.contains(&id) || now.saturating_sub(meta.last_modified.timestamp()) < grace {
+                continue;
+            }
+            match os.delete(&meta.location).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => removed += 1,
+                Err(e) => return Err(store_err(&e, "removing", &meta.location)),
+            }
+        }
+        Ok(removed)
+    })?;
+    Ok(removed)
+}
+
+/// Heartbeats (`servers/ID`) older than this belong to servers long gone
+/// (a live one rewrites its own every lease / 4): removed, so the listing
+/// the ledger reads stays short.
+const GONE: i64 = 24 * 3600;
+
+/// Remove the heartbeats of servers not heard from for a day.
+pub fn forget_servers(b: &Bucket) -> Result<usize> {
+    let prefix = b.key("servers");
+    b.run(|os| async move {
+        let listed: Vec<_> = os
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .map_err(|e| store_err(&e, "listing", &prefix))?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        let mut removed = 0;
+        for meta in listed {
+            if now.saturating_sub(meta.last_modified.timestamp()) > GONE
+                && os.delete(&meta.location).await.is_ok()
+            {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    })
+}
+
+/// Collect now and then every `grace / 2` (at least a minute, at most an
+/// hour), on a thread of its own (`sft-gc`) that ends with the bucket.
+pub fn start(b: &std::sync::Arc<Bucket>, grace: Duration) {
+    let weak = std::sync::Arc::downgrade(b);
+    let every = (grace / 2).clamp(Duration::from_secs(60), Duration::from_secs(3600));
+    let spawned = std::thread::Builder::new()
+        .name("sft-gc".into())
+        .spawn(move || {
+            loop {
+                let Some(b) = weak.upgrade() else { return };
+                match collect(&b, grace) {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(event = "gc", removed = n, "removed {n} orphan blobs"),
+                    Err(e) => tracing::warn!(event = "gc", "garbage collection: {e}"),
+                }
+                if let Err(e) = forget_servers(&b) {
+                    tracing::warn!(event = "gc", "garbage collection: {e}");
+                }
+                drop(b);
+                std::thread::sleep(every);
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(event = "gc", "cannot start the garbage collector: {e}");
+    }
+}

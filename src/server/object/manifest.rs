@@ -1,0 +1,91 @@
+//! The manifest: the small object that makes a name visible. It is created
+//! only if absent and never changed; it names the immutable blob holding the
+//! bytes and everything LIST shows. Pure: encoded and parsed here, stored by
+//! `names.rs`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::protocol::{Entry, EntryKind};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// The blob's id (`blobs/ID`), unique per upload: reading a manifest
+    /// back tells whether it is ours (an ambiguous create resolved).
+    pub blob: String,
+    pub size: u64,
+    /// Hex SHA-256 of the blob's bytes, checked before the manifest was made.
+    pub sha256: String,
+    /// Uploader ("" if none).
+    pub owner: String,
+    /// Permission bits.
+    pub mode: u32,
+    pub mtime_ns: i64,
+}
+
+impl Manifest {
+    pub fn encode(&self) -> Vec<u8> {
+        // a struct of plain fields always serialises
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    pub fn decode(bytes: &[u8], name: &str) -> Result<Manifest> {
+        let m: Manifest = serde_json::from_slice(bytes).map_err(|_| {
+            Error::other(format!(
+                "the manifest of {} in the object store is damaged; an admin can remove it with sft rm",
+                crate::names::quote(name)
+            ))
+        })?;
+        if m.digest().is_none() {
+            return Err(Error::other(format!(
+                "the manifest of {} in the object store has no valid SHA-256",
+                crate::names::quote(name)
+            )));
+        }
+        Ok(m)
+    }
+
+    pub fn digest(&self) -> Option<[u8; 32]> {
+        let v = hex::decode(&self.sha256).ok()?;
+        v.try_into().ok()
+    }
+
+    /// The listing entry for the file's last component `component`.
+    pub fn entry(&self, component: &str) -> Entry {
+        Entry {
+            kind: EntryKind::File,
+            size: self.size,
+            mtime_ns: self.mtime_ns,
+            sha256: self.digest(),
+            name: component.to_string(),
+            owner: self.owner.clone(),
+            mode: Some(self.mode),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_rejects_damage() {
+        let m = Manifest {
+            blob: "ab12".into(),
+            size: 5,
+            sha256: "00".repeat(32),
+            owner: "alice".into(),
+            mode: 0o644,
+            mtime_ns: 1,
+        };
+        let back = Manifest::decode(&m.encode(), "x").unwrap();
+        assert_eq!(back, m);
+        assert_eq!(back.entry("x").size, 5);
+        assert!(Manifest::decode(b"{", "x").is_err());
+        let bad = Manifest {
+            sha256: "zz".into(),
+            ..m
+        };
+        assert!(Manifest::decode(&bad.encode(), "x").is_err());
+    }
+}

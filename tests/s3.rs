@@ -1,0 +1,652 @@
+//! Several `sft serve` on one S3-compatible object store (issue 15), through
+//! the real binaries: moto (`python3 -m moto.server`, 0.4 s to start) for the quick
+//! cases, Ceph RGW 16.2 (`tests/s3/ceph.sh`) for the races between servers,
+//! and a deliberately broken store that ignores `If-None-Match` for the
+//! start-up self-check.
+//!
+//! Ceph: `.ci/run` starts it and sets `SFT_CEPH_ENDPOINT`; without it these
+//! tests start one themselves in `/tmp/sft-ceph` (port 7480, left running
+//! for the next run: stop it with `tests/s3/ceph.sh stop /tmp/sft-ceph`).
+//! Under CI=true a missing engine fails the tests, never skips them.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn here(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+/// An engine to test against: its endpoint and credentials.
+#[derive(Clone)]
+struct Engine {
+    endpoint: String,
+    key: String,
+    secret: String,
+}
+
+impl Engine {
+    fn env(&self) -> Vec<(&str, &str)> {
+        vec![
+            ("AWS_ACCESS_KEY_ID", self.key.as_str()),
+            ("AWS_SECRET_ACCESS_KEY", self.secret.as_str()),
+        ]
+    }
+
+    /// Run tests/s3/s3util.py against this engine.
+    fn util(&self, args: &[&str]) -> String {
+        let out = Command::new("python3")
+            .arg(here("tests/s3/s3util.py"))
+            .arg(&self.endpoint)
+            .args(args)
+            .env("AWS_ACCESS_KEY_ID", &self.key)
+            .env("AWS_SECRET_ACCESS_KEY", &self.secret)
+            .output()
+            .expect("python3 runs");
+        assert!(
+            out.status.success(),
+            "s3util {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// A new bucket for one test.
+    fn bucket(&self, name: &str) -> String {
+        let b = format!("{name}-{}", std::process::id());
+        self.util(&["mkbucket", &b]);
+        b
+    }
+
+    fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        self.util(&["keys", bucket, prefix])
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// An `sft serve` on `bucket`, with more options.
+    fn server(&self, bucket: &str, extra: &[&str]) -> Server {
+        let url = format!("s3://{bucket}");
+        let mut args = vec![
+            "--store",
+            url.as_str(),
+            "--s3-endpoint",
+            self.endpoint.as_str(),
+            "--s3-allow-http",
+        ];
+        args.extend_from_slice(extra);
+        let env = self.env();
+        Server::start_with(Opts {
+            extra: &args,
+            env: &env,
+            ..Default::default()
+        })
+    }
+}
+
+/// A moto server of our own, ended when dropped.
+struct Moto {
+    child: Child,
+    engine: Engine,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_port(port: u16, limit: Duration) -> bool {
+    let until = Instant::now() + limit;
+    while Instant::now() < until {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+fn moto() -> Moto {
+    let port = free_port();
+    // (the module, not the moto_server script: found wherever pip put it)
+    let child = Command::new("python3")
+        .args([
+            "-m",
+            "moto.server",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3 runs");
+    assert!(
+        wait_port(port, Duration::from_secs(20)),
+        "moto did not start"
+    );
+    Moto {
+        child,
+        engine: Engine {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            key: "test".into(),
+            secret: "test".into(),
+        },
+    }
+}
+
+/// Ceph RGW: the one CI started, else one started here (once per run).
+fn ceph() -> Engine {
+    static CEPH: OnceLock<Engine> = OnceLock::new();
+    CEPH.get_or_init(|| {
+        let engine = |endpoint: String| Engine {
+            endpoint,
+            key: std::env::var("S3_ACCESS_KEY").unwrap_or_else(|_| "sftkey".into()),
+            secret: std::env::var("S3_SECRET_KEY").unwrap_or_else(|_| "sftsecret".into()),
+        };
+        if let Ok(e) = std::env::var("SFT_CEPH_ENDPOINT") {
+            return engine(e);
+        }
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but SFT_CEPH_ENDPOINT is not set: .ci/run must start Ceph RGW (tests/s3/ceph.sh)"
+        );
+        let script = here("tests/s3/ceph.sh");
+        for step in [
+            vec!["install", "/tmp/sft-ceph"],
+            vec!["start", "/tmp/sft-ceph", "7480"],
+        ] {
+            let st = Command::new("bash")
+                .arg(&script)
+                .args(&step)
+                .status()
+                .expect("bash runs");
+            assert!(st.success(), "tests/s3/ceph.sh {step:?} failed");
+        }
+        engine("http://127.0.0.1:7480".into())
+    })
+    .clone()
+}
+
+fn file(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, data).unwrap();
+    p
+}
+
+/// `sft put` through `s`; the name it was stored under.
+fn put(s: &Server, path: &Path, as_name: &str) -> std::process::Output {
+    s.process()
+        .args(["--json", "put", "--as", as_name])
+        .arg(path)
+        .output()
+        .unwrap()
+}
+
+fn stored_name(out: &std::process::Output) -> String {
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["op"] == "put")
+        .unwrap_or_else(|| panic!("no put line in {text}"));
+    v["remote"].as_str().unwrap().to_string()
+}
+
+fn get(s: &Server, name: &str, out: &Path) -> Vec<u8> {
+    s.client()
+        .args(["get", name, "-o"])
+        .arg(out)
+        .assert()
+        .success();
+    std::fs::read(out).unwrap()
+}
+
+fn ls(s: &Server, dir: &str) -> Vec<String> {
+    let mut c = s.client();
+    c.args(["ls"]);
+    if !dir.is_empty() {
+        c.arg(dir);
+    }
+    stdout_text(&c.assert().success())
+        .lines()
+        .map(|l| l.trim().to_string())
+        .collect()
+}
+
+/// The "(server)" row of `sft df --bytes`: (used, reserved, files).
+fn usage(s: &Server) -> (u64, u64, u64) {
+    let text = stdout_text(&s.client().args(["df", "--bytes"]).assert().success());
+    let line = text
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some("(server)"))
+        .unwrap_or_else(|| panic!("no (server) row in {text}"));
+    let f: Vec<&str> = line.split_whitespace().collect();
+    (
+        f[1].parse().unwrap(),
+        f[2].parse().unwrap(),
+        f[5].parse().unwrap(),
+    )
+}
+
+#[test]
+fn a_file_put_through_one_server_is_listed_fetched_and_removed_through_another() {
+    let m = moto();
+    let e = &m.engine;
+    let bucket = e.bucket("share");
+    let a = e.server(&bucket, &[]);
+    let b = e.server(&bucket, &[]);
+    let work = tempfile::tempdir().unwrap();
+    // one small file and one of several 8 MiB parts (a multipart blob)
+    let small = file(work.path(), "small.txt", b"hello from A\n");
+    let big_data = noise(20 << 20, 7);
+    let big = file(work.path(), "big.bin", &big_data);
+    assert!(put(&a, &small, "dir/small.txt").status.success());
+    let out = put(&a, &big, "big.bin");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let top = ls(&b, "");
+    assert!(top.iter().any(|l| l.starts_with("big.bin")), "{top:?}");
+    assert!(top.iter().any(|l| l.starts_with("dir/")), "{top:?}");
+    assert_eq!(
+        get(&b, "big.bin", &work.path().join("big.copy")),
+        big_data,
+        "byte-exact through the other server"
+    );
+    assert_eq!(
+        get(&b, "dir/small.txt", &work.path().join("small.copy")),
+        b"hello from A\n"
+    );
+    // sums and verify read the recorded digests through the other server
+    let sums = stdout_text(&b.client().args(["sums"]).assert().success());
+    assert!(
+        sums.contains(&format!("{}  big.bin", sha256_hex(&big_data))),
+        "{sums}"
+    );
+    b.client()
+        .args([
+            "verify",
+            "dir/small.txt",
+            "--sha256",
+            &sha256_hex(b"hello from A\n"),
+        ])
+        .assert()
+        .success();
+    b.client()
+        .args(["verify", "big.bin", "--sha256", &"0".repeat(64)])
+        .assert()
+        .code(8);
+    // pipelined small files (put -r) and compression, through A, back through B
+    let tree = work.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    for i in 0..30 {
+        file(
+            &tree,
+            &format!("t{i}.txt"),
+            format!("small {i}\n").repeat(100).as_bytes(),
+        );
+    }
+    a.client()
+        .args(["put", "-r", "--compress", "3"])
+        .arg(&tree)
+        .assert()
+        .success();
+    let back = work.path().join("back");
+    std::fs::create_dir(&back).unwrap();
+    b.client()
+        .args(["get", "-r", "tree"])
+        .arg(&back)
+        .assert()
+        .success();
+    for i in 0..30 {
+        let got = std::fs::read(back.join(format!("tree/t{i}.txt"))).unwrap();
+        assert_eq!(got, format!("small {i}\n").repeat(100).as_bytes());
+    }
+    b.client()
+        .args(["rm", "-r", "-y", "tree"])
+        .assert()
+        .success();
+    b.client().args(["rm", "big.bin"]).assert().success();
+    let after = ls(&a, "");
+    assert!(!after.iter().any(|l| l.starts_with("big.bin")), "{after:?}");
+    // the manifest first, then the blob: nothing of it is left
+    assert_eq!(e.keys(&bucket, "blobs/").len(), 1, "only small.txt's blob");
+    // directories: made empty, refused while not empty, removed
+    a.client().args(["mkdir", "empty"]).assert().success();
+    assert!(ls(&b, "").iter().any(|l| l.starts_with("empty")));
+    let err = stderr_text(&b.client().args(["rm", "dir"]).assert().failure());
+    assert!(err.contains("is a directory"), "{err}");
+    b.client()
+        .args(["rm", "-r", "-y", "empty"])
+        .assert()
+        .success();
+    assert!(!ls(&a, "").iter().any(|l| l.starts_with("empty")));
+    // usage is shared: what A stored counts through B
+    let (used, reserved, files) = usage(&b);
+    assert_eq!((used, reserved, files), (13, 0, 1));
+    // an overwrite through B replaces A's upload; the usage follows
+    let newer = file(work.path(), "newer.txt", b"newer text, from B\n");
+    b.client()
+        .args(["put", "--overwrite", "--as", "dir/small.txt"])
+        .arg(&newer)
+        .assert()
+        .success();
+    assert_eq!(
+        get(&a, "dir/small.txt", &work.path().join("newer.copy")),
+        b"newer text, from B\n"
+    );
+    assert_eq!(usage(&a), (19, 0, 1));
+    assert_eq!(e.keys(&bucket, "blobs/").len(), 1, "the old blob is gone");
+    // admin shutdown drains and exits 0; B serves on
+    let mut a = a;
+    a.client().args(["admin", "shutdown"]).assert().success();
+    assert_eq!(a.wait_exit(Duration::from_secs(30)), Some(0));
+    assert_eq!(
+        get(&b, "dir/small.txt", &work.path().join("again")),
+        b"newer text, from B\n"
+    );
+}
+
+#[test]
+fn the_self_check_refuses_a_store_that_ignores_conditional_writes() {
+    let mut fake = Command::new("python3")
+        .arg(here("tests/s3/ignoring.py"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(fake.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port = line.trim().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    write_private(&tokens, b"some-token-0123456789\n");
+    let out = Command::new(bin())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--store",
+            "s3://ignored",
+        ])
+        .args([
+            "--s3-endpoint",
+            &format!("http://127.0.0.1:{port}"),
+            "--s3-allow-http",
+        ])
+        .arg("--root")
+        .arg(dir.path().join("scratch"))
+        .arg("--token-file")
+        .arg(&tokens)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .env("AWS_ACCESS_KEY_ID", "k")
+        .env("AWS_SECRET_ACCESS_KEY", "s")
+        .output()
+        .unwrap();
+    let _ = fake.kill();
+    let _ = fake.wait();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started on a broken store: {err}");
+    assert!(err.contains("ignores conditional writes"), "{err}");
+    assert!(!err.contains("http://"), "one line, no URL dump: {err}");
+}
+
+#[test]
+fn garbage_collection_removes_orphan_blobs_and_keeps_named_ones() {
+    let m = moto();
+    let e = &m.engine;
+    let bucket = e.bucket("gc");
+    let work = tempfile::tempdir().unwrap();
+    {
+        let a = e.server(&bucket, &[]);
+        assert!(
+            put(&a, &file(work.path(), "kept.txt", b"kept\n"), "kept.txt")
+                .status
+                .success()
+        );
+    }
+    // an orphan, as a server killed between its blob and its manifest leaves
+    let orphan = file(work.path(), "orphan", b"nobody names me");
+    e.util(&["put", &bucket, "blobs/00orphan", orphan.to_str().unwrap()]);
+    assert_eq!(e.keys(&bucket, "blobs/").len(), 2);
+    // any server collects at start (grace 0 here: every orphan is old enough)
+    let b = e.server(&bucket, &["--s3-gc-grace", "0s"]);
+    let until = Instant::now() + Duration::from_secs(20);
+    while e.keys(&bucket, "blobs/").len() > 1 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(e.keys(&bucket, "blobs/").len(), 1, "the orphan is gone");
+    assert_eq!(get(&b, "kept.txt", &work.path().join("k")), b"kept\n");
+}
+
+#[test]
+fn ceph_twenty_uploads_of_one_name_through_two_servers_get_twenty_names() {
+    let e = ceph();
+    let bucket = e.bucket("race");
+    let a = e.server(&bucket, &[]);
+    let b = e.server(&bucket, &[]);
+    let work = tempfile::tempdir().unwrap();
+    let mut kids = Vec::new();
+    for i in 0..20 {
+        let data = format!("upload number {i}\n");
+        let f = file(work.path(), &format!("f{i}"), data.as_bytes());
+        let s = if i % 2 == 0 { &a } else { &b };
+        let child = s
+            .process()
+            .args(["--json", "put", "--as", "same.txt"])
+            .arg(&f)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        kids.push((data, child));
+    }
+    let mut names = std::collections::BTreeMap::new();
+    for (data, child) in kids {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        names.insert(stored_name(&out), data);
+    }
+    assert_eq!(names.len(), 20, "20 distinct names: {:?}", names.keys());
+    for (i, (name, data)) in names.iter().enumerate() {
+        // through either server, byte-exact
+        let s = if i % 2 == 0 { &a } else { &b };
+        let got = get(s, name, &work.path().join("copy"));
+        assert_eq!(got, data.as_bytes(), "{name} kept its own content");
+    }
+}
+
+#[test]
+fn ceph_a_shared_quota_is_never_exceeded_by_racing_servers() {
+    let e = ceph();
+    let bucket = e.bucket("quota");
+    // 10 MB for all, through both servers; 8 uploads of 3 MB race for it
+    let a = e.server(&bucket, &["--quota", "10MB"]);
+    let b = e.server(&bucket, &["--quota", "10MB"]);
+    let work = tempfile::tempdir().unwrap();
+    let mut kids = Vec::new();
+    for i in 0..8 {
+        let f = file(work.path(), &format!("q{i}"), &noise(3_000_000, i));
+        let s = if i % 2 == 0 { &a } else { &b };
+        kids.push(
+            s.process()
+                .args(["put", "--as", &format!("q{i}.bin")])
+                .arg(&f)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+    }
+    let mut ok = 0u64;
+    for k in kids {
+        let out = k.wait_with_output().unwrap();
+        if out.status.success() {
+            ok += 1;
+        } else {
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains("quota exceeded"), "{err}");
+        }
+    }
+    assert_eq!(ok, 3, "exactly what fits: 3 × 3 MB ≤ 10 MB");
+    let (used, reserved, files) = usage(&b);
+    assert_eq!((used, reserved, files), (9_000_000, 0, 3));
+    // usage equals what is stored
+    assert_eq!(e.keys(&bucket, "blobs/").len(), 3);
+    assert_eq!(e.keys(&bucket, "files/").len(), 3);
+}
+
+#[test]
+fn ceph_a_server_killed_mid_upload_leaves_nothing_visible_and_its_reservation_expires() {
+    let e = ceph();
+    let bucket = e.bucket("crash");
+    let mut a = e.server(&bucket, &["--quota", "1GB", "--s3-lease", "4s"]);
+    let b = e.server(&bucket, &["--quota", "1GB", "--s3-lease", "4s"]);
+    let work = tempfile::tempdir().unwrap();
+    let big = file(work.path(), "big.bin", &noise(300 << 20, 3));
+    let mut up = a
+        .process()
+        .args(["put", "--as", "big.bin", "--limit-rate", "20MB"])
+        .arg(&big)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // the reservation is there, through the other server
+    let until = Instant::now() + Duration::from_secs(20);
+    while usage(&b).1 == 0 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(usage(&b).1, 300 << 20, "reserved before data is accepted");
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = a.child.kill(); // SIGKILL
+    let _ = a.child.wait();
+    let _ = up.kill();
+    let _ = up.wait();
+    assert!(!ls(&b, "").iter().any(|l| l.starts_with("big.bin")));
+    // what the crash left, for the record (cargo test -- --nocapture)
+    let left = e.keys(&bucket, "");
+    eprintln!(
+        "after SIGKILL mid-upload: {} objects: {} blobs, {} manifests, {} ledger entries, {} heartbeats, {} multipart uploads; the scratch file: {:?}",
+        left.len(),
+        left.iter().filter(|k| k.starts_with("blobs/")).count(),
+        left.iter().filter(|k| k.starts_with("files/")).count(),
+        left.iter().filter(|k| k.starts_with("ledger/")).count(),
+        left.iter().filter(|k| k.starts_with("servers/")).count(),
+        e.util(&["uploads", &bucket]).lines().count(),
+        std::fs::read_dir(&a.root).map(|d| d.count()).unwrap_or(0),
+    );
+    // the lease runs out: nothing stays reserved
+    let until = Instant::now() + Duration::from_secs(30);
+    while usage(&b).1 != 0 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(
+        usage(&b),
+        (0, 0, 0),
+        "the dead server's reservation expired"
+    );
+    // and no blob of it stays once collected
+    drop(e.server(&bucket, &["--s3-gc-grace", "0s"]));
+    assert!(e.keys(&bucket, "files/").is_empty());
+    let until = Instant::now() + Duration::from_secs(20);
+    while !e.keys(&bucket, "blobs/").is_empty() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(e.keys(&bucket, "blobs/").is_empty());
+}
+
+#[test]
+fn a_second_upload_of_a_taken_name_reserves_its_whole_size() {
+    let m = moto();
+    let e = &m.engine;
+    let bucket = e.bucket("taken");
+    let a = e.server(&bucket, &["--quota", "100B"]);
+    let work = tempfile::tempdir().unwrap();
+    let first = file(work.path(), "one", &[b'1'; 60]);
+    let second = file(work.path(), "two", &[b'2'; 60]);
+    assert!(put(&a, &first, "q.txt").status.success());
+    // not an overwrite: it would be stored as "q (1).txt", 120 bytes in all
+    let out = put(&a, &second, "q.txt");
+    assert!(!out.status.success(), "stored past the quota");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("quota exceeded"), "{err}");
+    assert_eq!(usage(&a), (60, 0, 1));
+}
+
+/// Peak resident memory of a process, in MiB.
+fn peak_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        / 1024
+}
+
+#[test]
+fn ceph_a_large_file_moves_through_two_servers_in_bounded_memory() {
+    let e = ceph();
+    let bucket = e.bucket("large");
+    let a = e.server(&bucket, &[]);
+    let b = e.server(&bucket, &[]);
+    let work = tempfile::tempdir().unwrap();
+    let data = noise(512 << 20, 11);
+    let digest = sha256_hex(&data);
+    let big = file(work.path(), "big.bin", &data);
+    drop(data);
+    a.client()
+        .args(["put", "--compress", "off", "--as", "big.bin"])
+        .arg(&big)
+        .assert()
+        .success();
+    let copy = work.path().join("copy.bin");
+    b.client()
+        .args(["get", "--compress", "off", "big.bin", "-o"])
+        .arg(&copy)
+        .assert()
+        .success();
+    let back = std::fs::read(&copy).unwrap();
+    assert_eq!(
+        sha256_hex(&back),
+        digest,
+        "byte-exact through the other server"
+    );
+    let (up, down) = (peak_mib(a.child.id()), peak_mib(b.child.id()));
+    eprintln!(
+        "512 MiB: peak RSS of the server it went up through {up} MiB, down through {down} MiB"
+    );
+    assert!(
+        up < 200 && down < 200,
+        "memory grew with the file: {up} / {down} MiB"
+    );
+}
