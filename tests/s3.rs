@@ -4,17 +4,15 @@
 //! and a deliberately broken store that ignores `If-None-Match` for the
 //! start-up self-check.
 //!
-//! Ceph: `.ci/run` starts it and sets `SFT_CEPH_ENDPOINT`; without it these
-//! tests start one themselves in `/tmp/sft-ceph` (port 7480, left running
-//! for the next run: stop it with `tests/s3/ceph.sh stop /tmp/sft-ceph`).
-//! Under CI=true a missing engine fails the tests, never skips them.
+//! `.ci/run` installs moto and starts Ceph (setting `SFT_CEPH_ENDPOINT`).
+//! Under CI=true a missing engine fails the tests, never skips them;
+//! elsewhere a test whose engine is missing says SKIPPED and how to get it.
 
 mod common;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -123,7 +121,29 @@ fn wait_port(port: u16, limit: Duration) -> bool {
     false
 }
 
-fn moto() -> Moto {
+/// Whether an engine is here; under CI it must be, elsewhere a test without
+/// it is skipped, loudly.
+fn available(ok: bool, what: &str, how: &str) -> bool {
+    if !ok {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but {what} is missing: .ci/run must provide it ({how})"
+        );
+        eprintln!("SKIPPED: {what} is missing ({how})");
+    }
+    ok
+}
+
+/// moto, if installed (`pip install 'moto[server]'`).
+fn moto() -> Option<Moto> {
+    let installed = Command::new("python3")
+        .args(["-c", "import moto.server"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    available(installed, "moto", "pip install 'moto[server]'").then(start_moto)
+}
+
+fn start_moto() -> Moto {
     let port = free_port();
     // (the module, not the moto_server script: found wherever pip put it)
     let child = Command::new("python3")
@@ -153,37 +173,29 @@ fn moto() -> Moto {
     }
 }
 
-/// Ceph RGW: the one CI started, else one started here (once per run).
-fn ceph() -> Engine {
-    static CEPH: OnceLock<Engine> = OnceLock::new();
-    CEPH.get_or_init(|| {
-        let engine = |endpoint: String| Engine {
-            endpoint,
-            key: std::env::var("S3_ACCESS_KEY").unwrap_or_else(|_| "sftkey".into()),
-            secret: std::env::var("S3_SECRET_KEY").unwrap_or_else(|_| "sftsecret".into()),
-        };
-        if let Ok(e) = std::env::var("SFT_CEPH_ENDPOINT") {
-            return engine(e);
-        }
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true but SFT_CEPH_ENDPOINT is not set: .ci/run must start Ceph RGW (tests/s3/ceph.sh)"
-        );
-        let script = here("tests/s3/ceph.sh");
-        for step in [
-            vec!["install", "/tmp/sft-ceph"],
-            vec!["start", "/tmp/sft-ceph", "7480"],
-        ] {
-            let st = Command::new("bash")
-                .arg(&script)
-                .args(&step)
-                .status()
-                .expect("bash runs");
-            assert!(st.success(), "tests/s3/ceph.sh {step:?} failed");
-        }
-        engine("http://127.0.0.1:7480".into())
+/// Ceph RGW: the one `.ci/run` started (`SFT_CEPH_ENDPOINT`). Elsewhere,
+/// start one with `tests/s3/ceph.sh install DIR && tests/s3/ceph.sh start
+/// DIR 7480` and set `SFT_CEPH_ENDPOINT=http://127.0.0.1:7480`.
+fn ceph() -> Option<Engine> {
+    let endpoint = std::env::var("SFT_CEPH_ENDPOINT").ok();
+    // the tests' helper script talks to it with boto3 (which moto brings)
+    let boto3 = Command::new("python3")
+        .args(["-c", "import boto3"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let how = "tests/s3/ceph.sh install DIR && tests/s3/ceph.sh start DIR 7480, then SFT_CEPH_ENDPOINT=http://127.0.0.1:7480";
+    if !available(
+        endpoint.is_some() && boto3,
+        "Ceph RGW (SFT_CEPH_ENDPOINT) or boto3",
+        how,
+    ) {
+        return None;
+    }
+    Some(Engine {
+        endpoint: endpoint?,
+        key: std::env::var("S3_ACCESS_KEY").unwrap_or_else(|_| "sftkey".into()),
+        secret: std::env::var("S3_SECRET_KEY").unwrap_or_else(|_| "sftsecret".into()),
     })
-    .clone()
 }
 
 fn file(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
@@ -249,7 +261,7 @@ fn usage(s: &Server) -> (u64, u64, u64) {
 
 #[test]
 fn a_file_put_through_one_server_is_listed_fetched_and_removed_through_another() {
-    let m = moto();
+    let Some(m) = moto() else { return };
     let e = &m.engine;
     let bucket = e.bucket("share");
     let a = e.server(&bucket, &[]);
@@ -416,7 +428,7 @@ fn the_self_check_refuses_a_store_that_ignores_conditional_writes() {
 
 #[test]
 fn garbage_collection_removes_orphan_blobs_and_keeps_named_ones() {
-    let m = moto();
+    let Some(m) = moto() else { return };
     let e = &m.engine;
     let bucket = e.bucket("gc");
     let work = tempfile::tempdir().unwrap();
@@ -444,7 +456,7 @@ fn garbage_collection_removes_orphan_blobs_and_keeps_named_ones() {
 
 #[test]
 fn ceph_twenty_uploads_of_one_name_through_two_servers_get_twenty_names() {
-    let e = ceph();
+    let Some(e) = ceph() else { return };
     let bucket = e.bucket("race");
     let a = e.server(&bucket, &[]);
     let b = e.server(&bucket, &[]);
@@ -485,7 +497,7 @@ fn ceph_twenty_uploads_of_one_name_through_two_servers_get_twenty_names() {
 
 #[test]
 fn ceph_a_shared_quota_is_never_exceeded_by_racing_servers() {
-    let e = ceph();
+    let Some(e) = ceph() else { return };
     let bucket = e.bucket("quota");
     // 10 MB for all, through both servers; 8 uploads of 3 MB race for it
     let a = e.server(&bucket, &["--quota", "10MB"]);
@@ -525,7 +537,7 @@ fn ceph_a_shared_quota_is_never_exceeded_by_racing_servers() {
 
 #[test]
 fn ceph_a_server_killed_mid_upload_leaves_nothing_visible_and_its_reservation_expires() {
-    let e = ceph();
+    let Some(e) = ceph() else { return };
     let bucket = e.bucket("crash");
     let mut a = e.server(&bucket, &["--quota", "1GB", "--s3-lease", "4s"]);
     let b = e.server(&bucket, &["--quota", "1GB", "--s3-lease", "4s"]);
@@ -585,7 +597,7 @@ fn ceph_a_server_killed_mid_upload_leaves_nothing_visible_and_its_reservation_ex
 
 #[test]
 fn a_second_upload_of_a_taken_name_reserves_its_whole_size() {
-    let m = moto();
+    let Some(m) = moto() else { return };
     let e = &m.engine;
     let bucket = e.bucket("taken");
     let a = e.server(&bucket, &["--quota", "100B"]);
@@ -615,7 +627,7 @@ fn peak_mib(pid: u32) -> u64 {
 
 #[test]
 fn ceph_a_large_file_moves_through_two_servers_in_bounded_memory() {
-    let e = ceph();
+    let Some(e) = ceph() else { return };
     let bucket = e.bucket("large");
     let a = e.server(&bucket, &[]);
     let b = e.server(&bucket, &[]);
