@@ -34,6 +34,11 @@ pub struct Admitted {
     pub zstd: bool,
     /// File metadata (ATTRS, ENTRY's mode) was negotiated.
     pub meta: bool,
+    /// Several connections per transfer (FEATURE_STREAMS) were negotiated.
+    pub streams: bool,
+    /// The connection joined another session's transfer with a ticket
+    /// (JOIN instead of AUTH): what it may do.
+    pub joined: Option<super::tickets::Bound>,
     /// The session slot (`--max-connections`), released when dropped.
     pub permit: OwnedSemaphorePermit,
 }
@@ -131,7 +136,7 @@ pub async fn admit(
         _ = &mut pass.evicted => return None,
         _ = stop.wait_for(|s| *s) => Err(Refused::Tell(Error::network("server is shutting down; try again later"))),
     };
-    let (who, zstd, meta) = match outcome {
+    let (who, zstd, meta, streams, joined) = match outcome {
         Ok(v) => v,
         Err(Refused::Quiet) => return None,
         Err(Refused::Denied(e)) => {
@@ -160,7 +165,11 @@ pub async fn admit(
         tell(&mut w, &e).await;
         return None;
     };
-    info!(event = "auth", %peer, user = %who.user, role = who.role.name(), outcome = "ok", "authenticated");
+    if joined.is_some() {
+        info!(event = "join", %peer, user = %who.user, outcome = "ok", "joined a session with a ticket");
+    } else {
+        info!(event = "auth", %peer, user = %who.user, role = who.role.name(), outcome = "ok", "authenticated");
+    }
     let ok = Msg::AuthOk {
         role: who.role,
         user: who.user.clone(),
@@ -179,6 +188,8 @@ pub async fn admit(
         who,
         zstd,
         meta,
+        streams,
+        joined,
         permit,
     }))
 }
@@ -193,20 +204,24 @@ async fn tell(w: &mut FrameWriter<WriteHalf<Stream>>, e: &Error) {
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), w.shutdown()).await;
 }
 
-/// HELLO → WELCOME, AUTH → checked, all within `--auth-timeout`.
+/// What HELLO and AUTH (or JOIN) settled: who, zstd, metadata, streams,
+/// and for a joined connection what it is bound to.
+type Settled = (Identity, bool, bool, bool, Option<super::tickets::Bound>);
+
+/// HELLO → WELCOME, AUTH (or JOIN) → checked, all within `--auth-timeout`.
 async fn hello_and_auth(
     r: &mut FrameReader<ReadHalf<Stream>>,
     w: &mut FrameWriter<WriteHalf<Stream>>,
     shared: &Shared,
     peer: SocketAddr,
-) -> std::result::Result<(Identity, bool, bool), Refused> {
+) -> std::result::Result<Settled, Refused> {
     let limit = shared.limits.auth;
     let deadline = Instant::now() + limit;
     let first = r
         .expect_within(limit, "HELLO")
         .await
         .map_err(Refused::Tell)?;
-    let (zstd, meta) = match first {
+    let (zstd, meta, streams) = match first {
         Msg::Hello {
             min_version,
             max_version,
@@ -221,6 +236,7 @@ async fn hello_and_auth(
             (
                 features & protocol::FEATURE_ZSTD != 0 && shared.compression,
                 features & protocol::FEATURE_META != 0,
+                features & protocol::FEATURE_STREAMS != 0,
             )
         }
         other => {
@@ -233,19 +249,36 @@ async fn hello_and_auth(
     let welcome = Msg::Welcome {
         version: protocol::VERSION,
         features: if zstd { protocol::FEATURE_ZSTD } else { 0 }
-            | if meta { protocol::FEATURE_META } else { 0 },
+            | if meta { protocol::FEATURE_META } else { 0 }
+            | if streams {
+                protocol::FEATURE_STREAMS
+            } else {
+                0
+            },
         max_block: protocol::MAX_BLOCK as u32,
     };
     w.send_now(&welcome).await.map_err(|_| Refused::Quiet)?;
     let left = deadline.saturating_duration_since(Instant::now());
     match r.expect_within(left, "AUTH").await {
         Ok(Msg::Auth { secret }) => match shared.accounts.check(&secret) {
-            Some(who) => Ok((who, zstd, meta)),
+            Some(who) => Ok((who, zstd, meta, streams, None)),
             None => {
                 warn!(event = "auth", %peer, outcome = "denied", "authentication failed: token not accepted");
                 Err(Refused::Denied(Error::new(
                     Kind::Auth,
                     "authentication failed: the token was not accepted; check --token, --token-file or SFT_TOKEN",
+                )))
+            }
+        },
+        Ok(Msg::Join { ticket }) if streams => match shared.tickets.redeem(&ticket) {
+            Some(g) => Ok((g.who, zstd, meta, streams, Some(g.bound))),
+            None => {
+                if let Some(held) = shared.join_log.ready() {
+                    warn!(event = "join", %peer, outcome = "denied", held_back = held, "refused a JOIN: the ticket is unknown, used or expired");
+                }
+                Err(Refused::Denied(Error::new(
+                    Kind::Auth,
+                    "authentication failed: the join ticket is unknown, used or expired; start the transfer again",
                 )))
             }
         },

@@ -16,6 +16,7 @@ pub mod session;
 pub mod share;
 pub mod state;
 pub mod store;
+pub mod tickets;
 pub mod users;
 pub mod web;
 
@@ -175,6 +176,10 @@ pub struct Shared {
     /// they are reused rather than freed to the allocator (whose per-thread
     /// arenas would each keep their own). Freed while no transfer runs.
     pub pool: crate::transfer::Pool,
+    /// Tickets with which further connections join a session's transfer.
+    pub tickets: tickets::Tickets,
+    /// Refused JOINs are logged at most once a second.
+    pub join_log: gate::Throttle,
 }
 
 fn load_cert(cfg: &Config) -> Result<Arc<rustls::sign::CertifiedKey>> {
@@ -278,6 +283,8 @@ pub async fn run(cfg: Config) -> Result<()> {
             pool.set_keep(usize::MAX, bytes);
             pool
         },
+        tickets: tickets::Tickets::default(),
+        join_log: gate::Throttle::new(Duration::from_secs(1)),
     });
     let reload = |shared: &Shared| -> Result<()> {
         let ck = load_cert(&cfg).map_err(|e| e.context("reloading the certificate"))?;

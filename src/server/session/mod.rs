@@ -9,7 +9,9 @@
 //! - `get`: downloads and listings (queued for the reading thread);
 //! - `fs`: REMOVE, MKDIR, RMDIR, STAT;
 //! - `admin`: USAGE, STATUS, SHUTDOWN, RELOAD;
-//! - `order`: answers of queued work, in command order.
+//! - `order`: answers of queued work, in command order;
+//! - `ranged`: tickets, ranged uploads and GET_RANGE (several connections
+//!   for one transfer); `joined`: a connection that joined with a ticket.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -38,8 +40,10 @@ mod admin;
 mod clone;
 mod fs;
 mod get;
+mod joined;
 mod order;
 mod put;
+mod ranged;
 
 use order::{Ahead, Answer, Which};
 use put::queued;
@@ -54,6 +58,8 @@ struct Session {
     zstd: bool,
     /// File metadata (ATTRS, ENTRY's mode) was negotiated.
     meta: bool,
+    /// Several connections per transfer (FEATURE_STREAMS) were negotiated.
+    streams: bool,
     /// An ATTRS waiting for the PUT that must follow it.
     attrs: Option<Attrs>,
     /// Small pipelined uploads being committed (started with the first).
@@ -86,6 +92,8 @@ pub async fn serve(
         who,
         zstd,
         meta,
+        streams,
+        joined,
         permit,
     } = admitted;
     // DATA buffers come from, and go back to, the pool all sessions share
@@ -100,11 +108,16 @@ pub async fn serve(
         who: Some(who),
         zstd,
         meta,
+        streams,
         attrs: None,
         commits: None,
         fetches: None,
     };
-    match s.commands().await {
+    let served = match joined {
+        Some(bound) => s.joined(bound).await,
+        None => s.commands().await,
+    };
+    match served {
         Ok(()) => {}
         Err(e) => {
             let user = s.user().to_string();
@@ -326,7 +339,20 @@ impl Session {
                 _ => self.drain_all().await?,
             }
             match msg {
+                Msg::Put { size, flags, name } if flags & protocol::PUT_RANGES != 0 => {
+                    self.put_ranged(size, flags, name, attrs).await?
+                }
                 Msg::Put { size, flags, name } => self.put(size, flags, name, attrs).await?,
+                Msg::TicketReq => {
+                    self.ticket(crate::server::tickets::Bound::Download)
+                        .await?
+                }
+                Msg::GetRange {
+                    offset,
+                    length,
+                    compress,
+                    name,
+                } => self.get_range(offset, length, compress, name).await?,
                 Msg::Clone {
                     size,
                     flags,
