@@ -18,6 +18,7 @@ pub mod known;
 pub mod moving;
 mod part;
 pub mod pipeline;
+pub mod streams;
 
 pub use attrs::{apply_attrs, local_attrs};
 pub use connect::fingerprint_of;
@@ -50,6 +51,8 @@ pub struct Options {
     pub resume: bool,
     /// Reconnect and resume this many times after a lost connection.
     pub retries: u32,
+    /// Connections for one large transfer (`--streams`).
+    pub streams: streams::Plan,
 }
 
 /// The raw length a DATA frame (header included) carries.
@@ -104,6 +107,15 @@ pub struct Client {
     local_link: bool,
     /// Resume interrupted transfers (`--no-resume` turns it off).
     resume: bool,
+    /// Whether the server agreed to several connections per transfer.
+    pub streams_ok: bool,
+    /// How this session was opened, for the connections that join it.
+    origin: Options,
+    /// The certificate the server presented (when pinned or first seen):
+    /// joining connections must meet the same one.
+    seen_pin: Option<[u8; 32]>,
+    /// The round trip of HELLO/WELCOME: whether the link is long.
+    rtt: Duration,
 }
 
 /// The result of an upload.

@@ -90,8 +90,7 @@ impl Assembly {
         self.file
             .write_all_at(data, offset)
             .map_err(|e| Error::io(format!("writing {}", self.what), &e))?;
-        self.written
-            .fetch_add(data.len() as u64, Ordering::Relaxed);
+        self.written.fetch_add(data.len() as u64, Ordering::Relaxed);
         Ok(())
     }
 

@@ -19,7 +19,7 @@ use crate::transfer;
 /// A download checked three ways: the digest in END, the one recorded at
 /// upload, and the expected one. `saved` says what became of the data.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn verify_download(
+pub(in crate::client) fn verify_download(
     remote: &str,
     n: u64,
     size: u64,

@@ -4,8 +4,8 @@
 //! with DONE once written; bound to downloads, it answers GET_RANGE. BYE
 //! ends it; anything else is a protocol violation.
 
-use super::*;
 use super::put::UploadFrame;
+use super::*;
 use crate::server::tickets::Bound;
 use crate::transfer::Assembly;
 

@@ -343,10 +343,7 @@ impl Session {
                     self.put_ranged(size, flags, name, attrs).await?
                 }
                 Msg::Put { size, flags, name } => self.put(size, flags, name, attrs).await?,
-                Msg::TicketReq => {
-                    self.ticket(crate::server::tickets::Bound::Download)
-                        .await?
-                }
+                Msg::TicketReq => self.ticket(crate::server::tickets::Bound::Download).await?,
                 Msg::GetRange {
                     offset,
                     length,
