@@ -46,7 +46,7 @@ pub struct Admitted {
 /// What a connection became after its TLS handshake.
 pub enum Admission {
     /// ALPN `sft/1`: an authenticated sft session.
-    Sft(Admitted),
+    Sft(Box<Admitted>),
     /// ALPN `h2` (true) or `http/1.1`: HTTPS, still in the unauthenticated
     /// budget until its first request (see `super::web`).
     Web {
@@ -182,7 +182,7 @@ pub async fn admit(
     r.set_limit(usize::MAX);
     grow.store(true, Ordering::Relaxed);
     w.set_deadline(limits.data);
-    Some(Admission::Sft(Admitted {
+    Some(Admission::Sft(Box::new(Admitted {
         r,
         w,
         who,
@@ -191,7 +191,7 @@ pub async fn admit(
         streams,
         joined,
         permit,
-    }))
+    })))
 }
 
 async fn tell(w: &mut FrameWriter<WriteHalf<Stream>>, e: &Error) {

@@ -23,18 +23,13 @@ pub const AUTO_FROM: u64 = 64 << 20;
 pub const SHORT_RTT: Duration = Duration::from_millis(8);
 
 /// How many connections a transfer may use (`--streams`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Plan {
     /// Exactly this many (1: today's single connection).
     Fixed(usize),
     /// Start with one, add while the rate grows.
+    #[default]
     Auto,
-}
-
-impl Default for Plan {
-    fn default() -> Self {
-        Plan::Auto
-    }
 }
 
 impl Plan {

@@ -78,7 +78,7 @@ pub async fn serve(
     pass: Pass,
 ) {
     let admitted = match handshake::admit(tcp, peer, acceptor, &shared, pass).await {
-        Some(handshake::Admission::Sft(a)) => a,
+        Some(handshake::Admission::Sft(a)) => *a,
         Some(handshake::Admission::Web { tls, h2, pass }) => {
             let counted = shared.clone();
             let _connection = Gauge::new(&counted.stats.connections);
