@@ -171,12 +171,18 @@ impl Client {
                     }
                 }
                 _ = tick.tick() => {
-                    if let Some(c) = controller.as_mut()
-                        && c.observe(Instant::now(), work.moved.load(Ordering::Relaxed)) == auto::Step::Add
-                        && work.has_pending()
-                    {
-                        let t = self.ask_ticket().await?;
-                        spawn(&mut set, t);
+                    let step = match controller.as_mut() {
+                        Some(c) => c.observe(Instant::now(), work.moved.load(Ordering::Relaxed)),
+                        None => auto::Step::Hold,
+                    };
+                    if let auto::Step::Add(more) = step {
+                        for _ in 0..more {
+                            if !work.has_pending() {
+                                break;
+                            }
+                            let t = self.ask_ticket().await?;
+                            spawn(&mut set, t);
+                        }
                         most = most.max(set.len());
                     }
                 }
