@@ -14,11 +14,16 @@ use sft::protocol::{FEATURE_STREAMS, Msg};
 /// Upload then download `data` with `streams` connections and ranges of
 /// `range` bytes; both ends must hold exactly `data`.
 fn round_trip(s: &Server, data: &[u8], streams: &str, range: &str, name: &str) {
+    round_trip_z(s, data, streams, range, name, "auto")
+}
+
+fn round_trip_z(s: &Server, data: &[u8], streams: &str, range: &str, name: &str, z: &str) {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src.bin");
     std::fs::write(&src, data).unwrap();
     s.client()
         .env("SFT_RANGE_SIZE", range)
+        .env("SFT_COMPRESS", z)
         .args(["put", "--streams", streams, "--as", name])
         .arg(&src)
         .assert()
@@ -28,6 +33,7 @@ fn round_trip(s: &Server, data: &[u8], streams: &str, range: &str, name: &str) {
     let back = dir.path().join("back.bin");
     s.client()
         .env("SFT_RANGE_SIZE", range)
+        .env("SFT_COMPRESS", z)
         .args(["get", "--streams", streams, name, "-o"])
         .arg(&back)
         .assert()
@@ -57,7 +63,27 @@ fn several_streams_both_ways_byte_exact_with_small_reordered_ranges() {
         .cycle()
         .take(3 * 1024 * 1024 + 5)
         .collect();
-    round_trip(&s, &text, "3", "100KiB", "text.txt");
+    round_trip_z(&s, &text, "3", "100KiB", "text.txt", "3");
+    // and it was compressed on the wire
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("t.txt");
+    std::fs::write(&src, &text).unwrap();
+    let a = s
+        .client()
+        .env("SFT_RANGE_SIZE", "100KiB")
+        .env("SFT_COMPRESS", "3")
+        .args(["--stats", "put", "--streams", "3", "--as", "t2.txt"])
+        .arg(&src)
+        .assert()
+        .success();
+    let err = stderr_text(&a);
+    let wire: u64 = err
+        .split("wire ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(wire < text.len() as u64 / 10, "{err}");
     let log = s.log_text();
     assert!(log.contains("joined a session with a ticket"), "{log}");
 }

@@ -8,13 +8,13 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::{IN_FLIGHT, Plan, Work};
 use crate::client::connect::{Halves, open_joined};
 use crate::client::pipeline::Sent;
 use crate::client::{Client, Options, Uploaded, unexpected};
-use crate::compress::{Encoder, Mode};
+use crate::compress::{Encoder, Mode, Policy};
 use crate::error::{Error, Result};
 use crate::names;
 use crate::protocol::{self, Encoding, Msg};
@@ -95,15 +95,16 @@ impl Client {
             other => return Err(unexpected(&other, "PUT_READY")),
         }
         let work = Arc::new(Work::new(size, range));
-        let level = match (self.zstd, self.compress) {
-            (false, _) | (_, Mode::Off) => None,
-            (true, Mode::Level(l)) => Some(l),
-            (true, Mode::Auto) => Some(3),
-        };
+        // each stream compresses as the one-connection upload does: `auto`
+        // adapts its level to what limits that stream
+        let mode = if self.zstd { self.compress } else { Mode::Off };
+        let local = self.local_link;
+        let level = move || Policy::new(mode, crate::compress::MAX_LEVEL).on_local_link(local);
         let (opts, pin) = (self.origin.clone(), self.seen_pin);
         let spawn = |set: &mut tokio::task::JoinSet<Result<()>>, ticket| {
             let (o, f, w) = (opts.clone(), file.clone(), work.clone());
-            set.spawn(async move { send_stream(o, pin, ticket, f, w, level).await });
+            let policy = level();
+            set.spawn(async move { send_stream(o, pin, ticket, f, w, policy).await });
         };
         let driven = self.drive(&work, start, auto, spawn).await;
         if let Err(e) = driven {
@@ -157,11 +158,11 @@ async fn send_stream(
     ticket: [u8; 32],
     file: Arc<File>,
     work: Arc<Work>,
-    level: Option<i32>,
+    policy: Policy,
 ) -> Result<()> {
     let (mut r, mut w): Halves = open_joined(&opts, pin, ticket).await?;
     let mut unacked: VecDeque<(u64, u64)> = VecDeque::new();
-    let mut enc = Some(Squeeze::new(level));
+    let mut enc = Some(Squeeze::new(policy));
     let result = async {
         loop {
             while unacked.len() < IN_FLIGHT {
@@ -173,16 +174,21 @@ async fn send_stream(
                 let mut at = offset;
                 while at < offset + length {
                     let n = ((offset + length - at) as usize).min(BLOCK);
-                    let (f, mut e) = (file.clone(), enc.take().unwrap_or(Squeeze::new(level)));
-                    let (frame, e) = tokio::task::spawn_blocking(move || {
+                    let Some(mut e) = enc.take() else {
+                        return Err(Error::other("internal error: no block encoder"));
+                    };
+                    let f = file.clone();
+                    let (frame, mut e) = tokio::task::spawn_blocking(move || {
                         let frame = e.frame(&f, at, n);
                         (frame, e)
                     })
                     .await
                     .map_err(|e| Error::other(format!("internal error: {e}")))?;
-                    enc = Some(e);
-                    let frame = frame?;
+                    let (frame, spent) = frame?;
+                    let waited = Instant::now();
                     w.write_raw(&frame).await?;
+                    e.policy.observe(n, waited.elapsed(), spent);
+                    enc = Some(e);
                     work.moved(frame.len() as u64);
                     at += n as u64;
                 }
@@ -210,53 +216,58 @@ async fn send_stream(
     result
 }
 
-/// Reads blocks of the file and compresses those that shrink; after two
-/// that do not in a row, the next 16 are sent raw without trying.
+/// Reads blocks of the file and compresses them as the stream's policy
+/// says (the `--compress` policy of one-connection uploads: blocks that do
+/// not shrink go raw, and `auto` adapts its level per stream).
 struct Squeeze {
-    level: Option<i32>,
+    policy: Policy,
     enc: Encoder,
     buf: Vec<u8>,
-    misses: u32,
-    skip: u32,
 }
 
 impl Squeeze {
-    fn new(level: Option<i32>) -> Squeeze {
+    fn new(policy: Policy) -> Squeeze {
         Squeeze {
-            level,
+            policy,
             enc: Encoder::new(),
             buf: Vec::new(),
-            misses: 0,
-            skip: 0,
         }
     }
 
-    /// The DATA frame for `n` bytes at `at`.
-    fn frame(&mut self, f: &File, at: u64, n: usize) -> Result<Vec<u8>> {
+    /// The DATA frame for `n` bytes at `at`, and the time spent
+    /// compressing it (if it was tried).
+    fn frame(&mut self, f: &File, at: u64, n: usize) -> Result<(Vec<u8>, Option<Duration>)> {
         self.buf.resize(n, 0);
         f.read_exact_at(&mut self.buf, at)
             .map_err(|e| Error::io("reading the file to upload", &e))?;
-        if let Some(level) = self.level {
-            if self.skip > 0 {
-                self.skip -= 1;
-            } else if let Some(z) = self.enc.compress(&self.buf, level)
-                && z.len() * 100 < n * 97
-            {
-                self.misses = 0;
-                let mut out = Vec::with_capacity(z.len() + 10);
-                out.extend_from_slice(&protocol::data_header(Encoding::Zstd, n as u32, z.len()));
-                out.extend_from_slice(z);
-                return Ok(out);
-            } else {
-                self.misses += 1;
-                if self.misses >= 2 {
-                    self.skip = 16;
+        if let Some(level) = self.policy.next_level() {
+            let t = Instant::now();
+            if let Some(z) = self.enc.compress(&self.buf, level) {
+                let spent = Some(t.elapsed());
+                if self.policy.record_attempt(n, z.len()) {
+                    let mut out = Vec::with_capacity(z.len() + 10);
+                    out.extend_from_slice(&protocol::data_header(
+                        Encoding::Zstd,
+                        n as u32,
+                        z.len(),
+                    ));
+                    out.extend_from_slice(z);
+                    return Ok((out, spent));
                 }
+                return Ok((raw_frame(&self.buf), spent));
             }
         }
-        let mut out = Vec::with_capacity(n + 10);
-        out.extend_from_slice(&protocol::data_header(Encoding::Raw, n as u32, n));
-        out.extend_from_slice(&self.buf);
-        Ok(out)
+        Ok((raw_frame(&self.buf), None))
     }
+}
+
+fn raw_frame(buf: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(buf.len() + 10);
+    out.extend_from_slice(&protocol::data_header(
+        Encoding::Raw,
+        buf.len() as u32,
+        buf.len(),
+    ));
+    out.extend_from_slice(buf);
+    out
 }
