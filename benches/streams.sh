@@ -17,6 +17,9 @@
 #         sft auto (streams and compression) against rsync zstd.
 #   1g    the 1 Gbit veth link, 256 MiB random: sft --streams 1 against auto.
 #   lo    loopback, 1 GiB random (A.bin), up and down: sft --streams 1 against auto.
+#   memory  the server's peak resident memory (VmHWM) while one 1 GiB file goes up, then down,
+#         with --streams 8 over loopback (root on tmpfs, default --memory-budget), against
+#         --streams 1.
 # Results: $BENCH_DIR/results/streams-PHASE.tsv; `table` prints them with the ratios.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -75,6 +78,35 @@ phase_lo() {
     LO_DATASETS=A.bin RESULTS=$RES/streams-lo.tsv ONLY='^(sft_s1|sft_auto)$' peers loopback
 }
 
+phase_memory() {
+    local dir n dirn pid port=9455 tok
+    for n in 1 8; do
+        dir=$(mktemp -d /dev/shm/sftb-mem.XXXXXX)
+        mkdir -p "$dir/root" "$dir/cli"
+        tok=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
+        (umask 077 && echo "$tok" >"$dir/tokens")
+        "$SFT" serve --root "$dir/root" --listen 127.0.0.1:$port --fsync never --token-file "$dir/tokens" \
+            --state-dir "$dir/state" >"$dir/serve.out" 2>"$dir/serve.log" &
+        pid=$!
+        for _ in $(seq 50); do grep -q '^listening' "$dir/serve.out" 2>/dev/null && break; sleep 0.1; done
+        local pin
+        pin=$(grep -o '[0-9a-f]\{64\}' "$dir/serve.out" | head -1)
+        local env=(env SFT_SERVER=127.0.0.1:$port SFT_TOKEN="$tok" SFT_PIN="$pin" SFT_STREAMS=$n SFT_COMPRESS=off)
+        "${env[@]}" "$SFT" --quiet put "$BENCH_DIR/data/A.bin" --as A.bin
+        local up
+        up=$(awk '/VmHWM/{print $2}' /proc/$pid/status)
+        "${env[@]}" "$SFT" --quiet get A.bin -o "$dir/cli/A.bin"
+        local both
+        both=$(awk '/VmHWM/{print $2}' /proc/$pid/status)
+        cmp -s "$BENCH_DIR/data/A.bin" "$dir/cli/A.bin" && ok=ok || ok=FAIL
+        printf 'server peak RSS, 1 GiB with --streams %s: after the upload %d MiB, after the download %d MiB (%s)\n' \
+            "$n" $((up / 1024)) $((both / 1024)) "$ok" | tee -a "$RES/streams-memory.txt"
+        kill "$pid"
+        wait "$pid" 2>/dev/null || true
+        rm -rf "$dir"
+    done
+}
+
 # medians per case, and the ratios the issue asks for
 table() {
     local f
@@ -94,13 +126,15 @@ table() {
             function r(a,b,label) { if ((a in m) && (b in m) && m[b]>0) printf "  %-34s %.2f\n", label, m[a]/m[b] }' "$f"
         echo
     done
+    [[ -s $RES/streams-memory.txt ]] && { echo "== memory"; cat "$RES/streams-memory.txt"; }
+    return 0
 }
 
-(($#)) || set -- install data conf fat tar 1g lo down table
+(($#)) || set -- install data conf fat tar 1g lo memory down table
 for s in "$@"; do
     case $s in
     install | data | conf | down) peers "$s" ;;
-    fat | tar | 1g | lo) "phase_$s" ;;
+    fat | tar | 1g | lo | memory) "phase_$s" ;;
     table) table ;;
     *) echo "unknown step $s" >&2; exit 2 ;;
     esac

@@ -33,13 +33,15 @@ pub const REPLACEMENTS: usize = 8;
 /// two keep it busy across the round trip of an acknowledgement.
 pub const IN_FLIGHT: usize = 2;
 
-/// Bytes per range: 8 MiB, or `SFT_RANGE_SIZE` (a tuning and testing knob;
-/// at least 64 KiB).
+/// Bytes per range: 2 MiB — small enough that the last ranges, which
+/// only some streams still carry, end soon after the others; large enough
+/// that a range outlasts a round trip — or `SFT_RANGE_SIZE` (a tuning and
+/// testing knob; at least 64 KiB).
 pub fn range_size() -> u64 {
     std::env::var("SFT_RANGE_SIZE")
         .ok()
         .and_then(|v| crate::units::parse_size(&v).ok())
-        .map_or(8 << 20, |n| n.max(64 << 10))
+        .map_or(2 << 20, |n| n.max(64 << 10))
 }
 
 /// The ranges of one file still to move, shared by its streams.
@@ -107,13 +109,21 @@ impl Work {
 }
 
 impl Client {
-    /// A one-time ticket for a further connection, asked on this session.
-    async fn ask_ticket(&mut self) -> Result<[u8; 32]> {
-        self.w.send_now(&Msg::TicketReq).await?;
-        match self.r.expect_within(self.timeout, "TICKET").await? {
-            Msg::Ticket { ticket } => Ok(ticket),
-            other => Err(unexpected(&other, "TICKET")),
+    /// One-time tickets for `n` further connections, asked on this session
+    /// all at once (one round trip).
+    async fn ask_tickets(&mut self, n: usize) -> Result<Vec<[u8; 32]>> {
+        for _ in 0..n {
+            self.w.send(&Msg::TicketReq).await?;
         }
+        self.w.flush().await?;
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            match self.r.expect_within(self.timeout, "TICKET").await? {
+                Msg::Ticket { ticket } => out.push(ticket),
+                other => return Err(unexpected(&other, "TICKET")),
+            }
+        }
+        Ok(out)
     }
 
     /// Run streams until `work` is done: `start` streams at first, more as
@@ -128,8 +138,7 @@ impl Client {
     ) -> Result<usize> {
         let mut set: JoinSet<Result<()>> = JoinSet::new();
         let mut controller = auto.then(|| auto::Auto::new(Instant::now(), auto::CAP));
-        for _ in 0..start {
-            let t = self.ask_ticket().await?;
+        for t in self.ask_tickets(start).await? {
             spawn(&mut set, t);
         }
         let mut most = start;
@@ -166,8 +175,9 @@ impl Client {
                             continue;
                         }
                         replaced += 1;
-                        let t = self.ask_ticket().await?;
-                        spawn(&mut set, t);
+                        for t in self.ask_tickets(1).await? {
+                            spawn(&mut set, t);
+                        }
                     }
                 }
                 _ = tick.tick() => {
@@ -175,12 +185,10 @@ impl Client {
                         Some(c) => c.observe(Instant::now(), work.moved.load(Ordering::Relaxed)),
                         None => auto::Step::Hold,
                     };
-                    if let auto::Step::Add(more) = step {
-                        for _ in 0..more {
-                            if !work.has_pending() {
-                                break;
-                            }
-                            let t = self.ask_ticket().await?;
+                    if let auto::Step::Add(more) = step
+                        && work.has_pending()
+                    {
+                        for t in self.ask_tickets(more).await? {
                             spawn(&mut set, t);
                         }
                         most = most.max(set.len());
