@@ -1,20 +1,23 @@
 //! `--streams auto`: how many connections one transfer uses. Pure decision
 //! logic over (time, bytes moved), tested without sockets.
 //!
-//! One stream first. Each sample covers [`SAMPLE`]; the sample right after
-//! streams were added is a warm-up (their TLS handshake and slow start) and
-//! not judged. The streams are doubled while the aggregate rate of a sample
-//! beats the best one before by more than [`GAIN`], up to the cap; the
-//! first sample that does not ends the search for good (the link is full,
-//! or more streams do not help). Doubling reaches a link's worth of
-//! window-limited streams in a few seconds (1, 2, 4, 8), and a stream too
-//! many costs nothing but a connection. Whether to split at all (the file's size, a
+//! One stream first. After streams start, [`WARMUP`] passes unjudged (their
+//! TLS handshake, JOIN and slow start), then a sample of [`SAMPLE`] measures
+//! the aggregate rate. While it beats the best rate before by more than
+//! [`GAIN`], more streams are added — three after the first sample (1 → 4),
+//! then as many as run (4 → 8) — up to the cap; the first sample that does
+//! not gain ends the search for good (the link is full, or more streams do
+//! not help). Growing this fast reaches a link's worth of window-limited
+//! streams within about three seconds, and a stream too many costs nothing
+//! but a connection. Whether to split at all (the file's size, a
 //! short link) is decided before, by [`Plan::streams_for`].
 
 use std::time::{Duration, Instant};
 
 /// How long a sample of the aggregate rate lasts.
-pub const SAMPLE: Duration = Duration::from_millis(1000);
+pub const SAMPLE: Duration = Duration::from_millis(800);
+/// How long new streams run before they are judged.
+pub const WARMUP: Duration = Duration::from_millis(700);
 /// The gain over the best rate so far that earns another stream.
 pub const GAIN: f64 = 0.12;
 /// Most streams `auto` opens.
@@ -106,7 +109,8 @@ impl Auto {
 
     /// `bytes` moved in all by `now`: add a stream or not.
     pub fn observe(&mut self, now: Instant, bytes: u64) -> Step {
-        if self.settled || now.duration_since(self.since) < SAMPLE {
+        let wait = if self.warming { WARMUP } else { SAMPLE };
+        if self.settled || now.duration_since(self.since) < wait {
             return Step::Hold;
         }
         let secs = now.duration_since(self.since).as_secs_f64();
@@ -114,6 +118,7 @@ impl Auto {
         self.since = now;
         self.bytes_then = bytes;
         if std::mem::take(&mut self.warming) {
+            // the sample starts now
             return Step::Hold;
         }
         let better = match self.best {
@@ -129,7 +134,8 @@ impl Auto {
             self.settled = true;
             return Step::Hold;
         }
-        let more = self.streams.min(self.cap - self.streams);
+        let grow = if self.streams == 1 { 3 } else { self.streams };
+        let more = grow.min(self.cap - self.streams);
         self.streams += more;
         self.warming = true;
         Step::Add(more)
@@ -162,18 +168,18 @@ mod tests {
 
     #[test]
     fn a_window_limited_link_gets_streams_until_it_is_full() {
-        // 3.8 MB/s a stream, 11.9 MB/s the link: 1, 2, 4 (full), 8 (no gain)
+        // 3.8 MB/s a stream, 11.9 MB/s the link: 1, 4 (full), 8 (no gain)
         assert_eq!(settle(|n| (3.8e6 * n as f64).min(11.9e6)), 8);
-        // 2 MB/s a stream, 11.9 the link: 1, 2, 4, 8 (gained), capped
-        assert_eq!(settle(|n| (2e6 * n as f64).min(11.9e6)), 8);
-        // 5 MB/s a stream, 8 the link: 1, 2 (full), 4 (no gain)
-        assert_eq!(settle(|n| (5e6 * n as f64).min(8e6)), 4);
+        // 1 MB/s a stream, 11.9 the link: 1, 4, 8 (gained), capped
+        assert_eq!(settle(|n| (1e6 * n as f64).min(11.9e6)), 8);
+        // 8 MB/s a stream, 8.5 the link: 1, 4 (no gain)
+        assert_eq!(settle(|n| (8e6 * n as f64).min(8.5e6)), 4);
     }
 
     #[test]
-    fn a_full_link_keeps_its_one_stream_and_one_try() {
+    fn a_full_link_ends_the_search_after_one_probe() {
         // one stream already at the limit: one probe, then no more
-        assert_eq!(settle(|_| 100e6), 2);
+        assert_eq!(settle(|_| 100e6), 4);
     }
 
     #[test]
