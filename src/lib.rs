@@ -58,6 +58,13 @@
 //! - Per large download (`transfer::spawn_reader`): a blocking-pool task
 //!   that reads and hashes, and when compressing up to two `sft-zstd`
 //!   threads; they end at the file's end or when the receiver is dropped.
+//! - A connection that joined a session with a ticket (`--streams`) is a
+//!   connection task like any other (it takes a session slot), bound to
+//!   one ranged upload or to GET_RANGEs; it ends at BYE, an error, the idle
+//!   timeout, or when its upload is finished. Each DATA block of a RANGE is
+//!   decoded and written by one blocking-pool task, and each finished range
+//!   hashes the file's newly contiguous prefix in another (reading it back);
+//!   a GET_RANGE uses the large-download reader above.
 //! - MKDIR, RMDIR, REMOVE, STAT, USAGE, a large upload's final commit: one
 //!   blocking-pool task each, for the call. tokio's blocking pool grows as
 //!   needed, so these never wait behind the disk workers' whole-file batches.
@@ -80,7 +87,12 @@
 //! Client: the same runtime; a blocking-pool task that prepares pipelined
 //! uploads ahead, one that stores small downloads, one that reads standard
 //! input for `put -`, the transfer threads above for large files, and in
-//! `sft shell` one `sft-shell-input` thread reading lines. Ctrl-C and
+//! `sft shell` one `sft-shell-input` thread reading lines. A transfer over
+//! several connections (`client::streams`) runs one task per joined
+//! connection (at most 8 with `auto`, N with `--streams N`), started and
+//! replaced by the command's task, each ending when no range is left or its
+//! connection fails; blocking-pool tasks read, compress, decode, write and
+//! hash its blocks, and one hashes the whole local file for an upload. Ctrl-C and
 //! SIGTERM are listened for by the command's own task (`app::client_command`,
 //! and per command in the shell), not by a thread; retries reconnect from
 //! that same task.
@@ -109,7 +121,14 @@
 //! the bucket (`server::object::blob`) are outside the budget: per commit in
 //! progress one 8 MiB part being read and at most two being sent, per
 //! download one 8 MiB part being fetched (a 2 GiB put and get: 81 MiB
-//! resident, `benches/s3.sh`). `benches/memory.sh` measures the whole: 32 concurrent large
+//! resident, `benches/s3.sh`). A ranged upload (several connections, PROTOCOL.md §4.10) holds
+//! no range data of its own: each joined connection borrows for the one
+//! block it has read, as above, and the in-order SHA-256 reads back from
+//! the file (the page cache) what the ranges wrote, with one 256 KiB
+//! buffer, so 8 streams of one file cost 8 connections' blocks and a
+//! constant, whatever the file's size or the order ranges arrive in
+//! (`transfer::Assembly`: one map entry per gap beyond the contiguous
+//! prefix, at most the ranges in flight). `benches/memory.sh` measures the whole: 32 concurrent large
 //! uploads and 32 downloads stay under 64 MiB resident.
 
 #![forbid(unsafe_code)]

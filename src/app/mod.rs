@@ -96,6 +96,12 @@ fn client_options(c: &ConnArgs, eff: &Effective) -> Result<client::Options> {
             .map_err(|e| e.context("--limit-rate"))?,
         resume: !c.no_resume,
         retries: c.retries.unwrap_or(3),
+        streams: c
+            .streams
+            .as_deref()
+            .map(client::streams::Plan::parse)
+            .transpose()?
+            .unwrap_or_default(),
     })
 }
 

@@ -67,6 +67,9 @@ pub struct ConnArgs {
     /// Start interrupted transfers over instead of resuming them
     #[arg(long, global = true)]
     pub no_resume: bool,
+    /// Connections for one large file: auto (more while the rate grows, on long links), or 1-64 [default: auto]
+    #[arg(long, global = true, env = "SFT_STREAMS", value_name = "auto|N")]
+    pub streams: Option<String>,
     /// Settings profile from the config file (flags and environment variables override it)
     #[arg(long, global = true, env = "SFT_PROFILE", value_name = "NAME")]
     pub profile: Option<String>,
@@ -115,6 +118,7 @@ const CONNECTION_ARGS: &[&str] = &[
     "limit_rate",
     "retries",
     "no_resume",
+    "streams",
     "profile",
     "config",
 ];
@@ -122,7 +126,14 @@ const CONNECTION_ARGS: &[&str] = &[
 const NO_TRANSFER: &[&str] = &[
     "ls", "rm", "sums", "verify", "mkdir", "df", "trust", "admin",
 ];
-const TRANSFER_ARGS: &[&str] = &["compress", "stats", "limit_rate", "retries", "no_resume"];
+const TRANSFER_ARGS: &[&str] = &[
+    "compress",
+    "stats",
+    "limit_rate",
+    "retries",
+    "no_resume",
+    "streams",
+];
 
 /// The command line, with each command's help showing only the options that
 /// apply to it. Parse with this rather than `Cli::command()`.

@@ -178,11 +178,20 @@ impl Client {
             limit_rate: opts.limit_rate,
             local_link,
             resume: opts.resume,
+            streams_ok: false,
+            origin: opts.clone(),
+            seen_pin: pin
+                .as_ref()
+                .and_then(|p| p.seen())
+                .and_then(|h| hex::decode(h).ok())
+                .and_then(|b| <[u8; 32]>::try_from(b).ok()),
+            rtt: Duration::ZERO,
         };
+        let hello_at = std::time::Instant::now();
         c.w.send(&Msg::Hello {
             min_version: protocol::VERSION,
             max_version: protocol::VERSION,
-            features: protocol::FEATURE_ZSTD | protocol::FEATURE_META,
+            features: protocol::FEATURE_ZSTD | protocol::FEATURE_META | protocol::FEATURE_STREAMS,
         })
         .await?;
         c.w.send_now(&Msg::Auth {
@@ -195,6 +204,8 @@ impl Client {
             } if version == protocol::VERSION => {
                 c.zstd = features & protocol::FEATURE_ZSTD != 0;
                 c.meta = features & protocol::FEATURE_META != 0;
+                c.streams_ok = features & protocol::FEATURE_STREAMS != 0;
+                c.rtt = hello_at.elapsed();
             }
             Msg::Welcome { version, .. } => {
                 return Err(Error::protocol(format!(
@@ -211,5 +222,47 @@ impl Client {
             other => return Err(unexpected(&other, "the authentication reply")),
         }
         Ok(c)
+    }
+}
+
+/// The two halves of a connection.
+pub(super) type Halves = (
+    FrameReader<tokio::io::ReadHalf<Stream>>,
+    FrameWriter<tokio::io::WriteHalf<Stream>>,
+);
+
+/// A further connection for one transfer of a session (PROTOCOL.md §4.10):
+/// the server must present the certificate the session's connection met
+/// (`pin`, when known), and the connection joins with the session's
+/// one-time `ticket` instead of the token.
+pub(super) async fn open_joined(
+    opts: &Options,
+    pin: Option<[u8; 32]>,
+    ticket: [u8; 32],
+) -> Result<Halves> {
+    let t = opts.timeout;
+    let trust = match pin {
+        Some(p) => Trust::Pin(p),
+        None => opts.trust.clone(),
+    };
+    let (tls, _) = open_tls(&opts.server, &trust, t).await?;
+    let (rd, wr) = tokio::io::split(tls);
+    let mut r = FrameReader::new(rd);
+    let mut w = FrameWriter::new(wr);
+    w.set_deadline(t.max(Duration::from_secs(30)));
+    w.send(&Msg::Hello {
+        min_version: protocol::VERSION,
+        max_version: protocol::VERSION,
+        features: protocol::FEATURE_ZSTD | protocol::FEATURE_META | protocol::FEATURE_STREAMS,
+    })
+    .await?;
+    w.send_now(&Msg::Join { ticket }).await?;
+    match r.expect_within(t, "WELCOME").await? {
+        Msg::Welcome { version, .. } if version == protocol::VERSION => {}
+        other => return Err(unexpected(&other, "WELCOME")),
+    }
+    match r.expect_within(t, "the reply to JOIN").await? {
+        Msg::AuthOk { .. } => Ok((r, w)),
+        other => Err(unexpected(&other, "the reply to JOIN")),
     }
 }

@@ -2,7 +2,8 @@
 //! methods for each command. Everything a server sends is treated as hostile
 //! input: names are validated, sizes are enforced, text is escaped.
 //!
-//! This file holds the session and its commands; `connect.rs` opens it (TLS,
+//! This file holds the session and its file commands; `admin.rs` the
+//! administrative ones; `connect.rs` opens it (TLS,
 //! HELLO, AUTH), `pipeline/` moves many files, `part.rs` keeps a download's
 //! temporary file, `attrs.rs` local mode and mtime.
 
@@ -12,12 +13,14 @@ use std::time::{Duration, Instant};
 use tokio::io::{ReadHalf, WriteHalf};
 use tokio_rustls::client::TlsStream;
 
+mod admin;
 mod attrs;
 mod connect;
 pub mod known;
 pub mod moving;
 mod part;
 pub mod pipeline;
+pub mod streams;
 
 pub use attrs::{apply_attrs, local_attrs};
 pub use connect::fingerprint_of;
@@ -50,6 +53,8 @@ pub struct Options {
     pub resume: bool,
     /// Reconnect and resume this many times after a lost connection.
     pub retries: u32,
+    /// Connections for one large transfer (`--streams`).
+    pub streams: streams::Plan,
 }
 
 /// The raw length a DATA frame (header included) carries.
@@ -104,6 +109,15 @@ pub struct Client {
     local_link: bool,
     /// Resume interrupted transfers (`--no-resume` turns it off).
     resume: bool,
+    /// Whether the server agreed to several connections per transfer.
+    pub streams_ok: bool,
+    /// How this session was opened, for the connections that join it.
+    origin: Options,
+    /// The certificate the server presented (when pinned or first seen):
+    /// joining connections must meet the same one.
+    seen_pin: Option<[u8; 32]>,
+    /// The round trip of HELLO/WELCOME: whether the link is long.
+    rtt: Duration,
 }
 
 /// The result of an upload.
@@ -200,110 +214,6 @@ impl Client {
         }
         let _ = tokio::time::timeout(Duration::from_secs(2), self.w.shutdown()).await;
         Ok(())
-    }
-
-    /// Ask the server to shut down (admin), giving transfers in flight
-    /// `grace` (the server's default if None).
-    pub async fn shutdown(&mut self, grace: Option<Duration>) -> Result<()> {
-        let grace_ms = grace.map_or(u64::MAX, |g| g.as_millis().min(u64::MAX as u128 - 1) as u64);
-        self.w.send_now(&Msg::Shutdown { grace_ms }).await?;
-        match self
-            .r
-            .expect_within(self.timeout, "the reply to SHUTDOWN")
-            .await?
-        {
-            Msg::Done => Ok(()),
-            other => Err(unexpected(&other, "the reply to SHUTDOWN")),
-        }
-    }
-
-    /// The server's counters (admin).
-    pub async fn status(&mut self) -> Result<protocol::Status> {
-        self.w.send_now(&Msg::StatusReq).await?;
-        match self
-            .r
-            .expect_within(self.timeout * 4, "the reply to STATUS")
-            .await?
-        {
-            Msg::StatusOk(st) => Ok(st),
-            other => Err(unexpected(&other, "the reply to STATUS")),
-        }
-    }
-
-    /// Storage accounting: own usage, or everyone's for an admin.
-    pub async fn usage(&mut self) -> Result<protocol::Usage> {
-        self.w.send_now(&Msg::UsageReq).await?;
-        match self
-            .r
-            .expect_within(self.timeout, "the reply to USAGE")
-            .await?
-        {
-            Msg::UsageOk(u) => Ok(u),
-            other => Err(unexpected(&other, "the reply to USAGE")),
-        }
-    }
-
-    /// Make a share link for a file or directory; `expires`/`downloads`
-    /// None for no limit. The reply carries the link's token.
-    pub async fn share(
-        &mut self,
-        name: &str,
-        expires: Option<Duration>,
-        downloads: Option<u64>,
-    ) -> Result<protocol::ShareInfo> {
-        let name = name.trim_end_matches('/');
-        names::validate(name)?;
-        let what = "the reply to SHARE";
-        self.w
-            .send_now(&Msg::Share {
-                expires_s: expires.map_or(u64::MAX, |d| d.as_secs().max(1)),
-                downloads: downloads.unwrap_or(u64::MAX),
-                name: name.to_string(),
-            })
-            .await?;
-        match self.r.expect_within(self.timeout * 4, what).await? {
-            Msg::ShareOk(s) => Ok(s),
-            other => Err(unexpected(&other, what)),
-        }
-    }
-
-    /// The caller's live share links (an admin's: everyone's).
-    pub async fn share_list(&mut self) -> Result<Vec<protocol::ShareInfo>> {
-        self.w.send_now(&Msg::ShareList).await?;
-        let mut out = Vec::new();
-        loop {
-            match self
-                .r
-                .expect_within(self.timeout, "the share links")
-                .await?
-            {
-                Msg::ShareEntry(s) => out.push(s),
-                Msg::ListEnd => return Ok(out),
-                other => return Err(unexpected(&other, "the share links")),
-            }
-        }
-    }
-
-    /// Revoke a share link by id.
-    pub async fn share_revoke(&mut self, id: &str) -> Result<()> {
-        self.simple(
-            Msg::ShareRevoke { id: id.to_string() },
-            "the reply to SHARE_REVOKE",
-        )
-        .await
-    }
-
-    /// Make the server reload its certificate and users file (admin).
-    pub async fn reload(&mut self) -> Result<()> {
-        self.w.send_now(&Msg::Reload).await?;
-        match self
-            .r
-            .expect_within(self.timeout, "the reply to RELOAD")
-            .await?
-        {
-            Msg::Done => Ok(()),
-            other => Err(unexpected(&other, "the reply to RELOAD")),
-        }
     }
 
     /// List a directory ("" for the root).

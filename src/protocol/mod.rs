@@ -52,6 +52,9 @@ pub const FEATURE_ZSTD: u32 = 1;
 /// Feature bit: file metadata (mode bits and mtime) travels with uploads and
 /// downloads (ATTRS) and listings (ENTRY's trailing `mode`).
 pub const FEATURE_META: u32 = 2;
+/// Feature bit: several TLS connections for one transfer (PROTOCOL.md §4.10):
+/// TICKET_REQ/TICKET, JOIN, RANGE, GET_RANGE and the RANGES flag of PUT.
+pub const FEATURE_STREAMS: u32 = 4;
 /// The permission bits ATTRS and ENTRY carry (rwx for user, group, other;
 /// never setuid, setgid or sticky).
 pub const MODE_BITS: u32 = 0o777;
@@ -68,6 +71,10 @@ pub const PUT_STREAM: u32 = 4;
 /// user if the server kept its data: the server answers PARTIAL instead of
 /// PUT_READY when it holds some. Not with PIPELINED or STREAM.
 pub const PUT_RESUME: u32 = 8;
+/// PUT flag (FEATURE_STREAMS): a ranged upload; its data arrives as RANGE
+/// blocks on connections that JOIN the session, and END on this one carries
+/// the whole file's SHA-256. Not with PIPELINED, STREAM or RESUME.
+pub const PUT_RANGES: u32 = 16;
 /// CLONE flag: only ask whether the server holds any file of this user with
 /// this size (DONE) or none (ERROR 6); the digest is not looked at and
 /// nothing is stored. A client hashes a file only when the answer is DONE.
@@ -185,6 +192,11 @@ pub enum Msg {
     Auth {
         secret: Vec<u8>,
     },
+    /// Instead of AUTH: attach this connection to a session that handed out
+    /// `ticket` (one use, short-lived; PROTOCOL.md §4.10).
+    Join {
+        ticket: [u8; 32],
+    },
     AuthOk {
         role: Role,
         user: String,
@@ -236,6 +248,18 @@ pub enum Msg {
         sha256: [u8; 32],
         name: String,
     },
+    /// Ask for a ticket another connection may JOIN with.
+    TicketReq,
+    /// A one-time ticket, the answer to TICKET_REQ.
+    Ticket {
+        ticket: [u8; 32],
+    },
+    /// On a joined connection of a ranged upload: `length` bytes at
+    /// `offset` follow in DATA frames.
+    Range {
+        offset: u64,
+        length: u64,
+    },
     /// The metadata of the file of the next PUT (C→S), or of the file whose
     /// GET_OK follows (S→C); only with FEATURE_META.
     Attrs {
@@ -245,6 +269,14 @@ pub enum Msg {
     Get {
         offset: u64,
         /// Compression the receiver asks for: 0 off, 1..=19 a zstd level, 255 auto.
+        compress: u8,
+        name: String,
+    },
+    /// A download of `length` bytes from `offset` (FEATURE_STREAMS);
+    /// answered like GET, END carrying the SHA-256 of those bytes.
+    GetRange {
+        offset: u64,
+        length: u64,
         compress: u8,
         name: String,
     },
@@ -400,6 +432,7 @@ messages! {
     0x02 WELCOME Welcome { version: U16, features: U32, max_block: U32 };
     0x03 AUTH [TokenMethod] Auth { secret: Secret };
     0x04 AUTH_OK AuthOk { role: RoleByte, user: Str };
+    0x05 JOIN Join { ticket: Digest };
     0x10 LIST List { path: Str };
     0x11 ENTRY Entry (EntryBody);
     0x12 LIST_END ListEnd unit;
@@ -413,8 +446,12 @@ messages! {
     0x27 RESUME Resume { offset: U64 };
     0x28 ATTRS Attrs { mode: U32, mtime_ns: I64 };
     0x29 CLONE Clone { size: U64, flags: U32, sha256: Digest, name: Str };
+    0x2A TICKET_REQ TicketReq unit;
+    0x2B TICKET Ticket { ticket: Digest };
+    0x2C RANGE Range { offset: U64, length: U64 };
     0x30 GET Get { offset: U64, compress: U8, name: Str };
     0x31 GET_OK GetOk { size: U64, mtime_ns: I64, sha256: MaybeDigest };
+    0x32 GET_RANGE GetRange { offset: U64, length: U64, compress: U8, name: Str };
     0x40 REMOVE Remove { name: Str };
     0x41 DONE Done unit;
     0x42 MKDIR Mkdir { name: Str };

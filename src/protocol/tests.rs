@@ -16,6 +16,19 @@ fn round_trip(m: Msg) {
 fn samples() -> Vec<Msg> {
     let d = Some([7u8; 32]);
     vec![
+        Msg::Join { ticket: [3; 32] },
+        Msg::TicketReq,
+        Msg::Ticket { ticket: [4; 32] },
+        Msg::Range {
+            offset: 1,
+            length: 2,
+        },
+        Msg::GetRange {
+            offset: 1,
+            length: 2,
+            compress: 255,
+            name: "x".into(),
+        },
         Msg::Hello {
             min_version: 1,
             max_version: 1,
@@ -286,6 +299,24 @@ fn golden_bytes_match_protocol_md() {
             sha256: [0x11; 32],
         }),
         Some(Msg::Resume { offset: 1 << 20 }),
+        Some(Msg::Put {
+            size: 256 << 20,
+            flags: PUT_RANGES,
+            name: "a.txt".into(),
+        }),
+        Some(Msg::TicketReq),
+        Some(Msg::Ticket { ticket: [0xab; 32] }),
+        Some(Msg::Join { ticket: [0xab; 32] }),
+        Some(Msg::Range {
+            offset: 8 << 20,
+            length: 8 << 20,
+        }),
+        Some(Msg::GetRange {
+            offset: 8 << 20,
+            length: 8 << 20,
+            compress: 0,
+            name: "a.txt".into(),
+        }),
     ];
     let headers = [
         data_header(Encoding::Raw, 3, 3).to_vec(),

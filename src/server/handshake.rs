@@ -34,6 +34,11 @@ pub struct Admitted {
     pub zstd: bool,
     /// File metadata (ATTRS, ENTRY's mode) was negotiated.
     pub meta: bool,
+    /// Several connections per transfer (FEATURE_STREAMS) were negotiated.
+    pub streams: bool,
+    /// The connection joined another session's transfer with a ticket
+    /// (JOIN instead of AUTH): what it may do.
+    pub joined: Option<super::tickets::Bound>,
     /// The session slot (`--max-connections`), released when dropped.
     pub permit: OwnedSemaphorePermit,
 }
@@ -41,7 +46,7 @@ pub struct Admitted {
 /// What a connection became after its TLS handshake.
 pub enum Admission {
     /// ALPN `sft/1`: an authenticated sft session.
-    Sft(Admitted),
+    Sft(Box<Admitted>),
     /// ALPN `h2` (true) or `http/1.1`: HTTPS, still in the unauthenticated
     /// budget until its first request (see `super::web`).
     Web {
@@ -131,7 +136,13 @@ pub async fn admit(
         _ = &mut pass.evicted => return None,
         _ = stop.wait_for(|s| *s) => Err(Refused::Tell(Error::network("server is shutting down; try again later"))),
     };
-    let (who, zstd, meta) = match outcome {
+    let Settled {
+        who,
+        zstd,
+        meta,
+        streams,
+        joined,
+    } = match outcome {
         Ok(v) => v,
         Err(Refused::Quiet) => return None,
         Err(Refused::Denied(e)) => {
@@ -160,7 +171,11 @@ pub async fn admit(
         tell(&mut w, &e).await;
         return None;
     };
-    info!(event = "auth", %peer, user = %who.user, role = who.role.name(), outcome = "ok", "authenticated");
+    if joined.is_some() {
+        info!(event = "join", %peer, user = %who.user, outcome = "ok", "joined a session with a ticket");
+    } else {
+        info!(event = "auth", %peer, user = %who.user, role = who.role.name(), outcome = "ok", "authenticated");
+    }
     let ok = Msg::AuthOk {
         role: who.role,
         user: who.user.clone(),
@@ -173,14 +188,16 @@ pub async fn admit(
     r.set_limit(usize::MAX);
     grow.store(true, Ordering::Relaxed);
     w.set_deadline(limits.data);
-    Some(Admission::Sft(Admitted {
+    Some(Admission::Sft(Box::new(Admitted {
         r,
         w,
         who,
         zstd,
         meta,
+        streams,
+        joined,
         permit,
-    }))
+    })))
 }
 
 async fn tell(w: &mut FrameWriter<WriteHalf<Stream>>, e: &Error) {
@@ -193,20 +210,32 @@ async fn tell(w: &mut FrameWriter<WriteHalf<Stream>>, e: &Error) {
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), w.shutdown()).await;
 }
 
-/// HELLO → WELCOME, AUTH → checked, all within `--auth-timeout`.
+/// What HELLO and AUTH (or JOIN) settled.
+struct Settled {
+    who: Identity,
+    /// zstd DATA blocks, file metadata, several connections per transfer:
+    /// offered in HELLO and agreed in WELCOME.
+    zstd: bool,
+    meta: bool,
+    streams: bool,
+    /// For a connection that joined with a ticket: what it is bound to.
+    joined: Option<super::tickets::Bound>,
+}
+
+/// HELLO → WELCOME, AUTH (or JOIN) → checked, all within `--auth-timeout`.
 async fn hello_and_auth(
     r: &mut FrameReader<ReadHalf<Stream>>,
     w: &mut FrameWriter<WriteHalf<Stream>>,
     shared: &Shared,
     peer: SocketAddr,
-) -> std::result::Result<(Identity, bool, bool), Refused> {
+) -> std::result::Result<Settled, Refused> {
     let limit = shared.limits.auth;
     let deadline = Instant::now() + limit;
     let first = r
         .expect_within(limit, "HELLO")
         .await
         .map_err(Refused::Tell)?;
-    let (zstd, meta) = match first {
+    let (zstd, meta, streams) = match first {
         Msg::Hello {
             min_version,
             max_version,
@@ -221,6 +250,7 @@ async fn hello_and_auth(
             (
                 features & protocol::FEATURE_ZSTD != 0 && shared.compression,
                 features & protocol::FEATURE_META != 0,
+                features & protocol::FEATURE_STREAMS != 0,
             )
         }
         other => {
@@ -233,19 +263,48 @@ async fn hello_and_auth(
     let welcome = Msg::Welcome {
         version: protocol::VERSION,
         features: if zstd { protocol::FEATURE_ZSTD } else { 0 }
-            | if meta { protocol::FEATURE_META } else { 0 },
+            | if meta { protocol::FEATURE_META } else { 0 }
+            | if streams {
+                protocol::FEATURE_STREAMS
+            } else {
+                0
+            },
         max_block: protocol::MAX_BLOCK as u32,
     };
     w.send_now(&welcome).await.map_err(|_| Refused::Quiet)?;
     let left = deadline.saturating_duration_since(Instant::now());
     match r.expect_within(left, "AUTH").await {
         Ok(Msg::Auth { secret }) => match shared.accounts.check(&secret) {
-            Some(who) => Ok((who, zstd, meta)),
+            Some(who) => Ok(Settled {
+                who,
+                zstd,
+                meta,
+                streams,
+                joined: None,
+            }),
             None => {
                 warn!(event = "auth", %peer, outcome = "denied", "authentication failed: token not accepted");
                 Err(Refused::Denied(Error::new(
                     Kind::Auth,
                     "authentication failed: the token was not accepted; check --token, --token-file or SFT_TOKEN",
+                )))
+            }
+        },
+        Ok(Msg::Join { ticket }) if streams => match shared.tickets.redeem(&ticket) {
+            Some(g) => Ok(Settled {
+                who: g.who,
+                zstd,
+                meta,
+                streams,
+                joined: Some(g.bound),
+            }),
+            None => {
+                if let Some(held) = shared.join_log.ready() {
+                    warn!(event = "join", %peer, outcome = "denied", held_back = held, "refused a JOIN: the ticket is unknown, used or expired");
+                }
+                Err(Refused::Denied(Error::new(
+                    Kind::Auth,
+                    "authentication failed: the join ticket is unknown, used or expired; start the transfer again",
                 )))
             }
         },

@@ -18,6 +18,7 @@ pub mod session;
 pub mod share;
 pub mod state;
 pub mod store;
+pub mod tickets;
 pub mod users;
 pub mod verify;
 pub mod web;
@@ -186,6 +187,10 @@ pub struct Shared {
     pub pool: crate::transfer::Pool,
     /// The disk workers every session's batched disk work runs on.
     pub disk: disk::Disk,
+    /// Tickets with which further connections join a session's transfer.
+    pub tickets: tickets::Tickets,
+    /// Refused JOINs are logged at most once a second.
+    pub join_log: gate::Throttle,
 }
 
 fn load_cert(cfg: &Config) -> Result<Arc<rustls::sign::CertifiedKey>> {
@@ -303,6 +308,8 @@ pub async fn run(cfg: Config) -> Result<()> {
             pool
         },
         disk: disk::Disk::start(disk::threads_for(crate::compress::cores()))?,
+        tickets: tickets::Tickets::default(),
+        join_log: gate::Throttle::new(Duration::from_secs(1)),
     });
     let reload = |shared: &Shared| -> Result<()> {
         let ck = load_cert(&cfg).map_err(|e| e.context("reloading the certificate"))?;

@@ -20,11 +20,13 @@ use crate::protocol::{self, DATA_PREFIX_LEN, Encoding, HEADER_LEN};
 
 mod budget;
 mod pool;
+mod ranges;
 mod read;
 mod write;
 
 pub use budget::{Budget, Loan};
 pub use pool::Pool;
+pub use ranges::Assembly;
 pub use read::*;
 pub use write::*;
 

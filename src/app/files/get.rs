@@ -262,74 +262,84 @@ pub async fn get(c: &mut Client, o: &Output, a: &GetArgs<'_>) -> Result<()> {
         && a.check.is_none()
         && matches!(&jobs[0].dest, Dest::Path(p) if a.output == Some(p.as_path()));
     let force = a.force || named_file;
-    let r = c
-        .get_many(&jobs, force, &progress, |i, r| {
-            let job = &jobs[i];
-            match r {
-                Ok(got) => {
-                    tally.ok += 1;
-                    if let Dest::Path(wanted) = &job.dest
-                        && *wanted != got.path
-                        && !o.json
-                        && !o.quiet
-                    {
-                        progress.println(&format!(
-                            "sft: {} exists and was kept; saved as {} (use --force to replace it, or -o to name the file)",
-                            wanted.display(),
-                            got.path.display()
-                        ));
-                    }
-                    if a.stats || o.verbose > 0 {
-                        progress.println(&crate::app::stats_line(
-                            &job.remote,
-                            got.size,
-                            got.wire,
-                            got.seconds,
-                        ));
-                    }
-                    if got.resumed > 0 {
-                        o.note(&format!(
-                            "resumed {} after the {} already in {} (checked by SHA-256)",
-                            names::escape(&job.remote),
-                            crate::units::human(got.resumed),
-                            got.path.display()
-                        ));
-                    }
-                    if let Dest::Path(p) = &job.dest {
-                        super::super::output::first_report(&format!("get\0{}", p.display()));
-                    }
-                    if stdout {
-                        return Ok(()); // stdout carries the data
-                    }
-                    o.result(
-                        || format!("{}  {}", hex32(&got.sha256), got.path.display()),
-                        || {
-                            json!({
-                                "op": "get",
-                                "name": job.remote,
-                                "path": got.path.display().to_string(),
-                                "size": got.size,
-                                "sha256": hex32(&got.sha256),
-                                "wire": got.wire,
-                                "resumed": got.resumed,
-                                "seconds": got.seconds,
-                                "outcome": "ok",
-                            })
-                        },
-                    )
+    // one large file may go over several connections (--streams)
+    let ranged = match &jobs[..] {
+        [job] if single => match &job.dest {
+            Dest::Path(p) => c.get_streams(&job.remote, p, force, job.expect).await,
+            Dest::Stdout => None,
+        },
+        _ => None,
+    };
+    let mut report = |i: usize, r: Result<crate::client::Downloaded>| {
+        let job = &jobs[i];
+        match r {
+            Ok(got) => {
+                tally.ok += 1;
+                if let Dest::Path(wanted) = &job.dest
+                    && *wanted != got.path
+                    && !o.json
+                    && !o.quiet
+                {
+                    progress.println(&format!(
+                        "sft: {} exists and was kept; saved as {} (use --force to replace it, or -o to name the file)",
+                        wanted.display(),
+                        got.path.display()
+                    ));
                 }
-                Err(e) if single => {
-                    single_err = Some(on_server(e, &job.remote));
-                    Ok(())
+                if a.stats || o.verbose > 0 {
+                    progress.println(&crate::app::stats_line(
+                        &job.remote,
+                        got.size,
+                        got.wire,
+                        got.seconds,
+                    ));
                 }
-                Err(e) => {
-                    let e = on_server(e, &job.remote);
-                    tally.record(&e);
-                    o.file_failed("get", &job.remote, &e)
+                if got.resumed > 0 {
+                    o.note(&format!(
+                        "resumed {} after the {} already in {} (checked by SHA-256)",
+                        names::escape(&job.remote),
+                        crate::units::human(got.resumed),
+                        got.path.display()
+                    ));
                 }
+                if let Dest::Path(p) = &job.dest {
+                    super::super::output::first_report(&format!("get\0{}", p.display()));
+                }
+                if stdout {
+                    return Ok(()); // stdout carries the data
+                }
+                o.result(
+                    || format!("{}  {}", hex32(&got.sha256), got.path.display()),
+                    || {
+                        json!({
+                            "op": "get",
+                            "name": job.remote,
+                            "path": got.path.display().to_string(),
+                            "size": got.size,
+                            "sha256": hex32(&got.sha256),
+                            "wire": got.wire,
+                            "resumed": got.resumed,
+                            "seconds": got.seconds,
+                            "outcome": "ok",
+                        })
+                    },
+                )
             }
-        })
-        .await;
+            Err(e) if single => {
+                single_err = Some(on_server(e, &job.remote));
+                Ok(())
+            }
+            Err(e) => {
+                let e = on_server(e, &job.remote);
+                tally.record(&e);
+                o.file_failed("get", &job.remote, &e)
+            }
+        }
+    };
+    let r = match ranged {
+        Some(res) => report(0, res),
+        None => c.get_many(&jobs, force, &progress, &mut report).await,
+    };
     progress.finish();
     r?;
     if let Some(e) = single_err {

@@ -265,30 +265,37 @@ pub async fn put(
     let progress = Progress::new(!o.quiet && !o.json, jobs.len());
     let single = given == 1 && jobs.len() == 1 && empty_dirs.is_empty();
     let mut single_err = None;
-    let r = c
-        .put_many(&jobs, overwrite, &progress, |i, r| {
-            let job = &jobs[i];
-            match r {
-                Ok(up) => {
-                    tally.ok += 1;
-                    if stats || o.verbose > 0 {
-                        progress.println(&crate::app::stats_line(
-                            &up.name, up.size, up.wire, up.seconds,
-                        ));
-                    }
-                    print_put(o, &job.local.display().to_string(), &up)
+    // one large file may go over several connections (--streams)
+    let ranged = match &jobs[..] {
+        [job] if single => c.put_streams(&job.local, &job.remote, overwrite).await,
+        _ => None,
+    };
+    let mut report = |i: usize, r: Result<crate::client::Uploaded>| {
+        let job = &jobs[i];
+        match r {
+            Ok(up) => {
+                tally.ok += 1;
+                if stats || o.verbose > 0 {
+                    progress.println(&crate::app::stats_line(
+                        &up.name, up.size, up.wire, up.seconds,
+                    ));
                 }
-                Err(e) if single => {
-                    single_err = Some(e);
-                    Ok(())
-                }
-                Err(e) => {
-                    tally.record(&e);
-                    o.file_failed("put", &job.local.display().to_string(), &e)
-                }
+                print_put(o, &job.local.display().to_string(), &up)
             }
-        })
-        .await;
+            Err(e) if single => {
+                single_err = Some(e);
+                Ok(())
+            }
+            Err(e) => {
+                tally.record(&e);
+                o.file_failed("put", &job.local.display().to_string(), &e)
+            }
+        }
+    };
+    let r = match ranged {
+        Some(res) => report(0, res),
+        None => c.put_many(&jobs, overwrite, &progress, &mut report).await,
+    };
     progress.finish();
     r?;
     if let Some(e) = single_err {

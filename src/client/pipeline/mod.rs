@@ -13,6 +13,7 @@
 mod get;
 mod put;
 mod receive;
+pub(in crate::client) use receive::{Expected, verify_download};
 mod small;
 mod stream;
 

@@ -99,7 +99,17 @@ impl Session {
             _ => self.drain_all().await?,
         }
         match msg {
+            Msg::Put { size, flags, name } if flags & protocol::PUT_RANGES != 0 => {
+                self.put_ranged(size, flags, name, attrs).await?
+            }
             Msg::Put { size, flags, name } => self.put(size, flags, name, attrs).await?,
+            Msg::TicketReq => self.ticket(crate::server::tickets::Bound::Download).await?,
+            Msg::GetRange {
+                offset,
+                length,
+                compress,
+                name,
+            } => self.get_range(offset, length, compress, name).await?,
             Msg::Clone {
                 size,
                 flags,

@@ -23,7 +23,7 @@ impl Session {
 
     /// How a download is compressed: as the client asked, if zstd was
     /// agreed, capped by the server.
-    fn download_policy(&self, compress: u8) -> Policy {
+    pub(super) fn download_policy(&self, compress: u8) -> Policy {
         let mode = if self.zstd {
             Mode::from_wire(compress).capped(self.shared.max_level)
         } else {

@@ -12,7 +12,9 @@
 //! - `get`: downloads and listings (queued for the reading thread);
 //! - `fs`: REMOVE, MKDIR, RMDIR, STAT;
 //! - `admin`: USAGE, STATUS, SHUTDOWN, RELOAD;
-//! - `order`: answers of queued work, in command order.
+//! - `order`: answers of queued work, in command order;
+//! - `ranged`: tickets, ranged uploads and GET_RANGE (several connections
+//!   for one transfer); `joined`: a connection that joined with a ticket.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -44,8 +46,10 @@ mod clone;
 mod dispatch;
 mod fs;
 mod get;
+mod joined;
 mod order;
 mod put;
+mod ranged;
 mod small;
 
 use dispatch::Flow;
@@ -62,6 +66,8 @@ struct Session {
     zstd: bool,
     /// File metadata (ATTRS, ENTRY's mode) was negotiated.
     meta: bool,
+    /// Several connections per transfer (FEATURE_STREAMS) were negotiated.
+    streams: bool,
     /// An ATTRS waiting for the PUT that must follow it.
     attrs: Option<Attrs>,
     /// Small pipelined uploads being committed (started with the first).
@@ -80,7 +86,7 @@ pub async fn serve(
     pass: Pass,
 ) {
     let admitted = match handshake::admit(tcp, peer, acceptor, &shared, pass).await {
-        Some(handshake::Admission::Sft(a)) => a,
+        Some(handshake::Admission::Sft(a)) => *a,
         Some(handshake::Admission::Web { tls, h2, pass }) => {
             let counted = shared.clone();
             let _connection = Gauge::new(&counted.stats.connections);
@@ -94,6 +100,8 @@ pub async fn serve(
         who,
         zstd,
         meta,
+        streams,
+        joined,
         permit,
     } = admitted;
     // DATA buffers come from, and go back to, the pool all sessions share
@@ -108,11 +116,16 @@ pub async fn serve(
         who: Some(who),
         zstd,
         meta,
+        streams,
         attrs: None,
         commits: None,
         fetches: None,
     };
-    match s.commands().await {
+    let served = match joined {
+        Some(bound) => s.joined(bound).await,
+        None => s.commands().await,
+    };
+    match served {
         Ok(()) => {}
         Err(e) => {
             let user = s.user().to_string();

@@ -1,0 +1,257 @@
+//! Several connections for one transfer (`--streams`, PROTOCOL.md §4.10),
+//! through the real binary: both ways, byte-exact with many small ranges
+//! arriving out of order, a stream killed in the middle, and join tickets
+//! that are forged or used twice.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use common::*;
+use sft::protocol::{FEATURE_STREAMS, Msg};
+
+/// Upload then download `data` with `streams` connections and ranges of
+/// `range` bytes; both ends must hold exactly `data`.
+fn round_trip(s: &Server, data: &[u8], streams: &str, range: &str, name: &str) {
+    round_trip_z(s, data, streams, range, name, "auto")
+}
+
+fn round_trip_z(s: &Server, data: &[u8], streams: &str, range: &str, name: &str, z: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src.bin");
+    std::fs::write(&src, data).unwrap();
+    s.client()
+        .env("SFT_RANGE_SIZE", range)
+        .env("SFT_COMPRESS", z)
+        .args(["put", "--streams", streams, "--as", name])
+        .arg(&src)
+        .assert()
+        .success();
+    let stored = std::fs::read(s.root.join(name)).unwrap();
+    assert_eq!(sha256_hex(&stored), sha256_hex(data), "upload byte-exact");
+    let back = dir.path().join("back.bin");
+    s.client()
+        .env("SFT_RANGE_SIZE", range)
+        .env("SFT_COMPRESS", z)
+        .args(["get", "--streams", streams, name, "-o"])
+        .arg(&back)
+        .assert()
+        .success();
+    let got = std::fs::read(&back).unwrap();
+    assert_eq!(sha256_hex(&got), sha256_hex(data), "download byte-exact");
+    // nothing left behind: no .part beside the download
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("part"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn several_streams_both_ways_byte_exact_with_small_reordered_ranges() {
+    let s = Server::start();
+    // 8 streams, 64 KiB ranges: ranges finish out of order all the time
+    let data = noise(5 * 1024 * 1024 + 12345, 7);
+    round_trip(&s, &data, "8", "64KiB", "eight.bin");
+    // compressible data goes compressed through the same ranges
+    let text: Vec<u8> = b"several streams, one file\n"
+        .iter()
+        .copied()
+        .cycle()
+        .take(3 * 1024 * 1024 + 5)
+        .collect();
+    round_trip_z(&s, &text, "3", "100KiB", "text.txt", "3");
+    // and it was compressed on the wire
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("t.txt");
+    std::fs::write(&src, &text).unwrap();
+    let a = s
+        .client()
+        .env("SFT_RANGE_SIZE", "100KiB")
+        .env("SFT_COMPRESS", "3")
+        .args(["--stats", "put", "--streams", "3", "--as", "t2.txt"])
+        .arg(&src)
+        .assert()
+        .success();
+    let err = stderr_text(&a);
+    let wire: u64 = err
+        .split("wire ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(wire < text.len() as u64 / 10, "{err}");
+    let log = s.log_text();
+    assert!(log.contains("joined a session with a ticket"), "{log}");
+}
+
+#[test]
+fn a_forged_or_reused_ticket_is_refused_and_the_server_goes_on() {
+    let s = Server::start();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        // forged: 32 random bytes
+        let mut r = Raw::tls(&s.addr, &s.trust()).await;
+        r.w.send(&Msg::Hello {
+            min_version: 1,
+            max_version: 1,
+            features: FEATURE_STREAMS,
+        })
+        .await
+        .unwrap();
+        r.w.send_now(&Msg::Join { ticket: [0x5a; 32] })
+            .await
+            .unwrap();
+        assert!(matches!(r.next().await, Msg::Welcome { .. }));
+        match r.next_or_closed().await {
+            Some(Msg::Error { code, message }) => {
+                assert_eq!(code, 5, "{message}");
+                assert!(message.contains("ticket"), "{message}");
+            }
+            other => panic!("expected ERROR 5, got {other:?}"),
+        }
+        // a real ticket works once
+        let mut main = Raw::tls(&s.addr, &s.trust()).await;
+        main.w
+            .send(&Msg::Hello {
+                min_version: 1,
+                max_version: 1,
+                features: FEATURE_STREAMS,
+            })
+            .await
+            .unwrap();
+        main.w
+            .send_now(&Msg::Auth {
+                secret: TOKEN.as_bytes().to_vec(),
+            })
+            .await
+            .unwrap();
+        assert!(matches!(main.next().await, Msg::Welcome { .. }));
+        assert!(matches!(main.next().await, Msg::AuthOk { .. }));
+        main.w.send_now(&Msg::TicketReq).await.unwrap();
+        let Msg::Ticket { ticket } = main.next().await else {
+            panic!("no ticket")
+        };
+        for attempt in 0..2 {
+            let mut j = Raw::tls(&s.addr, &s.trust()).await;
+            j.w.send(&Msg::Hello {
+                min_version: 1,
+                max_version: 1,
+                features: FEATURE_STREAMS,
+            })
+            .await
+            .unwrap();
+            j.w.send_now(&Msg::Join { ticket }).await.unwrap();
+            assert!(matches!(j.next().await, Msg::Welcome { .. }));
+            let reply = j.next_or_closed().await;
+            match attempt {
+                0 => assert!(matches!(reply, Some(Msg::AuthOk { .. })), "{reply:?}"),
+                _ => assert!(
+                    matches!(reply, Some(Msg::Error { code: 5, .. })),
+                    "a used ticket: {reply:?}"
+                ),
+            }
+        }
+        // a joined download stream may not do anything else
+        main.w.send_now(&Msg::Bye).await.unwrap();
+    });
+    // the server still serves, and said so once in its log
+    s.client().args(["ls"]).assert().success();
+    let log = s.log_text();
+    assert!(log.contains("refused a JOIN"), "{log}");
+}
+
+/// A TCP proxy in front of the server that cuts the `victim`th connection
+/// (counting from 1) after it carried `after` bytes from the client.
+fn cutting_proxy(to: String, victim: usize, after: usize) -> (String, Arc<AtomicUsize>) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let count = seen.clone();
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(c) = c else { continue };
+            let n = count.fetch_add(1, Ordering::SeqCst) + 1;
+            let Ok(up) = std::net::TcpStream::connect(&to) else {
+                continue;
+            };
+            let (c2, up2) = (c.try_clone().unwrap(), up.try_clone().unwrap());
+            let limit = if n == victim { after } else { usize::MAX };
+            std::thread::spawn(move || pump(c, up, limit));
+            std::thread::spawn(move || pump(up2, c2, usize::MAX));
+        }
+    });
+    (addr, seen)
+}
+
+fn pump(mut from: std::net::TcpStream, mut to: std::net::TcpStream, limit: usize) {
+    use std::io::{Read, Write};
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut moved = 0;
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if moved + n > limit {
+            // cut: both directions, at once
+            let _ = from.shutdown(std::net::Shutdown::Both);
+            let _ = to.shutdown(std::net::Shutdown::Both);
+            return;
+        }
+        moved += n;
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Write);
+}
+
+#[test]
+fn a_stream_killed_mid_transfer_has_its_ranges_sent_again() {
+    let s = Server::start();
+    let data = noise(6 * 1024 * 1024 + 777, 11);
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src.bin");
+    std::fs::write(&src, &data).unwrap();
+    // connection 1 is the session, 2.. the joined streams: cut the second
+    // after 1.5 MB of its upload
+    let (addr, seen) = cutting_proxy(s.addr.clone(), 2, 1_500_000);
+    s.client()
+        .env("SFT_SERVER", &addr)
+        .env("SFT_RANGE_SIZE", "256KiB")
+        .args(["put", "--streams", "3", "--as", "cut.bin"])
+        .arg(&src)
+        .assert()
+        .success();
+    assert!(seen.load(Ordering::SeqCst) >= 4, "a stream was replaced");
+    let stored = std::fs::read(s.root.join("cut.bin")).unwrap();
+    assert_eq!(sha256_hex(&stored), sha256_hex(&data));
+    // and a download whose second connection is cut after its requests
+    let (addr, seen) = cutting_proxy(s.addr.clone(), 2, 1200);
+    let back = dir.path().join("back.bin");
+    s.client()
+        .env("SFT_SERVER", &addr)
+        .env("SFT_RANGE_SIZE", "256KiB")
+        .args(["get", "--streams", "3", "cut.bin", "-o"])
+        .arg(&back)
+        .assert()
+        .success();
+    assert_eq!(
+        sha256_hex(&std::fs::read(&back).unwrap()),
+        sha256_hex(&data)
+    );
+    assert!(seen.load(Ordering::SeqCst) >= 4, "a stream was replaced");
+}
+
+#[test]
+fn one_stream_changes_nothing_and_small_files_are_never_split() {
+    let s = Server::start();
+    let data = noise(3 * 1024 * 1024, 3);
+    round_trip(&s, &data, "1", "64KiB", "one.bin");
+    round_trip(&s, &data, "auto", "64KiB", "auto.bin");
+    assert!(!s.log_text().contains("joined a session"));
+}
