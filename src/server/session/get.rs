@@ -21,6 +21,25 @@ impl Session {
         .await
     }
 
+    /// A download's head: ATTRS (if metadata was negotiated), then GET_OK.
+    pub(super) async fn send_head(&mut self, info: &crate::server::store::FileInfo) -> Result<()> {
+        if self.meta {
+            self.w
+                .send(&Msg::Attrs {
+                    mode: info.mode,
+                    mtime_ns: info.mtime_ns,
+                })
+                .await?;
+        }
+        self.w
+            .send(&Msg::GetOk {
+                size: info.size,
+                mtime_ns: info.mtime_ns,
+                sha256: info.sha256,
+            })
+            .await
+    }
+
     /// How a download is compressed: as the client asked, if zstd was
     /// agreed, capped by the server.
     pub(super) fn download_policy(&self, compress: u8) -> Policy {
@@ -170,21 +189,7 @@ impl Session {
         let keep = file
             .try_clone()
             .map_err(|e| Error::io("duplicating file handle", &e))?;
-        if self.meta {
-            self.w
-                .send(&Msg::Attrs {
-                    mode: info.mode,
-                    mtime_ns: info.mtime_ns,
-                })
-                .await?;
-        }
-        self.w
-            .send(&Msg::GetOk {
-                size: info.size,
-                mtime_ns: info.mtime_ns,
-                sha256: info.sha256,
-            })
-            .await?;
+        self.send_head(&info).await?;
         let started = Instant::now();
         let pool = self.shared.pool.clone();
         // each block is read from disk only once room for it is borrowed,

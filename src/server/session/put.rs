@@ -112,6 +112,29 @@ impl Session {
         if flush { self.w.flush().await } else { Ok(()) }
     }
 
+    /// Make a verified streamed upload visible (synced, renamed, its owner,
+    /// digest and metadata recorded) and settle its reservation.
+    pub(super) async fn publish(
+        &self,
+        v: commit::Verified,
+        overwrite: bool,
+        attrs: Option<Attrs>,
+        reservation: crate::server::quota::Reservation,
+    ) -> Result<Stored> {
+        let owner = self.user().to_string();
+        let (sha256, size) = (v.sha256, v.size);
+        let name = self
+            .blocking(move |s| {
+                let published = s
+                    .store
+                    .commit(v.upload, &v.sha256, overwrite, &owner, attrs)?;
+                reservation.commit(v.size, published.replaced.as_ref());
+                Ok(published.name)
+            })
+            .await?;
+        Ok(Stored { name, sha256, size })
+    }
+
     /// A refusal before the upload started: the one reply, and for a
     /// pipelined PUT the data that is already on its way is discarded.
     pub(super) async fn refuse_put(&mut self, e: &Error, pipelined: bool) -> Result<()> {
@@ -429,19 +452,12 @@ impl Session {
                 None => return Err(Error::other("internal error: no upload writer")),
             };
             check_upload(&name, (!stream).then_some(size), n, &digest, &claimed)?;
-            let owner = self.user().to_string();
-            let name = self
-                .blocking(move |s| {
-                    let published = s.store.commit(upload, &digest, overwrite, &owner, attrs)?;
-                    reservation.commit(n, published.replaced.as_ref());
-                    Ok(published.name)
-                })
-                .await?;
-            Ok(Stored {
-                name,
+            let verified = commit::Verified {
+                upload,
                 sha256: digest,
                 size: n,
-            })
+            };
+            self.publish(verified, overwrite, attrs, reservation).await
         }
         .await;
         self.finish_put(&name, size, started, outcome, true).await

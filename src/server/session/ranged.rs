@@ -127,19 +127,12 @@ impl Session {
             };
             let digest = closed?;
             check_upload(&name, Some(size), size, &digest, &claimed)?;
-            let owner = self.user().to_string();
-            let name = self
-                .blocking(move |s| {
-                    let published = s.store.commit(upload, &digest, overwrite, &owner, attrs)?;
-                    reservation.commit(size, published.replaced.as_ref());
-                    Ok(published.name)
-                })
-                .await?;
-            Ok(Stored {
-                name,
+            let verified = commit::Verified {
+                upload,
                 sha256: digest,
                 size,
-            })
+            };
+            self.publish(verified, overwrite, attrs, reservation).await
         }
         .await;
         self.finish_put(&name, size, started, outcome, true).await
@@ -187,21 +180,7 @@ impl Session {
                 return self.reply_error(&e).await;
             }
         };
-        if self.meta {
-            self.w
-                .send(&Msg::Attrs {
-                    mode: info.mode,
-                    mtime_ns: info.mtime_ns,
-                })
-                .await?;
-        }
-        self.w
-            .send(&Msg::GetOk {
-                size: info.size,
-                mtime_ns: info.mtime_ns,
-                sha256: info.sha256,
-            })
-            .await?;
+        self.send_head(&info).await?;
         let pool = self.shared.pool.clone();
         let mut rx = transfer::spawn_reader_within(
             file,
