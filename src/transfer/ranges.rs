@@ -81,15 +81,27 @@ impl Assembly {
     }
 
     /// Write `data` at `offset` (blocking). Fails once the assembly is closed.
+    /// Bytes inside the contiguous prefix are final — the hasher reads them
+    /// — so what a range sent again carries for them is not written: the
+    /// file stays exactly what was hashed, whatever a stream re-sends.
     pub fn write_at(&self, offset: u64, data: &[u8]) -> Result<()> {
         self.check(offset, data.len() as u64)?;
         let open = self.open.read().unwrap_or_else(|p| p.into_inner());
         if !*open {
             return Err(Error::other(format!("{} is already complete", self.what)));
         }
-        self.file
-            .write_all_at(data, offset)
-            .map_err(|e| Error::io(format!("writing {}", self.what), &e))?;
+        {
+            // held while writing: the prefix cannot grow over these bytes
+            // (and the hasher read them) before they are down
+            let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let skip = s.prefix.saturating_sub(offset).min(data.len() as u64);
+            let tail = &data[skip as usize..];
+            if !tail.is_empty() {
+                self.file
+                    .write_all_at(tail, offset + skip)
+                    .map_err(|e| Error::io(format!("writing {}", self.what), &e))?;
+            }
+        }
         self.written.fetch_add(data.len() as u64, Ordering::Relaxed);
         Ok(())
     }
@@ -220,6 +232,37 @@ mod tests {
         let want: [u8; 32] = Sha256::digest(&data).into();
         assert_eq!(a.close().unwrap(), want);
         assert!(a.write_at(0, b"x").is_err(), "closed");
+    }
+
+    #[test]
+    fn a_range_sent_again_with_other_bytes_cannot_change_what_was_hashed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h");
+        let f = std::fs::File::options()
+            .create(true)
+            .read(true)
+            .write(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        let a = Assembly::new(f, 300, "h".into()).unwrap();
+        a.write_at(0, &[1; 100]).unwrap();
+        a.finished(0, 100).unwrap();
+        assert_eq!(a.prefix(), 100);
+        // the same range again, and one straddling the prefix, other bytes
+        a.write_at(0, &[9; 100]).unwrap();
+        a.write_at(50, &[2; 100]).unwrap();
+        a.finished(50, 100).unwrap();
+        a.write_at(150, &[3; 150]).unwrap();
+        a.finished(150, 150).unwrap();
+        let digest = a.close().unwrap();
+        let on_disk = std::fs::read(&path).unwrap();
+        let mut want = vec![1u8; 100];
+        want.extend_from_slice(&[2; 50]);
+        want.extend_from_slice(&[3; 150]);
+        assert_eq!(on_disk, want, "the hashed prefix was not rewritten");
+        let hashed: [u8; 32] = Sha256::digest(&on_disk).into();
+        assert_eq!(digest, hashed, "the digest is the file's");
     }
 
     #[test]
