@@ -73,9 +73,12 @@
 //!   root once and ends; later commits and removals update it in place.
 //! - With `--store s3://` (`server::object`): a second tokio runtime of two
 //!   `sft-s3` worker threads runs every object-store request; storage calls
-//!   (on blocking threads, as for the disk) hand it a future and wait. On it,
-//!   one task rewrites this server's heartbeat every `--s3-lease` / 4. One
-//!   `sft-gc` thread collects orphan blobs at start and then every
+//!   (on blocking threads, as for the disk) hand it a future and wait. One
+//!   `sft-lease` thread rewrites this server's heartbeat every
+//!   `--s3-lease` / 4, resolves the reservations of servers gone (reading
+//!   every manifest, only when there are such) and every ten minutes
+//!   compacts the quota ledger; it ends at its next wake after the ledger is
+//!   dropped. One `sft-gc` thread collects orphan blobs at start and then every
 //!   `--s3-gc-grace` / 2 (1 min to 1 h); it ends at its next wake after the
 //!   bucket is dropped. A quota reservation released by `Drop` is recorded
 //!   by a short `sft-release` thread (so no async thread waits on the

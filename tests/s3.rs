@@ -596,6 +596,68 @@ fn ceph_a_server_killed_mid_upload_leaves_nothing_visible_and_its_reservation_ex
 }
 
 #[test]
+fn ceph_a_server_killed_between_a_file_and_its_ledger_entry_leaves_the_file_counted() {
+    let Some(e) = ceph() else { return };
+    let bucket = e.bucket("between");
+    // server A reaches the store through a proxy that goes silent right
+    // after A's first manifest is created, before A can record it
+    let mut proxy = Command::new("python3")
+        .arg(here("tests/s3/freeze.py"))
+        .arg(e.endpoint.trim_start_matches("http://"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(proxy.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let via = Engine {
+        endpoint: format!("http://127.0.0.1:{}", line.trim()),
+        ..e.clone()
+    };
+    let mut a = via.server(&bucket, &["--quota", "1GB", "--s3-lease", "4s"]);
+    let b = e.server(&bucket, &["--quota", "1GB", "--s3-lease", "4s"]);
+    let work = tempfile::tempdir().unwrap();
+    let data = noise(3_000_000, 11);
+    let f = file(work.path(), "x.bin", &data);
+    let mut up = a
+        .process()
+        .args(["put", "--as", "x.bin"])
+        .arg(&f)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(30);
+    while !ls(&b, "").iter().any(|l| l.contains("x.bin")) && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        ls(&b, "").iter().any(|l| l.contains("x.bin")),
+        "the file became visible through B"
+    );
+    let _ = a.child.kill(); // SIGKILL: its ledger entry never written
+    let _ = a.child.wait();
+    let _ = up.kill();
+    let _ = up.wait();
+    let _ = proxy.kill();
+    let _ = proxy.wait();
+    // until A's lease runs out its reservation holds the space; then B
+    // finds the manifest naming it and counts the file
+    let until = Instant::now() + Duration::from_secs(40);
+    while usage(&b).1 != 0 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(
+        usage(&b),
+        (3_000_000, 0, 1),
+        "the stored file is counted once, nothing stays reserved"
+    );
+    let out = work.path().join("back.bin");
+    assert_eq!(get(&b, "x.bin", &out), data);
+}
+
+#[test]
 fn a_second_upload_of_a_taken_name_reserves_its_whole_size() {
     let Some(m) = moto() else { return };
     let e = &m.engine;

@@ -262,6 +262,7 @@ fn write_batch(s: &Shared, batch: Vec<SmallPut>) -> Written {
         };
         let outcome = match r {
             Ok(v) => {
+                let holds = job.reservation.ids().to_vec();
                 w.held.push(Held {
                     index: w.out.len(),
                     reservation: job.reservation,
@@ -274,6 +275,7 @@ fn write_batch(s: &Shared, batch: Vec<SmallPut>) -> Written {
                     overwrite: job.overwrite,
                     owner: job.owner,
                     attrs: job.attrs,
+                    holds,
                 });
                 Err(Error::other("internal error: not committed"))
             }

@@ -348,7 +348,13 @@ fn commit_one(b: &Bucket, st: Staged) -> Result<Published> {
         owner: st.owner.clone(),
         mode: st.attrs.map_or(0o644, |a| stored_mode(a.mode)),
         mtime_ns: st.attrs.map_or_else(now_ns, |a| a.mtime_ns),
+        holds: st.holds.clone(),
     };
+    // not while this server's reservations may be resolved by another
+    if let Err(e) = b.fence(&st.holds) {
+        let _ = blob::remove(b, &id);
+        return Err(e);
+    }
     let mut replaced = None;
     if st.overwrite
         && let Some(old) = naming::read(b, &name)?
@@ -374,16 +380,39 @@ fn commit_one(b: &Bucket, st: Staged) -> Result<Published> {
                 "{shown} was replaced by another upload at the same moment; this one was not stored (its old file is gone): try again"
             )));
         }
-        return Ok(Published { name, replaced });
+        return still_leased(b, &st.holds, name, &id, replaced);
     }
     match naming::publish(b, &name, &m) {
-        Ok(stored) => Ok(Published {
-            name: stored,
-            replaced,
-        }),
+        Ok(stored) => still_leased(b, &st.holds, stored, &id, replaced),
         Err(e) => {
             let _ = blob::remove(b, &id);
             Err(e)
         }
     }
+}
+
+/// The lease checked again once the manifest exists: if this server was
+/// silent long enough meanwhile (a create retried across a network cut)
+/// that another may have released its reservations, the file is taken back
+/// rather than left uncounted.
+fn still_leased(
+    b: &Bucket,
+    holds: &[u64],
+    name: String,
+    id: &str,
+    replaced: Option<Existing>,
+) -> Result<Published> {
+    if let Err(e) = b.lease.check(holds) {
+        if naming::read(b, &name)?.is_some_and(|m| m.blob == id) {
+            let key = b.key(&layout::file(&name));
+            b.run(|os| async move {
+                os.delete(&key)
+                    .await
+                    .map_err(|e| store_err(&e, "removing", &key))
+            })?;
+            let _ = blob::remove(b, id);
+        }
+        return Err(e);
+    }
+    Ok(Published { name, replaced })
 }

@@ -8,170 +8,47 @@
 //! server tries its next slot first and reads only when it was taken: one
 //! request per entry when it is alone.)
 //!
-//! Entries: `reserve` (before any data is accepted), `settle` (the file is
-//! stored: its size becomes usage, an overwritten file's is freed),
-//! `release` (the upload ended otherwise) and `free` (a file was removed).
-//! A reservation counts only while its server lives: every server rewrites
-//! `servers/ID` every `TTL / 4`, and a reservation of a server whose
-//! heartbeat is older than `TTL` (by the store's own clock: the newest
-//! heartbeat is "now") counts no more, so a crashed server leaks nothing.
-//! Every `CHECKPOINT` entries the state is written as `ckpt/SEQ` (also
-//! created only if absent: any server may, all write the same sums, less
-//! the holds of servers gone), and a starting server reads from the newest
-//! checkpoint on. Entries are not deleted yet.
+//! Entries (`book.rs`, the pure part): `reserve` (before any data is
+//! accepted), `settle` (the file is stored: its size becomes usage, an
+//! overwritten file's is freed), `release` (the upload ended otherwise) and
+//! `free` (a file was removed). A reservation counts until it is settled or
+//! released. Its server records which; if the server dies (its heartbeat,
+//! `lease.rs`, older than `--s3-lease` by the store's own clock), one live
+//! server (the one with the least id) resolves its reservations on its
+//! lease thread: those a manifest names (the file was stored, the server
+//! died before recording it) are settled with the file's size, the rest
+//! released. So a crash neither lets a limit be passed nor leaks space.
 //!
-//! `Book` is the pure part (entries in, usage out), tested without a network.
+//! Every `CHECKPOINT` entries the state is written as `ckpt/SEQ` (created
+//! only if absent: any server may, all write the same state), and a
+//! starting server reads from the newest checkpoint on. Compaction: entries
+//! and checkpoints below a checkpoint older than `KEEP` are deleted (any
+//! server, now and then): a server reloads from the newest checkpoint
+//! before writing when its book was last brought up to date more than
+//! `KEEP / 2` ago, so none reads or writes a deleted slot.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures_util::TryStreamExt;
 use object_store::ObjectStoreExt;
-use serde::{Deserialize, Serialize};
 
-use super::{Bucket, layout, names::create, store_err};
+use super::book::{self, Book, Entry, Op};
+use super::{Bucket, layout, names::create, scan, store_err};
 use crate::error::{Error, Kind, Result};
 use crate::server::quota::{Remote, Usage};
 use crate::server::store::Existing;
 
-/// A reservation of a server not heard from for this long counts no more
-/// (`--s3-lease`).
+/// A server not heard from for this long is dead: its reservations are
+/// resolved (`--s3-lease`).
 pub const TTL: Duration = Duration::from_secs(60);
 /// A checkpoint every this many entries.
 pub const CHECKPOINT: u64 = 256;
-
-/// One ledger entry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "lowercase")]
-pub enum Op {
-    Reserve {
-        server: String,
-        user: String,
-        bytes: u64,
-        files: u64,
-    },
-    Settle {
-        ids: Vec<u64>,
-        user: String,
-        bytes: u64,
-        replaced: Option<Existing>,
-    },
-    Release {
-        ids: Vec<u64>,
-    },
-    Free {
-        user: String,
-        bytes: u64,
-    },
-}
-
-/// An entry as stored: the op and a random nonce, by which a server knows
-/// its own entry when a create's answer was lost and its retry was refused.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Entry {
-    pub nonce: String,
-    #[serde(flatten)]
-    pub op: Op,
-}
-
-/// A reservation not yet settled or released.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Hold {
-    pub server: String,
-    pub user: String,
-    pub bytes: u64,
-    pub files: u64,
-}
-
-/// The state after entries `0..next`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Book {
-    pub next: u64,
-    /// Stored (bytes, files) per owner.
-    pub stored: BTreeMap<String, (u64, u64)>,
-    pub holds: BTreeMap<u64, Hold>,
-}
-
-impl Book {
-    /// Apply entry `next` and move on.
-    pub fn apply(&mut self, op: &Op) {
-        let seq = self.next;
-        self.next += 1;
-        match op {
-            Op::Reserve {
-                server,
-                user,
-                bytes,
-                files,
-            } => {
-                self.holds.insert(
-                    seq,
-                    Hold {
-                        server: server.clone(),
-                        user: user.clone(),
-                        bytes: *bytes,
-                        files: *files,
-                    },
-                );
-            }
-            Op::Settle {
-                ids,
-                user,
-                bytes,
-                replaced,
-            } => {
-                for id in ids {
-                    self.holds.remove(id);
-                }
-                let e = self.stored.entry(user.clone()).or_default();
-                e.0 += bytes;
-                e.1 += 1;
-                if let Some(old) = replaced {
-                    self.free(&old.owner, old.size);
-                }
-            }
-            Op::Release { ids } => {
-                for id in ids {
-                    self.holds.remove(id);
-                }
-            }
-            Op::Free { user, bytes } => self.free(user, *bytes),
-        }
-    }
-
-    fn free(&mut self, user: &str, bytes: u64) {
-        if let Some(e) = self.stored.get_mut(user) {
-            e.0 = e.0.saturating_sub(bytes);
-            e.1 = e.1.saturating_sub(1);
-        }
-    }
-
-    /// The total and per-user usage, counting the holds of live servers.
-    pub fn usage(&self, live: &dyn Fn(&str) -> bool) -> (Usage, HashMap<String, Usage>) {
-        let mut total = Usage::default();
-        let mut users: HashMap<String, Usage> = HashMap::new();
-        for (user, &(bytes, files)) in &self.stored {
-            total.bytes += bytes;
-            total.files += files;
-            let u = users.entry(user.clone()).or_default();
-            u.bytes += bytes;
-            u.files += files;
-        }
-        for h in self.holds.values().filter(|h| live(&h.server)) {
-            total.reserved_bytes += h.bytes;
-            total.reserved_files += h.files;
-            let u = users.entry(h.user.clone()).or_default();
-            u.reserved_bytes += h.bytes;
-            u.reserved_files += h.files;
-        }
-        (total, users)
-    }
-
-    /// Servers holding reservations.
-    fn holders(&self) -> HashSet<&str> {
-        self.holds.values().map(|h| h.server.as_str()).collect()
-    }
-}
+/// Entries below a checkpoint this old are deleted.
+pub const KEEP: Duration = Duration::from_secs(3600);
+/// How often a server looks for entries to delete.
+const COMPACT_EVERY: Duration = Duration::from_secs(600);
 
 /// What to reserve, given the total and the user's usage (`quota.rs`).
 type Decide<'a> = &'a dyn Fn(&Usage, &Usage) -> Result<u64>;
@@ -180,20 +57,38 @@ type Decide<'a> = &'a dyn Fn(&Usage, &Usage) -> Result<u64>;
 pub struct Ledger {
     bucket: Arc<Bucket>,
     book: Mutex<Book>,
-    /// When this server last wrote its heartbeat.
-    beat: Mutex<Option<Instant>>,
+    /// When the book was last brought up to date (the start of that read).
+    read_at: Mutex<Instant>,
     /// Itself, for releases recorded on a thread of their own.
     me: std::sync::Weak<Ledger>,
-    /// How long a silent server's reservations still count.
-    ttl: Duration,
 }
 
 impl Ledger {
     /// Load from the newest checkpoint and the entries after it, and write
     /// this server's first heartbeat.
-    pub fn open(bucket: Arc<Bucket>, ttl: Duration) -> Result<Arc<Ledger>> {
-        let prefix = bucket.key("ckpt");
-        let newest = bucket.run(|os| async move {
+    pub fn open(bucket: Arc<Bucket>) -> Result<Arc<Ledger>> {
+        let l = Arc::new_cyclic(|me| Ledger {
+            bucket,
+            book: Mutex::new(Book::default()),
+            read_at: Mutex::new(Instant::now()),
+            me: me.clone(),
+        });
+        l.bucket.beat()?;
+        {
+            let mut book = l.lock();
+            l.reload(&mut book)?;
+        }
+        Ok(l)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Book> {
+        self.book.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The newest checkpoint's sequence number and state, if any.
+    fn newest_checkpoint(&self) -> Result<Option<(u64, Book)>> {
+        let prefix = self.bucket.key("ckpt");
+        let newest = self.bucket.run(|os| async move {
             let listed = os
                 .list_with_delimiter(Some(&prefix))
                 .await
@@ -204,51 +99,35 @@ impl Ledger {
                 .filter_map(|o| layout::seq(&o.location))
                 .max())
         })?;
-        let mut book = Book::default();
-        if let Some(seq) = newest
-            && let Some(bytes) = bucket.read_small(bucket.key(&layout::checkpoint(seq)))?
-        {
-            book = serde_json::from_slice(&bytes).map_err(|_| {
-                Error::other(format!(
-                    "the quota checkpoint {} in the object store is damaged",
-                    layout::checkpoint(seq)
-                ))
-            })?;
-        }
-        let l = Arc::new_cyclic(|me| Ledger {
-            bucket,
-            book: Mutex::new(book),
-            beat: Mutex::new(None),
-            me: me.clone(),
-            ttl,
-        });
-        l.heartbeat()?;
-        {
-            let mut book = l.lock();
-            l.catch_up(&mut book)?;
-        }
-        Ok(l)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Book> {
-        self.book.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Rewrite `servers/ID` (by this server only: a plain PUT).
-    pub fn heartbeat(&self) -> Result<()> {
-        let key = self.bucket.key(&layout::server(&self.bucket.server));
-        self.bucket.run(|os| async move {
-            os.put(&key, b"alive".to_vec().into())
-                .await
-                .map(|_| ())
-                .map_err(|e| store_err(&e, "writing", &key))
+        let Some(seq) = newest else { return Ok(None) };
+        let Some(bytes) = self
+            .bucket
+            .read_small(self.bucket.key(&layout::checkpoint(seq)))?
+        else {
+            return Ok(None);
+        };
+        let book: Book = serde_json::from_slice(&bytes).map_err(|_| {
+            Error::other(format!(
+                "the quota checkpoint {} in the object store is damaged",
+                layout::checkpoint(seq)
+            ))
         })?;
-        *self.beat.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
-        Ok(())
+        Ok(Some((seq, book)))
+    }
+
+    /// Move to the newest checkpoint if it is ahead of `book`, then read on.
+    fn reload(&self, book: &mut Book) -> Result<()> {
+        if let Some((_, newer)) = self.newest_checkpoint()?
+            && newer.next > book.next
+        {
+            *book = newer;
+        }
+        self.catch_up(book)
     }
 
     /// Read the entries written since `book.next`.
     fn catch_up(&self, book: &mut Book) -> Result<()> {
+        let started = Instant::now();
         while let Some(bytes) = self
             .bucket
             .read_small(self.bucket.key(&layout::ledger(book.next)))?
@@ -261,22 +140,12 @@ impl Ledger {
             })?;
             book.apply(&entry.op);
         }
+        *self.read_at.lock().unwrap_or_else(|p| p.into_inner()) = started;
         Ok(())
     }
 
-    /// Which servers holding reservations are alive.
-    fn live(&self, book: &Book) -> Result<HashSet<String>> {
-        let me = self.bucket.server.clone();
-        let others: Vec<String> = book
-            .holders()
-            .into_iter()
-            .filter(|s| *s != me)
-            .map(str::to_string)
-            .collect();
-        let mut live: HashSet<String> = HashSet::from([me]);
-        if others.is_empty() {
-            return Ok(live);
-        }
+    /// The servers whose heartbeat is fresh (this one always).
+    fn live(&self) -> Result<HashSet<String>> {
         let prefix = self.bucket.key("servers");
         let seen = self.bucket.run(|os| async move {
             let listed = os
@@ -289,15 +158,14 @@ impl Ledger {
                 .filter_map(|o| Some((layout::last(&o.location)?, o.last_modified)))
                 .collect::<HashMap<_, _>>())
         })?;
+        let mut live: HashSet<String> = HashSet::from([self.bucket.server.clone()]);
+        // "now" by the store's own clock: its newest heartbeat
         let Some(now) = seen.values().max().copied() else {
             return Ok(live);
         };
-        let ttl = i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX);
-        for s in others {
-            if seen
-                .get(&s)
-                .is_some_and(|&at| (now - at).num_seconds() <= ttl)
-            {
+        let ttl = i64::try_from(self.bucket.lease.ttl.as_secs()).unwrap_or(i64::MAX);
+        for (s, at) in seen {
+            if (now - at).num_seconds() <= ttl {
                 live.insert(s);
             }
         }
@@ -308,6 +176,14 @@ impl Ledger {
     /// (given the usage then) what to reserve, and write that instead.
     fn append(&self, op: Op, decide: Option<Decide<'_>>) -> Result<(u64, u64)> {
         let mut book = self.lock();
+        let read_at = *self.read_at.lock().unwrap_or_else(|p| p.into_inner());
+        if read_at.elapsed() > KEEP / 2 {
+            // slots this far behind may have been compacted away
+            self.reload(&mut book)?;
+        }
+        // this server's reservations are all below `next`: those held
+        // across a silence just ended are forfeit
+        self.bucket.lease.settle_gap(book.next);
         loop {
             // no read first: a slot is written only by a server that read
             // every slot before it, so if ours is free, all before it are
@@ -315,8 +191,7 @@ impl Ledger {
             let mut op = op.clone();
             let mut granted = 0;
             if let (Some(decide), Op::Reserve { user, bytes, .. }) = (decide, &mut op) {
-                let live = self.live(&book)?;
-                let (total, users) = book.usage(&|s| live.contains(s));
+                let (total, users) = book.usage();
                 let mine = users.get(user.as_str()).copied().unwrap_or_default();
                 granted = decide(&total, &mine)?;
                 *bytes = granted;
@@ -334,13 +209,7 @@ impl Ledger {
             if ours {
                 book.apply(&op);
                 if book.next.is_multiple_of(CHECKPOINT) {
-                    // without the holds of servers gone (they count for
-                    // nothing), so the state does not grow with crashes
-                    let mut kept = book.clone();
-                    if let Ok(live) = self.live(&book) {
-                        kept.holds.retain(|_, h| live.contains(&h.server));
-                    }
-                    let ckpt = serde_json::to_vec(&kept).unwrap_or_default();
+                    let ckpt = serde_json::to_vec(&*book).unwrap_or_default();
                     // any server may write it; a lost race is fine
                     let _ = create(&self.bucket, &layout::checkpoint(book.next), ckpt);
                 }
@@ -351,9 +220,102 @@ impl Ledger {
         }
     }
 
-    fn stale(&self) -> bool {
-        let beat = *self.beat.lock().unwrap_or_else(|p| p.into_inner());
-        beat.is_none_or(|t| t.elapsed() > self.ttl / 2)
+    /// Rewrite this server's heartbeat; after a silence, forfeit the
+    /// reservations held across it (`lease.rs`).
+    pub fn beat(&self) -> Result<()> {
+        self.bucket.beat()?;
+        self.bucket.lease.settle_gap(self.lock().next);
+        Ok(())
+    }
+
+    /// Resolve the reservations of dead servers (see the module's text):
+    /// done by the live server with the least id, so normally by one. How
+    /// many were resolved.
+    pub fn resolve_dead(&self) -> Result<usize> {
+        let snapshot = {
+            let mut book = self.lock();
+            self.catch_up(&mut book)?;
+            let me = self.bucket.server.as_str();
+            if book.holders().iter().all(|s| *s == me) {
+                return Ok(0);
+            }
+            book.clone()
+        };
+        let live = self.live()?;
+        if live.iter().min() != Some(&self.bucket.server) {
+            return Ok(0);
+        }
+        let dead = snapshot.dead_holds(&|s| live.contains(s));
+        if dead.is_empty() {
+            return Ok(0);
+        }
+        let files: Vec<book::Named> = scan::manifests(&self.bucket)?
+            .into_iter()
+            .filter(|m| !m.holds.is_empty())
+            .map(|m| book::Named {
+                size: m.size,
+                holds: m.holds,
+            })
+            .collect();
+        for op in book::resolve(&snapshot, &dead, &files) {
+            tracing::info!(
+                event = "quota",
+                "a dead server's reservation resolved: {op:?}"
+            );
+            self.append(op, None)?;
+        }
+        Ok(dead.len())
+    }
+
+    /// Delete the entries and checkpoints every server has read past (see
+    /// the module's text); how many objects went.
+    pub fn compact(&self, keep: Duration) -> Result<usize> {
+        let ckpts = self.bucket.key("ckpt");
+        let entries = self.bucket.key("ledger");
+        self.bucket.run(|os| async move {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+            let listed: Vec<_> = os
+                .list(Some(&ckpts))
+                .try_collect()
+                .await
+                .map_err(|e| store_err(&e, "listing", &ckpts))?;
+            let aged: Vec<(u64, Duration)> = listed
+                .iter()
+                .filter_map(|o| {
+                    let age = now.saturating_sub(o.last_modified.timestamp()).max(0);
+                    let age = Duration::from_secs(u64::try_from(age).unwrap_or(0));
+                    Some((layout::seq(&o.location)?, age))
+                })
+                .collect();
+            let Some(below) = book::compactable(&aged, keep) else {
+                return Ok(0);
+            };
+            let mut doomed: Vec<_> = listed
+                .into_iter()
+                .filter(|o| layout::seq(&o.location).is_some_and(|s| s < below))
+                .map(|o| o.location)
+                .collect();
+            let old: Vec<_> = os
+                .list(Some(&entries))
+                .try_collect()
+                .await
+                .map_err(|e| store_err(&e, "listing", &entries))?;
+            doomed.extend(
+                old.into_iter()
+                    .filter(|o| layout::seq(&o.location).is_some_and(|s| s < below))
+                    .map(|o| o.location),
+            );
+            let mut removed = 0;
+            for key in doomed {
+                match os.delete(&key).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => removed += 1,
+                    Err(e) => return Err(store_err(&e, "removing", &key)),
+                }
+            }
+            Ok(removed)
+        })
     }
 }
 
@@ -364,15 +326,12 @@ impl Remote for Ledger {
         files: u64,
         decide: &dyn Fn(&Usage, &Usage) -> Result<u64>,
     ) -> Result<(u64, u64)> {
-        if self.stale() {
-            // our reservations may already count as expired elsewhere
-            self.heartbeat().map_err(|e| {
-                Error::new(
-                    Kind::Other,
-                    format!("cannot take a quota reservation: {}", e.message),
-                )
-            })?;
-        }
+        self.bucket.fresh().map_err(|e| {
+            Error::new(
+                Kind::Other,
+                format!("cannot take a quota reservation: {}", e.message),
+            )
+        })?;
         let op = Op::Reserve {
             server: self.bucket.server.clone(),
             user: user.to_string(),
@@ -392,14 +351,15 @@ impl Remote for Ledger {
         if let Err(e) = self.append(op, None) {
             tracing::warn!(
                 event = "quota",
-                "could not record a stored file in the quota ledger: {e}"
+                "could not record a stored file in the quota ledger (a live server will, once this one's lease runs out): {e}"
             );
         }
     }
 
     fn release(&self, ids: Vec<u64>) {
         // called from Drop, maybe on an async thread: recorded on a thread
-        // of its own (a release that is lost expires with this server)
+        // of its own (a release that is lost is resolved once this server
+        // is gone)
         let Some(me) = self.me.upgrade() else { return };
         let spawned = std::thread::Builder::new()
             .name("sft-release".into())
@@ -435,124 +395,49 @@ impl Remote for Ledger {
     fn usage(&self) -> (Usage, HashMap<String, Usage>) {
         let mut book = self.lock();
         let _ = self.catch_up(&mut book);
-        let live = self.live(&book).unwrap_or_default();
-        book.usage(&|s| live.contains(s))
+        book.usage()
     }
 }
 
-/// Keep this server's heartbeat fresh, on the object-store threads, for as
-/// long as the ledger lives.
-pub fn start_heartbeat(ledger: &Arc<Ledger>) {
+/// This server's lease thread (`sft-lease`), for as long as the ledger
+/// lives: every `--s3-lease` / 4 it rewrites the heartbeat and resolves
+/// the reservations of servers gone; every ten minutes it compacts.
+pub fn start_lease(ledger: &Arc<Ledger>) {
     let weak = Arc::downgrade(ledger);
-    let every = ledger.ttl / 4;
-    ledger.bucket.bridge.spawn(async move {
-        loop {
-            tokio::time::sleep(every).await;
-            let Some(l) = weak.upgrade() else { return };
-            let key = l.bucket.key(&layout::server(&l.bucket.server));
-            let os = l.bucket.os.clone();
-            drop(l);
-            match os.put(&key, b"alive".to_vec().into()).await {
-                Ok(_) => {
-                    if let Some(l) = weak.upgrade() {
-                        *l.beat.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+    let every = ledger.bucket.lease.ttl / 4;
+    let spawned = std::thread::Builder::new()
+        .name("sft-lease".into())
+        .spawn(move || {
+            let mut compacted = Instant::now();
+            loop {
+                std::thread::sleep(every);
+                let Some(l) = weak.upgrade() else { return };
+                if let Err(e) = l.beat() {
+                    tracing::warn!(event = "storage", "writing this server's heartbeat: {e}");
+                    continue;
+                }
+                if let Err(e) = l.resolve_dead() {
+                    tracing::warn!(
+                        event = "quota",
+                        "resolving a dead server's reservations: {e}"
+                    );
+                }
+                if compacted.elapsed() >= COMPACT_EVERY {
+                    compacted = Instant::now();
+                    match l.compact(KEEP) {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(
+                            event = "quota",
+                            "compacted the quota ledger: {n} old entries removed"
+                        ),
+                        Err(e) => {
+                            tracing::warn!(event = "quota", "compacting the quota ledger: {e}")
+                        }
                     }
                 }
-                Err(e) => tracing::warn!(
-                    event = "storage",
-                    "{}",
-                    super::describe(&e, "writing this server's heartbeat")
-                ),
             }
-        }
-    });
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn reserve(server: &str, user: &str, bytes: u64) -> Op {
-        Op::Reserve {
-            server: server.into(),
-            user: user.into(),
-            bytes,
-            files: 1,
-        }
-    }
-
-    #[test]
-    fn reserve_settle_release_free() {
-        let mut b = Book::default();
-        b.apply(&reserve("a", "u", 10)); // 0
-        b.apply(&reserve("b", "u", 5)); // 1
-        let (t, users) = b.usage(&|_| true);
-        assert_eq!((t.bytes, t.reserved_bytes, t.reserved_files), (0, 15, 2));
-        assert_eq!(users["u"].reserved_bytes, 15);
-        b.apply(&Op::Settle {
-            ids: vec![0],
-            user: "u".into(),
-            bytes: 9,
-            replaced: None,
         });
-        b.apply(&Op::Release { ids: vec![1] });
-        let (t, _) = b.usage(&|_| true);
-        assert_eq!((t.bytes, t.files, t.reserved_bytes), (9, 1, 0));
-        b.apply(&Op::Free {
-            user: "u".into(),
-            bytes: 9,
-        });
-        let (t, _) = b.usage(&|_| true);
-        assert_eq!((t.bytes, t.files), (0, 0));
-        assert_eq!(b.next, 5);
-    }
-
-    #[test]
-    fn holds_of_dead_servers_do_not_count() {
-        let mut b = Book::default();
-        b.apply(&reserve("dead", "u", 100));
-        b.apply(&reserve("live", "u", 1));
-        let (t, _) = b.usage(&|s| s == "live");
-        assert_eq!(t.reserved_bytes, 1);
-        assert_eq!(b.holders().len(), 2);
-    }
-
-    #[test]
-    fn overwrite_frees_the_old_size() {
-        let mut b = Book::default();
-        b.apply(&Op::Settle {
-            ids: vec![],
-            user: "u".into(),
-            bytes: 10,
-            replaced: None,
-        });
-        b.apply(&Op::Settle {
-            ids: vec![],
-            user: "u".into(),
-            bytes: 4,
-            replaced: Some(Existing {
-                size: 10,
-                owner: "u".into(),
-            }),
-        });
-        let (t, _) = b.usage(&|_| true);
-        assert_eq!((t.bytes, t.files), (4, 1));
-    }
-
-    #[test]
-    fn entries_and_checkpoints_round_trip() {
-        let op = reserve("a", "u", 3);
-        let entry = Entry {
-            nonce: "n1".into(),
-            op: op.clone(),
-        };
-        let text = serde_json::to_string(&entry).unwrap();
-        assert!(text.contains("\"op\":\"reserve\""), "{text}");
-        assert!(text.contains("\"nonce\":\"n1\""), "{text}");
-        assert_eq!(serde_json::from_str::<Entry>(&text).unwrap(), entry);
-        let mut b = Book::default();
-        b.apply(&op);
-        let back: Book = serde_json::from_slice(&serde_json::to_vec(&b).unwrap()).unwrap();
-        assert_eq!(back, b);
+    if let Err(e) = spawned {
+        tracing::warn!(event = "storage", "cannot start the lease thread: {e}");
     }
 }

@@ -21,6 +21,11 @@ pub struct Manifest {
     /// Permission bits.
     pub mode: u32,
     pub mtime_ns: i64,
+    /// The quota reservations (ledger slots) the file was stored under: if
+    /// its server died before recording it, a live server finds it by them
+    /// (`book::resolve`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub holds: Vec<u64>,
 }
 
 impl Manifest {
@@ -77,6 +82,7 @@ mod tests {
             owner: "alice".into(),
             mode: 0o644,
             mtime_ns: 1,
+            holds: vec![3, 4],
         };
         let back = Manifest::decode(&m.encode(), "x").unwrap();
         assert_eq!(back, m);

@@ -24,12 +24,15 @@
 //! its SHA-256 checked against the manifest, then served like a local file.
 
 pub mod blob;
+pub mod book;
 pub mod check;
 pub mod files;
 pub mod gc;
+pub mod lease;
 pub mod ledger;
 pub mod manifest;
 pub mod names;
+pub mod scan;
 #[cfg(test)]
 mod tests;
 
@@ -143,10 +146,10 @@ pub fn open(
     lease: std::time::Duration,
 ) -> Result<(Arc<Bucket>, Arc<ledger::Ledger>)> {
     let shown = loc.shown();
-    let bucket = Arc::new(Bucket::open(loc)?);
+    let bucket = Arc::new(Bucket::open(loc, lease)?);
     check::create_if_absent(&bucket)?;
-    let book = ledger::Ledger::open(bucket.clone(), lease)?;
-    ledger::start_heartbeat(&book);
+    let book = ledger::Ledger::open(bucket.clone())?;
+    ledger::start_lease(&book);
     gc::start(&bucket, gc_grace);
     tracing::info!(
         store = %shown,
@@ -164,12 +167,14 @@ pub struct Bucket {
     pub bridge: Bridge,
     /// This process's id among the servers on the bucket (random per start).
     pub server: String,
+    /// Its heartbeat and the fence on commits (`lease.rs`).
+    pub lease: lease::Lease,
 }
 
 impl Bucket {
     /// Connect (credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY).
     /// Nothing is sent yet: `check::create_if_absent` is the first request.
-    pub fn open(loc: Location) -> Result<Bucket> {
+    pub fn open(loc: Location, lease: std::time::Duration) -> Result<Bucket> {
         // reqwest's rustls takes the process's provider: ours, ring
         let _ = rustls::crypto::ring::default_provider().install_default();
         let mut b = AmazonS3Builder::from_env().with_bucket_name(&loc.bucket);
@@ -191,22 +196,53 @@ impl Bucket {
                 describe(&e, "configuring the object store")
             ))
         })?;
-        Ok(Bucket {
-            loc,
-            os: Arc::new(os),
-            bridge: Bridge::new()?,
-            server: random_id(),
-        })
+        Bucket::over(loc, Arc::new(os), lease)
     }
 
     /// A bucket over any store (tests: `object_store::memory::InMemory`).
-    pub fn over(loc: Location, os: Arc<dyn ObjectStore>) -> Result<Bucket> {
+    pub fn over(
+        loc: Location,
+        os: Arc<dyn ObjectStore>,
+        lease: std::time::Duration,
+    ) -> Result<Bucket> {
         Ok(Bucket {
             loc,
             os,
             bridge: Bridge::new()?,
             server: random_id(),
+            lease: lease::Lease::new(lease),
         })
+    }
+
+    /// Rewrite this server's heartbeat (`servers/ID`; by this server only,
+    /// a plain PUT).
+    pub fn beat(&self) -> Result<()> {
+        let key = self.key(&layout::server(&self.server));
+        let sent = std::time::Instant::now();
+        self.run(|os| async move {
+            os.put(&key, b"alive".to_vec().into())
+                .await
+                .map(|_| ())
+                .map_err(|e| store_err(&e, "writing", &key))
+        })?;
+        self.lease.beaten(sent);
+        Ok(())
+    }
+
+    /// Make sure the heartbeat is fresh: rewritten within `--s3-lease` / 3
+    /// (the lease thread rewrites it every quarter), else now.
+    pub fn fresh(&self) -> Result<()> {
+        if self.lease.age().is_none_or(|a| a > self.lease.ttl / 3) {
+            self.beat()?;
+        }
+        Ok(())
+    }
+
+    /// Whether a file stored under reservations `holds` may be made visible
+    /// now: this server's lease held all along (`lease.rs`).
+    pub fn fence(&self, holds: &[u64]) -> Result<()> {
+        self.fresh()?;
+        self.lease.check(holds)
     }
 
     /// The object key for `rel` (a path below the prefix).

@@ -13,8 +13,12 @@ use super::{Bucket, Location, check, layout, ledger, names};
 use crate::server::quota::{Limits, Remote};
 
 fn bucket(os: &Arc<dyn ObjectStore>) -> Bucket {
+    leased(os, Duration::from_secs(60))
+}
+
+fn leased(os: &Arc<dyn ObjectStore>, lease: Duration) -> Bucket {
     let loc = Location::parse("s3://test-bucket/pre").unwrap();
-    Bucket::over(loc, os.clone()).unwrap()
+    Bucket::over(loc, os.clone(), lease).unwrap()
 }
 
 fn manifest(blob: &str) -> Manifest {
@@ -25,6 +29,7 @@ fn manifest(blob: &str) -> Manifest {
         owner: "u".into(),
         mode: 0o644,
         mtime_ns: 0,
+        holds: Vec::new(),
     }
 }
 
@@ -63,8 +68,8 @@ fn the_self_check_passes_on_a_store_that_keeps_create_if_absent() {
 #[test]
 fn two_servers_on_one_ledger_never_pass_a_shared_limit() {
     let os: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-    let l1 = ledger::Ledger::open(Arc::new(bucket(&os)), Duration::from_secs(60)).unwrap();
-    let l2 = ledger::Ledger::open(Arc::new(bucket(&os)), Duration::from_secs(60)).unwrap();
+    let l1 = ledger::Ledger::open(Arc::new(bucket(&os))).unwrap();
+    let l2 = ledger::Ledger::open(Arc::new(bucket(&os))).unwrap();
     let limits = Limits {
         quota: Some(10),
         ..Default::default()
@@ -118,7 +123,7 @@ fn keys_sit_under_the_prefix() {
 #[test]
 fn a_starting_server_reads_from_the_newest_checkpoint() {
     let os: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-    let l1 = ledger::Ledger::open(Arc::new(bucket(&os)), Duration::from_secs(60)).unwrap();
+    let l1 = ledger::Ledger::open(Arc::new(bucket(&os))).unwrap();
     for _ in 0..300 {
         l1.settle(Vec::new(), "u", 2, None);
     }
@@ -142,8 +147,106 @@ fn a_starting_server_reads_from_the_newest_checkpoint() {
         Ok(())
     })
     .unwrap();
-    let l2 = ledger::Ledger::open(Arc::new(b), Duration::from_secs(60)).unwrap();
+    let l2 = ledger::Ledger::open(Arc::new(b)).unwrap();
     let (total, users) = l2.usage();
     assert_eq!((total.bytes, total.files), (600, 300));
     assert_eq!(users["u"].bytes, 600);
+}
+
+/// A reservation `user` holds through `l`, for `bytes`.
+fn hold(l: &Arc<ledger::Ledger>, user: &str, bytes: u64) -> crate::server::quota::Reservation {
+    let q = Arc::new(crate::server::quota::Ledger::shared(
+        Limits {
+            quota: Some(100),
+            ..Default::default()
+        },
+        l.clone(),
+    ));
+    let req = crate::server::quota::Request {
+        user: user.into(),
+        user_quota: None,
+        user_max_files: None,
+        bytes,
+        files: 1,
+        disk_bytes: bytes,
+    };
+    q.reserve(&req, None).unwrap()
+}
+
+#[test]
+fn a_dead_servers_reservations_count_until_resolved_and_a_stored_file_stays_counted() {
+    let os: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let lease = Duration::from_secs(1);
+    let dead = ledger::Ledger::open(Arc::new(leased(&os, lease))).unwrap();
+    let live = ledger::Ledger::open(Arc::new(leased(&os, lease))).unwrap();
+    // the dead server stored one file (its manifest names its reservation)
+    // and died before recording it; another upload of it was cut off
+    let stored = hold(&dead, "u", 30);
+    let cut = hold(&dead, "u", 50);
+    let b = leased(&os, lease);
+    let mut m = manifest("blob1");
+    m.size = 30;
+    m.holds = stored.ids().to_vec();
+    names::publish(&b, "a.bin", &m).unwrap();
+    std::mem::forget(stored); // killed: neither settled nor released
+    std::mem::forget(cut);
+    drop(dead);
+    let (total, _) = live.usage();
+    assert_eq!(
+        (total.bytes, total.reserved_bytes),
+        (0, 80),
+        "never exceeded: a dead server's holds count"
+    );
+    // while its heartbeat is fresh, nothing is resolved
+    assert_eq!(live.resolve_dead().unwrap(), 0);
+    // the store's clock moves on by the lease: only heartbeats written
+    // later show it (the newest heartbeat is "now")
+    std::thread::sleep(Duration::from_millis(2100));
+    live.beat().unwrap();
+    assert_eq!(live.resolve_dead().unwrap(), 2);
+    let (total, users) = live.usage();
+    assert_eq!(
+        (total.bytes, total.files, total.reserved_bytes),
+        (30, 1, 0),
+        "the stored file counted, the cut upload released"
+    );
+    assert_eq!(users["u"].bytes, 30);
+    // a server starting later reads the same
+    let later = ledger::Ledger::open(Arc::new(leased(&os, lease))).unwrap();
+    assert_eq!(later.usage().0.bytes, 30);
+    assert_eq!(later.resolve_dead().unwrap(), 0, "resolved once");
+}
+
+#[test]
+fn compaction_removes_what_every_server_read_past_and_a_new_server_still_agrees() {
+    let os: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let l1 = ledger::Ledger::open(Arc::new(bucket(&os))).unwrap();
+    for _ in 0..(2 * ledger::CHECKPOINT + 10) {
+        l1.settle(Vec::new(), "u", 1, None);
+    }
+    let b = bucket(&os);
+    let count = |prefix: &'static str| {
+        let key = b.key(prefix);
+        b.run(|os| async move {
+            use futures_util::TryStreamExt;
+            let v: Vec<_> = os.list(Some(&key)).try_collect().await.unwrap();
+            Ok(v.len())
+        })
+        .unwrap()
+    };
+    assert_eq!(count("ledger"), 2 * ledger::CHECKPOINT as usize + 10);
+    assert_eq!(count("ckpt"), 2);
+    // nothing is old enough under the real rule
+    assert_eq!(l1.compact(ledger::KEEP).unwrap(), 0);
+    // with every checkpoint old enough: all below the newest go
+    let removed = l1.compact(Duration::ZERO).unwrap();
+    assert_eq!(removed, 2 * ledger::CHECKPOINT as usize + 1);
+    assert_eq!(count("ledger"), 10);
+    assert_eq!(count("ckpt"), 1);
+    let l2 = ledger::Ledger::open(Arc::new(bucket(&os))).unwrap();
+    assert_eq!(l2.usage().0.bytes, 2 * ledger::CHECKPOINT + 10);
+    // and both go on writing where they are
+    l2.settle(Vec::new(), "u", 1, None);
+    l1.settle(Vec::new(), "u", 1, None);
+    assert_eq!(l1.usage().0.bytes, 2 * ledger::CHECKPOINT + 12);
 }

@@ -475,6 +475,13 @@ impl Reservation {
         self.bytes
     }
 
+    /// Its entries in a shared book (empty with a local one): recorded with
+    /// the file, so that a server which dies before `commit` records it
+    /// leaves it counted (`server::object::book::resolve`).
+    pub fn ids(&self) -> &[u64] {
+        &self.ids
+    }
+
     /// The upload became a visible file of `size` bytes owned by the
     /// reserving user, replacing `replaced` if it overwrote one.
     pub fn commit(mut self, size: u64, replaced: Option<&Existing>) {

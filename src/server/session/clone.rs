@@ -65,7 +65,9 @@ impl Session {
                 // space is reserved first, exactly as for a PUT of `size`
                 let reservation = commit::reserve(s, &who, &n, size, overwrite, false)?;
                 let (up, source) = s.store.clone_from(&who.user, &sha256, size, &n)?;
-                let published = s.store.commit(up, &sha256, overwrite, &who.user, attrs)?;
+                let published =
+                    s.store
+                        .commit(up, &sha256, overwrite, &who.user, attrs, reservation.ids())?;
                 reservation.commit(size, published.replaced.as_ref());
                 Ok((published.name, source))
             })

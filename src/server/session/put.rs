@@ -125,9 +125,14 @@ impl Session {
         let (sha256, size) = (v.sha256, v.size);
         let name = self
             .blocking(move |s| {
-                let published = s
-                    .store
-                    .commit(v.upload, &v.sha256, overwrite, &owner, attrs)?;
+                let published = s.store.commit(
+                    v.upload,
+                    &v.sha256,
+                    overwrite,
+                    &owner,
+                    attrs,
+                    reservation.ids(),
+                )?;
                 reservation.commit(v.size, published.replaced.as_ref());
                 Ok(published.name)
             })

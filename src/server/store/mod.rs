@@ -105,6 +105,9 @@ pub struct Staged {
     /// Mode and mtime the client sent (ATTRS), given to the file before it
     /// becomes visible; `None`: the defaults (0644 less the umask, now).
     pub attrs: Option<Attrs>,
+    /// The quota reservations it was stored under (`Reservation::ids`),
+    /// recorded with it on an object store.
+    pub holds: Vec<u64>,
 }
 
 /// An upload in progress: an unnamed file in its target directory.

@@ -64,6 +64,7 @@ impl Store {
         overwrite: bool,
         owner: &str,
         attrs: Option<Attrs>,
+        holds: &[u64],
     ) -> Result<Published> {
         let staged = Staged {
             up,
@@ -71,6 +72,7 @@ impl Store {
             overwrite,
             owner: owner.to_string(),
             attrs,
+            holds: holds.to_vec(),
         };
         self.commit_all(vec![staged])
             .pop()

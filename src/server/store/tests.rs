@@ -18,7 +18,7 @@ fn upload(s: &Store, name: &str, data: &[u8], overwrite: bool) -> Result<String>
     let mut up = s.begin_upload(name)?;
     up.file.write_all(data).unwrap();
     let d: [u8; 32] = Sha256::digest(data).into();
-    s.commit(up, &d, overwrite, "", None).map(|p| p.name)
+    s.commit(up, &d, overwrite, "", None, &[]).map(|p| p.name)
 }
 
 #[test]
@@ -41,6 +41,7 @@ fn a_batch_is_committed_together_in_order_with_taken_names_numbered() {
             overwrite,
             owner: "rita".into(),
             attrs: None,
+            holds: Vec::new(),
         });
     }
     let got: Vec<Published> = s
@@ -82,7 +83,7 @@ fn clones_copy_only_the_owners_verified_content() {
     let d: [u8; 32] = Sha256::digest(data).into();
     let mut up = s.begin_upload("a").unwrap();
     up.file.write_all(data).unwrap();
-    s.commit(up, &d, false, "rita", None).unwrap();
+    s.commit(up, &d, false, "rita", None, &[]).unwrap();
     let n = data.len() as u64;
     // nothing is found until the index is filled
     assert_eq!(
@@ -98,7 +99,10 @@ fn clones_copy_only_the_owners_verified_content() {
     }
     let (up, source) = s.clone_from("rita", &d, n, "b").unwrap();
     assert_eq!(source, "a");
-    assert_eq!(s.commit(up, &d, false, "rita", None).unwrap().name, "b");
+    assert_eq!(
+        s.commit(up, &d, false, "rita", None, &[]).unwrap().name,
+        "b"
+    );
     assert_eq!(std::fs::read(dir.path().join("b")).unwrap(), data);
     // the commit recorded the copy: it is a source too
     let mut c = s.content.candidates(&d, "rita");
@@ -261,7 +265,7 @@ fn attrs_are_stored_before_the_digest_is_recorded() {
         mode: 0o4750, // setuid is dropped
         mtime_ns,
     };
-    s.commit(up, &d, false, "u", Some(attrs)).unwrap();
+    s.commit(up, &d, false, "u", Some(attrs), &[]).unwrap();
     let e = &s.list("").unwrap()[0];
     assert_eq!(e.mode, Some(0o750));
     assert_eq!(e.mtime_ns, mtime_ns);
@@ -279,7 +283,7 @@ fn attrs_are_stored_before_the_digest_is_recorded() {
         mode: 0,
         mtime_ns: -1_500_000_000,
     };
-    s.commit(up, &d, false, "u", Some(attrs)).unwrap();
+    s.commit(up, &d, false, "u", Some(attrs), &[]).unwrap();
     let (_, info) = s.open_read("locked").unwrap();
     assert_eq!((info.mode, info.mtime_ns), (0o400, -1_500_000_000));
     assert_eq!(info.sha256, Some(d));
