@@ -5,6 +5,7 @@
 //! its manifest exists.
 
 use std::fs::File;
+use std::sync::Arc;
 
 use object_store::ObjectStoreExt;
 use object_store::path::Path;
@@ -264,9 +265,8 @@ pub fn remove(b: &Bucket, name: &str) -> Result<Existing> {
     })
 }
 
-/// Fetch `name` into `spool` (an unlinked scratch file) and check it
-/// against its manifest's SHA-256 before it is served.
-pub fn open_read(b: &Bucket, spool: File, name: &str) -> Result<(File, FileInfo)> {
+/// The manifest of regular file `name`, or the error a reader gets.
+fn readable(b: &Bucket, name: &str) -> Result<Manifest> {
     let Some(m) = naming::read(b, name)? else {
         if is_dir(b, name)? {
             return Err(Error::usage(format!(
@@ -279,8 +279,25 @@ pub fn open_read(b: &Bucket, spool: File, name: &str) -> Result<(File, FileInfo)
             names::quote(name)
         )));
     };
+    Ok(m)
+}
+
+fn info_of(m: &Manifest) -> FileInfo {
+    FileInfo {
+        size: m.size,
+        mtime_ns: m.mtime_ns,
+        mode: m.mode,
+        sha256: m.digest(),
+    }
+}
+
+/// Fetch `name` into `spool` (an unlinked scratch file) and check it
+/// against its manifest's SHA-256 before it is served: for readers that
+/// seek (a resumed or ranged download, the web's ranges).
+pub fn open_read(b: &Bucket, spool: File, name: &str) -> Result<(File, FileInfo)> {
+    let m = readable(b, name)?;
     let shown = names::quote(name);
-    let digest = blob::fetch(b, &m.blob, m.size, &spool, &shown)?;
+    let digest = blob::fetch(b, &m.blob, m.size, m.part, &spool, &shown)?;
     if Some(digest) != m.digest() {
         return Err(Error::integrity(format!(
             "{shown}: the data in the object store does not match its recorded SHA-256 (damaged); not sent"
@@ -290,13 +307,44 @@ pub fn open_read(b: &Bucket, spool: File, name: &str) -> Result<(File, FileInfo)
     let mut f = spool;
     f.rewind()
         .map_err(|e| Error::io(format!("buffering the download of {shown}"), &e))?;
-    let info = FileInfo {
-        size: m.size,
-        mtime_ns: m.mtime_ns,
-        mode: m.mode,
-        sha256: Some(digest),
+    Ok((f, info_of(&m)))
+}
+
+/// Open `name` for a reader that reads it once, in order, from its first
+/// byte: a file larger than `small` is streamed from the bucket as its parts
+/// arrive (`blob::stream`; the reader checks the whole against the
+/// manifest's SHA-256, which the client also gets before the data), a
+/// smaller one is fetched and checked whole first (`open_read`).
+pub fn open_stream(
+    b: &Arc<Bucket>,
+    spool: impl FnOnce() -> Result<File>,
+    name: &str,
+    small: u64,
+) -> Result<(File, FileInfo)> {
+    let m = readable(b, name)?;
+    let Some(digest) = m.digest() else {
+        return Err(Error::other(format!(
+            "the manifest of {} in the object store has no valid SHA-256",
+            names::quote(name)
+        )));
     };
-    Ok((f, info))
+    if m.size <= small {
+        let shown = names::quote(name);
+        let spool = spool()?;
+        let got = blob::fetch(b, &m.blob, m.size, m.part, &spool, &shown)?;
+        if got != digest {
+            return Err(Error::integrity(format!(
+                "{shown}: the data in the object store does not match its recorded SHA-256 (damaged); not sent"
+            )));
+        }
+        use std::io::Seek;
+        let mut f = spool;
+        f.rewind()
+            .map_err(|e| Error::io(format!("buffering the download of {shown}"), &e))?;
+        return Ok((f, info_of(&m)));
+    }
+    let f = blob::stream(b, &m.blob, m.size, m.part, digest, &names::quote(name))?;
+    Ok((f, info_of(&m)))
 }
 
 /// Commit spooled uploads: each is sent as a blob, its SHA-256 checked
@@ -331,10 +379,33 @@ pub fn commit_all(b: &Bucket, batch: Vec<Staged>) -> Vec<Result<Published>> {
 /// Commits of one batch in flight at once.
 const AT_ONCE: usize = 16;
 
-fn commit_one(b: &Bucket, st: Staged) -> Result<Published> {
+fn commit_one(b: &Bucket, mut st: Staged) -> Result<Published> {
     let name = st.up.name();
     let shown = names::quote(&name);
-    let (id, size, digest) = blob::send(b, &st.up.file, &shown)?;
+    let size = st
+        .up
+        .file
+        .metadata()
+        .map_err(|e| Error::io(format!("reading the upload of {shown}"), &e))?
+        .len();
+    // the parts a shipper sent while the data arrived, else none yet
+    let out = match st.up.ship.take() {
+        Some(shipper) => shipper.finish()?,
+        None => {
+            let own = st
+                .up
+                .file
+                .try_clone()
+                .map_err(|e| Error::io("duplicating the upload file", &e))?;
+            blob::Outgoing::new(own, &shown)
+        }
+    };
+    let blob::Sent {
+        id,
+        size,
+        part,
+        sha256: digest,
+    } = out.finish(b, size)?;
     if digest != st.sha256 {
         let _ = blob::remove(b, &id);
         return Err(Error::integrity(format!(
@@ -344,6 +415,7 @@ fn commit_one(b: &Bucket, st: Staged) -> Result<Published> {
     let m = Manifest {
         blob: id.clone(),
         size,
+        part,
         sha256: hex::encode(digest),
         owner: st.owner.clone(),
         mode: st.attrs.map_or(0o644, |a| stored_mode(a.mode)),

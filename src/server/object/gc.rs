@@ -1,12 +1,16 @@
-//! Garbage collection: blobs no manifest names (an upload cut off while it
-//! was being sent, a server killed between its blob and its manifest, a file
-//! removed by a server that died before removing the blob). Safe from any
-//! server at any time: manifests are listed before blobs, and only blobs
-//! older than `grace` are candidates, so a blob whose manifest is being
-//! created right now is never taken. Heartbeats of servers gone for a day
+//! Garbage collection: part sets (`blobs/ID/…`) no manifest names (an
+//! upload cut off while it was being sent, a server killed between its last
+//! part and its manifest, a file removed by a server that died before
+//! removing the parts). Sets are whole objects (no multipart uploads), so
+//! every orphan is listed. Safe from any server at any time: manifests are
+//! listed before parts, and only sets whose newest part is older than
+//! `grace` are candidates, so an upload still sending, or whose manifest is
+//! being created right now, is never taken (`grace` must exceed the longest
+//! a client may pause mid-upload: the server cuts one silent for the data
+//! timeout, far below the default hour). Heartbeats of servers gone for a day
 //! go too.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use futures_util::TryStreamExt;
@@ -51,6 +55,7 @@ pub fn collect(b: &Bucket, grace: Duration) -> Result<usize> {
         }
         Ok(keep)
     })?;
+    let prefix = b.loc.prefix.clone();
     let removed = b.run(|_| async move {
         let listed: Vec<_> = os
             .list(Some(&blobs))
@@ -61,22 +66,45 @@ pub fn collect(b: &Bucket, grace: Duration) -> Result<usize> {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
         let grace = i64::try_from(grace.as_secs()).unwrap_or(i64::MAX);
-        let mut removed = 0;
-        for meta in listed {
-            let Some(id) = layout::last(&meta.location) else {
-                continue;
-            };
-            if keep.contains(&id) || now.saturating_sub(meta.last_modified.timestamp()) < grace {
-                continue;
-            }
-            match os.delete(&meta.location).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => removed += 1,
-                Err(e) => return Err(store_err(&e, "removing", &meta.location)),
-            }
-        }
-        Ok(removed)
+        let listed = listed
+            .into_iter()
+            .map(|m| (m.location, m.last_modified.timestamp()))
+            .collect();
+        let orphans = orphans(listed, &keep, &prefix, now, grace);
+        let n = orphans.len();
+        let keys = orphans.into_iter().flat_map(|(_, keys)| keys).collect();
+        super::blob::delete_all(&os, keys).await?;
+        Ok(n)
     })?;
     Ok(removed)
+}
+
+/// The part sets (`blobs/ID/…`) to remove: no manifest names them and
+/// their newest part is older than `grace` (a set still being sent, or
+/// whose manifest is being created, was touched since). Pure.
+pub fn orphans(
+    listed: Vec<(object_store::path::Path, i64)>,
+    keep: &HashSet<String>,
+    prefix: &str,
+    now: i64,
+    grace: i64,
+) -> Vec<(String, Vec<object_store::path::Path>)> {
+    let mut sets: BTreeMap<String, (i64, Vec<object_store::path::Path>)> = BTreeMap::new();
+    for (key, modified) in listed {
+        let Some(id) = layout::blob_of(&key, prefix) else {
+            continue;
+        };
+        if keep.contains(&id) {
+            continue;
+        }
+        let set = sets.entry(id).or_insert((i64::MIN, Vec::new()));
+        set.0 = set.0.max(modified);
+        set.1.push(key);
+    }
+    sets.into_iter()
+        .filter(|(_, (newest, _))| now.saturating_sub(*newest) >= grace)
+        .map(|(id, (_, keys))| (id, keys))
+        .collect()
 }
 
 /// Heartbeats (`servers/ID`) older than this belong to servers long gone
@@ -120,7 +148,11 @@ pub fn start(b: &std::sync::Arc<Bucket>, grace: Duration) {
                 let Some(b) = weak.upgrade() else { return };
                 match collect(&b, grace) {
                     Ok(0) => {}
-                    Ok(n) => tracing::info!(event = "gc", removed = n, "removed {n} orphan blobs"),
+                    Ok(n) => tracing::info!(
+                        event = "gc",
+                        removed = n,
+                        "removed {n} orphan blobs (part sets no file names)"
+                    ),
                     Err(e) => tracing::warn!(event = "gc", "garbage collection: {e}"),
                 }
                 if let Err(e) = forget_servers(&b) {

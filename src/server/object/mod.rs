@@ -118,6 +118,23 @@ impl Bridge {
             .map_err(|_| Error::other("the object-store threads have stopped"))
     }
 
+    /// Start `f` now; its output arrives on the returned channel (so a
+    /// caller can have several in flight and wait for them in order).
+    pub fn start<T: Send + 'static>(
+        &self,
+        f: impl Future<Output = T> + Send + 'static,
+    ) -> Result<std::sync::mpsc::Receiver<T>> {
+        let rt = self
+            .rt
+            .as_ref()
+            .ok_or_else(|| Error::other("the object-store threads have stopped"))?;
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        rt.spawn(async move {
+            let _ = tx.send(f.await);
+        });
+        Ok(rx)
+    }
+
     /// Start `f` and do not wait for it (a release that may be late).
     pub fn spawn(&self, f: impl Future<Output = ()> + Send + 'static) {
         if let Some(rt) = &self.rt {
@@ -287,8 +304,26 @@ pub mod layout {
         format!("files/{name}/{DIR_MARKER}")
     }
 
+    /// The prefix of a blob's parts.
     pub fn blob(id: &str) -> String {
         format!("blobs/{id}")
+    }
+
+    /// Part `n` of a blob (numbered from 0; six digits list in order up to
+    /// 7.6 TiB in 8 MiB parts, and more still sort after).
+    pub fn part(id: &str, n: u64) -> String {
+        format!("blobs/{id}/{n:06}")
+    }
+
+    /// The blob id in a key below `blobs/` (`blobs/ID/NNNNNN` or an old
+    /// `blobs/ID`): the component after `blobs`.
+    pub fn blob_of(p: &Path, prefix: &str) -> Option<String> {
+        let skip = prefix.split('/').filter(|c| !c.is_empty()).count() + 1;
+        let part = p.parts().nth(skip)?;
+        percent_encoding::percent_decode_str(part.as_ref())
+            .decode_utf8()
+            .ok()
+            .map(|s| s.into_owned())
     }
 
     pub fn ledger(seq: u64) -> String {
@@ -332,6 +367,11 @@ pub mod layout {
             assert_eq!(seq(&key("p", &ledger(42))), Some(42));
             assert_eq!(key("", &dir("")).as_ref(), "files");
             assert_eq!(key("p/", &marker("d")).as_ref(), "p/files/d/.sft-tmp-dir");
+            let part = key("team/a", &super::part("ab12", 3));
+            assert_eq!(part.as_ref(), "team/a/blobs/ab12/000003");
+            assert_eq!(blob_of(&part, "team/a").as_deref(), Some("ab12"));
+            assert_eq!(blob_of(&key("", "blobs/old"), "").as_deref(), Some("old"));
+            assert_eq!(blob_of(&key("", "blobs"), ""), None);
         }
     }
 }

@@ -120,6 +120,9 @@ pub struct Upload {
     /// The final component the upload was renamed to, until its directory
     /// is synced (what `unpublish` renames back).
     published: Option<String>,
+    /// On the object store: the thread sending the parts already written
+    /// (`Store::follow_upload`); dropped with the upload, it removes them.
+    pub ship: Option<super::object::blob::Shipper>,
 }
 
 impl Upload {
@@ -364,6 +367,18 @@ impl Store {
         }
         let info = file_info(&file)?;
         Ok((file, info))
+    }
+
+    /// Open a regular file for a reader that reads it once, in order, from
+    /// its first byte (a whole download): on the object store a large file
+    /// is then streamed from the bucket instead of fetched whole first.
+    pub fn open_stream(&self, name: &str) -> Result<(File, FileInfo)> {
+        check_client_name(name)?;
+        if let Some(b) = &self.object {
+            let small = crate::server::commit::SMALL_UPLOAD;
+            return remote::open_stream(b, || self.scratch(), name, small);
+        }
+        self.open_read(name)
     }
 
     /// Remember a digest computed while serving a file that had none.

@@ -37,6 +37,7 @@ impl Store {
                 component: component.to_string(),
                 tmp,
                 published: None,
+                ship: None,
             });
         }
         let dir = self.make_dirs(parent)?;
@@ -49,7 +50,24 @@ impl Store {
             component: component.to_string(),
             tmp,
             published: None,
+            ship: None,
         })
+    }
+
+    /// On the object store, start sending `up`'s parts while the session
+    /// writes it, in order from its first byte (a plain PUT's writer; not
+    /// the several streams of a ranged upload, which write out of order and
+    /// are sent at commit). Nothing to do on a local root.
+    pub fn follow_upload(&self, up: &mut Upload) -> Result<()> {
+        if let Some(b) = &self.object
+            && up.ship.is_none()
+        {
+            let shown = names::quote(&up.name());
+            up.ship = Some(super::super::object::blob::Shipper::follow(
+                b, &up.file, &shown,
+            )?);
+        }
+        Ok(())
     }
 
     /// Make a complete, verified upload visible and return its final name.
