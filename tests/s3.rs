@@ -741,3 +741,79 @@ fn ceph_a_large_upload_and_download_stream_through_a_small_scratch_disk() {
         most_down >> 10
     );
 }
+
+#[test]
+fn ceph_an_upload_cut_midway_resumes_from_its_parts_in_the_bucket() {
+    let Some(e) = ceph() else { return };
+    let bucket = e.bucket("resume");
+    let a = e.server(&bucket, &[]);
+    let work = tempfile::tempdir().unwrap();
+    let size = 48usize << 20;
+    let data = noise(size, 31);
+    let f = file(work.path(), "big.bin", &data);
+    let mut up = a
+        .process()
+        .args([
+            "--limit-rate",
+            "8MB",
+            "--retries",
+            "0",
+            "put",
+            "--compress",
+            "off",
+        ])
+        .arg(&f)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // cut (SIGKILL) once two parts are in the bucket
+    let until = Instant::now() + Duration::from_secs(30);
+    while e.keys(&bucket, "blobs/").len() < 2 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    up.kill().unwrap();
+    up.wait().unwrap();
+    let until = Instant::now() + Duration::from_secs(30);
+    while !a.log_text().contains("outcome=\"kept\"") && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        a.log_text().contains("outcome=\"kept\""),
+        "kept for resuming"
+    );
+    let held = e.keys(&bucket, "held/");
+    assert_eq!(held.len(), 1, "marked as kept: {held:?}");
+    let sent = e.keys(&bucket, "blobs/").len();
+    assert!(sent >= 2, "{sent} parts");
+    // another server's collector, even with no grace at all, leaves them
+    let _b = e.server(&bucket, &["--s3-gc-grace", "0s"]);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        e.keys(&bucket, "blobs/").len() >= sent,
+        "collected a kept upload"
+    );
+    // the same user, name and size again: resumed after what is held
+    let out = a
+        .client()
+        .args(["--json", "put", "--compress", "off"])
+        .arg(&f)
+        .assert()
+        .success();
+    let text = stdout_text(&out);
+    let v: serde_json::Value = text
+        .lines()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("no json in {text}"));
+    assert_eq!(v["remote"], "big.bin", "{v}");
+    let resumed = v["resumed"].as_u64().unwrap_or(0);
+    assert!(
+        resumed >= 2 * (8 << 20) && resumed < size as u64,
+        "resumed after {resumed} bytes: {v}"
+    );
+    let back = get(&a, "big.bin", &work.path().join("copy.bin"));
+    assert_eq!(sha256_hex(&back), sha256_hex(&data), "byte-exact");
+    assert_eq!(e.keys(&bucket, "blobs/").len(), 6, "one set of 8 MiB parts");
+    assert!(e.keys(&bucket, "held/").is_empty(), "the marker went");
+    assert_eq!(usage(&a), (size as u64, 0, 1));
+}

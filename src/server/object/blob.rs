@@ -108,6 +108,10 @@ pub struct Outgoing {
     /// Punch stored parts out of the file, and tell the writer (only a
     /// shipper's: the writer waits for it).
     progress: Option<Arc<Progress>>,
+    /// Kept for resuming: a `held/SERVER/ID` marker keeps the collector off
+    /// its parts while this server lives; removed once a manifest names the
+    /// blob or the parts go.
+    pub held: bool,
 }
 
 /// What an upload's writer and its shipper tell each other.
@@ -149,12 +153,48 @@ impl Outgoing {
             hasher: Sha256::new(),
             flight: VecDeque::new(),
             progress: None,
+            held: false,
         }
     }
 
     /// Bytes read, hashed and started so far.
     pub fn sent_bytes(&self) -> u64 {
         self.next * PART
+    }
+
+    /// The SHA-256 state of the file's first `len` bytes, for a resumed
+    /// upload: the parts already sent were hashed as they went (nothing is
+    /// read back from the bucket), the rest is read from the scratch file,
+    /// which is left positioned at `len` for the writer to go on.
+    pub fn prefix(&mut self, len: u64) -> Result<crate::transfer::Prefix> {
+        use std::io::Seek;
+        self.drain()?;
+        let mut hasher = self.hasher.clone();
+        let mut at = self.next * PART;
+        if at > len {
+            return Err(Error::other(format!(
+                "{}: the kept upload is shorter than its sent parts",
+                self.shown
+            )));
+        }
+        let mut buf = vec![0u8; 1 << 20];
+        while at < len {
+            let want = usize::try_from((len - at).min(1 << 20)).unwrap_or(1 << 20);
+            let n = read_full(&self.file, &mut buf[..want], at)
+                .map_err(|e| Error::io(format!("reading the upload of {}", self.shown), &e))?;
+            if n != want {
+                return Err(Error::other(format!(
+                    "{}: the kept upload became shorter on the scratch disk",
+                    self.shown
+                )));
+            }
+            hasher.update(&buf[..n]);
+            at += n as u64;
+        }
+        let mut f = &self.file;
+        f.seek(std::io::SeekFrom::Start(len))
+            .map_err(|e| Error::io(format!("reading the upload of {}", self.shown), &e))?;
+        Ok(crate::transfer::Prefix { len, hasher })
     }
 
     /// Read, hash and start sending the next part, of `len` bytes.
@@ -238,7 +278,7 @@ impl Outgoing {
         let sent = self.finish_inner(b, size);
         if sent.is_err() {
             let _ = self.drain();
-            discard(b, &self.id);
+            discard(b, &self.id, self.held);
         }
         sent
     }
@@ -268,6 +308,9 @@ impl Outgoing {
 /// Sends an upload's complete parts while the session is still writing it
 /// (one thread, `sft-ship`, per large upload).
 pub struct Shipper {
+    id: String,
+    /// A `held/` marker names the parts (kept for resuming).
+    held: bool,
     stop: Arc<AtomicBool>,
     progress: Arc<Progress>,
     thread: Option<std::thread::JoinHandle<(Outgoing, Result<()>)>>,
@@ -282,10 +325,18 @@ impl Shipper {
         let own = file
             .try_clone()
             .map_err(|e| Error::io("duplicating the upload file", &e))?;
+        Shipper::resume(b, Outgoing::new(own, shown), 0)
+    }
+
+    /// Go on with `out` (whose parts were sent by an earlier shipper) for a
+    /// file already `len` bytes long.
+    pub fn resume(b: &Arc<Bucket>, mut out: Outgoing, len: u64) -> Result<Shipper> {
         let progress = Arc::new(Progress::default());
-        let mut out = Outgoing::new(own, shown);
+        progress.written.store(len, Ordering::Release);
+        progress.set_stored(out.stored * PART);
         out.progress = Some(progress.clone());
         let stop = Arc::new(AtomicBool::new(false));
+        let (id, held) = (out.id.clone(), out.held);
         let (flag, bucket, told) = (stop.clone(), b.clone(), progress.clone());
         let thread = std::thread::Builder::new()
             .name("sft-ship".into())
@@ -296,11 +347,32 @@ impl Shipper {
             })
             .map_err(|e| Error::io("starting an upload's sending thread", &e))?;
         Ok(Shipper {
+            id,
+            held,
             stop,
             progress,
             thread: Some(thread),
             bucket: b.clone(),
         })
+    }
+
+    /// Keep the parts for resuming: a marker (`held/SERVER/ID`) tells the
+    /// collector of every server to leave them while this server lives.
+    pub fn hold(&mut self) -> Result<()> {
+        if self.held {
+            return Ok(());
+        }
+        let key = self
+            .bucket
+            .key(&layout::held(&self.bucket.server, &self.id));
+        self.bucket.run(|os| async move {
+            os.put(&key, PutPayload::from_static(b""))
+                .await
+                .map(|_| ())
+                .map_err(|e| store_err(&e, "storing", &key))
+        })?;
+        self.held = true;
+        Ok(())
     }
 
     /// What the writer calls after each write with the file's length: it
@@ -331,9 +403,10 @@ impl Shipper {
     /// Stop following (the session has written everything) and hand over
     /// the blob for its tail to be sent.
     pub fn finish(mut self) -> Result<Outgoing> {
-        let (out, r) = self.join()?;
+        let (mut out, r) = self.join()?;
+        out.held = self.held;
         if let Err(e) = r {
-            discard(&self.bucket, &out.id);
+            discard(&self.bucket, &out.id, out.held);
             return Err(e);
         }
         Ok(out)
@@ -358,7 +431,7 @@ impl Drop for Shipper {
             return;
         }
         self.stop.store(true, Ordering::Release);
-        let (Some(t), bucket) = (self.thread.take(), self.bucket.clone()) else {
+        let (Some(t), bucket, held) = (self.thread.take(), self.bucket.clone(), self.held) else {
             return;
         };
         t.thread().unpark();
@@ -367,7 +440,7 @@ impl Drop for Shipper {
             .name("sft-ship".into())
             .spawn(move || {
                 if let Ok((out, _)) = t.join() {
-                    discard(&bucket, &out.id);
+                    discard(&bucket, &out.id, held);
                 }
             });
     }
@@ -391,9 +464,28 @@ fn ship(b: &Bucket, out: &mut Outgoing, stop: &AtomicBool, told: &Progress) -> R
 }
 
 /// Remove every part of blob `id` (best effort: what is left is an orphan
-/// for the collector).
-pub fn discard(b: &Bucket, id: &str) {
+/// for the collector), then its `held/` marker if it has one.
+pub fn discard(b: &Bucket, id: &str, held: bool) {
     if let Err(e) = remove(b, id) {
+        tracing::warn!(event = "storage", "{e}");
+        return;
+    }
+    if held {
+        unhold(b, id);
+    }
+}
+
+/// Remove this server's `held/` marker of blob `id` (best effort: the
+/// collector ignores the markers of servers gone).
+pub fn unhold(b: &Bucket, id: &str) {
+    let key = b.key(&layout::held(&b.server, id));
+    let r = b.run(|os| async move {
+        match os.delete(&key).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(store_err(&e, "removing", &key)),
+        }
+    });
+    if let Err(e) = r {
         tracing::warn!(event = "storage", "{e}");
     }
 }

@@ -400,14 +400,33 @@ fn commit_one(b: &Bucket, mut st: Staged) -> Result<Published> {
             blob::Outgoing::new(own, &shown)
         }
     };
+    let held = out.held;
     let blob::Sent {
         id,
         size,
         part,
         sha256: digest,
     } = out.finish(b, size)?;
+    let published = publish_sent(b, &st, (&id, size, part, digest), &shown);
+    match &published {
+        // a manifest names the parts now: the resume marker may go
+        Ok(_) if held => blob::unhold(b, &id),
+        Err(_) => blob::discard(b, &id, held),
+        Ok(_) => {}
+    }
+    published
+}
+
+/// Make the stored blob visible under the upload's name (its manifest).
+fn publish_sent(
+    b: &Bucket,
+    st: &Staged,
+    (id, size, part, digest): (&str, u64, u64, [u8; 32]),
+    shown: &str,
+) -> Result<Published> {
+    let name = st.up.name();
+    let id = id.to_string();
     if digest != st.sha256 {
-        let _ = blob::remove(b, &id);
         return Err(Error::integrity(format!(
             "{shown}: the upload changed on the server's scratch disk before it was stored; nothing was stored"
         )));
@@ -441,21 +460,15 @@ fn commit_one(b: &Bucket, mut st: Staged) -> Result<Published> {
             owner: old.owner,
         });
         if !naming::create(b, &layout::file(&name), m.encode())? {
-            let _ = blob::remove(b, &id);
             return Err(Error::other(format!(
                 "{shown} was replaced by another upload at the same moment; this one was not stored (its old file is gone): try again"
             )));
         }
         return Ok(Published { name, replaced });
     }
-    match naming::publish(b, &name, &m) {
-        Ok(stored) => Ok(Published {
-            name: stored,
-            replaced,
-        }),
-        Err(e) => {
-            let _ = blob::remove(b, &id);
-            Err(e)
-        }
-    }
+    let stored = naming::publish(b, &name, &m)?;
+    Ok(Published {
+        name: stored,
+        replaced,
+    })
 }

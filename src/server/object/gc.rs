@@ -20,12 +20,15 @@ use super::manifest::Manifest;
 use super::{Bucket, layout, store_err};
 use crate::error::Result;
 
-/// Remove orphan blobs older than `grace`; how many were removed.
-pub fn collect(b: &Bucket, grace: Duration) -> Result<usize> {
+/// Remove orphan blobs older than `grace`; how many were removed. The parts
+/// of an upload kept for resuming by a server whose heartbeat is younger
+/// than `lease` are not orphans.
+pub fn collect(b: &Bucket, grace: Duration, lease: Duration) -> Result<usize> {
     let files = b.key("files");
     let blobs = b.key("blobs");
     let os = b.os.clone();
-    let keep: HashSet<String> = b.run(|os2| async move {
+    let mut keep = held(b, lease)?;
+    let named: HashSet<String> = b.run(|os2| async move {
         let listed: Vec<_> = os2
             .list(Some(&files))
             .try_collect()
@@ -55,6 +58,7 @@ pub fn collect(b: &Bucket, grace: Duration) -> Result<usize> {
         }
         Ok(keep)
     })?;
+    keep.extend(named);
     let prefix = b.loc.prefix.clone();
     let removed = b.run(|_| async move {
         let listed: Vec<_> = os
@@ -107,6 +111,60 @@ pub fn orphans(
         .collect()
 }
 
+/// The blobs kept for resuming by live servers (`held/SERVER/ID` markers
+/// whose SERVER has written its heartbeat within `lease`); the markers of
+/// servers gone are removed (their blobs are then orphans like any other).
+fn held(b: &Bucket, lease: Duration) -> Result<HashSet<String>> {
+    let marks = b.key("held");
+    let servers = b.key("servers");
+    let prefix = b.loc.prefix.clone();
+    b.run(|os| async move {
+        let listed: Vec<_> = os
+            .list(Some(&marks))
+            .try_collect()
+            .await
+            .map_err(|e| store_err(&e, "listing", &marks))?;
+        if listed.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let beats: Vec<_> = os
+            .list(Some(&servers))
+            .try_collect()
+            .await
+            .map_err(|e| store_err(&e, "listing", &servers))?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        let lease = i64::try_from(lease.as_secs()).unwrap_or(i64::MAX);
+        let live: HashSet<String> = beats
+            .iter()
+            .filter(|m| now.saturating_sub(m.last_modified.timestamp()) <= lease)
+            .filter_map(|m| layout::last(&m.location))
+            .collect();
+        let mut keep = HashSet::new();
+        let mut gone = Vec::new();
+        for m in listed {
+            match held_of(&m.location, &prefix) {
+                Some((server, id)) if live.contains(&server) => {
+                    keep.insert(id);
+                }
+                _ => gone.push(m.location),
+            }
+        }
+        super::blob::delete_all(&os, gone).await?;
+        Ok(keep)
+    })
+}
+
+/// SERVER and ID of a `held/SERVER/ID` key.
+fn held_of(p: &object_store::path::Path, prefix: &str) -> Option<(String, String)> {
+    let skip = prefix.split('/').filter(|c| !c.is_empty()).count() + 1;
+    let mut parts = p.parts().skip(skip);
+    let server = parts.next()?.as_ref().to_string();
+    let id = parts.next()?.as_ref().to_string();
+    Some((server, id))
+}
+
 /// Heartbeats (`servers/ID`) older than this belong to servers long gone
 /// (a live one rewrites its own every lease / 4): removed, so the listing
 /// the ledger reads stays short.
@@ -138,7 +196,7 @@ pub fn forget_servers(b: &Bucket) -> Result<usize> {
 
 /// Collect now and then every `grace / 2` (at least a minute, at most an
 /// hour), on a thread of its own (`sft-gc`) that ends with the bucket.
-pub fn start(b: &std::sync::Arc<Bucket>, grace: Duration) {
+pub fn start(b: &std::sync::Arc<Bucket>, grace: Duration, lease: Duration) {
     let weak = std::sync::Arc::downgrade(b);
     let every = (grace / 2).clamp(Duration::from_secs(60), Duration::from_secs(3600));
     let spawned = std::thread::Builder::new()
@@ -146,7 +204,7 @@ pub fn start(b: &std::sync::Arc<Bucket>, grace: Duration) {
         .spawn(move || {
             loop {
                 let Some(b) = weak.upgrade() else { return };
-                match collect(&b, grace) {
+                match collect(&b, grace, lease) {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(
                         event = "gc",

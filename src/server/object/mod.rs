@@ -11,6 +11,8 @@
 //!   `files/DIR/.sft-tmp-dir` marks a directory made by MKDIR;
 //! - `ledger/SEQ`, `ckpt/SEQ`, `servers/ID`: the shared quota book
 //!   (`ledger.rs`);
+//! - `held/SERVER/ID`: blob ID's parts are an upload kept for resuming by
+//!   a live server (`--keep-partial`): the collector leaves them;
 //! - `probe/ID`: the start-up self-check.
 //!
 //! `files.rs` holds the store's operations on names, `blob.rs` the data,
@@ -164,7 +166,7 @@ pub fn open(
     check::create_if_absent(&bucket)?;
     let book = ledger::Ledger::open(bucket.clone(), lease)?;
     ledger::start_heartbeat(&book);
-    gc::start(&bucket, gc_grace);
+    gc::start(&bucket, gc_grace, lease);
     tracing::info!(
         store = %shown,
         scratch = %scratch.display(),
@@ -313,6 +315,12 @@ pub mod layout {
     /// 7.6 TiB in 8 MiB parts, and more still sort after).
     pub fn part(id: &str, n: u64) -> String {
         format!("blobs/{id}/{n:06}")
+    }
+
+    /// The marker by which server `server` keeps blob `id`'s parts for a
+    /// resumable upload (`gc.rs` leaves them while the server lives).
+    pub fn held(server: &str, id: &str) -> String {
+        format!("held/{server}/{id}")
     }
 
     /// The blob id in a key below `blobs/` (`blobs/ID/NNNNNN` or an old

@@ -320,13 +320,25 @@ fn a_dropped_shipper_removes_the_parts_it_sent() {
     assert!(keys(&b, "blobs").is_empty());
 }
 
+/// Put an empty object at `rel`.
+fn touch(b: &Bucket, rel: &str) {
+    let key = b.key(rel);
+    b.run(|os| async move {
+        os.put(&key, object_store::PutPayload::from_static(b""))
+            .await
+            .map(|_| ())
+            .map_err(|e| super::store_err(&e, "storing", &key))
+    })
+    .unwrap();
+}
+
 #[test]
-fn the_collector_removes_orphan_part_sets_and_keeps_named_ones() {
+fn the_collector_removes_orphan_part_sets_and_keeps_named_and_held_ones() {
     let os: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     let b = Arc::new(bucket(&os));
     let dir = tempfile::tempdir().unwrap();
     let mut ids = Vec::new();
-    for name in ["kept", "orphan"] {
+    for name in ["kept", "orphan", "held", "ghost"] {
         let data = noise(blob::PART as usize + 10);
         std::fs::write(dir.path().join(name), &data).unwrap();
         let f = std::fs::File::open(dir.path().join(name)).unwrap();
@@ -346,13 +358,27 @@ fn the_collector_removes_orphan_part_sets_and_keeps_named_ones() {
         mtime_ns: 0,
     };
     names::publish(&b, "kept.bin", &m).unwrap();
+    // kept for resuming by a live server (its heartbeat is fresh), and by
+    // one whose heartbeat is gone
+    touch(&b, &layout::server(&b.server));
+    touch(&b, &layout::held(&b.server, &ids[2].id));
+    touch(&b, &layout::held("ghost", &ids[3].id));
+    let lease = Duration::from_secs(60);
     // within the grace period nothing goes
-    assert_eq!(gc::collect(&b, Duration::from_secs(3600)).unwrap(), 0);
-    assert_eq!(keys(&b, "blobs").len(), 4);
-    assert_eq!(gc::collect(&b, Duration::ZERO).unwrap(), 1);
+    assert_eq!(
+        gc::collect(&b, Duration::from_secs(3600), lease).unwrap(),
+        0
+    );
+    assert_eq!(keys(&b, "blobs").len(), 8);
+    assert_eq!(gc::collect(&b, Duration::ZERO, lease).unwrap(), 2);
     let left = keys(&b, "blobs");
-    assert_eq!(left.len(), 2);
-    assert!(left.iter().all(|k| k.contains(&ids[0].id)), "{left:?}");
+    assert_eq!(left.len(), 4, "{left:?}");
+    assert!(
+        left.iter()
+            .all(|k| k.contains(&ids[0].id) || k.contains(&ids[2].id)),
+        "{left:?}"
+    );
+    assert_eq!(keys(&b, "held").len(), 1, "the dead server's marker went");
 }
 
 #[test]

@@ -195,10 +195,12 @@ impl Session {
         let name = key.name.clone();
         let kept = self
             .blocking(move |s| {
+                let mut upload = upload;
                 upload
                     .file
                     .set_len(len)
                     .map_err(|e| Error::io("keeping an interrupted upload", &e))?;
+                s.store.keep_upload(&mut upload)?;
                 let kept = partial::Kept {
                     upload,
                     reservation,
@@ -264,7 +266,7 @@ impl Session {
                         len,
                         ..
                     } = kept;
-                    let prefix = transfer::hash_prefix(&mut upload.file, len, &names::quote(&n));
+                    let prefix = s.store.resume_upload(&mut upload, len);
                     return Ok((Some(upload), reservation, prefix.ok()));
                 }
                 // space is reserved before a single data byte is accepted
