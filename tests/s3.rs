@@ -740,6 +740,9 @@ fn ceph_a_large_upload_and_download_stream_through_a_small_scratch_disk() {
         most_up >> 10,
         most_down >> 10
     );
+    // (Ceph's memstore is bounded: give the room back)
+    a.client().args(["rm", "big.bin"]).assert().success();
+    assert!(e.keys(&bucket, "blobs/").is_empty());
 }
 
 #[test]
@@ -816,4 +819,56 @@ fn ceph_an_upload_cut_midway_resumes_from_its_parts_in_the_bucket() {
     assert_eq!(e.keys(&bucket, "blobs/").len(), 6, "one set of 8 MiB parts");
     assert!(e.keys(&bucket, "held/").is_empty(), "the marker went");
     assert_eq!(usage(&a), (size as u64, 0, 1));
+    a.client().args(["rm", "big.bin"]).assert().success();
+}
+
+/// The `--json` line of a put.
+fn put_line(out: &std::process::Output) -> serde_json::Value {
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["op"] == "put")
+        .unwrap_or_else(|| panic!("no put line in {text}"))
+}
+
+#[test]
+fn content_already_in_the_bucket_is_cloned_by_a_copy_in_the_store() {
+    let Some(m) = moto() else { return };
+    clone_in_the_store(&m.engine);
+}
+
+#[test]
+fn ceph_content_already_in_the_bucket_is_cloned_by_a_copy_in_the_store() {
+    let Some(e) = ceph() else { return };
+    clone_in_the_store(&e);
+}
+
+fn clone_in_the_store(e: &Engine) {
+    let bucket = e.bucket("clone");
+    let a = e.server(&bucket, &[]);
+    let work = tempfile::tempdir().unwrap();
+    let data = noise(20 << 20, 41);
+    let one = file(work.path(), "a.bin", &data);
+    let out = put(&a, &one, "a.bin");
+    assert!(out.status.success());
+    assert_eq!(put_line(&out)["outcome"], "ok");
+    // the same content under another name: no data sent
+    let two = file(work.path(), "b.bin", &data);
+    let out = put(&a, &two, "b.bin");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = put_line(&out);
+    assert_eq!(v["outcome"], "cloned", "{v}");
+    assert_eq!(v["wire"], 0, "{v}");
+    assert_eq!(v["remote"], "b.bin");
+    // a blob of its own: removing the source leaves the copy whole
+    assert_eq!(e.keys(&bucket, "blobs/").len(), 6, "two sets of 3 parts");
+    a.client().args(["rm", "a.bin"]).assert().success();
+    assert_eq!(e.keys(&bucket, "blobs/").len(), 3);
+    let back = get(&a, "b.bin", &work.path().join("copy.bin"));
+    assert_eq!(sha256_hex(&back), sha256_hex(&data), "byte-exact");
+    assert_eq!(usage(&a), (20 << 20, 0, 1));
 }

@@ -659,3 +659,82 @@ pub fn stream(
         .map_err(|e| Error::io("starting a download's fetching thread", &e))?;
     Ok(File::from(std::os::fd::OwnedFd::from(rx)))
 }
+
+/// A blob stored by a server-side copy (CLONE), waiting for its manifest:
+/// dropped uncommitted, its parts go.
+pub struct Copied {
+    sent: Option<Sent>,
+    bucket: Arc<Bucket>,
+}
+
+impl Copied {
+    /// The copy's blob, for its manifest (it is no longer removed on drop).
+    pub fn take(mut self) -> Option<Sent> {
+        self.sent.take()
+    }
+}
+
+impl Drop for Copied {
+    fn drop(&mut self) {
+        if let Some(s) = self.sent.take() {
+            discard(&self.bucket, &s.id, false);
+        }
+    }
+}
+
+/// Copy every part of a stored blob to a new blob, in the store (no byte
+/// passes through the server): the new blob is immutable and independent,
+/// so either file can be removed without touching the other. The parts were
+/// checked against `sha256` when the source was uploaded; each copy's size
+/// is checked again.
+pub fn copy(b: &Arc<Bucket>, from: &str, size: u64, part: u64, sha256: [u8; 32]) -> Result<Copied> {
+    let id = super::random_id();
+    let n = count(size, part);
+    let pairs: Vec<(Path, Path, u64)> = (0..n)
+        .map(|i| {
+            let len = (size - i * part).min(part);
+            (
+                b.key(&layout::part(from, i)),
+                b.key(&layout::part(&id, i)),
+                len,
+            )
+        })
+        .collect();
+    let copied = Copied {
+        sent: Some(Sent {
+            id: id.clone(),
+            size,
+            part,
+            sha256,
+        }),
+        bucket: b.clone(),
+    };
+    b.run(|os| async move {
+        let mut done = futures_util::stream::iter(pairs)
+            .map(|(src, dst, len)| {
+                let os = os.clone();
+                async move {
+                    os.copy(&src, &dst)
+                        .await
+                        .map_err(|e| store_err(&e, "copying", &src))?;
+                    let meta = os
+                        .head(&dst)
+                        .await
+                        .map_err(|e| store_err(&e, "checking", &dst))?;
+                    if meta.size != len {
+                        return Err(Error::integrity(format!(
+                            "copying {src}: the copy has {} bytes, not {len}",
+                            meta.size
+                        )));
+                    }
+                    Ok(())
+                }
+            })
+            .buffer_unordered(8);
+        while let Some(r) = done.next().await {
+            r?;
+        }
+        Ok(())
+    })?;
+    Ok(copied)
+}

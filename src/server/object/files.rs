@@ -15,6 +15,7 @@ use super::{Bucket, blob, layout, names as naming, store_err};
 use crate::error::{Error, Kind, Result};
 use crate::names;
 use crate::protocol::{Entry, EntryKind};
+use crate::server::content::ContentIndex;
 use crate::server::store::{Existing, FileInfo, Published, Staged, stored_mode};
 
 fn now_ns() -> i64 {
@@ -351,9 +352,16 @@ pub fn open_stream(
 /// again as it is sent, then made visible by its manifest. One result each.
 /// A batch (pipelined small files) is committed `AT_ONCE` at a time, each
 /// on a scoped thread of its own, since each waits on round trips.
-pub fn commit_all(b: &Bucket, batch: Vec<Staged>) -> Vec<Result<Published>> {
+pub fn commit_all(
+    b: &Bucket,
+    content: &ContentIndex,
+    batch: Vec<Staged>,
+) -> Vec<Result<Published>> {
     if batch.len() < 2 {
-        return batch.into_iter().map(|st| commit_one(b, st)).collect();
+        return batch
+            .into_iter()
+            .map(|st| commit_one(b, content, st))
+            .collect();
     }
     let mut out = Vec::with_capacity(batch.len());
     let mut rest = batch.into_iter().peekable();
@@ -362,7 +370,7 @@ pub fn commit_all(b: &Bucket, batch: Vec<Staged>) -> Vec<Result<Published>> {
         std::thread::scope(|sc| {
             let running: Vec<_> = group
                 .into_iter()
-                .map(|st| sc.spawn(move || commit_one(b, st)))
+                .map(|st| sc.spawn(move || commit_one(b, content, st)))
                 .collect();
             for r in running {
                 out.push(r.join().unwrap_or_else(|_| {
@@ -379,9 +387,19 @@ pub fn commit_all(b: &Bucket, batch: Vec<Staged>) -> Vec<Result<Published>> {
 /// Commits of one batch in flight at once.
 const AT_ONCE: usize = 16;
 
-fn commit_one(b: &Bucket, mut st: Staged) -> Result<Published> {
+fn commit_one(b: &Bucket, content: &ContentIndex, mut st: Staged) -> Result<Published> {
     let name = st.up.name();
     let shown = names::quote(&name);
+    if let Some(copied) = st.up.cloned.take().and_then(blob::Copied::take) {
+        // a CLONE's copy: stored already, verified as its source was
+        let sent = (&*copied.id, copied.size, copied.part, copied.sha256);
+        let published = publish_sent(b, &st, sent, &shown);
+        match &published {
+            Ok(p) => content.stored(&copied.sha256, &st.owner, &p.name, copied.size),
+            Err(_) => blob::discard(b, &copied.id, false),
+        }
+        return published;
+    }
     let size = st
         .up
         .file
@@ -409,10 +427,14 @@ fn commit_one(b: &Bucket, mut st: Staged) -> Result<Published> {
     } = out.finish(b, size)?;
     let published = publish_sent(b, &st, (&id, size, part, digest), &shown);
     match &published {
-        // a manifest names the parts now: the resume marker may go
-        Ok(_) if held => blob::unhold(b, &id),
+        Ok(p) => {
+            content.stored(&digest, &st.owner, &p.name, size);
+            // a manifest names the parts now: the resume marker may go
+            if held {
+                blob::unhold(b, &id);
+            }
+        }
         Err(_) => blob::discard(b, &id, held),
-        Ok(_) => {}
     }
     published
 }
@@ -471,4 +493,67 @@ fn publish_sent(
         name: stored,
         replaced,
     })
+}
+
+/// Every file with an owner, from its manifest: (name, owner, SHA-256,
+/// size), for the content index (CLONE). Read 16 at a time; a walk that
+/// fails part way gives what it found.
+pub fn holders(b: &Bucket) -> Result<Vec<crate::server::content::Holder>> {
+    use futures_util::{StreamExt, TryStreamExt};
+    let files = b.key("files");
+    let skip = b.loc.prefix.split('/').filter(|c| !c.is_empty()).count() + 1;
+    b.run(|os| async move {
+        let listed: Vec<_> = os
+            .list(Some(&files))
+            .try_collect()
+            .await
+            .map_err(|e| store_err(&e, "listing", &files))?;
+        let read = futures_util::stream::iter(listed)
+            .filter_map(|meta| {
+                let name: Option<Vec<String>> = meta
+                    .location
+                    .parts()
+                    .skip(skip)
+                    .map(|p| {
+                        percent_encoding::percent_decode_str(p.as_ref())
+                            .decode_utf8()
+                            .ok()
+                            .map(|s| s.into_owned())
+                    })
+                    .collect();
+                let name = name.map(|v| v.join("/"));
+                let os = os.clone();
+                async move {
+                    let name = name.filter(|n| names::validate(n).is_ok())?;
+                    let body = match os.get(&meta.location).await {
+                        Ok(r) => r.bytes().await.ok()?,
+                        Err(_) => return None,
+                    };
+                    let m = Manifest::decode(&body, &name).ok()?;
+                    let digest = m.digest()?;
+                    (!m.owner.is_empty()).then_some((name, m.owner, digest, m.size))
+                }
+            })
+            .boxed();
+        Ok(read.collect::<Vec<_>>().await)
+    })
+}
+
+/// A verified copy of a file of `owner` holding `size` bytes hashing to
+/// `sha256`, named `source` when the index was filled: `None` if that file
+/// no longer holds it.
+pub fn clone_source(
+    b: &Arc<Bucket>,
+    source: &str,
+    owner: &str,
+    sha256: &[u8; 32],
+    size: u64,
+) -> Result<Option<blob::Copied>> {
+    let Some(m) = naming::read(b, source)? else {
+        return Ok(None);
+    };
+    if m.owner != owner || m.digest() != Some(*sha256) || m.size != size {
+        return Ok(None);
+    }
+    blob::copy(b, &m.blob, m.size, m.part, *sha256).map(Some)
 }

@@ -123,6 +123,8 @@ pub struct Upload {
     /// On the object store: the thread sending the parts already written
     /// (`Store::follow_upload`); dropped with the upload, it removes them.
     pub ship: Option<super::object::blob::Shipper>,
+    /// On the object store: the blob a CLONE copied, stored already.
+    pub cloned: Option<super::object::blob::Copied>,
 }
 
 impl Upload {
@@ -471,7 +473,9 @@ impl Store {
     pub fn remove(&self, name: &str) -> Result<Existing> {
         check_client_name(name)?;
         if let Some(b) = &self.object {
-            return remote::remove(b, name);
+            let gone = remote::remove(b, name)?;
+            self.content.removed(name);
+            return Ok(gone);
         }
         let (parent, component) = names::split_parent(name);
         let dir = self.open_dir(parent).map_err(|e| {
