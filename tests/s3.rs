@@ -427,7 +427,7 @@ fn the_self_check_refuses_a_store_that_ignores_conditional_writes() {
 }
 
 #[test]
-fn garbage_collection_removes_orphan_blobs_and_keeps_named_ones() {
+fn garbage_collection_removes_orphan_part_sets_and_keeps_named_ones() {
     let Some(m) = moto() else { return };
     let e = &m.engine;
     let bucket = e.bucket("gc");
@@ -440,17 +440,23 @@ fn garbage_collection_removes_orphan_blobs_and_keeps_named_ones() {
                 .success()
         );
     }
-    // an orphan, as a server killed between its blob and its manifest leaves
+    // an orphan part set, as a server killed between its last part and its
+    // manifest leaves (or an upload cut off and not kept)
     let orphan = file(work.path(), "orphan", b"nobody names me");
-    e.util(&["put", &bucket, "blobs/00orphan", orphan.to_str().unwrap()]);
-    assert_eq!(e.keys(&bucket, "blobs/").len(), 2);
+    for part in ["000000", "000001", "000002"] {
+        let key = format!("blobs/00orphan/{part}");
+        e.util(&["put", &bucket, &key, orphan.to_str().unwrap()]);
+    }
+    assert_eq!(e.keys(&bucket, "blobs/").len(), 4);
     // any server collects at start (grace 0 here: every orphan is old enough)
     let b = e.server(&bucket, &["--s3-gc-grace", "0s"]);
     let until = Instant::now() + Duration::from_secs(20);
     while e.keys(&bucket, "blobs/").len() > 1 && Instant::now() < until {
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert_eq!(e.keys(&bucket, "blobs/").len(), 1, "the orphan is gone");
+    let left = e.keys(&bucket, "blobs/");
+    assert_eq!(left.len(), 1, "the orphan set is gone: {left:?}");
+    assert!(!left[0].contains("00orphan"));
     assert_eq!(get(&b, "kept.txt", &work.path().join("k")), b"kept\n");
 }
 
