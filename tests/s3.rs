@@ -878,3 +878,41 @@ fn clone_in_the_store(e: &Engine) {
     assert_eq!(sha256_hex(&back), sha256_hex(&data), "byte-exact");
     assert_eq!(usage(&a), (20 << 20, 0, 1));
 }
+
+#[test]
+fn a_damaged_part_cuts_a_streamed_download_and_is_logged_as_an_integrity_error() {
+    let Some(m) = moto() else { return };
+    let e = &m.engine;
+    let bucket = e.bucket("damaged");
+    let a = e.server(&bucket, &[]);
+    let work = tempfile::tempdir().unwrap();
+    // larger than a small file (those are checked whole before a byte goes)
+    let data = noise(3 << 20, 51);
+    assert!(
+        put(&a, &file(work.path(), "f.bin", &data), "f.bin")
+            .status
+            .success()
+    );
+    let parts = e.keys(&bucket, "blobs/");
+    assert_eq!(parts.len(), 1, "{parts:?}");
+    // the same size, other bytes: only the SHA-256 can tell
+    let mut bad = data.clone();
+    bad[1 << 20] ^= 1;
+    let bad = file(work.path(), "bad", &bad);
+    e.util(&["put", &bucket, &parts[0], bad.to_str().unwrap()]);
+    let out = a
+        .process()
+        .args(["get", "f.bin", "-o"])
+        .arg(work.path().join("copy.bin"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "a damaged file was accepted");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("corrupted"), "{err}");
+    assert!(!work.path().join("copy.bin").exists(), "nothing kept");
+    let log = a.log_text();
+    assert!(
+        log.contains("outcome=\"integrity\"") || log.contains("outcome=integrity"),
+        "{log}"
+    );
+}

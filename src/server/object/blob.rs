@@ -613,47 +613,32 @@ pub fn fetch(
 /// Serve blob `id` through a pipe: the returned read end yields its bytes in
 /// order as the parts arrive (two fetched ahead), from a thread of its own
 /// (`sft-fetch`) that ends when the last byte is written or the reader goes.
-/// The bytes are hashed on the way; a blob that does not match `expected`
-/// is logged as an integrity error (the reader's own digest, checked
-/// against the manifest's, cuts the transfer). A failure to fetch closes
-/// the pipe early: the reader finds the data short.
-pub fn stream(
-    b: &Arc<Bucket>,
-    id: &str,
-    size: u64,
-    part: u64,
-    expected: [u8; 32],
-    shown: &str,
-) -> Result<File> {
+/// The reader hashes what it serves and checks it against the manifest's
+/// SHA-256 at the end (`verify::check_stored`): a damaged blob is logged as
+/// an integrity error and the transfer ends with an error instead of END
+/// (the client, which got that digest before the data, would refuse it
+/// too). A failure to fetch closes the pipe early: the reader finds the data
+/// short, and the cause is logged here.
+pub fn stream(b: &Arc<Bucket>, id: &str, size: u64, part: u64, shown: &str) -> Result<File> {
     let (rx, mut tx) = std::io::pipe().map_err(|e| Error::io("making a pipe", &e))?;
     let (b, id, shown) = (b.clone(), id.to_string(), shown.to_string());
     std::thread::Builder::new()
         .name("sft-fetch".into())
         .spawn(move || {
             let mut parts = Parts::new(&b, &id, size, part, &shown);
-            let mut hasher = Sha256::new();
             loop {
                 match parts.next_part() {
                     Ok(Some(p)) => {
-                        hasher.update(&p);
                         if tx.write_all(&p).is_err() {
                             return; // the reader is gone (the client left)
                         }
                     }
-                    Ok(None) => break,
+                    Ok(None) => return,
                     Err(e) => {
                         tracing::warn!(event = "get", "{shown}: {e}");
                         return;
                     }
                 }
-            }
-            let got: [u8; 32] = hasher.finalize().into();
-            if got != expected {
-                tracing::error!(
-                    event = "get",
-                    outcome = "integrity",
-                    "{shown}: the data in the object store does not match its recorded SHA-256 (damaged); the download was cut"
-                );
             }
         })
         .map_err(|e| Error::io("starting a download's fetching thread", &e))?;

@@ -344,7 +344,7 @@ pub fn open_stream(
             .map_err(|e| Error::io(format!("buffering the download of {shown}"), &e))?;
         return Ok((f, info_of(&m)));
     }
-    let f = blob::stream(b, &m.blob, m.size, m.part, digest, &names::quote(name))?;
+    let f = blob::stream(b, &m.blob, m.size, m.part, &names::quote(name))?;
     Ok((f, info_of(&m)))
 }
 

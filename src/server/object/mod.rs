@@ -5,7 +5,8 @@
 //! start (`check.rs`).
 //!
 //! Keys under the prefix (`layout`):
-//! - `blobs/ID`: a file's bytes, immutable, written before anything names it;
+//! - `blobs/ID/NNNNNN`: a file's bytes as a set of parts (`blob.rs`),
+//!   immutable, written before anything names them;
 //! - `files/NAME`: the manifest that makes NAME visible (`manifest.rs`),
 //!   created only if absent, so a name has one winner (`names.rs`);
 //!   `files/DIR/.sft-tmp-dir` marks a directory made by MKDIR;
@@ -20,10 +21,14 @@
 //!
 //! The server's code is synchronous around storage (it runs on blocking
 //! threads), so each call here is a future run on this module's own small
-//! runtime (`sft-s3` threads) and waited for (`Bridge`). Data moves through
-//! a scratch file in the local `--root` (`blob.rs`): an upload is spooled
-//! there and sent in 8 MiB parts at commit; a download is fetched there,
-//! its SHA-256 checked against the manifest, then served like a local file.
+//! runtime (`sft-s3` threads) and waited for (`Bridge`). An upload is
+//! written to a scratch file in the local `--root` as on disk, and its parts
+//! are sent while it arrives and punched out of that file (`blob::Shipper`);
+//! a whole download is streamed from the parts through a pipe
+//! (`blob::stream`); a download that seeks is fetched into a scratch file
+//! and checked first (`files::open_read`). An upload cut off can be kept for
+//! resuming (its parts marked `held/`), and CLONE copies a blob's parts in
+//! the store (`blob::copy`).
 
 pub mod blob;
 pub mod check;

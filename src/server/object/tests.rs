@@ -214,7 +214,7 @@ fn a_blob_is_a_set_of_parts_read_back_in_order_and_removed_whole() {
     let out = tempfile::tempfile().unwrap();
     let got = blob::fetch(&b, &sent.id, sent.size, sent.part, &out, "up").unwrap();
     assert_eq!(got, sha(&data));
-    let piped = blob::stream(&b, &sent.id, sent.size, sent.part, got, "up").unwrap();
+    let piped = blob::stream(&b, &sent.id, sent.size, sent.part, "up").unwrap();
     assert_eq!(read_all(piped), data);
     // an empty file is no part at all
     let empty = blob::Outgoing::new(tempfile::tempfile().unwrap(), "e")
@@ -240,7 +240,7 @@ fn a_part_of_the_wrong_size_is_refused_and_a_damaged_one_cuts_the_stream() {
     let e = blob::fetch(&b, &sent.id, 3001, sent.part, &out, "f").unwrap_err();
     assert!(e.message.contains("wrong size"), "{}", e.message);
     // a short stream: the reader finds fewer bytes than the size
-    let piped = blob::stream(&b, &sent.id, 3001, sent.part, sent.sha256, "f").unwrap();
+    let piped = blob::stream(&b, &sent.id, 3001, sent.part, "f").unwrap();
     assert!(read_all(piped).is_empty());
 }
 
@@ -294,7 +294,7 @@ fn a_shipper_sends_parts_as_the_file_grows_and_frees_the_scratch_disk() {
     );
     let sent = out.finish(&b, data.len() as u64).unwrap();
     assert_eq!(sent.sha256, sha(&data));
-    let piped = blob::stream(&b, &sent.id, sent.size, sent.part, sent.sha256, "up").unwrap();
+    let piped = blob::stream(&b, &sent.id, sent.size, sent.part, "up").unwrap();
     assert_eq!(read_all(piped), data);
 }
 

@@ -25,7 +25,8 @@ impl Store {
         check_client_name(name)?;
         let (parent, component) = names::split_parent(name);
         if self.object.is_some() {
-            // spooled flat in the scratch root, sent to the bucket at commit
+            // written flat in the scratch root; its parts go to the bucket
+            // as they arrive (follow_upload) or at commit
             let dir = self
                 .root
                 .try_clone()
