@@ -916,3 +916,44 @@ fn a_damaged_part_cuts_a_streamed_download_and_is_logged_as_an_integrity_error()
         "{log}"
     );
 }
+
+#[test]
+fn several_streams_put_and_get_through_the_bucket_byte_exact() {
+    let Some(m) = moto() else { return };
+    let e = &m.engine;
+    let bucket = e.bucket("streams");
+    let a = e.server(&bucket, &[]);
+    let work = tempfile::tempdir().unwrap();
+    // ranges arrive out of order: the parts are sent at commit
+    let data = noise(20 << 20, 61);
+    let src = file(work.path(), "src.bin", &data);
+    a.client()
+        .env("SFT_RANGE_SIZE", "1MiB")
+        .args([
+            "put",
+            "--streams",
+            "3",
+            "--compress",
+            "off",
+            "--as",
+            "s.bin",
+        ])
+        .arg(&src)
+        .assert()
+        .success();
+    assert_eq!(e.keys(&bucket, "blobs/").len(), 3, "8 MiB parts");
+    let back = work.path().join("back.bin");
+    a.client()
+        .env("SFT_RANGE_SIZE", "1MiB")
+        .args(["get", "--streams", "3", "s.bin", "-o"])
+        .arg(&back)
+        .assert()
+        .success();
+    assert_eq!(
+        sha256_hex(&std::fs::read(&back).unwrap()),
+        sha256_hex(&data)
+    );
+    // both ways went over joined connections
+    let joins = a.log_text().matches("event=\"join\"").count();
+    assert!(joins >= 4, "{joins} joined connections");
+}
