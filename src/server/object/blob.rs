@@ -48,6 +48,9 @@ const IN_FLIGHT: usize = 2;
 /// How often a shipper looks whether its file has grown by a part (it is
 /// also woken by each write).
 const POLL: Duration = Duration::from_millis(50);
+/// How long a shipper with parts in flight waits for one before it looks
+/// again whether another part is complete.
+const WAKE: Duration = Duration::from_millis(5);
 /// Bytes an upload's writer may be ahead of the parts stored: the most the
 /// scratch disk holds per upload (the parts in flight and the next ones).
 pub const AHEAD: u64 = 4 * PART;
@@ -235,6 +238,25 @@ impl Outgoing {
             .map_err(|_| Error::other("the object-store threads have stopped"))??;
         self.stored_one();
         Ok(())
+    }
+
+    /// Wait at most `d` for the oldest part in flight.
+    fn settle_within(&mut self, d: Duration) -> Result<()> {
+        let Some(rx) = self.flight.front() else {
+            return Ok(());
+        };
+        match rx.recv_timeout(d) {
+            Ok(r) => {
+                self.flight.pop_front();
+                r?;
+                self.stored_one();
+                Ok(())
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Ok(()),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                Err(Error::other("the object-store threads have stopped"))
+            }
+        }
     }
 
     /// Settle the parts already stored, without waiting.
@@ -455,9 +477,13 @@ fn ship(b: &Bucket, out: &mut Outgoing, stop: &AtomicBool, told: &Progress) -> R
             return out.drain();
         }
         let size = told.written.load(Ordering::Acquire);
-        if size >= (out.next + 1) * PART {
+        if size >= (out.next + 1) * PART && out.flight.len() < IN_FLIGHT {
             out.start(b, PART)?;
+        } else if !out.flight.is_empty() {
+            // a part stored frees the writer at once (it may be waiting)
+            out.settle_within(WAKE)?;
         } else {
+            // woken by the next write, or by finish / drop
             std::thread::park_timeout(POLL);
         }
     }
