@@ -397,3 +397,40 @@ fn a_set_is_an_orphan_only_when_its_newest_part_is_older_than_the_grace() {
     let ids: Vec<_> = out.iter().map(|(id, k)| (id.as_str(), k.len())).collect();
     assert_eq!(ids, vec![("old", 2), ("single", 1)]);
 }
+
+#[test]
+fn a_kept_upload_resumes_with_the_hash_of_what_it_holds_and_goes_on_sending() {
+    use std::io::Write;
+    let os: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let b = Arc::new(bucket(&os));
+    let part = blob::PART as usize;
+    let data = noise(3 * part + 4321);
+    let cut = 2 * part + 1234; // not on a part boundary
+    let mut w = tempfile::tempfile().unwrap();
+    let shipper = blob::Shipper::follow(&b, &w, "up").unwrap();
+    w.write_all(&data[..cut]).unwrap();
+    shipper.pace()(cut as u64);
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    while keys(&b, "blobs").len() < 2 && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // resumed: the prefix is the hash of the first `cut` bytes, the parts
+    // sent are not read back (their range of the scratch file is a hole)
+    let mut out = shipper.finish().unwrap();
+    let prefix = out.prefix(cut as u64).unwrap();
+    assert_eq!(prefix.len, cut as u64);
+    assert_eq!(prefix.digest(), sha(&data[..cut]));
+    let shipper = blob::Shipper::resume(&b, out, cut as u64).unwrap();
+    // the writer goes on at the file's position
+    w.write_all(&data[cut..]).unwrap();
+    shipper.pace()(data.len() as u64);
+    let sent = shipper
+        .finish()
+        .unwrap()
+        .finish(&b, data.len() as u64)
+        .unwrap();
+    assert_eq!(sent.sha256, sha(&data));
+    assert_eq!(keys(&b, &layout::blob(&sent.id)).len(), 4);
+    let piped = blob::stream(&b, &sent.id, sent.size, sent.part, "up").unwrap();
+    assert_eq!(read_all(piped), data);
+}
