@@ -83,9 +83,13 @@
 //!   bucket is dropped. A quota reservation released by `Drop` is recorded
 //!   by a short `sft-release` thread (so no async thread waits on the
 //!   network). A batch of pipelined small uploads is committed by up to 16
-//!   scoped threads at once, which end with the batch. Uploads and downloads
-//!   pass through a scratch file in `--root`: the transfer threads above are
-//!   unchanged.
+//!   scoped threads at once, which end with the batch. The transfer threads
+//!   above are unchanged: a large upload is written to a scratch file in
+//!   `--root`, and one `sft-ship` thread per upload sends its parts as they
+//!   are written (it ends with the upload, or with the kept partial); a
+//!   whole large download is read from a pipe that one `sft-fetch` thread
+//!   per download fills from the parts (it ends at the last byte or when the
+//!   reader goes).
 //!
 //! Client: the same runtime; a blocking-pool task that prepares pipelined
 //! uploads ahead, one that stores small downloads, one that reads standard

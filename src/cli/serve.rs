@@ -121,10 +121,12 @@ pub struct ServeArgs {
     /// Allow plain http:// to the object store (a test engine on loopback)
     #[arg(long, requires = "store")]
     pub s3_allow_http: bool,
-    /// Blobs no file names are removed once older than this
+    /// Blobs (part sets) no file names are removed once their newest part is
+    /// older than this (keep it above --data-timeout)
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration, requires = "store")]
     pub s3_gc_grace: Duration,
-    /// Quota reservations of a server silent this long (crashed) expire
+    /// Quota reservations, and uploads kept for resuming, of a server silent
+    /// this long (crashed) expire
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration, requires = "store")]
     pub s3_lease: Duration,
 }

@@ -63,6 +63,9 @@ struct State {
     bytes: usize,
 }
 
+/// A file found holding content: (name, owner, SHA-256, size).
+pub type Holder = (String, String, [u8; 32], u64);
+
 /// The index; cheap to consult, updated under one short lock.
 pub struct ContentIndex {
     state: Mutex<State>,

@@ -235,7 +235,7 @@ fn fetch(
     meta: bool,
     loan: Option<transfer::Loan>,
 ) -> std::result::Result<Fetched, Waiting> {
-    let (file, info) = match s.store.open_read(&name) {
+    let (file, info) = match s.store.open_stream(&name) {
         Ok(x) => x,
         Err(error) => return Ok(Fetched::Failed { name, error }),
     };

@@ -217,12 +217,10 @@ pub async fn run(cfg: Config) -> Result<()> {
         None => None,
     };
     let store = match &bucket {
-        Some((b, _)) => {
-            // resuming keeps partial uploads in this server's scratch: not
-            // when any server may take the next attempt
-            cfg.limits.keep_partial = Duration::ZERO;
-            store::Store::open_object(&cfg.root, b.clone())?
-        }
+        // an upload kept for resuming is its parts in the bucket (marked
+        // held/) and its unsent tail in this server's scratch: the same
+        // server resumes it
+        Some((b, _)) => store::Store::open_object(&cfg.root, b.clone())?,
         None => store::Store::open(&cfg.root, cfg.fsync)?,
     };
     match store.sweep() {

@@ -36,7 +36,7 @@ pub fn spawn_writer(
     pool: Pool,
     from: Prefix,
 ) -> (mpsc::Sender<Block>, tokio::task::JoinHandle<WriteResult>) {
-    start_writer(file, what, background_sync, pool, from)
+    start_writer(file, what, background_sync, pool, from, None)
 }
 
 /// `spawn_writer` for blocks each sent with the loan that covers its buffer:
@@ -51,7 +51,28 @@ pub fn spawn_writer_within(
     mpsc::Sender<(Block, Loan)>,
     tokio::task::JoinHandle<WriteResult>,
 ) {
-    start_writer(file, what, background_sync, pool, from)
+    start_writer(file, what, background_sync, pool, from, None)
+}
+
+/// Told the file's length (from its first byte, the prefix included) after
+/// each write, on the writing thread; it may block to hold the writer back
+/// (the object store's shipper does, so the scratch file stays a few parts
+/// long while the parts before are sent: the socket is then not read).
+pub type Pace = std::sync::Arc<dyn Fn(u64) + Send + Sync>;
+
+/// `spawn_writer_within` with a `Pace` told of every write.
+pub fn spawn_writer_paced(
+    file: File,
+    what: String,
+    background_sync: bool,
+    pool: Pool,
+    from: Prefix,
+    pace: Pace,
+) -> (
+    mpsc::Sender<(Block, Loan)>,
+    tokio::task::JoinHandle<WriteResult>,
+) {
+    start_writer(file, what, background_sync, pool, from, Some(pace))
 }
 
 /// A block for the writer, with or without a loan.
@@ -77,6 +98,7 @@ fn start_writer<T: Loaned>(
     background_sync: bool,
     pool: Pool,
     from: Prefix,
+    pace: Option<Pace>,
 ) -> (mpsc::Sender<T>, tokio::task::JoinHandle<WriteResult>) {
     let (tx, mut rx) = mpsc::channel::<T>(DEPTH);
     let handle = tokio::task::spawn_blocking(move || {
@@ -90,7 +112,7 @@ fn start_writer<T: Loaned>(
         let (p2, what2) = (pool.clone(), what.clone());
         let writer = std::thread::Builder::new()
             .name("sft-write".into())
-            .spawn(move || write_plain(file, &what2, background_sync, &p2, wrx))
+            .spawn(move || write_plain(file, &what2, (background_sync, pace, already), &p2, wrx))
             .map_err(|e| Error::io("starting a writer thread", &e))?;
         let result = (|| -> Result<()> {
             while let Some(item) = rx.blocking_recv() {
@@ -152,7 +174,7 @@ impl Plain {
 fn write_plain(
     mut file: File,
     what: &str,
-    background_sync: bool,
+    (background_sync, pace, already): (bool, Option<Pace>, u64),
     pool: &Pool,
     rx: std::sync::mpsc::Receiver<(Plain, Loan)>,
 ) -> Result<(u64, File)> {
@@ -172,6 +194,9 @@ fn write_plain(
             Plain::Inflated(v) => pool.give(v),
         }
         drop(loan); // the block is in the page cache now
+        if let Some(p) = &pace {
+            p(already + n);
+        }
         if n - synced_at >= SYNC_EVERY {
             synced_at = n;
             if let Some(s) = &syncer {

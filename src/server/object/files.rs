@@ -5,6 +5,7 @@
 //! its manifest exists.
 
 use std::fs::File;
+use std::sync::Arc;
 
 use object_store::ObjectStoreExt;
 use object_store::path::Path;
@@ -14,6 +15,7 @@ use super::{Bucket, blob, layout, names as naming, store_err};
 use crate::error::{Error, Kind, Result};
 use crate::names;
 use crate::protocol::{Entry, EntryKind};
+use crate::server::content::ContentIndex;
 use crate::server::store::{Existing, FileInfo, Published, Staged, stored_mode};
 
 fn now_ns() -> i64 {
@@ -264,9 +266,8 @@ pub fn remove(b: &Bucket, name: &str) -> Result<Existing> {
     })
 }
 
-/// Fetch `name` into `spool` (an unlinked scratch file) and check it
-/// against its manifest's SHA-256 before it is served.
-pub fn open_read(b: &Bucket, spool: File, name: &str) -> Result<(File, FileInfo)> {
+/// The manifest of regular file `name`, or the error a reader gets.
+fn readable(b: &Bucket, name: &str) -> Result<Manifest> {
     let Some(m) = naming::read(b, name)? else {
         if is_dir(b, name)? {
             return Err(Error::usage(format!(
@@ -279,8 +280,25 @@ pub fn open_read(b: &Bucket, spool: File, name: &str) -> Result<(File, FileInfo)
             names::quote(name)
         )));
     };
+    Ok(m)
+}
+
+fn info_of(m: &Manifest) -> FileInfo {
+    FileInfo {
+        size: m.size,
+        mtime_ns: m.mtime_ns,
+        mode: m.mode,
+        sha256: m.digest(),
+    }
+}
+
+/// Fetch `name` into `spool` (an unlinked scratch file) and check it
+/// against its manifest's SHA-256 before it is served: for readers that
+/// seek (a resumed or ranged download, the web's ranges).
+pub fn open_read(b: &Bucket, spool: File, name: &str) -> Result<(File, FileInfo)> {
+    let m = readable(b, name)?;
     let shown = names::quote(name);
-    let digest = blob::fetch(b, &m.blob, m.size, &spool, &shown)?;
+    let digest = blob::fetch(b, &m.blob, m.size, m.part, &spool, &shown)?;
     if Some(digest) != m.digest() {
         return Err(Error::integrity(format!(
             "{shown}: the data in the object store does not match its recorded SHA-256 (damaged); not sent"
@@ -290,22 +308,60 @@ pub fn open_read(b: &Bucket, spool: File, name: &str) -> Result<(File, FileInfo)
     let mut f = spool;
     f.rewind()
         .map_err(|e| Error::io(format!("buffering the download of {shown}"), &e))?;
-    let info = FileInfo {
-        size: m.size,
-        mtime_ns: m.mtime_ns,
-        mode: m.mode,
-        sha256: Some(digest),
+    Ok((f, info_of(&m)))
+}
+
+/// Open `name` for a reader that reads it once, in order, from its first
+/// byte: a file larger than `small` is streamed from the bucket as its parts
+/// arrive (`blob::stream`; the reader checks the whole against the
+/// manifest's SHA-256, which the client also gets before the data), a
+/// smaller one is fetched and checked whole first (`open_read`).
+pub fn open_stream(
+    b: &Arc<Bucket>,
+    spool: impl FnOnce() -> Result<File>,
+    name: &str,
+    small: u64,
+) -> Result<(File, FileInfo)> {
+    let m = readable(b, name)?;
+    let Some(digest) = m.digest() else {
+        return Err(Error::other(format!(
+            "the manifest of {} in the object store has no valid SHA-256",
+            names::quote(name)
+        )));
     };
-    Ok((f, info))
+    if m.size <= small {
+        let shown = names::quote(name);
+        let spool = spool()?;
+        let got = blob::fetch(b, &m.blob, m.size, m.part, &spool, &shown)?;
+        if got != digest {
+            return Err(Error::integrity(format!(
+                "{shown}: the data in the object store does not match its recorded SHA-256 (damaged); not sent"
+            )));
+        }
+        use std::io::Seek;
+        let mut f = spool;
+        f.rewind()
+            .map_err(|e| Error::io(format!("buffering the download of {shown}"), &e))?;
+        return Ok((f, info_of(&m)));
+    }
+    let f = blob::stream(b, &m.blob, m.size, m.part, &names::quote(name))?;
+    Ok((f, info_of(&m)))
 }
 
 /// Commit spooled uploads: each is sent as a blob, its SHA-256 checked
 /// again as it is sent, then made visible by its manifest. One result each.
 /// A batch (pipelined small files) is committed `AT_ONCE` at a time, each
 /// on a scoped thread of its own, since each waits on round trips.
-pub fn commit_all(b: &Bucket, batch: Vec<Staged>) -> Vec<Result<Published>> {
+pub fn commit_all(
+    b: &Bucket,
+    content: &ContentIndex,
+    batch: Vec<Staged>,
+) -> Vec<Result<Published>> {
     if batch.len() < 2 {
-        return batch.into_iter().map(|st| commit_one(b, st)).collect();
+        return batch
+            .into_iter()
+            .map(|st| commit_one(b, content, st))
+            .collect();
     }
     let mut out = Vec::with_capacity(batch.len());
     let mut rest = batch.into_iter().peekable();
@@ -314,7 +370,7 @@ pub fn commit_all(b: &Bucket, batch: Vec<Staged>) -> Vec<Result<Published>> {
         std::thread::scope(|sc| {
             let running: Vec<_> = group
                 .into_iter()
-                .map(|st| sc.spawn(move || commit_one(b, st)))
+                .map(|st| sc.spawn(move || commit_one(b, content, st)))
                 .collect();
             for r in running {
                 out.push(r.join().unwrap_or_else(|_| {
@@ -331,12 +387,68 @@ pub fn commit_all(b: &Bucket, batch: Vec<Staged>) -> Vec<Result<Published>> {
 /// Commits of one batch in flight at once.
 const AT_ONCE: usize = 16;
 
-fn commit_one(b: &Bucket, st: Staged) -> Result<Published> {
+fn commit_one(b: &Bucket, content: &ContentIndex, mut st: Staged) -> Result<Published> {
     let name = st.up.name();
     let shown = names::quote(&name);
-    let (id, size, digest) = blob::send(b, &st.up.file, &shown)?;
+    if let Some(copied) = st.up.cloned.take().and_then(blob::Copied::take) {
+        // a CLONE's copy: stored already, verified as its source was
+        let sent = (&*copied.id, copied.size, copied.part, copied.sha256);
+        let published = publish_sent(b, &st, sent, &shown);
+        match &published {
+            Ok(p) => content.stored(&copied.sha256, &st.owner, &p.name, copied.size),
+            Err(_) => blob::discard(b, &copied.id, false),
+        }
+        return published;
+    }
+    let size = st
+        .up
+        .file
+        .metadata()
+        .map_err(|e| Error::io(format!("reading the upload of {shown}"), &e))?
+        .len();
+    // the parts a shipper sent while the data arrived, else none yet
+    let out = match st.up.ship.take() {
+        Some(shipper) => shipper.finish()?,
+        None => {
+            let own = st
+                .up
+                .file
+                .try_clone()
+                .map_err(|e| Error::io("duplicating the upload file", &e))?;
+            blob::Outgoing::new(own, &shown)
+        }
+    };
+    let held = out.held;
+    let blob::Sent {
+        id,
+        size,
+        part,
+        sha256: digest,
+    } = out.finish(b, size)?;
+    let published = publish_sent(b, &st, (&id, size, part, digest), &shown);
+    match &published {
+        Ok(p) => {
+            content.stored(&digest, &st.owner, &p.name, size);
+            // a manifest names the parts now: the resume marker may go
+            if held {
+                blob::unhold(b, &id);
+            }
+        }
+        Err(_) => blob::discard(b, &id, held),
+    }
+    published
+}
+
+/// Make the stored blob visible under the upload's name (its manifest).
+fn publish_sent(
+    b: &Bucket,
+    st: &Staged,
+    (id, size, part, digest): (&str, u64, u64, [u8; 32]),
+    shown: &str,
+) -> Result<Published> {
+    let name = st.up.name();
+    let id = id.to_string();
     if digest != st.sha256 {
-        let _ = blob::remove(b, &id);
         return Err(Error::integrity(format!(
             "{shown}: the upload changed on the server's scratch disk before it was stored; nothing was stored"
         )));
@@ -344,6 +456,7 @@ fn commit_one(b: &Bucket, st: Staged) -> Result<Published> {
     let m = Manifest {
         blob: id.clone(),
         size,
+        part,
         sha256: hex::encode(digest),
         owner: st.owner.clone(),
         mode: st.attrs.map_or(0o644, |a| stored_mode(a.mode)),
@@ -351,10 +464,7 @@ fn commit_one(b: &Bucket, st: Staged) -> Result<Published> {
         holds: st.holds.clone(),
     };
     // not while this server's reservations may be resolved by another
-    if let Err(e) = b.fence(&st.holds) {
-        let _ = blob::remove(b, &id);
-        return Err(e);
-    }
+    b.fence(&st.holds)?;
     let mut replaced = None;
     if st.overwrite
         && let Some(old) = naming::read(b, &name)?
@@ -375,26 +485,49 @@ fn commit_one(b: &Bucket, st: Staged) -> Result<Published> {
             owner: old.owner,
         });
         if !naming::create(b, &layout::file(&name), m.encode())? {
-            let _ = blob::remove(b, &id);
             return Err(Error::other(format!(
                 "{shown} was replaced by another upload at the same moment; this one was not stored (its old file is gone): try again"
             )));
         }
         return still_leased(b, &st.holds, name, &id, replaced);
     }
-    match naming::publish(b, &name, &m) {
-        Ok(stored) => still_leased(b, &st.holds, stored, &id, replaced),
-        Err(e) => {
-            let _ = blob::remove(b, &id);
-            Err(e)
-        }
+    let stored = naming::publish(b, &name, &m)?;
+    still_leased(b, &st.holds, stored, &id, replaced)
+}
+
+/// Every file with an owner, from its manifest: (name, owner, SHA-256,
+/// size), for the content index (CLONE).
+pub fn holders(b: &Bucket) -> Result<Vec<crate::server::content::Holder>> {
+    Ok(super::scan::manifests(b)?
+        .into_iter()
+        .filter(|(name, m)| !m.owner.is_empty() && names::validate(name).is_ok())
+        .filter_map(|(name, m)| Some((name, m.owner.clone(), m.digest()?, m.size)))
+        .collect())
+}
+
+/// A verified copy of a file of `owner` holding `size` bytes hashing to
+/// `sha256`, named `source` when the index was filled: `None` if that file
+/// no longer holds it.
+pub fn clone_source(
+    b: &Arc<Bucket>,
+    source: &str,
+    owner: &str,
+    sha256: &[u8; 32],
+    size: u64,
+) -> Result<Option<blob::Copied>> {
+    let Some(m) = naming::read(b, source)? else {
+        return Ok(None);
+    };
+    if m.owner != owner || m.digest() != Some(*sha256) || m.size != size {
+        return Ok(None);
     }
+    blob::copy(b, &m.blob, m.size, m.part, *sha256).map(Some)
 }
 
 /// The lease checked again once the manifest exists: if this server was
 /// silent long enough meanwhile (a create retried across a network cut)
 /// that another may have released its reservations, the file is taken back
-/// rather than left uncounted.
+/// rather than left uncounted (its parts go with the caller's error).
 fn still_leased(
     b: &Bucket,
     holds: &[u64],
@@ -410,7 +543,6 @@ fn still_leased(
                     .await
                     .map_err(|e| store_err(&e, "removing", &key))
             })?;
-            let _ = blob::remove(b, id);
         }
         return Err(e);
     }

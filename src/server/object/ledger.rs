@@ -251,8 +251,8 @@ impl Ledger {
         }
         let files: Vec<book::Named> = scan::manifests(&self.bucket)?
             .into_iter()
-            .filter(|m| !m.holds.is_empty())
-            .map(|m| book::Named {
+            .filter(|(_, m)| !m.holds.is_empty())
+            .map(|(_, m)| book::Named {
                 size: m.size,
                 holds: m.holds,
             })

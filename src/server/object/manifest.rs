@@ -9,11 +9,16 @@ use crate::error::{Error, Result};
 use crate::protocol::{Entry, EntryKind};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Manifest {
-    /// The blob's id (`blobs/ID`), unique per upload: reading a manifest
-    /// back tells whether it is ours (an ambiguous create resolved).
+    /// The blob's id (its parts are `blobs/ID/NNNNNN`), unique per upload:
+    /// reading a manifest back tells whether it is ours (an ambiguous
+    /// create resolved).
     pub blob: String,
     pub size: u64,
+    /// Bytes per part (the last may be shorter); `size / part` rounded up
+    /// parts, none for an empty file.
+    pub part: u64,
     /// Hex SHA-256 of the blob's bytes, checked before the manifest was made.
     pub sha256: String,
     /// Uploader ("" if none).
@@ -41,6 +46,16 @@ impl Manifest {
                 crate::names::quote(name)
             ))
         })?;
+        if m.part == 0
+            || m.part > super::blob::MAX_PART
+            || m.blob.is_empty()
+            || m.blob.contains('/')
+        {
+            return Err(Error::other(format!(
+                "the manifest of {} in the object store names no valid blob; an admin can remove it with sft rm",
+                crate::names::quote(name)
+            )));
+        }
         if m.digest().is_none() {
             return Err(Error::other(format!(
                 "the manifest of {} in the object store has no valid SHA-256",
@@ -78,6 +93,7 @@ mod tests {
         let m = Manifest {
             blob: "ab12".into(),
             size: 5,
+            part: 8 << 20,
             sha256: "00".repeat(32),
             owner: "alice".into(),
             mode: 0o644,
@@ -90,8 +106,24 @@ mod tests {
         assert!(Manifest::decode(b"{", "x").is_err());
         let bad = Manifest {
             sha256: "zz".into(),
-            ..m
+            ..m.clone()
         };
         assert!(Manifest::decode(&bad.encode(), "x").is_err());
+        // the old single-object form (no part size) is refused, as is an
+        // unknown field or a part size no download could buffer
+        let old = br#"{"blob":"ab","size":5,"sha256":"0000000000000000000000000000000000000000000000000000000000000000","owner":"","mode":420,"mtime_ns":1}"#;
+        assert!(Manifest::decode(old, "x").is_err());
+        let mut v: serde_json::Value = serde_json::from_slice(&m.encode()).unwrap();
+        v["extra"] = 1.into();
+        assert!(Manifest::decode(v.to_string().as_bytes(), "x").is_err());
+        for part in [0, super::super::blob::MAX_PART + 1] {
+            let odd = Manifest { part, ..m.clone() };
+            assert!(Manifest::decode(&odd.encode(), "x").is_err(), "{part}");
+        }
+        let escape = Manifest {
+            blob: "../x".into(),
+            ..m.clone()
+        };
+        assert!(Manifest::decode(&escape.encode(), "x").is_err());
     }
 }

@@ -5,12 +5,15 @@
 //! start (`check.rs`).
 //!
 //! Keys under the prefix (`layout`):
-//! - `blobs/ID`: a file's bytes, immutable, written before anything names it;
+//! - `blobs/ID/NNNNNN`: a file's bytes as a set of parts (`blob.rs`),
+//!   immutable, written before anything names them;
 //! - `files/NAME`: the manifest that makes NAME visible (`manifest.rs`),
 //!   created only if absent, so a name has one winner (`names.rs`);
 //!   `files/DIR/.sft-tmp-dir` marks a directory made by MKDIR;
 //! - `ledger/SEQ`, `ckpt/SEQ`, `servers/ID`: the shared quota book
 //!   (`ledger.rs`);
+//! - `held/SERVER/ID`: blob ID's parts are an upload kept for resuming by
+//!   a live server (`--keep-partial`): the collector leaves them;
 //! - `probe/ID`: the start-up self-check.
 //!
 //! `files.rs` holds the store's operations on names, `blob.rs` the data,
@@ -18,10 +21,14 @@
 //!
 //! The server's code is synchronous around storage (it runs on blocking
 //! threads), so each call here is a future run on this module's own small
-//! runtime (`sft-s3` threads) and waited for (`Bridge`). Data moves through
-//! a scratch file in the local `--root` (`blob.rs`): an upload is spooled
-//! there and sent in 8 MiB parts at commit; a download is fetched there,
-//! its SHA-256 checked against the manifest, then served like a local file.
+//! runtime (`sft-s3` threads) and waited for (`Bridge`). An upload is
+//! written to a scratch file in the local `--root` as on disk, and its parts
+//! are sent while it arrives and punched out of that file (`blob::Shipper`);
+//! a whole download is streamed from the parts through a pipe
+//! (`blob::stream`); a download that seeks is fetched into a scratch file
+//! and checked first (`files::open_read`). An upload cut off can be kept for
+//! resuming (its parts marked `held/`), and CLONE copies a blob's parts in
+//! the store (`blob::copy`).
 
 pub mod blob;
 pub mod book;
@@ -121,6 +128,23 @@ impl Bridge {
             .map_err(|_| Error::other("the object-store threads have stopped"))
     }
 
+    /// Start `f` now; its output arrives on the returned channel (so a
+    /// caller can have several in flight and wait for them in order).
+    pub fn start<T: Send + 'static>(
+        &self,
+        f: impl Future<Output = T> + Send + 'static,
+    ) -> Result<std::sync::mpsc::Receiver<T>> {
+        let rt = self
+            .rt
+            .as_ref()
+            .ok_or_else(|| Error::other("the object-store threads have stopped"))?;
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        rt.spawn(async move {
+            let _ = tx.send(f.await);
+        });
+        Ok(rx)
+    }
+
     /// Start `f` and do not wait for it (a release that may be late).
     pub fn spawn(&self, f: impl Future<Output = ()> + Send + 'static) {
         if let Some(rt) = &self.rt {
@@ -150,7 +174,7 @@ pub fn open(
     check::create_if_absent(&bucket)?;
     let book = ledger::Ledger::open(bucket.clone())?;
     ledger::start_lease(&book);
-    gc::start(&bucket, gc_grace);
+    gc::start(&bucket, gc_grace, lease);
     tracing::info!(
         store = %shown,
         scratch = %scratch.display(),
@@ -323,8 +347,32 @@ pub mod layout {
         format!("files/{name}/{DIR_MARKER}")
     }
 
+    /// The prefix of a blob's parts.
     pub fn blob(id: &str) -> String {
         format!("blobs/{id}")
+    }
+
+    /// Part `n` of a blob (numbered from 0; six digits list in order up to
+    /// 7.6 TiB in 8 MiB parts, and more still sort after).
+    pub fn part(id: &str, n: u64) -> String {
+        format!("blobs/{id}/{n:06}")
+    }
+
+    /// The marker by which server `server` keeps blob `id`'s parts for a
+    /// resumable upload (`gc.rs` leaves them while the server lives).
+    pub fn held(server: &str, id: &str) -> String {
+        format!("held/{server}/{id}")
+    }
+
+    /// The blob id in a key below `blobs/` (`blobs/ID/NNNNNN` or an old
+    /// `blobs/ID`): the component after `blobs`.
+    pub fn blob_of(p: &Path, prefix: &str) -> Option<String> {
+        let skip = prefix.split('/').filter(|c| !c.is_empty()).count() + 1;
+        let part = p.parts().nth(skip)?;
+        percent_encoding::percent_decode_str(part.as_ref())
+            .decode_utf8()
+            .ok()
+            .map(|s| s.into_owned())
     }
 
     pub fn ledger(seq: u64) -> String {
@@ -368,6 +416,11 @@ pub mod layout {
             assert_eq!(seq(&key("p", &ledger(42))), Some(42));
             assert_eq!(key("", &dir("")).as_ref(), "files");
             assert_eq!(key("p/", &marker("d")).as_ref(), "p/files/d/.sft-tmp-dir");
+            let part = key("team/a", &super::part("ab12", 3));
+            assert_eq!(part.as_ref(), "team/a/blobs/ab12/000003");
+            assert_eq!(blob_of(&part, "team/a").as_deref(), Some("ab12"));
+            assert_eq!(blob_of(&key("", "blobs/old"), "").as_deref(), Some("old"));
+            assert_eq!(blob_of(&key("", "blobs"), ""), None);
         }
     }
 }

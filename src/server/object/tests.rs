@@ -1,6 +1,7 @@
 //! The object-store backend over an in-memory store (which keeps
 //! create-if-absent): naming, the ambiguous create, two servers' ledgers on
-//! one bucket, the self-check, and a commit's whole path. No network.
+//! one bucket, the self-check, blobs as part sets (sent while a file grows,
+//! read back in order, collected when orphaned). No network.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +10,7 @@ use object_store::memory::InMemory;
 use object_store::{ObjectStore, ObjectStoreExt};
 
 use super::manifest::Manifest;
-use super::{Bucket, Location, check, layout, ledger, names};
+use super::{Bucket, Location, blob, check, gc, layout, ledger, names};
 use crate::server::quota::{Limits, Remote};
 
 fn bucket(os: &Arc<dyn ObjectStore>) -> Bucket {
@@ -25,6 +26,7 @@ fn manifest(blob: &str) -> Manifest {
     Manifest {
         blob: blob.into(),
         size: 1,
+        part: blob::PART,
         sha256: "ab".repeat(32),
         owner: "u".into(),
         mode: 0o644,
@@ -249,4 +251,290 @@ fn compaction_removes_what_every_server_read_past_and_a_new_server_still_agrees(
     l2.settle(Vec::new(), "u", 1, None);
     l1.settle(Vec::new(), "u", 1, None);
     assert_eq!(l1.usage().0.bytes, 2 * ledger::CHECKPOINT + 12);
+}
+
+/// `n` bytes that differ from part to part.
+fn noise(n: usize) -> Vec<u8> {
+    let mut x = 0x2545_f491_u32;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+fn sha(data: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(data).into()
+}
+
+/// The keys below `rel`, sorted.
+fn keys(b: &Bucket, rel: &str) -> Vec<String> {
+    use futures_util::TryStreamExt;
+    let prefix = b.key(rel);
+    let mut all: Vec<String> = b
+        .run(|os| async move {
+            let l: Vec<_> = os.list(Some(&prefix)).try_collect().await.unwrap();
+            Ok(l.into_iter().map(|m| m.location.to_string()).collect())
+        })
+        .unwrap();
+    all.sort();
+    all
+}
+
+fn read_all(mut f: std::fs::File) -> Vec<u8> {
+    use std::io::Read;
+    let mut v = Vec::new();
+    f.read_to_end(&mut v).unwrap();
+    v
+}
+
+#[test]
+fn a_blob_is_a_set_of_parts_read_back_in_order_and_removed_whole() {
+    let os: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let b = Arc::new(bucket(&os));
+    let part = blob::PART as usize;
+    let data = noise(2 * part + 12345);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("up");
+    std::fs::write(&path, &data).unwrap();
+    let f = std::fs::File::open(&path).unwrap();
+    let sent = blob::Outgoing::new(f, "up")
+        .finish(&b, data.len() as u64)
+        .unwrap();
+    assert_eq!(sent.sha256, sha(&data));
+    assert_eq!((sent.size, sent.part), (data.len() as u64, blob::PART));
+    assert_eq!(
+        keys(&b, "blobs"),
+        (0..3)
+            .map(|i| format!("pre/blobs/{}/{i:06}", sent.id))
+            .collect::<Vec<_>>()
+    );
+    // read back: into a scratch file, and streamed through a pipe
+    let out = tempfile::tempfile().unwrap();
+    let got = blob::fetch(&b, &sent.id, sent.size, sent.part, &out, "up").unwrap();
+    assert_eq!(got, sha(&data));
+    let piped = blob::stream(&b, &sent.id, sent.size, sent.part, "up").unwrap();
+    assert_eq!(read_all(piped), data);
+    // an empty file is no part at all
+    let empty = blob::Outgoing::new(tempfile::tempfile().unwrap(), "e")
+        .finish(&b, 0)
+        .unwrap();
+    assert_eq!(empty.sha256, sha(b""));
+    assert!(keys(&b, &layout::blob(&empty.id)).is_empty());
+    blob::remove(&b, &sent.id).unwrap();
+    assert!(keys(&b, "blobs").is_empty());
+}
+
+#[test]
+fn a_part_of_the_wrong_size_is_refused_and_a_damaged_one_cuts_the_stream() {
+    let os: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let b = Arc::new(bucket(&os));
+    let data = noise(3000);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("f"), &data).unwrap();
+    let f = std::fs::File::open(dir.path().join("f")).unwrap();
+    let sent = blob::Outgoing::new(f, "f").finish(&b, 3000).unwrap();
+    let out = tempfile::tempfile().unwrap();
+    // a manifest claiming more bytes than the part holds
+    let e = blob::fetch(&b, &sent.id, 3001, sent.part, &out, "f").unwrap_err();
+    assert!(e.message.contains("wrong size"), "{}", e.message);
+    // a short stream: the reader finds fewer bytes than the size
+    let piped = blob::stream(&b, &sent.id, 3001, sent.part, "f").unwrap();
+    assert!(read_all(piped).is_empty());
+}
+
+#[test]
+fn a_shipper_sends_parts_as_the_file_grows_and_frees_the_scratch_disk() {
+    use std::io::Write;
+    let os: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let b = Arc::new(bucket(&os));
+    let part = blob::PART as usize;
+    let data = noise(3 * part + 777);
+    // a directory on the disk (tmpfs or ext4: both punch holes)
+    let dir = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
+    let path = dir.path().join("up");
+    let mut w = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .unwrap();
+    let shipper = blob::Shipper::follow(&b, &w, "up").unwrap();
+    let pace = shipper.pace();
+    let mut written = 0;
+    let mut most = 0;
+    for chunk in data.chunks(1 << 20) {
+        w.write_all(chunk).unwrap();
+        written += chunk.len() as u64;
+        pace(written);
+        use std::os::unix::fs::MetadataExt;
+        most = most.max(w.metadata().unwrap().blocks() * 512);
+    }
+    // the writer was held while too much was not stored yet
+    assert!(
+        most <= blob::AHEAD + (2 << 20),
+        "{most} bytes on the scratch disk at once"
+    );
+    // the three whole parts go out without any commit
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    while keys(&b, "blobs").len() < 3 && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(keys(&b, "blobs").len(), 3);
+    let out = shipper.finish().unwrap();
+    assert_eq!(out.sent_bytes(), 3 * blob::PART);
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(&path).unwrap();
+    assert_eq!(meta.len(), data.len() as u64, "the size is kept");
+    assert!(
+        meta.blocks() * 512 < 2 * blob::PART,
+        "sent parts are punched out: {} bytes still on disk",
+        meta.blocks() * 512
+    );
+    let sent = out.finish(&b, data.len() as u64).unwrap();
+    assert_eq!(sent.sha256, sha(&data));
+    let piped = blob::stream(&b, &sent.id, sent.size, sent.part, "up").unwrap();
+    assert_eq!(read_all(piped), data);
+}
+
+#[test]
+fn a_dropped_shipper_removes_the_parts_it_sent() {
+    use std::io::Write;
+    let os: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let b = Arc::new(bucket(&os));
+    let mut w = tempfile::tempfile().unwrap();
+    let shipper = blob::Shipper::follow(&b, &w, "up").unwrap();
+    w.write_all(&noise(blob::PART as usize + 1)).unwrap();
+    shipper.pace()(blob::PART + 1);
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    while keys(&b, "blobs").is_empty() && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(keys(&b, "blobs").len(), 1);
+    drop(shipper);
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    while !keys(&b, "blobs").is_empty() && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(keys(&b, "blobs").is_empty());
+}
+
+/// Put an empty object at `rel`.
+fn touch(b: &Bucket, rel: &str) {
+    let key = b.key(rel);
+    b.run(|os| async move {
+        os.put(&key, object_store::PutPayload::from_static(b""))
+            .await
+            .map(|_| ())
+            .map_err(|e| super::store_err(&e, "storing", &key))
+    })
+    .unwrap();
+}
+
+#[test]
+fn the_collector_removes_orphan_part_sets_and_keeps_named_and_held_ones() {
+    let os: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let b = Arc::new(bucket(&os));
+    let dir = tempfile::tempdir().unwrap();
+    let mut ids = Vec::new();
+    for name in ["kept", "orphan", "held", "ghost"] {
+        let data = noise(blob::PART as usize + 10);
+        std::fs::write(dir.path().join(name), &data).unwrap();
+        let f = std::fs::File::open(dir.path().join(name)).unwrap();
+        ids.push(
+            blob::Outgoing::new(f, name)
+                .finish(&b, data.len() as u64)
+                .unwrap(),
+        );
+    }
+    let m = super::manifest::Manifest {
+        blob: ids[0].id.clone(),
+        size: ids[0].size,
+        part: ids[0].part,
+        sha256: hex::encode(ids[0].sha256),
+        owner: String::new(),
+        mode: 0o644,
+        mtime_ns: 0,
+        holds: Vec::new(),
+    };
+    names::publish(&b, "kept.bin", &m).unwrap();
+    // kept for resuming by a live server (its heartbeat is fresh), and by
+    // one whose heartbeat is gone
+    touch(&b, &layout::server(&b.server));
+    touch(&b, &layout::held(&b.server, &ids[2].id));
+    touch(&b, &layout::held("ghost", &ids[3].id));
+    let lease = Duration::from_secs(60);
+    // within the grace period nothing goes
+    assert_eq!(
+        gc::collect(&b, Duration::from_secs(3600), lease).unwrap(),
+        0
+    );
+    assert_eq!(keys(&b, "blobs").len(), 8);
+    assert_eq!(gc::collect(&b, Duration::ZERO, lease).unwrap(), 2);
+    let left = keys(&b, "blobs");
+    assert_eq!(left.len(), 4, "{left:?}");
+    assert!(
+        left.iter()
+            .all(|k| k.contains(&ids[0].id) || k.contains(&ids[2].id)),
+        "{left:?}"
+    );
+    assert_eq!(keys(&b, "held").len(), 1, "the dead server's marker went");
+}
+
+#[test]
+fn a_set_is_an_orphan_only_when_its_newest_part_is_older_than_the_grace() {
+    let meta = |key: &str, secs: i64| (object_store::path::Path::from(key), secs);
+    let listed = vec![
+        meta("p/blobs/old/000000", 0),
+        meta("p/blobs/old/000001", 10),
+        meta("p/blobs/busy/000000", 0),
+        meta("p/blobs/busy/000001", 95),
+        meta("p/blobs/named/000000", 0),
+        meta("p/blobs/single", 0),
+    ];
+    let keep: std::collections::HashSet<String> = ["named".to_string()].into();
+    let out = gc::orphans(listed, &keep, "p", 100, 60);
+    let ids: Vec<_> = out.iter().map(|(id, k)| (id.as_str(), k.len())).collect();
+    assert_eq!(ids, vec![("old", 2), ("single", 1)]);
+}
+
+#[test]
+fn a_kept_upload_resumes_with_the_hash_of_what_it_holds_and_goes_on_sending() {
+    use std::io::Write;
+    let os: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let b = Arc::new(bucket(&os));
+    let part = blob::PART as usize;
+    let data = noise(3 * part + 4321);
+    let cut = 2 * part + 1234; // not on a part boundary
+    let mut w = tempfile::tempfile().unwrap();
+    let shipper = blob::Shipper::follow(&b, &w, "up").unwrap();
+    w.write_all(&data[..cut]).unwrap();
+    shipper.pace()(cut as u64);
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    while keys(&b, "blobs").len() < 2 && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // resumed: the prefix is the hash of the first `cut` bytes, the parts
+    // sent are not read back (their range of the scratch file is a hole)
+    let mut out = shipper.finish().unwrap();
+    let prefix = out.prefix(cut as u64).unwrap();
+    assert_eq!(prefix.len, cut as u64);
+    assert_eq!(prefix.digest(), sha(&data[..cut]));
+    let shipper = blob::Shipper::resume(&b, out, cut as u64).unwrap();
+    // the writer goes on at the file's position
+    w.write_all(&data[cut..]).unwrap();
+    shipper.pace()(data.len() as u64);
+    let sent = shipper
+        .finish()
+        .unwrap()
+        .finish(&b, data.len() as u64)
+        .unwrap();
+    assert_eq!(sent.sha256, sha(&data));
+    assert_eq!(keys(&b, &layout::blob(&sent.id)).len(), 4);
+    let piped = blob::stream(&b, &sent.id, sent.size, sent.part, "up").unwrap();
+    assert_eq!(read_all(piped), data);
 }

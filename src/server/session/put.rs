@@ -200,10 +200,12 @@ impl Session {
         let name = key.name.clone();
         let kept = self
             .blocking(move |s| {
+                let mut upload = upload;
                 upload
                     .file
                     .set_len(len)
                     .map_err(|e| Error::io("keeping an interrupted upload", &e))?;
+                s.store.keep_upload(&mut upload)?;
                 let kept = partial::Kept {
                     upload,
                     reservation,
@@ -269,7 +271,7 @@ impl Session {
                         len,
                         ..
                     } = kept;
-                    let prefix = transfer::hash_prefix(&mut upload.file, len, &names::quote(&n));
+                    let prefix = s.store.resume_upload(&mut upload, len);
                     return Ok((Some(upload), reservation, prefix.ok()));
                 }
                 // space is reserved before a single data byte is accepted
@@ -304,9 +306,12 @@ impl Session {
         };
         let shared = self.shared.clone();
         let _transfer = Gauge::new(&shared.stats.transfers);
+        let mut upload = upload;
         if from.len == 0 {
             // nothing kept, or the client starts over: from the first byte
             start_over(&upload.file).map_err(|e| Error::io("restarting an upload", &e))?;
+            // on the object store, parts go out while the data arrives
+            self.shared.store.follow_upload(&mut upload)?;
         }
         let writer_file = upload
             .file
@@ -315,13 +320,24 @@ impl Session {
         let started = Instant::now();
         let background_sync = self.shared.store.fsync == crate::server::store::Fsync::Always;
         let pool = self.r.pool();
-        let (tx, writer) = transfer::spawn_writer_within(
-            writer_file,
-            names::quote(&name),
-            background_sync,
-            pool,
-            from.clone(),
-        );
+        let (tx, writer) = match upload.ship.as_ref().map(|s| s.pace()) {
+            // on the object store: held while the parts before are sent
+            Some(pace) => transfer::spawn_writer_paced(
+                writer_file,
+                names::quote(&name),
+                background_sync,
+                pool,
+                from.clone(),
+                pace,
+            ),
+            None => transfer::spawn_writer_within(
+                writer_file,
+                names::quote(&name),
+                background_sync,
+                pool,
+                from.clone(),
+            ),
+        };
         // room for the next DATA frame, borrowed before it is read: while
         // the budget is lent out the socket is not read (the client waits)
         let budget = self.shared.budget.clone();

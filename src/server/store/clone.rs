@@ -30,6 +30,24 @@ impl Store {
         name: &str,
     ) -> Result<(Upload, String)> {
         check_client_name(name)?;
+        if let Some(b) = &self.object {
+            // a server-side copy of the parts into a new blob
+            for source in self.content.candidates(sha256, owner) {
+                match super::remote::clone_source(b, &source, owner, sha256, size) {
+                    Ok(Some(copied)) => {
+                        let mut up = self.begin_upload(name)?;
+                        up.cloned = Some(copied);
+                        return Ok((up, source));
+                    }
+                    Ok(None) => self.content.stale(&source),
+                    Err(e) => tracing::warn!(event = "storage", "{e}"),
+                }
+            }
+            return Err(Error::not_found(format!(
+                "the server holds no file of {owner} with {size} bytes and SHA-256 {}",
+                hex::encode(sha256)
+            )));
+        }
         for source in self.content.candidates(sha256, owner) {
             let src = match self.clone_source(&source, owner, sha256, size) {
                 Source::Usable(f) => f,
@@ -117,6 +135,22 @@ impl Store {
     /// (name, owner, digest), within the index's memory budget. A walk that
     /// fails part way gives what it found (later misses, nothing worse).
     fn holders(&self) -> Vec<(String, String, [u8; 32], u64)> {
+        if let Some(b) = &self.object {
+            // every manifest (one read each); files other servers store
+            // later are not seen here: a CLONE of them is a miss
+            let all = super::remote::holders(b).unwrap_or_else(|e| {
+                tracing::warn!(event = "storage", "{e}; uploads can be stored from content already held only for the files stored through this server from now on");
+                Vec::new()
+            });
+            let mut bytes = 0usize;
+            return all
+                .into_iter()
+                .take_while(|(name, owner, _, _)| {
+                    bytes += content::cost(name, owner);
+                    bytes <= content::BUDGET
+                })
+                .collect();
+        }
         let mut found = Vec::new();
         let mut bytes = 0usize;
         let walked = self.walk("indexing stored content", |dirfd, rel, name, ft| {

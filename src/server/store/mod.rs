@@ -123,6 +123,11 @@ pub struct Upload {
     /// The final component the upload was renamed to, until its directory
     /// is synced (what `unpublish` renames back).
     published: Option<String>,
+    /// On the object store: the thread sending the parts already written
+    /// (`Store::follow_upload`); dropped with the upload, it removes them.
+    pub ship: Option<super::object::blob::Shipper>,
+    /// On the object store: the blob a CLONE copied, stored already.
+    pub cloned: Option<super::object::blob::Copied>,
 }
 
 impl Upload {
@@ -369,6 +374,18 @@ impl Store {
         Ok((file, info))
     }
 
+    /// Open a regular file for a reader that reads it once, in order, from
+    /// its first byte (a whole download): on the object store a large file
+    /// is then streamed from the bucket instead of fetched whole first.
+    pub fn open_stream(&self, name: &str) -> Result<(File, FileInfo)> {
+        check_client_name(name)?;
+        if let Some(b) = &self.object {
+            let small = crate::server::commit::SMALL_UPLOAD;
+            return remote::open_stream(b, || self.scratch(), name, small);
+        }
+        self.open_read(name)
+    }
+
     /// Remember a digest computed while serving a file that had none.
     pub fn remember_digest(&self, file: &File, info: &FileInfo, sha256: &[u8; 32]) {
         if self.object.is_some() {
@@ -459,7 +476,9 @@ impl Store {
     pub fn remove(&self, name: &str) -> Result<Existing> {
         check_client_name(name)?;
         if let Some(b) = &self.object {
-            return remote::remove(b, name);
+            let gone = remote::remove(b, name)?;
+            self.content.removed(name);
+            return Ok(gone);
         }
         let (parent, component) = names::split_parent(name);
         let dir = self.open_dir(parent).map_err(|e| {
