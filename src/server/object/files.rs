@@ -11,7 +11,7 @@ use object_store::ObjectStoreExt;
 use object_store::path::Path;
 
 use super::manifest::Manifest;
-use super::{Bucket, blob, layout, names as naming, store_err};
+use super::{Bucket, blob, layout, names as naming, ship, store_err};
 use crate::error::{Error, Kind, Result};
 use crate::names;
 use crate::protocol::{Entry, EntryKind};
@@ -415,7 +415,7 @@ fn commit_one(b: &Bucket, content: &ContentIndex, mut st: Staged) -> Result<Publ
                 .file
                 .try_clone()
                 .map_err(|e| Error::io("duplicating the upload file", &e))?;
-            blob::Outgoing::new(own, &shown)
+            ship::Outgoing::new(own, &shown)
         }
     };
     let held = out.held;

@@ -23,7 +23,7 @@
 //! threads), so each call here is a future run on this module's own small
 //! runtime (`sft-s3` threads) and waited for (`Bridge`). An upload is
 //! written to a scratch file in the local `--root` as on disk, and its parts
-//! are sent while it arrives and punched out of that file (`blob::Shipper`);
+//! are sent while it arrives and punched out of that file (`ship::Shipper`);
 //! a whole download is streamed from the parts through a pipe
 //! (`blob::stream`); a download that seeks is fetched into a scratch file
 //! and checked first (`files::open_read`). An upload cut off can be kept for
@@ -40,6 +40,7 @@ pub mod ledger;
 pub mod manifest;
 pub mod names;
 pub mod scan;
+pub mod ship;
 #[cfg(test)]
 mod tests;
 

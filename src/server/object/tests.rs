@@ -10,7 +10,7 @@ use object_store::memory::InMemory;
 use object_store::{ObjectStore, ObjectStoreExt};
 
 use super::manifest::Manifest;
-use super::{Bucket, Location, blob, check, gc, layout, ledger, names};
+use super::{Bucket, Location, blob, check, gc, layout, ledger, names, ship};
 use crate::server::quota::{Limits, Remote};
 
 fn bucket(os: &Arc<dyn ObjectStore>) -> Bucket {
@@ -302,7 +302,7 @@ fn a_blob_is_a_set_of_parts_read_back_in_order_and_removed_whole() {
     let path = dir.path().join("up");
     std::fs::write(&path, &data).unwrap();
     let f = std::fs::File::open(&path).unwrap();
-    let sent = blob::Outgoing::new(f, "up")
+    let sent = ship::Outgoing::new(f, "up")
         .finish(&b, data.len() as u64)
         .unwrap();
     assert_eq!(sent.sha256, sha(&data));
@@ -320,7 +320,7 @@ fn a_blob_is_a_set_of_parts_read_back_in_order_and_removed_whole() {
     let piped = blob::stream(&b, &sent.id, sent.size, sent.part, "up").unwrap();
     assert_eq!(read_all(piped), data);
     // an empty file is no part at all
-    let empty = blob::Outgoing::new(tempfile::tempfile().unwrap(), "e")
+    let empty = ship::Outgoing::new(tempfile::tempfile().unwrap(), "e")
         .finish(&b, 0)
         .unwrap();
     assert_eq!(empty.sha256, sha(b""));
@@ -337,7 +337,7 @@ fn a_part_of_the_wrong_size_is_refused_and_a_damaged_one_cuts_the_stream() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("f"), &data).unwrap();
     let f = std::fs::File::open(dir.path().join("f")).unwrap();
-    let sent = blob::Outgoing::new(f, "f").finish(&b, 3000).unwrap();
+    let sent = ship::Outgoing::new(f, "f").finish(&b, 3000).unwrap();
     let out = tempfile::tempfile().unwrap();
     // a manifest claiming more bytes than the part holds
     let e = blob::fetch(&b, &sent.id, 3001, sent.part, &out, "f").unwrap_err();
@@ -363,7 +363,7 @@ fn a_shipper_sends_parts_as_the_file_grows_and_frees_the_scratch_disk() {
         .create_new(true)
         .open(&path)
         .unwrap();
-    let shipper = blob::Shipper::follow(&b, &w, "up").unwrap();
+    let shipper = ship::Shipper::follow(&b, &w, "up").unwrap();
     let pace = shipper.pace();
     let mut written = 0;
     let mut most = 0;
@@ -376,7 +376,7 @@ fn a_shipper_sends_parts_as_the_file_grows_and_frees_the_scratch_disk() {
     }
     // the writer was held while too much was not stored yet
     assert!(
-        most <= blob::AHEAD + (2 << 20),
+        most <= ship::AHEAD + (2 << 20),
         "{most} bytes on the scratch disk at once"
     );
     // the three whole parts go out without any commit
@@ -407,7 +407,7 @@ fn a_dropped_shipper_removes_the_parts_it_sent() {
     let os: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     let b = Arc::new(bucket(&os));
     let mut w = tempfile::tempfile().unwrap();
-    let shipper = blob::Shipper::follow(&b, &w, "up").unwrap();
+    let shipper = ship::Shipper::follow(&b, &w, "up").unwrap();
     w.write_all(&noise(blob::PART as usize + 1)).unwrap();
     shipper.pace()(blob::PART + 1);
     let until = std::time::Instant::now() + Duration::from_secs(20);
@@ -446,7 +446,7 @@ fn the_collector_removes_orphan_part_sets_and_keeps_named_and_held_ones() {
         std::fs::write(dir.path().join(name), &data).unwrap();
         let f = std::fs::File::open(dir.path().join(name)).unwrap();
         ids.push(
-            blob::Outgoing::new(f, name)
+            ship::Outgoing::new(f, name)
                 .finish(&b, data.len() as u64)
                 .unwrap(),
         );
@@ -511,7 +511,7 @@ fn a_kept_upload_resumes_with_the_hash_of_what_it_holds_and_goes_on_sending() {
     let data = noise(3 * part + 4321);
     let cut = 2 * part + 1234; // not on a part boundary
     let mut w = tempfile::tempfile().unwrap();
-    let shipper = blob::Shipper::follow(&b, &w, "up").unwrap();
+    let shipper = ship::Shipper::follow(&b, &w, "up").unwrap();
     w.write_all(&data[..cut]).unwrap();
     shipper.pace()(cut as u64);
     let until = std::time::Instant::now() + Duration::from_secs(20);
@@ -524,7 +524,7 @@ fn a_kept_upload_resumes_with_the_hash_of_what_it_holds_and_goes_on_sending() {
     let prefix = out.prefix(cut as u64).unwrap();
     assert_eq!(prefix.len, cut as u64);
     assert_eq!(prefix.digest(), sha(&data[..cut]));
-    let shipper = blob::Shipper::resume(&b, out, cut as u64).unwrap();
+    let shipper = ship::Shipper::resume(&b, out, cut as u64).unwrap();
     // the writer goes on at the file's position
     w.write_all(&data[cut..]).unwrap();
     shipper.pace()(data.len() as u64);

@@ -125,7 +125,7 @@ pub struct Upload {
     published: Option<String>,
     /// On the object store: the thread sending the parts already written
     /// (`Store::follow_upload`); dropped with the upload, it removes them.
-    pub ship: Option<super::object::blob::Shipper>,
+    pub ship: Option<super::object::ship::Shipper>,
     /// On the object store: the blob a CLONE copied, stored already.
     pub cloned: Option<super::object::blob::Copied>,
 }

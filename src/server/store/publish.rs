@@ -16,7 +16,7 @@ use super::{
 use crate::error::{Error, Result};
 use crate::names;
 use crate::protocol::Attrs;
-use crate::server::object::blob::Shipper;
+use crate::server::object::ship::Shipper;
 use crate::transfer::Prefix;
 
 impl Store {
