@@ -162,7 +162,7 @@ impl Client {
         mut spawn: impl FnMut(&mut JoinSet<Result<()>>, [u8; 32]),
     ) -> Result<usize> {
         let mut set: JoinSet<Result<()>> = JoinSet::new();
-        let mut controller = auto.then(|| auto::Auto::new(Instant::now(), auto::CAP));
+        let mut controller = auto.then(|| auto::Auto::new(Instant::now(), start, auto::CAP));
         for t in self.ask_tickets(start).await? {
             spawn(&mut set, t);
         }
