@@ -513,3 +513,67 @@ fn a_killed_download_over_several_streams_keeps_its_prefix_for_the_next_run() {
         sha256_hex(&other)
     );
 }
+
+#[test]
+fn what_a_ranged_transfer_left_is_resumed_by_one_connection_too() {
+    let s = Server::start();
+    let data = noise(BIG, 25);
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("x.bin");
+    std::fs::write(&src, &data).unwrap();
+    // an upload over 4 streams cut off, not retried
+    let (addr, _) = cut_all_proxy(s.addr.clone(), true, 10_000_000);
+    s.client()
+        .env("SFT_SERVER", &addr)
+        .env("SFT_RANGE_SIZE", "256KiB")
+        .args(["--retries", "0", "put", "--streams", "4"])
+        .arg(&src)
+        .assert()
+        .failure();
+    let start = Instant::now();
+    while !s.log_text().contains("outcome=\"kept\"") {
+        assert!(start.elapsed() < Duration::from_secs(30), "kept");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // then sent again over one connection: only the rest goes
+    let a = s
+        .client()
+        .args(["--json", "put", "--streams", "1"])
+        .arg(&src)
+        .assert()
+        .success();
+    let v = json_line(&a);
+    let resumed = u(&v, "resumed");
+    assert!(resumed > 0, "{v}");
+    assert!(u(&v, "wire") < BIG as u64 - resumed + (64 << 10), "{v}");
+    assert_eq!(std::fs::read(s.root.join("x.bin")).unwrap(), data);
+
+    // a download over 4 streams cut off, then fetched over one connection
+    let dest = dir.path().join("back.bin");
+    let (addr, _) = cut_all_proxy(s.addr.clone(), false, 10_000_000);
+    s.client()
+        .env("SFT_SERVER", &addr)
+        .env("SFT_RANGE_SIZE", "256KiB")
+        .args(["--retries", "0", "get", "--streams", "4", "x.bin", "-o"])
+        .arg(&dest)
+        .assert()
+        .failure();
+    let a = s
+        .client()
+        .args(["--json", "get", "--streams", "1", "x.bin", "-o"])
+        .arg(&dest)
+        .assert()
+        .success();
+    let v = json_line(&a);
+    let resumed = u(&v, "resumed");
+    assert!(resumed > 0, "{v}");
+    assert!(u(&v, "wire") < BIG as u64 - resumed + (64 << 10), "{v}");
+    assert_eq!(std::fs::read(&dest).unwrap(), data);
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
