@@ -82,25 +82,31 @@ impl Session {
                 return self.refuse_put(&e, false).await;
             }
         };
-        let from = if held.len > 0 {
-            // PARTIAL, then the client's RESUME says where the ranges start
-            self.offer_partial(held, &name).await?
+        // the file is preallocated before PUT_READY, so that a disk that
+        // cannot hold it refuses the PUT; a resumed one once RESUME says
+        // from where
+        let resuming = held.len > 0;
+        let asm = if resuming {
+            Ok(None)
         } else {
-            self.w.send_now(&Msg::PutReady { offset: 0 }).await?;
-            transfer::Prefix::none()
+            assemble(&upload.file, size, &name, transfer::Prefix::none())
+                .await
+                .map(Some)
         };
-        let what = names::quote(&name);
-        let made = match upload.file.try_clone() {
-            Ok(file) => {
-                tokio::task::spawn_blocking(move || Assembly::after(file, size, what, from))
-                    .await
-                    .map_err(|e| Error::other(format!("internal error: {e}")))
-                    .and_then(|r| r)
+        let asm = match asm {
+            Ok(Some(a)) => {
+                self.w.send_now(&Msg::PutReady { offset: 0 }).await?;
+                Ok(a)
             }
-            Err(e) => Err(Error::io("duplicating upload file", &e)),
+            Ok(None) => {
+                // PARTIAL, then the client's RESUME says where the ranges start
+                let from = self.offer_partial(held, &name).await?;
+                assemble(&upload.file, size, &name, from).await
+            }
+            Err(e) => Err(e),
         };
-        let asm = match made {
-            Ok(a) => Arc::new(a),
+        let asm = match asm {
+            Ok(a) => a,
             Err(e) => {
                 info!(event = "put", peer = %self.peer, user = self.user(), name = %names::escape(&name), size, outcome = e.kind.name(), "{e}");
                 return self.refuse_put(&e, false).await;
@@ -270,4 +276,22 @@ impl Session {
             }
         }
     }
+}
+
+/// The assembly of a ranged upload into its file, whose first `from.len`
+/// bytes are already held (preallocated off the async threads).
+async fn assemble(
+    file: &std::fs::File,
+    size: u64,
+    name: &str,
+    from: transfer::Prefix,
+) -> Result<Arc<Assembly>> {
+    let file = file
+        .try_clone()
+        .map_err(|e| Error::io("duplicating upload file", &e))?;
+    let what = names::quote(name);
+    tokio::task::spawn_blocking(move || Assembly::after(file, size, what, from))
+        .await
+        .map_err(|e| Error::other(format!("internal error: {e}")))?
+        .map(Arc::new)
 }
