@@ -535,9 +535,16 @@ async fn raw_clone_requests_get_the_documented_answers() {
     r.w.send_now(&other_size).await.unwrap();
     assert!(matches!(r.next().await, Msg::Error { code: 6, .. }));
     assert!(!s.root.join("p.txt").exists(), "a probe stores nothing");
-    r.w.send_now(&Msg::Bye).await.unwrap();
-    assert!(matches!(r.next().await, Msg::Bye));
     for name in ["b.txt", "b (1).txt"] {
         assert_eq!(std::fs::read(s.root.join(name)).unwrap(), b"hello");
     }
+    // files of that size removed behind the server's back: no longer held,
+    // so the client is not sent to hash its file for nothing
+    for name in ["a.txt", "b.txt", "b (1).txt"] {
+        std::fs::remove_file(s.root.join(name)).unwrap();
+    }
+    r.w.send_now(&clone(probe, "p.txt")).await.unwrap();
+    assert!(matches!(r.next().await, Msg::Error { code: 6, .. }));
+    r.w.send_now(&Msg::Bye).await.unwrap();
+    assert!(matches!(r.next().await, Msg::Bye));
 }

@@ -1,12 +1,16 @@
 //! Several connections for one transfer (`--streams`, PROTOCOL.md §4.10),
 //! through the real binary: both ways, byte-exact with many small ranges
-//! arriving out of order, a stream killed in the middle, and join tickets
-//! that are forged or used twice.
+//! arriving out of order, a stream killed in the middle, join tickets
+//! that are forged or used twice, and transfers cut off whole (every
+//! connection, or the client killed) that resume over several streams
+//! again, sending only what is missing (§4.9).
 
 mod common;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use common::*;
 use sft::protocol::{FEATURE_STREAMS, Msg};
@@ -254,4 +258,322 @@ fn one_stream_changes_nothing_and_small_files_are_never_split() {
     round_trip(&s, &data, "1", "64KiB", "one.bin");
     round_trip(&s, &data, "auto", "64KiB", "auto.bin");
     assert!(!s.log_text().contains("joined a session"));
+}
+
+/// A TCP proxy in front of the server that cuts every connection it
+/// carries, at once, when the bytes going `up` (client to server; else
+/// down) through all of them pass `after` — once: connections made after
+/// that are carried to the end. Counts the connections made after the cut.
+fn cut_all_proxy(to: String, up: bool, after: usize) -> (String, Arc<AtomicUsize>) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let later = Arc::new(AtomicUsize::new(0));
+    let count = later.clone();
+    let fired = Arc::new(AtomicBool::new(false));
+    let total = Arc::new(AtomicUsize::new(0));
+    let live: Arc<Mutex<Vec<std::net::TcpStream>>> = Arc::default();
+    std::thread::spawn(move || {
+        for c in l.incoming().take(200) {
+            let Ok(c) = c else { continue };
+            if fired.load(Ordering::SeqCst) {
+                count.fetch_add(1, Ordering::SeqCst);
+            }
+            let Ok(upstream) = std::net::TcpStream::connect(&to) else {
+                continue;
+            };
+            live.lock().unwrap().push(c.try_clone().unwrap());
+            live.lock().unwrap().push(upstream.try_clone().unwrap());
+            let (c2, up2) = (c.try_clone().unwrap(), upstream.try_clone().unwrap());
+            let cut = Cut {
+                fired: fired.clone(),
+                total: total.clone(),
+                live: live.clone(),
+                after,
+            };
+            let (a, b) = if up {
+                (Some(cut), None)
+            } else {
+                (None, Some(cut))
+            };
+            std::thread::spawn(move || pump_until(c, upstream, a));
+            std::thread::spawn(move || pump_until(up2, c2, b));
+        }
+    });
+    (addr, later)
+}
+
+/// When a `cut_all_proxy` cuts.
+struct Cut {
+    fired: Arc<AtomicBool>,
+    total: Arc<AtomicUsize>,
+    live: Arc<Mutex<Vec<std::net::TcpStream>>>,
+    after: usize,
+}
+
+fn pump_until(mut from: std::net::TcpStream, mut to: std::net::TcpStream, cut: Option<Cut>) {
+    use std::io::{Read, Write};
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if let Some(c) = &cut
+            && !c.fired.load(Ordering::SeqCst)
+            && c.total.fetch_add(n, Ordering::SeqCst) + n > c.after
+            && !c.fired.swap(true, Ordering::SeqCst)
+        {
+            for s in c.live.lock().unwrap().drain(..) {
+                let _ = s.shutdown(std::net::Shutdown::Both);
+            }
+            return;
+        }
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Write);
+}
+
+fn json_line(a: &assert_cmd::assert::Assert) -> serde_json::Value {
+    let out = stdout_text(a);
+    let line = out.lines().next().unwrap_or_else(|| panic!("no output"));
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"))
+}
+
+fn u(v: &serde_json::Value, k: &str) -> u64 {
+    v[k].as_u64().unwrap_or_else(|| panic!("{k} in {v}"))
+}
+
+/// 24 MiB: cut off after 10 MB, resumed.
+const BIG: usize = 24 << 20;
+
+#[test]
+fn an_upload_cut_off_whole_resumes_over_several_streams_sending_only_the_rest() {
+    let s = Server::start();
+    let data = noise(BIG, 21);
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("big.bin");
+    std::fs::write(&src, &data).unwrap();
+    // every connection (the session and its 4 streams) cut after 10 MB up
+    let (addr, later) = cut_all_proxy(s.addr.clone(), true, 10_000_000);
+    let a = s
+        .client()
+        .env("SFT_SERVER", &addr)
+        .env("SFT_RANGE_SIZE", "256KiB")
+        .args(["--json", "--retries", "2", "put", "--streams", "4"])
+        .arg(&src)
+        .assert()
+        .success();
+    let v = json_line(&a);
+    let log = s.log_text();
+    assert!(
+        log.contains("outcome=\"kept\""),
+        "the cut upload was kept: {log}"
+    );
+    assert!(log.contains("resuming after"), "{log}");
+    let (resumed, wire) = (u(&v, "resumed"), u(&v, "wire"));
+    assert!(resumed > 0 && resumed < BIG as u64, "{v}");
+    // only what was missing crossed the wire again (plus frame headers)
+    assert!(wire < BIG as u64 - resumed + (64 << 10), "{v}");
+    // and it went over several streams again: the session and its joins
+    assert!(later.load(Ordering::SeqCst) >= 3, "{v}");
+    assert_eq!(
+        sha256_hex(&std::fs::read(s.root.join("big.bin")).unwrap()),
+        sha256_hex(&data)
+    );
+    assert_eq!(s.files(), ["big.bin"], "no numbered copy, no leftover");
+}
+
+#[test]
+fn a_download_cut_off_whole_resumes_into_its_part_file_over_several_streams() {
+    let s = Server::start();
+    let data = noise(BIG, 22);
+    std::fs::write(s.root.join("big.bin"), &data).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("big.bin");
+    let (addr, later) = cut_all_proxy(s.addr.clone(), false, 10_000_000);
+    let a = s
+        .client()
+        .env("SFT_SERVER", &addr)
+        .env("SFT_RANGE_SIZE", "256KiB")
+        .args([
+            "--json",
+            "--retries",
+            "2",
+            "get",
+            "--streams",
+            "4",
+            "big.bin",
+            "-o",
+        ])
+        .arg(&dest)
+        .assert()
+        .success();
+    let v = json_line(&a);
+    let (resumed, wire) = (u(&v, "resumed"), u(&v, "wire"));
+    assert!(resumed > 0 && resumed < BIG as u64, "{v}");
+    assert!(wire < BIG as u64 - resumed + (64 << 10), "{v}");
+    assert!(later.load(Ordering::SeqCst) >= 3, "{v}");
+    assert_eq!(
+        sha256_hex(&std::fs::read(&dest).unwrap()),
+        sha256_hex(&data)
+    );
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "big.bin")
+        .collect();
+    assert!(
+        left.is_empty(),
+        "the part and its record are gone: {left:?}"
+    );
+}
+
+/// The prefix a ranged download's record says is written, if any.
+fn held_prefix(part: &std::path::Path) -> u64 {
+    let mut p = part.as_os_str().to_owned();
+    p.push(".held");
+    std::fs::read_to_string(p)
+        .ok()
+        .and_then(|t| t.split(' ').nth(4).and_then(|n| n.parse().ok()))
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_killed_download_over_several_streams_keeps_its_prefix_for_the_next_run() {
+    let s = Server::start();
+    let data = noise(BIG, 23);
+    std::fs::write(s.root.join("big.bin"), &data).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("big.bin");
+    let part = dir.path().join(".big.bin.sft-part");
+    let mut child = s
+        .process()
+        .env("SFT_RANGE_SIZE", "256KiB")
+        .args(["--limit-rate", "4MB", "--retries", "0"])
+        .args(["get", "--streams", "4", "big.bin", "-o"])
+        .arg(&dest)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while held_prefix(&part) < 4 << 20 {
+        assert!(start.elapsed() < Duration::from_secs(60), "no progress");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let seen = held_prefix(&part);
+    assert!(!dest.exists(), "nothing unverified is visible");
+
+    let a = s
+        .client()
+        .env("SFT_RANGE_SIZE", "256KiB")
+        .args(["--json", "get", "--streams", "4", "big.bin", "-o"])
+        .arg(&dest)
+        .assert()
+        .success();
+    let v = json_line(&a);
+    assert_eq!(u(&v, "resumed"), seen, "{v}");
+    assert!(u(&v, "wire") < BIG as u64 - seen + (64 << 10), "{v}");
+    assert_eq!(
+        sha256_hex(&std::fs::read(&dest).unwrap()),
+        sha256_hex(&data)
+    );
+    assert!(!part.exists());
+
+    // a record of another file (here: the remote file changed) is not
+    // resumed: the download starts over and is still exact
+    let other = noise(BIG, 24);
+    std::fs::write(part.as_path(), &data[..8 << 20]).unwrap();
+    let mut rec = part.as_os_str().to_owned();
+    rec.push(".held");
+    let fake = format!(
+        "sft-held 1 {BIG} {} {} {}\n",
+        sha256_hex(&data),
+        8 << 20,
+        sha256_hex(&data[..8 << 20])
+    );
+    std::fs::write(&rec, fake).unwrap();
+    std::fs::write(s.root.join("big.bin"), &other).unwrap();
+    let a = s
+        .client()
+        .env("SFT_RANGE_SIZE", "256KiB")
+        .args(["--json", "get", "--streams", "4", "big.bin", "-o"])
+        .arg(&dest)
+        .assert()
+        .success();
+    let v = json_line(&a);
+    assert_eq!(u(&v, "resumed"), 0, "{v}");
+    assert_eq!(
+        sha256_hex(&std::fs::read(&dest).unwrap()),
+        sha256_hex(&other)
+    );
+}
+
+#[test]
+fn what_a_ranged_transfer_left_is_resumed_by_one_connection_too() {
+    let s = Server::start();
+    let data = noise(BIG, 25);
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("x.bin");
+    std::fs::write(&src, &data).unwrap();
+    // an upload over 4 streams cut off, not retried
+    let (addr, _) = cut_all_proxy(s.addr.clone(), true, 10_000_000);
+    s.client()
+        .env("SFT_SERVER", &addr)
+        .env("SFT_RANGE_SIZE", "256KiB")
+        .args(["--retries", "0", "put", "--streams", "4"])
+        .arg(&src)
+        .assert()
+        .failure();
+    let start = Instant::now();
+    while !s.log_text().contains("outcome=\"kept\"") {
+        assert!(start.elapsed() < Duration::from_secs(30), "kept");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // then sent again over one connection: only the rest goes
+    let a = s
+        .client()
+        .args(["--json", "put", "--streams", "1"])
+        .arg(&src)
+        .assert()
+        .success();
+    let v = json_line(&a);
+    let resumed = u(&v, "resumed");
+    assert!(resumed > 0, "{v}");
+    assert!(u(&v, "wire") < BIG as u64 - resumed + (64 << 10), "{v}");
+    assert_eq!(std::fs::read(s.root.join("x.bin")).unwrap(), data);
+
+    // a download over 4 streams cut off, then fetched over one connection
+    let dest = dir.path().join("back.bin");
+    let (addr, _) = cut_all_proxy(s.addr.clone(), false, 10_000_000);
+    s.client()
+        .env("SFT_SERVER", &addr)
+        .env("SFT_RANGE_SIZE", "256KiB")
+        .args(["--retries", "0", "get", "--streams", "4", "x.bin", "-o"])
+        .arg(&dest)
+        .assert()
+        .failure();
+    let a = s
+        .client()
+        .args(["--json", "get", "--streams", "1", "x.bin", "-o"])
+        .arg(&dest)
+        .assert()
+        .success();
+    let v = json_line(&a);
+    let resumed = u(&v, "resumed");
+    assert!(resumed > 0, "{v}");
+    assert!(u(&v, "wire") < BIG as u64 - resumed + (64 << 10), "{v}");
+    assert_eq!(std::fs::read(&dest).unwrap(), data);
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }

@@ -67,7 +67,7 @@ pub struct ConnArgs {
     /// Start interrupted transfers over instead of resuming them
     #[arg(long, global = true)]
     pub no_resume: bool,
-    /// Connections for one large file: auto (more while the rate grows, on long links), or 1-64 [default: auto]
+    /// Connections for one large file: auto (on long links 4, then 8 while the rate grows), or 1-64 [default: auto]
     #[arg(long, global = true, env = "SFT_STREAMS", value_name = "auto|N")]
     pub streams: Option<String>,
     /// Settings profile from the config file (flags and environment variables override it)

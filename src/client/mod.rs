@@ -25,7 +25,7 @@ pub mod streams;
 pub use attrs::{apply_attrs, local_attrs};
 pub use connect::fingerprint_of;
 pub use part::{Part, held_part, part_path};
-use part::{create_part, place};
+use part::{create_part, place, ranged_part};
 
 use crate::compress::Mode;
 use crate::connection::{FrameReader, FrameWriter};

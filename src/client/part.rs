@@ -35,6 +35,82 @@ fn part_dir(dest: &Path) -> &Path {
         .unwrap_or(Path::new("."))
 }
 
+/// Beside the part file of a download over several streams
+/// (`.NAME.sft-part.held`): which file it is being filled from and how
+/// far it is written in order, with the SHA-256 of those bytes. The part
+/// file itself is preallocated to the whole size and filled out of order,
+/// so its length says nothing; this says which prefix a later attempt can
+/// keep — after checking that the remote file is the same one (its size
+/// and whole SHA-256) and that the bytes here still hash to the digest
+/// recorded. Rewritten as the prefix grows; never trusted beyond that check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    /// The remote file's size and whole SHA-256.
+    pub size: u64,
+    pub sha256: [u8; 32],
+    /// Bytes from 0 written, and their SHA-256.
+    pub len: u64,
+    pub prefix: [u8; 32],
+}
+
+impl Held {
+    const TAG: &'static str = "sft-held 1";
+
+    /// The one line it is stored as.
+    pub fn line(&self) -> String {
+        format!(
+            "{} {} {} {} {}\n",
+            Held::TAG,
+            self.size,
+            hex::encode(self.sha256),
+            self.len,
+            hex::encode(self.prefix)
+        )
+    }
+
+    /// The line `line` wrote, or None for anything else (a torn write, a
+    /// file of another version).
+    pub fn parse(text: &str) -> Option<Held> {
+        let rest = text.strip_suffix('\n')?.strip_prefix(Held::TAG)?;
+        let f: Vec<&str> = rest.split(' ').collect();
+        let [_, size, sha256, len, prefix] = f.as_slice() else {
+            return None;
+        };
+        let digest = |h: &str| -> Option<[u8; 32]> {
+            let mut d = [0u8; 32];
+            hex::decode_to_slice(h, &mut d).ok()?;
+            Some(d)
+        };
+        let held = Held {
+            size: size.parse().ok()?,
+            sha256: digest(sha256)?,
+            len: len.parse().ok()?,
+            prefix: digest(prefix)?,
+        };
+        (held.len <= held.size).then_some(held)
+    }
+}
+
+/// Where the `Held` record of the part file `part` is kept.
+pub fn held_path(part: &Path) -> PathBuf {
+    let mut p = part.as_os_str().to_owned();
+    p.push(".held");
+    PathBuf::from(p)
+}
+
+/// The `Held` record beside `part`, if there is a readable one.
+pub fn read_held(part: &Path) -> Option<Held> {
+    std::fs::read_to_string(held_path(part))
+        .ok()
+        .and_then(|t| Held::parse(&t))
+}
+
+/// Forget the `Held` record of `part` (the part is gone, or no longer
+/// filled out of order).
+pub fn drop_held(part: &Path) {
+    let _ = std::fs::remove_file(held_path(part));
+}
+
 /// Open and lock `path` for a download; None if another holds it.
 fn lock_part(path: &Path, create: bool) -> Result<Option<File>> {
     let file = match std::fs::OpenOptions::new()
@@ -61,14 +137,47 @@ fn lock_part(path: &Path, create: bool) -> Result<Option<File>> {
 pub fn held_part(dest: &Path) -> Option<Part> {
     let path = part_path(dest);
     let file = lock_part(&path, false).ok()??;
-    let len = file.metadata().ok()?.len();
+    let mut len = file.metadata().ok()?.len();
+    if held_path(&path).exists() {
+        // left by a download over several streams: only its prefix is
+        // data (what the server confirms of it is checked as always)
+        len = read_held(&path).map_or(0, |h| h.len.min(len));
+        file.set_len(len).ok()?;
+        drop_held(&path);
+    }
     (len > 0).then_some(Part { path, file, len })
+}
+
+/// Open `dest`'s part file for a download over several streams, locked:
+/// the prefix to keep (if it holds one of this very file, still intact,
+/// and `resume`), else emptied. Blocking: the prefix is read and hashed.
+pub(super) fn ranged_part(
+    dest: &Path,
+    size: u64,
+    sha256: &[u8; 32],
+    resume: bool,
+) -> Result<(PathBuf, File, crate::transfer::Prefix)> {
+    let path = part_path(dest);
+    if resume
+        && let Some(h) = read_held(&path)
+        && h.size == size
+        && crate::transfer::same_digest(&h.sha256, sha256)
+        && let Ok(Some(mut file)) = lock_part(&path, false)
+        && file.metadata().is_ok_and(|m| m.len() >= h.len)
+        && let Ok(p) = crate::transfer::hash_prefix(&mut file, h.len, &path.display().to_string())
+        && crate::transfer::same_digest(&p.digest(), &h.prefix)
+    {
+        return Ok((path, file, p));
+    }
+    let (path, file) = create_part(dest)?;
+    Ok((path, file, crate::transfer::Prefix::none()))
 }
 
 /// A fresh, empty temporary file for a download of `dest`.
 pub(super) fn create_part(dest: &Path) -> Result<(PathBuf, File)> {
     let path = part_path(dest);
     if let Some(file) = lock_part(&path, true)? {
+        drop_held(&path);
         file.set_len(0)
             .map_err(|e| Error::io(format!("creating {}", path.display()), &e))?;
         return Ok((path, file));
@@ -81,6 +190,7 @@ pub(super) fn create_part(dest: &Path) -> Result<(PathBuf, File)> {
     for _ in 0..16 {
         let part = dir.join(format!(".{base}.{}.part", crate::private::unique_hex()));
         match std::fs::OpenOptions::new()
+            .read(true)
             .write(true)
             .create_new(true)
             .open(&part)
@@ -149,6 +259,28 @@ pub(super) fn place(part: &Path, dest: &Path, force: bool) -> Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_held_record_reads_back_and_anything_torn_is_ignored() {
+        let h = Held {
+            size: 1 << 30,
+            sha256: [7; 32],
+            len: 12 << 20,
+            prefix: [9; 32],
+        };
+        let line = h.line();
+        assert_eq!(Held::parse(&line), Some(h.clone()));
+        // a write cut anywhere is not a record
+        for cut in 0..line.len() {
+            assert_eq!(Held::parse(&line[..cut]), None, "{cut}");
+        }
+        let beyond = Held {
+            len: h.size + 1,
+            ..h
+        };
+        assert_eq!(Held::parse(&beyond.line()), None, "more held than the file");
+        assert_eq!(Held::parse("sft-held 2 1 2 3 4\n"), None);
+    }
     #[test]
     fn placing_a_download_never_clobbers() {
         let d = tempfile::tempdir().unwrap();

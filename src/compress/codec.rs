@@ -193,6 +193,31 @@ mod tests {
     }
 
     #[test]
+    fn every_level_keeps_a_block_within_the_window_a_receiver_accepts() {
+        // whatever level auto or --compress picks, a 1 MiB block is one
+        // frame whose window is at most 2 MiB: the receiver's memory stays
+        // bounded, and it decodes
+        let raw = text(BLOCK);
+        let mut e = Encoder::new();
+        let mut d = Decoder::new();
+        for level in [
+            1,
+            3,
+            7,
+            12,
+            crate::compress::AUTO_MAX_LEVEL,
+            crate::compress::MAX_LEVEL,
+        ] {
+            let c = e.compress(&raw, level).unwrap().to_vec();
+            assert!(!frame_window_too_large(&c), "level {level}");
+            let mut out = Vec::new();
+            d.decode(Encoding::Zstd, raw.len() as u32, &c, &mut out)
+                .unwrap();
+            assert_eq!(out, raw, "level {level}");
+        }
+    }
+
+    #[test]
     fn blocks_round_trip() {
         let mut e = Encoder::new();
         let mut d = Decoder::new();

@@ -57,7 +57,9 @@ pub struct Sample {
 ///   spare: climb straight to the highest level (up to six steps) whose
 ///   predicted speed, from the measured speed of the current level and the
 ///   relative speeds of zstd's levels, stays 1.4× ahead of the (smoothed)
-///   throughput — so the ratio grows while compression keeps up;
+///   throughput — so the ratio grows while compression keeps up; with the
+///   machine's CPU all taken (by other work, or a peer on this machine):
+///   one level a window, and only while the next stays 2× ahead;
 /// - compression-bound (waiting under a fifth of the time): one level lower;
 /// - at level 1 with the machine's CPU saturated for two windows: try raw
 ///   (on loopback the peer shares the CPU and the link is faster than any
@@ -99,6 +101,18 @@ pub struct Policy {
     saturated: u32,
     idle: Option<IdleMeter>,
 }
+
+/// How far ahead of the throughput the next level's predicted speed must
+/// stay for `auto` to climb while the network is the bottleneck: with idle
+/// cores, and on a machine whose CPU is all taken. Busy, it still climbs,
+/// as `zstd --adapt` does whenever its output is what blocks it — the
+/// workers wait on the network over half the time, and that time is theirs
+/// to spend on ratio — but one level a window and only with twice the
+/// headroom, so that a fast link (where the rate is near what compression
+/// can do) never climbs, and a level too high shows as compression-bound
+/// in the next window and is stepped down.
+const IDLE_MARGIN: f64 = 1.4;
+const BUSY_MARGIN: f64 = 2.0;
 
 /// Shortest measurement window, in time and in bytes.
 const MIN_WINDOW: Duration = Duration::from_millis(50);
@@ -300,22 +314,31 @@ impl Policy {
             None => s.rate,
         };
         self.smooth = Some(rate);
-        if network_bound && !saturated {
-            self.saturated = 0;
-            // the level means nothing for data that does not compress: hold it
-            if self.incompressible() {
+        // the level means nothing for data that does not compress: hold it
+        if network_bound
+            && !self.incompressible()
+            && let Some(cap) = s.capacity
+        {
+            let (margin, steps) = if saturated {
+                (BUSY_MARGIN, 1)
+            } else {
+                (IDLE_MARGIN, 6)
+            };
+            let mut to = self.level;
+            while to < top
+                && to < self.level + steps
+                && cap * speed(to + 1) / speed(self.level) >= margin * rate
+            {
+                to += 1;
+            }
+            if to > self.level || !saturated {
+                self.saturated = 0;
+                self.level = to;
                 return;
             }
-            if let Some(cap) = s.capacity {
-                let mut to = self.level;
-                while to < top
-                    && to < self.level + 6
-                    && cap * speed(to + 1) / speed(self.level) >= 1.4 * rate
-                {
-                    to += 1;
-                }
-                self.level = to;
-            }
+        }
+        if network_bound && !saturated {
+            self.saturated = 0;
             return;
         }
         if self.level > 1 {
@@ -438,9 +461,28 @@ mod tests {
         p.level = 9;
         p.decide(sample(60.0, 0.05, Some(60.0), 0.6));
         assert_eq!(p.level(), 8);
-        // network-bound on a busy machine: hold, do not climb
-        p.decide(sample(60.0, 0.9, Some(200.0), 0.1));
-        assert_eq!(p.level(), 8);
+    }
+
+    #[test]
+    fn a_slow_link_on_a_busy_machine_climbs_one_level_at_a_time_with_headroom() {
+        // 100 Mbit of kernel tar at level 1 (ratio 4.1: 51 MB/s raw) while
+        // other work takes the CPU: the workers, slowed, still do 200 MB/s
+        let mut p = Policy::new(Mode::Auto, 19);
+        p.decide(sample(51.0, 0.9, Some(200.0), 0.1));
+        assert_eq!(p.level(), 2, "one level, not six");
+        p.decide(sample(55.0, 0.9, Some(120.0), 0.1));
+        assert_eq!(p.level(), 2, "120 MB/s x 301/388 is under 2 x 53");
+        // the same machine on a fast link: the rate is near what compression
+        // does, so it never climbs
+        let mut fast = Policy::new(Mode::Auto, 19);
+        for _ in 0..10 {
+            fast.decide(sample(300.0, 0.9, Some(400.0), 0.1));
+        }
+        assert!(fast.level() <= 1, "{}", fast.level());
+        // at a level too high the next window is compression-bound: down
+        p.level = 6;
+        p.decide(sample(40.0, 0.1, Some(40.0), 0.0));
+        assert_eq!(p.level(), 5);
     }
 
     #[test]

@@ -73,7 +73,8 @@ pub const PUT_STREAM: u32 = 4;
 pub const PUT_RESUME: u32 = 8;
 /// PUT flag (FEATURE_STREAMS): a ranged upload; its data arrives as RANGE
 /// blocks on connections that JOIN the session, and END on this one carries
-/// the whole file's SHA-256. Not with PIPELINED, STREAM or RESUME.
+/// the whole file's SHA-256. Only OVERWRITE and RESUME besides (a ranged
+/// upload cut off keeps its contiguous prefix, PROTOCOL.md §4.10).
 pub const PUT_RANGES: u32 = 16;
 /// CLONE flag: only ask whether the server holds any file of this user with
 /// this size (DONE) or none (ERROR 6); the digest is not looked at and

@@ -304,6 +304,11 @@ fn golden_bytes_match_protocol_md() {
             flags: PUT_RANGES,
             name: "a.txt".into(),
         }),
+        Some(Msg::Put {
+            size: 256 << 20,
+            flags: PUT_RANGES | PUT_RESUME,
+            name: "a.txt".into(),
+        }),
         Some(Msg::TicketReq),
         Some(Msg::Ticket { ticket: [0xab; 32] }),
         Some(Msg::Join { ticket: [0xab; 32] }),

@@ -235,6 +235,22 @@ impl ContentIndex {
         s.phase == Phase::Ready && s.by_size.contains_key(&(Box::from(owner), size))
     }
 
+    /// Up to `most` names of `owner` that had exactly `size` bytes when
+    /// last seen (to be checked: a file removed behind the server's back
+    /// is still listed until a check finds it gone).
+    pub fn of_size(&self, owner: &str, size: u64, most: usize) -> Vec<String> {
+        let s = self.lock();
+        if s.phase != Phase::Ready || !s.by_size.contains_key(&(Box::from(owner), size)) {
+            return Vec::new();
+        }
+        s.names
+            .iter()
+            .filter(|(_, h)| h.size == size && &*h.owner == owner)
+            .take(most)
+            .map(|(n, _)| n.to_string())
+            .collect()
+    }
+
     /// Files indexed, and the memory they are estimated to take.
     pub fn size(&self) -> (usize, usize) {
         let s = self.lock();

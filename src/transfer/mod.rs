@@ -85,12 +85,20 @@ pub fn hash_prefix(file: &mut File, len: u64, what: &str) -> Result<Prefix> {
 
 /// The size and SHA-256 of a file, from one read of it.
 pub fn sha256_len_file(path: &std::path::Path) -> Result<(u64, [u8; 32])> {
-    use std::io::Read;
+    sha256_len_after(path, Prefix::none())
+}
+
+/// The size and SHA-256 of a file whose first `held.len` bytes were
+/// already hashed into `held`: only the rest is read.
+pub fn sha256_len_after(path: &std::path::Path, held: Prefix) -> Result<(u64, [u8; 32])> {
+    use std::io::{Read, Seek};
     let what = || format!("reading {}", path.display());
     let mut f = File::open(path).map_err(|e| Error::io(what(), &e))?;
-    let mut h = Sha256::new();
+    f.seek(std::io::SeekFrom::Start(held.len))
+        .map_err(|e| Error::io(what(), &e))?;
+    let mut h = held.hasher;
     let mut buf = vec![0u8; CHUNK];
-    let mut size: u64 = 0;
+    let mut size: u64 = held.len;
     loop {
         let n = f.read(&mut buf).map_err(|e| Error::io(what(), &e))?;
         if n == 0 {

@@ -50,6 +50,19 @@ impl Assembly {
     /// `file` (empty or not) becomes `size` bytes long; `what` names it in
     /// errors.
     pub fn new(file: File, size: u64, what: String) -> Result<Assembly> {
+        Assembly::after(file, size, what, super::Prefix::none())
+    }
+
+    /// Like `new`, for a file whose first `held.len` bytes are already
+    /// written and hashed (a resumed transfer): only what follows is
+    /// waited for, and the digest goes on from `held`'s.
+    pub fn after(file: File, size: u64, what: String, held: super::Prefix) -> Result<Assembly> {
+        if held.len > size {
+            return Err(Error::protocol(format!(
+                "{what}: {} bytes held of a file of {size}",
+                held.len
+            )));
+        }
         file.set_len(size)
             .map_err(|e| Error::io(format!("preallocating {what}"), &e))?;
         // real blocks where the filesystem can, so a full disk shows now
@@ -59,8 +72,11 @@ impl Assembly {
             size,
             what,
             open: RwLock::new(true),
-            state: Mutex::new(State::default()),
-            hashing: Mutex::new((Sha256::new(), 0)),
+            state: Mutex::new(State {
+                done: BTreeMap::new(),
+                prefix: held.len,
+            }),
+            hashing: Mutex::new((held.hasher, held.len)),
             written: AtomicU64::new(0),
         })
     }
@@ -121,6 +137,9 @@ impl Assembly {
     /// whatever prefix that completes (blocking: reads the file back).
     pub fn finished(&self, offset: u64, length: u64) -> Result<()> {
         self.check(offset, length)?;
+        if self.closed() {
+            return Err(Error::other(format!("{} is already complete", self.what)));
+        }
         {
             let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
             let end = offset + length;
@@ -175,6 +194,16 @@ impl Assembly {
             h.1 += want as u64;
         }
         Ok(())
+    }
+
+    /// The bytes from 0 hashed so far and their digest state: what a
+    /// transfer cut off now can resume after (every byte of it written).
+    pub fn hashed(&self) -> super::Prefix {
+        let h = self.hashing.lock().unwrap_or_else(|p| p.into_inner());
+        super::Prefix {
+            len: h.1,
+            hasher: h.0.clone(),
+        }
     }
 
     /// No more writes: the whole file's SHA-256 if every byte was written,
@@ -263,6 +292,49 @@ mod tests {
         assert_eq!(on_disk, want, "the hashed prefix was not rewritten");
         let hashed: [u8; 32] = Sha256::digest(&on_disk).into();
         assert_eq!(digest, hashed, "the digest is the file's");
+    }
+
+    #[test]
+    fn a_resumed_assembly_waits_only_for_the_rest_and_hashes_the_whole_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r");
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i * 13 % 251) as u8).collect();
+        let open = || {
+            std::fs::File::options()
+                .create(true)
+                .read(true)
+                .write(true)
+                .truncate(false)
+                .open(&path)
+                .unwrap()
+        };
+        // a first attempt: the first 100,000 bytes in order, a range after
+        // a hole, then cut off
+        let a = Assembly::new(open(), data.len() as u64, "r".into()).unwrap();
+        a.write_at(0, &data[..100_000]).unwrap();
+        a.finished(0, 100_000).unwrap();
+        a.write_at(200_000, &data[200_000..250_000]).unwrap();
+        a.finished(200_000, 50_000).unwrap();
+        assert!(a.close().is_err(), "incomplete");
+        let held = a.hashed();
+        assert_eq!(held.len, 100_000, "only the contiguous prefix is kept");
+        assert!(a.finished(100_000, 10).is_err(), "closed");
+        drop(a);
+        open().set_len(held.len).unwrap();
+        // the next attempt goes on after it
+        let b = Assembly::after(open(), data.len() as u64, "r".into(), held).unwrap();
+        assert_eq!(b.prefix(), 100_000);
+        b.write_at(100_000, &data[100_000..]).unwrap();
+        b.finished(100_000, 200_000).unwrap();
+        let want: [u8; 32] = Sha256::digest(&data).into();
+        assert_eq!(b.close().unwrap(), want);
+        assert_eq!(std::fs::read(&path).unwrap(), data);
+        // a prefix longer than the file is refused
+        let too_long = crate::transfer::Prefix {
+            len: 10,
+            hasher: Sha256::new(),
+        };
+        assert!(Assembly::after(open(), 5, "r".into(), too_long).is_err());
     }
 
     #[test]

@@ -12,6 +12,7 @@
 
 mod get;
 mod put;
+pub(in crate::client) use put::same_prefix;
 mod receive;
 pub(in crate::client) use receive::{Expected, verify_download};
 mod small;

@@ -426,7 +426,7 @@ impl Client {
 /// The local file, positioned where the upload goes on: after its first
 /// `offset` bytes if they hash to `sha256` (what the server holds of an
 /// earlier attempt), else at its start (the server is told to start over).
-async fn same_prefix(
+pub(in crate::client) async fn same_prefix(
     file: File,
     offset: u64,
     sha256: [u8; 32],

@@ -44,6 +44,14 @@ impl Client {
         // the size decides only once known; a link that auto never splits
         // costs no round trip
         plan.streams_for(u64::MAX, self.local_link, self.rtt, range)?;
+        let part = crate::client::part_path(dest);
+        if self.resume
+            && std::fs::metadata(&part).is_ok_and(|m| m.len() > 0)
+            && !crate::client::part::held_path(&part).exists()
+        {
+            // what a one-connection download left: that one resumes it
+            return None;
+        }
         let head = match self.head(remote).await {
             Ok(h) => h,
             Err(e) => return Some(Err(e)),
@@ -99,16 +107,38 @@ impl Client {
         range: u64,
     ) -> Result<Downloaded> {
         let started = Instant::now();
-        let (part, file) = crate::client::create_part(dest)?;
+        // the prefix an interrupted download of this very file left, if
+        // it is still intact (its record beside the part file says which)
+        let (d, size, sha256, resume) = (dest.to_path_buf(), head.size, head.sha256, self.resume);
+        let (part, file, held) = tokio::task::spawn_blocking(move || {
+            crate::client::ranged_part(&d, size, &sha256, resume)
+        })
+        .await
+        .map_err(|e| Error::other(format!("internal error: {e}")))??;
         let shown = part.display().to_string();
-        let asm = match Assembly::new(file, head.size, shown.clone()) {
+        let resumed = held.len;
+        let asm = match Assembly::after(file, head.size, shown.clone(), held) {
             Ok(a) => Arc::new(a),
             Err(e) => {
                 let _ = std::fs::remove_file(&part);
+                crate::client::part::drop_held(&part);
                 return Err(e);
             }
         };
-        let work = Arc::new(Work::new(head.size, range));
+        let resumable = resume && part.extension().is_some_and(|e| e == "sft-part");
+        let _moving = resumable.then(|| {
+            crate::client::moving::mark(crate::client::moving::Moving::Down {
+                remote: remote.to_string(),
+                part: part.clone(),
+            })
+        });
+        let checkpoint = Arc::new(Checkpoint {
+            path: resumable.then(|| crate::client::part::held_path(&part)),
+            size: head.size,
+            sha256: head.sha256,
+            written: std::sync::Mutex::new(resumed),
+        });
+        let work = Arc::new(Work::after(resumed, head.size, range).limited(self.limit_rate));
         let compress = if self.zstd {
             self.compress.to_wire()
         } else {
@@ -118,7 +148,8 @@ impl Client {
         let name = remote.to_string();
         let spawn = |set: &mut tokio::task::JoinSet<Result<()>>, ticket| {
             let (o, a, w, n) = (opts.clone(), asm.clone(), work.clone(), name.clone());
-            set.spawn(async move { receive_stream(o, pin, ticket, n, compress, a, w).await });
+            let c = checkpoint.clone();
+            set.spawn(async move { receive_stream(o, pin, ticket, n, compress, a, w, c).await });
         };
         let outcome = async {
             self.drive(&work, start, auto, spawn).await?;
@@ -149,16 +180,22 @@ impl Client {
         }
         .await;
         match outcome {
-            Ok((path, sha256)) => Ok(Downloaded {
-                wire: work.moved.load(std::sync::atomic::Ordering::Relaxed),
-                path,
-                size: head.size,
-                sha256,
-                resumed: 0,
-                seconds: started.elapsed().as_secs_f64(),
-            }),
+            Ok((path, sha256)) => {
+                crate::client::part::drop_held(&part);
+                Ok(Downloaded {
+                    wire: work.moved.load(std::sync::atomic::Ordering::Relaxed),
+                    path,
+                    size: head.size,
+                    sha256,
+                    resumed,
+                    seconds: started.elapsed().as_secs_f64(),
+                })
+            }
+            // a lost connection keeps the part and its record for resuming
+            Err(e) if resumable && e.kind == Kind::Network => Err(e),
             Err(e) => {
                 let _ = std::fs::remove_file(&part);
+                crate::client::part::drop_held(&part);
                 Err(e)
             }
         }
@@ -191,9 +228,45 @@ async fn read_head(
     }
 }
 
+/// Where a download over several streams records how far its part file
+/// is written in order ([`crate::client::part::Held`]), so that a later
+/// attempt — after a lost connection, Ctrl-C or a killed client — keeps
+/// that prefix.
+struct Checkpoint {
+    /// None: the part cannot resume (a one-off `.part`, `--no-resume`).
+    path: Option<std::path::PathBuf>,
+    size: u64,
+    sha256: [u8; 32],
+    /// The prefix last recorded.
+    written: std::sync::Mutex<u64>,
+}
+
+impl Checkpoint {
+    /// Record the prefix `asm` has written and hashed, if it grew
+    /// (blocking). A record that cannot be written costs only the resume.
+    fn advance(&self, asm: &Assembly) {
+        let Some(path) = &self.path else { return };
+        let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+        let now = asm.hashed();
+        if now.len <= *written {
+            return;
+        }
+        let held = crate::client::part::Held {
+            size: self.size,
+            sha256: self.sha256,
+            len: now.len,
+            prefix: now.digest(),
+        };
+        if std::fs::write(path, held.line()).is_ok() {
+            *written = now.len;
+        }
+    }
+}
+
 /// One joined stream of a download: GET_RANGE for ranges from `work`, two
 /// outstanding, each written at its offset; unfinished ones are given back
 /// if the stream fails.
+#[allow(clippy::too_many_arguments)]
 async fn receive_stream(
     opts: Options,
     pin: Option<[u8; 32]>,
@@ -202,6 +275,7 @@ async fn receive_stream(
     compress: u8,
     asm: Arc<Assembly>,
     work: Arc<Work>,
+    checkpoint: Arc<Checkpoint>,
 ) -> Result<()> {
     let (mut r, mut w): Halves = open_joined(&opts, pin, ticket).await?;
     let mut asked: VecDeque<(u64, u64)> = VecDeque::new();
@@ -248,6 +322,7 @@ async fn receive_stream(
                             return Err(Error::protocol("the server sent more than the range"));
                         }
                         work.moved(payload.len() as u64);
+                        work.pace().await;
                         let a = asm.clone();
                         let mut d = std::mem::take(&mut decoder);
                         decoder = tokio::task::spawn_blocking(move || -> Result<Decoder> {
@@ -271,10 +346,14 @@ async fn receive_stream(
                     other => return Err(unexpected(&other, "DATA")),
                 }
             }
-            let a = asm.clone();
-            tokio::task::spawn_blocking(move || a.finished(offset, length))
-                .await
-                .map_err(|e| Error::other(format!("internal error: {e}")))??;
+            let (a, c) = (asm.clone(), checkpoint.clone());
+            tokio::task::spawn_blocking(move || {
+                a.finished(offset, length)?;
+                c.advance(&a);
+                Ok::<(), Error>(())
+            })
+            .await
+            .map_err(|e| Error::other(format!("internal error: {e}")))??;
             asked.pop_front();
             work.acked(length);
         }

@@ -52,12 +52,20 @@ pub struct Work {
     /// Bytes sent or received so far, retries included: the rate `auto` sees.
     moved: AtomicU64,
     size: u64,
+    /// `--limit-rate`, for all the streams together, and since when.
+    rate: Option<(u64, Instant)>,
 }
 
 impl Work {
     pub fn new(size: u64, range: u64) -> Work {
+        Work::after(0, size, range)
+    }
+
+    /// The ranges after the first `held` bytes, which the receiving side
+    /// already holds (a resumed transfer).
+    pub fn after(held: u64, size: u64, range: u64) -> Work {
         let mut pending = VecDeque::new();
-        let mut at = 0;
+        let mut at = held.min(size);
         while at < size {
             let len = range.min(size - at);
             pending.push_back((at, len));
@@ -65,10 +73,27 @@ impl Work {
         }
         Work {
             pending: Mutex::new(pending),
-            done: AtomicU64::new(0),
+            done: AtomicU64::new(held.min(size)),
             moved: AtomicU64::new(0),
             size,
+            rate: None,
         }
+    }
+
+    /// At most `rate` bytes a second moved by all streams together.
+    pub fn limited(mut self, rate: Option<u64>) -> Work {
+        self.rate = rate.filter(|r| *r > 0).map(|r| (r, Instant::now()));
+        self
+    }
+
+    /// Wait until what was moved is within `--limit-rate`.
+    pub async fn pace(&self) {
+        let Some((rate, since)) = self.rate else {
+            return;
+        };
+        let moved = self.moved.load(Ordering::Relaxed);
+        let due = since + Duration::from_secs_f64(moved as f64 / rate as f64);
+        tokio::time::sleep_until(due.into()).await;
     }
 
     /// The next range to move, lowest offset first.
@@ -137,7 +162,7 @@ impl Client {
         mut spawn: impl FnMut(&mut JoinSet<Result<()>>, [u8; 32]),
     ) -> Result<usize> {
         let mut set: JoinSet<Result<()>> = JoinSet::new();
-        let mut controller = auto.then(|| auto::Auto::new(Instant::now(), auto::CAP));
+        let mut controller = auto.then(|| auto::Auto::new(Instant::now(), start, auto::CAP));
         for t in self.ask_tickets(start).await? {
             spawn(&mut set, t);
         }
@@ -203,5 +228,26 @@ impl Client {
             }
         }
         Ok(most)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resumed_work_hands_out_only_the_ranges_after_what_is_held() {
+        let w = Work::after(5 << 20, 9 << 20, 2 << 20);
+        assert_eq!(w.take(), Some((5 << 20, 2 << 20)));
+        assert_eq!(w.take(), Some((7 << 20, 2 << 20)));
+        assert_eq!(w.take(), None);
+        assert!(!w.finished());
+        w.acked(4 << 20);
+        assert!(w.finished(), "the held bytes count as done");
+        // everything held: nothing to move
+        let all = Work::after(9 << 20, 9 << 20, 2 << 20);
+        assert_eq!(all.take(), None);
+        assert!(all.finished());
+        assert_eq!(Work::new(3, 2).take(), Some((0, 2)));
     }
 }

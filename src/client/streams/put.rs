@@ -62,12 +62,6 @@ impl Client {
             .map_err(|e| Error::io(format!("reading {shown}"), &e))?;
         let size = meta.len();
         let started = Instant::now();
-        let file = Arc::new(file);
-        // the whole file's digest, one pass, while the ranges go
-        let hashing = {
-            let p = local.to_path_buf();
-            tokio::task::spawn_blocking(move || transfer::sha256_len_file(&p))
-        };
         if self.meta && self.preserve {
             let a = crate::client::local_attrs(&meta);
             self.w
@@ -77,7 +71,11 @@ impl Client {
                 })
                 .await?;
         }
+        // an upload cut off keeps what the server wrote in order, and the
+        // next try sends only the rest (PROTOCOL.md §4.9)
+        let resume = if self.resume { protocol::PUT_RESUME } else { 0 };
         let flags = protocol::PUT_RANGES
+            | resume
             | if overwrite {
                 protocol::PUT_OVERWRITE
             } else {
@@ -90,11 +88,31 @@ impl Client {
                 name: remote.to_string(),
             })
             .await?;
-        match self.r.expect_within(self.timeout, "PUT_READY").await? {
-            Msg::PutReady { offset: 0 } => {}
+        let (file, from) = match self.r.expect_within(self.timeout, "PUT_READY").await? {
+            Msg::PutReady { offset: 0 } => (file, transfer::Prefix::none()),
+            Msg::Partial { offset, sha256 } if resume != 0 && offset <= size => {
+                // go on only after a prefix that is the same here
+                let (file, from) =
+                    crate::client::pipeline::same_prefix(file, offset, sha256, local).await?;
+                self.w.send_now(&Msg::Resume { offset: from.len }).await?;
+                (file, from)
+            }
             other => return Err(unexpected(&other, "PUT_READY")),
-        }
-        let work = Arc::new(Work::new(size, range));
+        };
+        let _moving = (resume != 0).then(|| {
+            crate::client::moving::mark(crate::client::moving::Moving::Up {
+                remote: remote.to_string(),
+            })
+        });
+        let resumed = from.len;
+        let file = Arc::new(file);
+        // the whole file's digest, one pass after the prefix, while the
+        // ranges go
+        let hashing = {
+            let p = local.to_path_buf();
+            tokio::task::spawn_blocking(move || transfer::sha256_len_after(&p, from))
+        };
+        let work = Arc::new(Work::after(resumed, size, range).limited(self.limit_rate));
         // each stream compresses as the one-connection upload does: `auto`
         // adapts its level to what limits that stream
         let mode = if self.zstd { self.compress } else { Mode::Off };
@@ -108,6 +126,11 @@ impl Client {
         };
         let driven = self.drive(&work, start, auto, spawn).await;
         if let Err(e) = driven {
+            if resume != 0 && e.kind == crate::error::Kind::Network {
+                // the connections are dropped without CANCEL: the server
+                // keeps what it has for the retry
+                return Err(e);
+            }
             // nothing becomes visible: the server discards the upload
             let _ = self.w.send_now(&Msg::Cancel).await;
             let _ = self
@@ -140,7 +163,7 @@ impl Client {
                 let sent = Sent {
                     sha256,
                     wire: work.moved.load(std::sync::atomic::Ordering::Relaxed),
-                    resumed: 0,
+                    resumed,
                 };
                 crate::client::pipeline::acknowledged(got, &theirs, name, size, sent, started)
             }
@@ -190,6 +213,7 @@ async fn send_stream(
                     e.policy.observe(n, waited.elapsed(), spent);
                     enc = Some(e);
                     work.moved(frame.len() as u64);
+                    work.pace().await;
                     at += n as u64;
                 }
                 w.flush().await?;

@@ -6,6 +6,9 @@
 
 use super::*;
 
+/// Indexed files of the asked size a CLONE probe checks are still there.
+const PROBE_CHECKS: usize = 4;
+
 impl Session {
     pub(super) async fn clone_put(
         &mut self,
@@ -45,8 +48,25 @@ impl Session {
         };
         index.wait_ready(wait).await;
         if probe {
-            // worth hashing the file? (no digest yet, nothing stored)
-            if index.holds_size(self.user(), size) {
+            // worth hashing the file? (no digest yet, nothing stored) Only
+            // if such a file is still there: one removed by hand would
+            // cost the client a read of its whole file on every upload
+            let user = self.user().to_string();
+            let live = self
+                .blocking(move |s| {
+                    let index = &s.store.content;
+                    for n in index.of_size(&user, size, PROBE_CHECKS) {
+                        match s.store.existing(&n) {
+                            Ok(Some(e)) if e.size == size && e.owner == user => return Ok(true),
+                            Ok(_) => index.stale(&n),
+                            Err(_) => {}
+                        }
+                    }
+                    Ok(index.holds_size(&user, size))
+                })
+                .await
+                .unwrap_or(false);
+            if live {
                 return self.w.send_now(&Msg::Done).await;
             }
             let e = Error::not_found(format!("no file of yours has {size} bytes here; upload it"));

@@ -152,7 +152,7 @@ impl Session {
 
     /// Offer the kept data of an interrupted upload (PARTIAL) and read the
     /// client's RESUME: go on after it, or (offset 0) start over.
-    async fn offer_partial(
+    pub(super) async fn offer_partial(
         &mut self,
         prefix: transfer::Prefix,
         name: &str,
@@ -197,6 +197,18 @@ impl Session {
         let Ok(Ok((len, _, _))) = writer.await else {
             return;
         };
+        self.keep_held(key, upload, reservation, len).await;
+    }
+
+    /// Keep the first `len` bytes of an interrupted upload's file (the rest
+    /// is cut off) and the space reserved for it, for the next try.
+    pub(super) async fn keep_held(
+        &mut self,
+        key: partial::Key,
+        upload: crate::server::store::Upload,
+        reservation: crate::server::quota::Reservation,
+        len: u64,
+    ) {
         let name = key.name.clone();
         let kept = self
             .blocking(move |s| {

@@ -37,36 +37,81 @@ impl Session {
         name: String,
         attrs: Option<Attrs>,
     ) -> Result<()> {
-        let known = protocol::PUT_OVERWRITE | protocol::PUT_RANGES;
+        let known = protocol::PUT_OVERWRITE | protocol::PUT_RANGES | protocol::PUT_RESUME;
         if !self.streams || flags & !known != 0 {
             let e = Error::protocol(
-                "the RANGES flag of PUT needs FEATURE_STREAMS and allows only OVERWRITE besides",
+                "the RANGES flag of PUT needs FEATURE_STREAMS and allows only OVERWRITE and RESUME besides",
             );
             return self.refuse_put(&e, false).await;
         }
         let overwrite = flags & protocol::PUT_OVERWRITE != 0;
-        let (n, who) = (name.clone(), self.identity());
-        let what = names::quote(&name);
+        // what the upload is kept under if it is cut off (PROTOCOL.md §4.9):
+        // the same key as a one-connection upload's, so either kind of
+        // upload resumes what either kind left
+        let key = (flags & protocol::PUT_RESUME != 0).then(|| partial::Key {
+            user: self.user().to_string(),
+            name: name.clone(),
+            size,
+            overwrite,
+        });
+        let (n, who, wanted) = (name.clone(), self.identity(), key.clone());
         let begun = self
             .blocking(move |s| {
+                if let Some(k) = &wanted
+                    && let Some(kept) = s.partials.take(k)
+                {
+                    let partial::Kept {
+                        mut upload,
+                        reservation,
+                        len,
+                        ..
+                    } = kept;
+                    let held = transfer::hash_prefix(&mut upload.file, len, &names::quote(&n))
+                        .unwrap_or_default();
+                    return Ok((upload, reservation, held));
+                }
                 let reservation = commit::reserve(s, &who, &n, size, overwrite, false)?;
                 let upload = s.store.begin_upload(&n)?;
-                let file = upload
-                    .file
-                    .try_clone()
-                    .map_err(|e| Error::io("duplicating upload file", &e))?;
-                let asm = Assembly::new(file, size, what)?;
-                Ok((upload, reservation, Arc::new(asm)))
+                Ok((upload, reservation, transfer::Prefix::none()))
             })
             .await;
-        let (upload, reservation, asm) = match begun {
+        let (upload, reservation, held) = match begun {
             Ok(x) => x,
             Err(e) => {
                 info!(event = "put", peer = %self.peer, user = self.user(), name = %names::escape(&name), size, outcome = e.kind.name(), "{e}");
                 return self.refuse_put(&e, false).await;
             }
         };
-        self.w.send_now(&Msg::PutReady { offset: 0 }).await?;
+        // the file is preallocated before PUT_READY, so that a disk that
+        // cannot hold it refuses the PUT; a resumed one once RESUME says
+        // from where
+        let resuming = held.len > 0;
+        let asm = if resuming {
+            Ok(None)
+        } else {
+            assemble(&upload.file, size, &name, transfer::Prefix::none())
+                .await
+                .map(Some)
+        };
+        let asm = match asm {
+            Ok(Some(a)) => {
+                self.w.send_now(&Msg::PutReady { offset: 0 }).await?;
+                Ok(a)
+            }
+            Ok(None) => {
+                // PARTIAL, then the client's RESUME says where the ranges start
+                let from = self.offer_partial(held, &name).await?;
+                assemble(&upload.file, size, &name, from).await
+            }
+            Err(e) => Err(e),
+        };
+        let asm = match asm {
+            Ok(a) => a,
+            Err(e) => {
+                info!(event = "put", peer = %self.peer, user = self.user(), name = %names::escape(&name), size, outcome = e.kind.name(), "{e}");
+                return self.refuse_put(&e, false).await;
+            }
+        };
         let shared = self.shared.clone();
         let _transfer = Gauge::new(&shared.stats.transfers);
         let started = Instant::now();
@@ -96,7 +141,16 @@ impl Session {
                 Err(e) => {
                     let a = asm.clone();
                     let _ = tokio::task::spawn_blocking(move || a.close()).await;
-                    info!(event = "put", peer = %self.peer, user = self.user(), name = %names::escape(&name), received = asm.prefix(), outcome = "aborted", "{e}");
+                    let held = asm.hashed().len;
+                    info!(event = "put", peer = %self.peer, user = self.user(), name = %names::escape(&name), received = held, outcome = "aborted", "{e}");
+                    // cut off: a resumable upload keeps its contiguous
+                    // prefix, which is written and hashed (not at shutdown:
+                    // kept uploads do not outlive the server)
+                    if let Some(key) = key
+                        && !*self.shared.abort.borrow()
+                    {
+                        self.keep_held(key, upload, reservation, held).await;
+                    }
                     return Err(e);
                 }
             };
@@ -222,4 +276,22 @@ impl Session {
             }
         }
     }
+}
+
+/// The assembly of a ranged upload into its file, whose first `from.len`
+/// bytes are already held (preallocated off the async threads).
+async fn assemble(
+    file: &std::fs::File,
+    size: u64,
+    name: &str,
+    from: transfer::Prefix,
+) -> Result<Arc<Assembly>> {
+    let file = file
+        .try_clone()
+        .map_err(|e| Error::io("duplicating upload file", &e))?;
+    let what = names::quote(name);
+    tokio::task::spawn_blocking(move || Assembly::after(file, size, what, from))
+        .await
+        .map_err(|e| Error::other(format!("internal error: {e}")))?
+        .map(Arc::new)
 }
