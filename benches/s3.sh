@@ -6,7 +6,8 @@
 #     counted from radosgw's access log, by kind of key;
 #   - the server's peak RSS during the big put and get.
 # Uses the Ceph of tests/s3/ceph.sh (CEPH_DIR, default /tmp/sft-ceph, started if not running)
-# and the sft binary of the test build (SFT_BIN to choose another). Not part of CI.
+# and the sft binary and object_store example of the test build (PROFILE=release for both
+# optimised; SFT_BIN to choose another sft). Not part of CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CEPH_DIR=${CEPH_DIR:-/tmp/sft-ceph}; PORT=${PORT:-7480}; SIZE_MB=${SIZE_MB:-512}; N=${N:-200}
@@ -14,8 +15,10 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
 bash tests/s3/ceph.sh install "$CEPH_DIR" >/dev/null
 timeout 180 bash tests/s3/ceph.sh start "$CEPH_DIR" "$PORT" >/dev/null
 eval "$(bash tests/s3/ceph.sh env "$CEPH_DIR" "$PORT")"
-cargo build -q --bin sft --example s3_alone
-SFT=${SFT_BIN:-$CARGO_TARGET_DIR/debug/sft}; ALONE=$CARGO_TARGET_DIR/debug/examples/s3_alone
+PROFILE=${PROFILE:-debug}
+if [[ $PROFILE == release ]]; then cargo build -q --release --bin sft --example s3_alone
+else cargo build -q --bin sft --example s3_alone; fi
+SFT=${SFT_BIN:-$CARGO_TARGET_DIR/$PROFILE/sft}; ALONE=$CARGO_TARGET_DIR/$PROFILE/examples/s3_alone
 W=$(mktemp -d); trap 'kill "$SRV" 2>/dev/null || true; rm -rf "$W"' EXIT
 B=bench-$$
 python3 tests/s3/s3util.py "$S3_ENDPOINT" mkbucket "$B"
