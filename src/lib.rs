@@ -75,7 +75,7 @@
 //!   `sft-s3` worker threads runs every object-store request; storage calls
 //!   (on blocking threads, as for the disk) hand it a future and wait. One
 //!   `sft-lease` thread rewrites this server's heartbeat every
-//!   `--s3-lease` / 4, resolves the reservations of servers gone (reading
+//!   `--s3-lease` / 8, resolves the reservations of servers gone (reading
 //!   every manifest, only when there are such) and every ten minutes
 //!   compacts the quota ledger; it ends at its next wake after the ledger is
 //!   dropped. One `sft-gc` thread collects orphan blobs at start and then every

@@ -136,7 +136,7 @@ fn held_of(p: &object_store::path::Path, prefix: &str) -> Option<(String, String
 }
 
 /// Heartbeats (`servers/ID`) older than this belong to servers long gone
-/// (a live one rewrites its own every lease / 4): removed, so the listing
+/// (a live one rewrites its own every lease / 8): removed, so the listing
 /// the ledger reads stays short.
 const GONE: i64 = 24 * 3600;
 

@@ -1,6 +1,7 @@
 //! This server's lease on the bucket: its heartbeat (`servers/ID`, rewritten
-//! every `ttl / 4`) and the fence that keeps a server which lost touch from
-//! storing a file another server may already have accounted for.
+//! every `ttl / 8`, so that one slow request is not taken for a silence) and
+//! the fence that keeps a server which lost touch from storing a file
+//! another server may already have accounted for.
 //!
 //! A live server resolves the reservations of a server whose heartbeat is
 //! older than `ttl` (`ledger::Ledger::resolve_dead`): a reservation no

@@ -400,11 +400,11 @@ impl Remote for Ledger {
 }
 
 /// This server's lease thread (`sft-lease`), for as long as the ledger
-/// lives: every `--s3-lease` / 4 it rewrites the heartbeat and resolves
+/// lives: every `--s3-lease` / 8 it rewrites the heartbeat and resolves
 /// the reservations of servers gone; every ten minutes it compacts.
 pub fn start_lease(ledger: &Arc<Ledger>) {
     let weak = Arc::downgrade(ledger);
-    let every = ledger.bucket.lease.ttl / 4;
+    let every = ledger.bucket.lease.ttl / 8;
     let spawned = std::thread::Builder::new()
         .name("sft-lease".into())
         .spawn(move || {

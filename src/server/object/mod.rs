@@ -255,7 +255,7 @@ impl Bucket {
     }
 
     /// Make sure the heartbeat is fresh: rewritten within `--s3-lease` / 3
-    /// (the lease thread rewrites it every quarter), else now.
+    /// (the lease thread rewrites it every eighth), else now.
     pub fn fresh(&self) -> Result<()> {
         if self.lease.age().is_none_or(|a| a > self.lease.ttl / 3) {
             self.beat()?;
