@@ -66,8 +66,9 @@ impl Session {
                         len,
                         ..
                     } = kept;
-                    let held = transfer::hash_prefix(&mut upload.file, len, &names::quote(&n))
-                        .unwrap_or_default();
+                    // (on an object store the kept prefix's hash, its parts
+                    // already sent and punched out of the scratch file)
+                    let held = s.store.resume_upload(&mut upload, len).unwrap_or_default();
                     return Ok((upload, reservation, held));
                 }
                 let reservation = commit::reserve(s, &who, &n, size, overwrite, false)?;
