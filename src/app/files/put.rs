@@ -578,3 +578,53 @@ fn print_put_outcome(
         },
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(dir: &Path, name: &str, len: usize, remote: &str) -> PutJob {
+        let local = dir.join(name);
+        std::fs::write(&local, vec![0u8; len]).unwrap();
+        PutJob {
+            local,
+            remote: remote.into(),
+        }
+    }
+
+    #[test]
+    fn the_first_flight_lists_each_directory_once_and_probes_each_large_size_once() {
+        let d = tempfile::tempdir().unwrap();
+        let big = crate::client::pipeline::CLONE_FROM as usize;
+        let jobs = vec![
+            job(d.path(), "a", big, "x/a"),
+            job(d.path(), "b", big, "x/b"),
+            job(d.path(), "c", 10, "y/c"),
+            job(d.path(), "e", big + 1, "e"),
+        ];
+        let f = FirstFlight::of(&jobs).unwrap();
+        assert_eq!(f.lists, 3, "\"\", x, y");
+        assert_eq!(f.sizes, vec![big as u64, big as u64 + 1]);
+        assert_eq!(f.msgs().len(), 5);
+        assert!(matches!(&f.msgs()[0], Msg::List { path } if path.is_empty()));
+        assert!(matches!(
+            &f.msgs()[3],
+            Msg::Clone { flags, .. } if *flags == crate::protocol::CLONE_PROBE
+        ));
+    }
+
+    #[test]
+    fn a_first_flight_too_large_to_send_before_reading_is_not_made() {
+        let d = tempfile::tempdir().unwrap();
+        let local = d.path().join("f");
+        std::fs::write(&local, b"x").unwrap();
+        // 1000 directories of 20-byte names: over 16 KiB of LISTs
+        let jobs: Vec<PutJob> = (0..1000)
+            .map(|i| PutJob {
+                local: local.clone(),
+                remote: format!("directory-number-{i:04}/f"),
+            })
+            .collect();
+        assert!(FirstFlight::of(&jobs).is_none());
+    }
+}
