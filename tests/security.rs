@@ -542,3 +542,83 @@ async fn sighup_reloads_the_certificate_without_dropping_sessions() {
         .unwrap();
     assert_eq!(before.next().await, Msg::ListEnd);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn commands_sent_with_a_refused_auth_are_never_run() {
+    // a client may pipeline commands right after AUTH (PROTOCOL.md §4.1):
+    // with a wrong token the server answers ERROR 5 and closes, and never
+    // reads, let alone runs, what followed
+    let s = Server::start();
+    let mut r = common::Raw::tls(&s.addr, &s.trust()).await;
+    r.w.send(&Msg::Hello {
+        min_version: 1,
+        max_version: 1,
+        features: 0,
+    })
+    .await
+    .unwrap();
+    r.w.send(&Msg::Auth {
+        secret: b"not-the-token".to_vec(),
+    })
+    .await
+    .unwrap();
+    r.w.send_now(&Msg::Mkdir {
+        name: "made-unauthenticated".into(),
+    })
+    .await
+    .unwrap();
+    assert!(matches!(r.next().await, Msg::Welcome { .. }));
+    assert!(matches!(r.next().await, Msg::Error { code: 5, .. }));
+    assert!(r.next_or_closed().await.is_none(), "the session ends");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(!s.root.join("made-unauthenticated").exists());
+    // with the right token the same flight is run, its reply after AUTH_OK
+    let mut r = common::Raw::tls(&s.addr, &s.trust()).await;
+    r.w.send(&Msg::Hello {
+        min_version: 1,
+        max_version: 1,
+        features: 0,
+    })
+    .await
+    .unwrap();
+    r.w.send(&Msg::Auth {
+        secret: TOKEN.as_bytes().to_vec(),
+    })
+    .await
+    .unwrap();
+    r.w.send_now(&Msg::Mkdir {
+        name: "made".into(),
+    })
+    .await
+    .unwrap();
+    assert!(matches!(r.next().await, Msg::Welcome { .. }));
+    assert!(matches!(r.next().await, Msg::AuthOk { .. }));
+    assert!(matches!(r.next().await, Msg::Done));
+    assert!(s.root.join("made").is_dir());
+}
+
+#[test]
+fn a_put_with_a_wrong_token_says_so_and_stores_nothing() {
+    // `sft put` sends its first questions (LIST, CLONE probe) with AUTH: the
+    // error is still the authentication's, in one line
+    let s = Server::start();
+    let work = tempfile::tempdir().unwrap();
+    let f = work.path().join("big.bin");
+    std::fs::write(&f, common::noise(3 << 20, 7)).unwrap();
+    let a = s
+        .client()
+        .env("SFT_TOKEN", "not-the-token-xyz")
+        .arg("put")
+        .arg(&f)
+        .assert()
+        .code(5);
+    let msg = stderr_of(&a);
+    assert!(msg.contains("authentication failed"), "{msg}");
+    assert_eq!(msg.lines().count(), 1, "one line: {msg}");
+    let stored: Vec<_> = std::fs::read_dir(&s.root)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(stored.is_empty(), "nothing stored: {stored:?}");
+}

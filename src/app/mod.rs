@@ -352,9 +352,23 @@ async fn connect_and_run(
     planned_put: Option<(Vec<client::pipeline::PutJob>, Vec<String>)>,
     connected: &std::sync::atomic::AtomicBool,
 ) -> Result<()> {
-    let mut c = Client::connect(opts).await?;
+    // an upload's first questions go with AUTH (no round trip of their own),
+    // unless its destination may be a directory (STAT first) or it makes
+    // directories first
+    let first = match (&cmd, &planned_put) {
+        (
+            Command::Put {
+                dest_may_be_dir: false,
+                ..
+            },
+            Some((jobs, empty)),
+        ) if empty.is_empty() => files::FirstFlight::of(jobs),
+        _ => None,
+    };
+    let early = first.as_ref().map_or(&[][..], |f| f.msgs());
+    let mut c = Client::connect_with(opts, early).await?;
     connected.store(true, std::sync::atomic::Ordering::Relaxed);
-    let result = run_on(&mut c, opts, cmd, stats, o, planned_put).await;
+    let result = run_on(&mut c, opts, cmd, stats, o, planned_put, first).await;
     match &result {
         // the session is lost: nothing more to say
         Err(e)
@@ -378,6 +392,7 @@ async fn run_on(
     stats: bool,
     o: &Output,
     planned_put: Option<(Vec<client::pipeline::PutJob>, Vec<String>)>,
+    first: Option<files::FirstFlight>,
 ) -> Result<()> {
     match cmd {
         Command::Ls {
@@ -396,7 +411,9 @@ async fn run_on(
             Some((jobs, empty)) => {
                 c.preserve = !no_preserve;
                 let jobs = files::into_existing_dir(c, jobs, dest_may_be_dir).await?;
-                files::put(c, o, jobs, empty, overwrite, stats).await?
+                // nothing follows the uploads: BYE goes with the last of them
+                c.bye_after_puts = true;
+                files::put(c, o, jobs, empty, overwrite, stats, first).await?
             }
             // no plan: standard input, whose name was checked before connecting
             None => {

@@ -146,6 +146,16 @@ pub async fn fingerprint_of(server: &str, t: Duration) -> Result<String> {
 impl Client {
     /// Connect, verify the server, say HELLO and authenticate.
     pub async fn connect(opts: &Options) -> Result<Client> {
+        Client::connect_with(opts, &[]).await
+    }
+
+    /// Connect as [`Client::connect`] does, and send `early` commands right
+    /// after AUTH, in the same flight (PROTOCOL.md §4.1): their replies
+    /// follow AUTH_OK, in order, for the caller to read. The server reads
+    /// them only once the token is accepted; if it is not, the
+    /// authentication error is what this returns, and they are never run.
+    /// `early` must be small (the client writes it before it reads).
+    pub async fn connect_with(opts: &Options, early: &[Msg]) -> Result<Client> {
         let t = opts.timeout;
         let (tls, pin) = open_tls(&opts.server, &opts.trust, t).await?;
         let local_link = tls
@@ -186,6 +196,8 @@ impl Client {
                 .and_then(|h| hex::decode(h).ok())
                 .and_then(|b| <[u8; 32]>::try_from(b).ok()),
             rtt: Duration::ZERO,
+            bye_after_puts: false,
+            bye_sent: false,
         };
         let hello_at = std::time::Instant::now();
         c.w.send(&Msg::Hello {
@@ -194,10 +206,14 @@ impl Client {
             features: protocol::FEATURE_ZSTD | protocol::FEATURE_META | protocol::FEATURE_STREAMS,
         })
         .await?;
-        c.w.send_now(&Msg::Auth {
+        c.w.send(&Msg::Auth {
             secret: opts.token.as_bytes().to_vec(),
         })
         .await?;
+        for m in early {
+            c.w.send(m).await?;
+        }
+        c.w.flush().await?;
         match c.r.expect_within(t, "WELCOME").await? {
             Msg::Welcome {
                 version, features, ..

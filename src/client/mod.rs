@@ -118,6 +118,12 @@ pub struct Client {
     seen_pin: Option<[u8; 32]>,
     /// The round trip of HELLO/WELCOME: whether the link is long.
     rtt: Duration,
+    /// The session ends after the uploads of `put_many`: BYE goes out right
+    /// after the last END, in the same flight, and its reply follows the
+    /// last PUT_OK (no round trip of its own).
+    pub bye_after_puts: bool,
+    /// BYE was already sent; [`Client::bye`] only reads its reply.
+    bye_sent: bool,
 }
 
 /// The result of an upload.
@@ -207,7 +213,9 @@ impl Client {
 
     /// End the session politely (BYE, then TLS close_notify).
     pub async fn bye(&mut self) -> Result<()> {
-        self.w.send_now(&Msg::Bye).await?;
+        if !std::mem::take(&mut self.bye_sent) {
+            self.w.send_now(&Msg::Bye).await?;
+        }
         match self.r.expect_within(self.timeout, "BYE").await? {
             Msg::Bye => {}
             other => return Err(unexpected(&other, "BYE")),
@@ -269,6 +277,40 @@ impl Client {
         };
         let ((), all) = tokio::try_join!(sender, receiver)?;
         Ok(all)
+    }
+
+    /// Read the replies to commands sent ahead with
+    /// [`Client::connect_with`]: `lists` listings (LIST), then `probes`
+    /// answers to CLONE probes (DONE or ERROR), in that order. One result
+    /// per command; an ERROR answers its own command only.
+    pub async fn early_replies(
+        &mut self,
+        lists: usize,
+        probes: usize,
+    ) -> Result<(Vec<Result<Vec<Entry>>>, Vec<Result<()>>)> {
+        let timeout = self.timeout;
+        let mut listings = Vec::with_capacity(lists);
+        for _ in 0..lists {
+            let mut out = Vec::new();
+            listings.push(loop {
+                match self.r.expect_within(timeout, "the listing").await? {
+                    Msg::Entry(e) => out.push(e),
+                    Msg::ListEnd => break Ok(out),
+                    Msg::Error { code, message } => break Err(server_error(code, &message)),
+                    other => return Err(unexpected(&other, "the listing")),
+                }
+            });
+        }
+        let what = "the reply to a CLONE probe";
+        let mut answers = Vec::with_capacity(probes);
+        for _ in 0..probes {
+            answers.push(match self.r.expect_within(timeout, what).await? {
+                Msg::Done => Ok(()),
+                Msg::Error { code, message } => Err(server_error(code, &message)),
+                other => return Err(unexpected(&other, what)),
+            });
+        }
+        Ok((listings, answers))
     }
 
     /// Create a remote directory (and its parents).

@@ -13,7 +13,7 @@ mod unchanged;
 
 pub use get::{GetArgs, check_get, get};
 pub use list::{SHORT_DIGEST, df, ls, rm, sums, verify};
-pub use put::{PutArgs, into_existing_dir, plan_put, put, put_stdin};
+pub use put::{FirstFlight, PutArgs, into_existing_dir, plan_put, put, put_stdin};
 
 use crate::client::Client;
 use crate::error::{Error, Kind, Result};

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-use super::unchanged::{Moving, split_unchanged};
+use super::unchanged::{Moving, remote_dirs, split_unchanged};
 use super::{hex32, join_remote};
 use crate::app::output::{Output, Tally};
 use crate::client::Client;
@@ -175,6 +175,67 @@ pub fn plan_put(a: &PutArgs, o: &Output) -> Result<(Vec<PutJob>, Vec<String>)> {
     Ok((jobs, Vec::new()))
 }
 
+/// What `put` asks before it uploads, sent in the flight of AUTH
+/// ([`Client::connect_with`]) instead of a round trip each after AUTH_OK:
+/// the listings of the remote directories (the `unchanged` check) and a
+/// CLONE probe for each size of a file of at least `CLONE_FROM` bytes.
+/// Both are only questions; their replies are read by [`put`].
+pub struct FirstFlight {
+    lists: usize,
+    /// The sizes probed, in order.
+    sizes: Vec<u64>,
+    msgs: Vec<Msg>,
+}
+
+/// Most bytes of commands sent ahead of AUTH_OK: the client writes them
+/// all before it reads any reply, so they must fit the socket's buffers.
+const FIRST_FLIGHT_MAX: usize = 16 << 10;
+
+impl FirstFlight {
+    /// The commands for `jobs`, or `None` when there are too many to send
+    /// before reading (a large tree asks as before, after AUTH_OK).
+    pub fn of(jobs: &[PutJob]) -> Option<FirstFlight> {
+        let dirs = remote_dirs(jobs);
+        let mut msgs: Vec<Msg> = dirs.into_iter().map(|path| Msg::List { path }).collect();
+        let lists = msgs.len();
+        let mut sizes = Vec::new();
+        for j in jobs {
+            let Ok(m) = std::fs::metadata(&j.local) else {
+                continue;
+            };
+            let size = m.len();
+            if size >= crate::client::pipeline::CLONE_FROM && !sizes.contains(&size) {
+                sizes.push(size);
+                msgs.push(Msg::Clone {
+                    size,
+                    flags: crate::protocol::CLONE_PROBE,
+                    sha256: [0; 32],
+                    name: j.remote.clone(),
+                });
+            }
+        }
+        let mut bytes = Vec::new();
+        for m in &msgs {
+            m.encode(&mut bytes);
+            if bytes.len() > FIRST_FLIGHT_MAX {
+                return None;
+            }
+        }
+        Some(FirstFlight { lists, sizes, msgs })
+    }
+
+    pub fn msgs(&self) -> &[Msg] {
+        &self.msgs
+    }
+}
+
+/// The answers to a [`FirstFlight`]: the listings, and which probed sizes
+/// the server may hold.
+struct Answered {
+    listings: Vec<Result<Vec<crate::protocol::Entry>>>,
+    held: std::collections::HashMap<u64, bool>,
+}
+
 pub async fn put(
     c: &mut Client,
     o: &Output,
@@ -182,8 +243,28 @@ pub async fn put(
     empty_dirs: Vec<String>,
     overwrite: bool,
     stats: bool,
+    first: Option<FirstFlight>,
 ) -> Result<()> {
     let mut tally = Tally::default();
+    // the replies to what was sent with AUTH come first (before MKDIR's)
+    let answered = match first {
+        Some(f) => {
+            let (listings, answers) = c.early_replies(f.lists, f.sizes.len()).await?;
+            // (a refused probe means "upload it", as in `split_cloned`)
+            let held = f
+                .sizes
+                .iter()
+                .zip(&answers)
+                .map(|(s, a)| (*s, a.is_ok()))
+                .collect();
+            Some(Answered { listings, held })
+        }
+        None => None,
+    };
+    let (listed, held) = match answered {
+        Some(a) => (Some(a.listings), Some(a.held)),
+        None => (None, None),
+    };
     for d in &empty_dirs {
         match c.mkdir(d).await {
             Ok(()) => o.json_only(|| json!({"op": "mkdir", "name": d, "outcome": "ok"}))?,
@@ -197,7 +278,7 @@ pub async fn put(
     let given = jobs.len();
     // (a user who may not write is refused by the server, as before)
     let (jobs, unchanged) = if c.role >= crate::protocol::Role::Write {
-        split_unchanged(c, jobs).await?
+        split_unchanged(c, jobs, listed).await?
     } else {
         (jobs.into_iter().map(|j| (j, None)).collect(), Vec::new())
     };
@@ -229,7 +310,7 @@ pub async fn put(
     // files the server already holds (yours, under another name) are
     // stored from that content: their data is not sent
     let (jobs, cloned) = if c.role >= crate::protocol::Role::Write {
-        split_cloned(c, jobs, overwrite).await?
+        split_cloned(c, jobs, overwrite, held.as_ref()).await?
     } else {
         (jobs.into_iter().map(|(j, _)| j).collect(), Vec::new())
     };
@@ -310,10 +391,14 @@ pub async fn put(
 /// the server answered for: stored from content it holds, or refused (as
 /// their PUT would have been). A file that cannot be read here is left to
 /// its upload, which reports it.
+///
+/// `held`: the probes' answers by size, when already read (sent right
+/// after AUTH); a size not in it is probed here.
 async fn split_cloned(
     c: &mut Client,
     jobs: Vec<Moving<PutJob>>,
     overwrite: bool,
+    held: Option<&std::collections::HashMap<u64, bool>>,
 ) -> Result<(Vec<PutJob>, Vec<(PutJob, Result<crate::client::Uploaded>)>)> {
     let from = crate::client::pipeline::CLONE_FROM;
     let mut send = Vec::new();
@@ -328,24 +413,39 @@ async fn split_cloned(
     }
     // hashing a file costs a read of it: first ask (one round trip for all)
     // whether the server holds anything of this user with that size
+    // (unreadable: 0, which nothing large has; its upload reports it)
+    let sizes: Vec<u64> = hash
+        .iter()
+        .map(|(_, job, _)| std::fs::metadata(&job.local).map_or(0, |m| m.len()))
+        .collect();
+    // what the probes sent with AUTH already answered, per file
+    let answered: Vec<Option<bool>> = sizes
+        .iter()
+        .map(|s| held.and_then(|h| h.get(s).copied()))
+        .collect();
     let probes: Vec<Msg> = hash
         .iter()
-        .filter(|(_, _, known)| known.is_none())
-        .map(|(_, job, _)| Msg::Clone {
-            // (unreadable: 0, which nothing large has; its upload reports it)
-            size: std::fs::metadata(&job.local).map_or(0, |m| m.len()),
+        .zip(sizes.iter().zip(&answered))
+        .filter(|((_, _, known), (_, a))| known.is_none() && a.is_none())
+        .map(|((_, job, _), (size, _))| Msg::Clone {
+            size: *size,
             flags: crate::protocol::CLONE_PROBE,
             sha256: [0; 32],
             name: job.remote.clone(),
         })
         .collect();
-    let mut held = c
+    let mut asked_now = c
         .simple_many(&probes, "the reply to a CLONE probe")
         .await?
         .into_iter();
     let mut worth = Vec::new();
-    for (i, job, known) in hash {
-        if known.is_some() || held.next().is_some_and(|r| r.is_ok()) {
+    for ((i, job, known), a) in hash.into_iter().zip(answered) {
+        let worth_hashing = known.is_some()
+            || match a {
+                Some(h) => h,
+                None => asked_now.next().is_some_and(|r| r.is_ok()),
+            };
+        if worth_hashing {
             worth.push((i, job, known));
         } else {
             send.push((i, job));
@@ -477,4 +577,54 @@ fn print_put_outcome(
             })
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(dir: &Path, name: &str, len: usize, remote: &str) -> PutJob {
+        let local = dir.join(name);
+        std::fs::write(&local, vec![0u8; len]).unwrap();
+        PutJob {
+            local,
+            remote: remote.into(),
+        }
+    }
+
+    #[test]
+    fn the_first_flight_lists_each_directory_once_and_probes_each_large_size_once() {
+        let d = tempfile::tempdir().unwrap();
+        let big = crate::client::pipeline::CLONE_FROM as usize;
+        let jobs = vec![
+            job(d.path(), "a", big, "x/a"),
+            job(d.path(), "b", big, "x/b"),
+            job(d.path(), "c", 10, "y/c"),
+            job(d.path(), "e", big + 1, "e"),
+        ];
+        let f = FirstFlight::of(&jobs).unwrap();
+        assert_eq!(f.lists, 3, "\"\", x, y");
+        assert_eq!(f.sizes, vec![big as u64, big as u64 + 1]);
+        assert_eq!(f.msgs().len(), 5);
+        assert!(matches!(&f.msgs()[0], Msg::List { path } if path.is_empty()));
+        assert!(matches!(
+            &f.msgs()[3],
+            Msg::Clone { flags, .. } if *flags == crate::protocol::CLONE_PROBE
+        ));
+    }
+
+    #[test]
+    fn a_first_flight_too_large_to_send_before_reading_is_not_made() {
+        let d = tempfile::tempdir().unwrap();
+        let local = d.path().join("f");
+        std::fs::write(&local, b"x").unwrap();
+        // 1000 directories of 20-byte names: over 16 KiB of LISTs
+        let jobs: Vec<PutJob> = (0..1000)
+            .map(|i| PutJob {
+                local: local.clone(),
+                remote: format!("directory-number-{i:04}/f"),
+            })
+            .collect();
+        assert!(FirstFlight::of(&jobs).is_none());
+    }
 }

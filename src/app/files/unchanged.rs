@@ -75,17 +75,18 @@ async fn keep_changed<J: Send + 'static>(
 /// stores nothing again. Cheap
 /// first: one listing per remote directory (requested together) gives
 /// sizes and recorded digests; only files whose size matches are hashed.
+/// `listed`: the listings of [`remote_dirs`] of these jobs, when already
+/// read (sent right after AUTH); otherwise they are asked for here.
 pub(super) async fn split_unchanged(
     c: &mut Client,
     jobs: Vec<PutJob>,
+    listed: Option<Vec<Result<Vec<crate::protocol::Entry>>>>,
 ) -> Result<(Vec<Moving<PutJob>>, Vec<Unchanged<PutJob>>)> {
-    let mut dirs: Vec<String> = jobs
-        .iter()
-        .map(|j| names::split_parent(&j.remote).0.to_string())
-        .collect();
-    dirs.sort();
-    dirs.dedup();
-    let listings = c.list_many(&dirs).await?;
+    let dirs = remote_dirs(&jobs);
+    let listings = match listed {
+        Some(l) if l.len() == dirs.len() => l,
+        _ => c.list_many(&dirs).await?,
+    };
     let me = c.user.clone();
     let mut remote = std::collections::HashMap::new();
     for (dir, listing) in dirs.iter().zip(listings) {
@@ -122,6 +123,18 @@ pub(super) async fn split_unchanged(
         }
     }
     keep_changed(send, candidates).await
+}
+
+/// The remote directories uploads go into, sorted, each once: what the
+/// `unchanged` check lists.
+pub(super) fn remote_dirs(jobs: &[PutJob]) -> Vec<String> {
+    let mut dirs: Vec<String> = jobs
+        .iter()
+        .map(|j| names::split_parent(&j.remote).0.to_string())
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    dirs
 }
 
 /// Split off downloads whose local file already holds exactly the remote

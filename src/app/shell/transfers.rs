@@ -210,6 +210,6 @@ impl Shell {
             &o,
         )?;
         self.changed();
-        crate::app::files::put(c, &o, jobs, empty, false, false).await
+        crate::app::files::put(c, &o, jobs, empty, false, false, None).await
     }
 }

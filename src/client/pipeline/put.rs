@@ -181,6 +181,8 @@ impl Client {
         let (r, w) = (&mut self.r, &mut self.w);
 
         let preserve = self.meta && self.preserve;
+        let bye_after = self.bye_after_puts;
+        let bye_queued = std::sync::atomic::AtomicBool::new(false);
         let mut prepared = spawn_preparer(jobs.to_vec(), base_flags, mode, local, preserve);
         let sender = async {
             let mut pacer = Pacer::new(limit_rate);
@@ -257,6 +259,22 @@ impl Client {
                     }
                 };
                 let job = &jobs[index];
+                let policy = || Policy::new(mode, crate::compress::MAX_LEVEL).on_local_link(local);
+                // its first blocks are read (and compressed) while PUT_READY
+                // is on its way, from a handle of their own: what PARTIAL
+                // needs keeps `file` at its start
+                let ahead = File::open(&job.local).ok().map(|f| {
+                    let pool = transfer::Pool::new();
+                    let frames = transfer::spawn_reader(
+                        f,
+                        size,
+                        job.local.display().to_string(),
+                        pool.clone(),
+                        policy(),
+                        transfer::Prefix::none(),
+                    );
+                    (pool, frames)
+                });
                 // a larger file waits for PUT_READY, so a refusal costs no data
                 w.send_now(&Msg::Put {
                     size,
@@ -274,18 +292,20 @@ impl Client {
                     ready: Some(ready_tx),
                     _permit: permit,
                 });
-                let (file, from) = match ready_rx.await.unwrap_or(Ready::Refused) {
+                let (file, from, ahead) = match ready_rx.await.unwrap_or(Ready::Refused) {
                     Ready::Refused => {
-                        // refused before any data: nothing to send
+                        // refused before any data: nothing to send (what
+                        // was read ahead is dropped, its reader stops)
                         let _ = otx.send(Err(Error::other(REFUSED)));
                         continue;
                     }
-                    Ready::Go => (file, transfer::Prefix::none()),
+                    Ready::Go => (file, transfer::Prefix::none(), ahead),
                     Ready::Partial { offset, sha256 } => {
                         // go on only after a prefix that is the same here
+                        drop(ahead);
                         let (file, from) = same_prefix(file, offset, sha256, &job.local).await?;
                         w.send_now(&Msg::Resume { offset: from.len }).await?;
-                        (file, from)
+                        (file, from, None)
                     }
                 };
                 progress.start(&job.remote, size);
@@ -300,15 +320,11 @@ impl Client {
                     from,
                     size,
                     local: &job.local,
+                    ahead,
                 };
-                let r = send_file(
-                    w,
-                    src,
-                    Policy::new(mode, crate::compress::MAX_LEVEL).on_local_link(local),
-                    limit_rate,
-                    progress,
-                    || refused.load(Ordering::Acquire) > index,
-                )
+                let r = send_file(w, src, policy(), limit_rate, progress, || {
+                    refused.load(Ordering::Acquire) > index
+                })
                 .await;
                 progress.done();
                 match r {
@@ -322,6 +338,11 @@ impl Client {
                 }
             }
             drop(tx);
+            if bye_after {
+                // the server ends the session after the last reply
+                w.send(&Msg::Bye).await?;
+                bye_queued.store(true, Ordering::Release);
+            }
             w.flush().await
         };
 
@@ -407,7 +428,7 @@ impl Client {
         // (shutting down, disk full) before it closed, and that reason, read
         // by the receiver, is what the user needs to see
         tokio::pin!(sender, receiver);
-        tokio::select! {
+        let result = tokio::select! {
             sent = &mut sender => match sent {
                 Ok(()) => receiver.await,
                 Err(e) if e.kind == Kind::Network => {
@@ -420,7 +441,9 @@ impl Client {
                 Ok(()) => sender.await,
                 Err(e) => Err(e),
             },
-        }
+        };
+        self.bye_sent |= bye_queued.load(Ordering::Acquire);
+        result
     }
 }
 /// The local file, positioned where the upload goes on: after its first
@@ -456,6 +479,8 @@ struct Source<'a> {
     from: transfer::Prefix,
     size: u64,
     local: &'a Path,
+    /// The whole file's frames, already being read (from its first byte).
+    ahead: Option<(transfer::Pool, tokio::sync::mpsc::Receiver<Outgoing>)>,
 }
 
 /// Stream one file's DATA and END (or CANCEL when `stop` says the server
@@ -473,17 +498,24 @@ async fn send_file(
         from,
         size,
         local,
+        ahead,
     } = src;
-    let pool = transfer::Pool::new();
     let resumed = from.len;
-    let mut frames = transfer::spawn_reader(
-        file,
-        size.saturating_sub(from.len),
-        local.display().to_string(),
-        pool.clone(),
-        policy,
-        from,
-    );
+    let (pool, mut frames) = match ahead {
+        Some(a) if from.len == 0 => a,
+        _ => {
+            let pool = transfer::Pool::new();
+            let frames = transfer::spawn_reader(
+                file,
+                size.saturating_sub(from.len),
+                local.display().to_string(),
+                pool.clone(),
+                policy,
+                from,
+            );
+            (pool, frames)
+        }
+    };
     let mut pacer = Pacer::new(limit_rate);
     let mut wire = 0u64;
     loop {
