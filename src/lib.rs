@@ -125,10 +125,10 @@
 //! they are reused rather than left in per-thread malloc arenas), and freed
 //! when no transfer runs. The client's transfers borrow from an unlimited
 //! budget. With `--store s3://` the parts moved between the scratch file and
-//! the bucket (`server::object::blob`) are outside the budget: per commit in
-//! progress one 8 MiB part being read and at most two being sent, per
-//! download one 8 MiB part being fetched (a 2 GiB put and get: 81 MiB
-//! resident, `benches/s3.sh`). A ranged upload (several connections, PROTOCOL.md §4.10) holds
+//! the bucket (`server::object::{ship, blob}`) are outside the budget: per
+//! upload at most two 8 MiB parts being sent, per download at most three
+//! being fetched or served (a 2 GiB put and get: 63–95 MiB resident,
+//! `benches/s3.sh`). A ranged upload (several connections, PROTOCOL.md §4.10) holds
 //! no range data of its own: each joined connection borrows for the one
 //! block it has read, as above, and the in-order SHA-256 reads back from
 //! the file (the page cache) what the ranges wrote, with one 256 KiB
