@@ -6,14 +6,16 @@
 //! `get.rs` the transfers, `unchanged.rs` the skipping of files the other
 //! side already holds.
 
+mod flight;
 mod get;
 mod list;
 mod put;
 mod unchanged;
 
+pub use flight::FirstFlight;
 pub use get::{GetArgs, check_get, get};
 pub use list::{SHORT_DIGEST, df, ls, rm, sums, verify};
-pub use put::{FirstFlight, PutArgs, into_existing_dir, plan_put, put, put_stdin};
+pub use put::{PutArgs, into_existing_dir, plan_put, put, put_stdin};
 
 use crate::client::Client;
 use crate::error::{Error, Kind, Result};
