@@ -85,20 +85,24 @@ impl Ledger {
         self.book.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The newest checkpoint's sequence number and state, if any.
-    fn newest_checkpoint(&self) -> Result<Option<(u64, Book)>> {
-        let prefix = self.bucket.key("ckpt");
-        let newest = self.bucket.run(|os| async move {
-            let listed = os
-                .list_with_delimiter(Some(&prefix))
+    /// The objects directly under `dir` (one listing).
+    fn listed(&self, dir: &str) -> Result<Vec<object_store::ObjectMeta>> {
+        let prefix = self.bucket.key(dir);
+        self.bucket.run(|os| async move {
+            os.list_with_delimiter(Some(&prefix))
                 .await
-                .map_err(|e| store_err(&e, "listing", &prefix))?;
-            Ok(listed
-                .objects
-                .iter()
-                .filter_map(|o| layout::seq(&o.location))
-                .max())
-        })?;
+                .map(|l| l.objects)
+                .map_err(|e| store_err(&e, "listing", &prefix))
+        })
+    }
+
+    /// The newest checkpoint's state, if any.
+    fn newest_checkpoint(&self) -> Result<Option<Book>> {
+        let newest = self
+            .listed("ckpt")?
+            .iter()
+            .filter_map(|o| layout::seq(&o.location))
+            .max();
         let Some(seq) = newest else { return Ok(None) };
         let Some(bytes) = self
             .bucket
@@ -106,18 +110,17 @@ impl Ledger {
         else {
             return Ok(None);
         };
-        let book: Book = serde_json::from_slice(&bytes).map_err(|_| {
+        serde_json::from_slice(&bytes).map(Some).map_err(|_| {
             Error::other(format!(
                 "the quota checkpoint {} in the object store is damaged",
                 layout::checkpoint(seq)
             ))
-        })?;
-        Ok(Some((seq, book)))
+        })
     }
 
     /// Move to the newest checkpoint if it is ahead of `book`, then read on.
     fn reload(&self, book: &mut Book) -> Result<()> {
-        if let Some((_, newer)) = self.newest_checkpoint()?
+        if let Some(newer) = self.newest_checkpoint()?
             && newer.next > book.next
         {
             *book = newer;
@@ -146,18 +149,11 @@ impl Ledger {
 
     /// The servers whose heartbeat is fresh (this one always).
     fn live(&self) -> Result<HashSet<String>> {
-        let prefix = self.bucket.key("servers");
-        let seen = self.bucket.run(|os| async move {
-            let listed = os
-                .list_with_delimiter(Some(&prefix))
-                .await
-                .map_err(|e| store_err(&e, "listing", &prefix))?;
-            Ok(listed
-                .objects
-                .into_iter()
-                .filter_map(|o| Some((layout::last(&o.location)?, o.last_modified)))
-                .collect::<HashMap<_, _>>())
-        })?;
+        let seen: HashMap<String, _> = self
+            .listed("servers")?
+            .into_iter()
+            .filter_map(|o| Some((layout::last(&o.location)?, o.last_modified)))
+            .collect();
         let mut live: HashSet<String> = HashSet::from([self.bucket.server.clone()]);
         // "now" by the store's own clock: its newest heartbeat
         let Some(now) = seen.values().max().copied() else {

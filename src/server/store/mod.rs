@@ -34,6 +34,7 @@ mod meta;
 mod publish;
 #[cfg(test)]
 mod tests;
+mod upload;
 mod walk;
 
 use std::fs::File;
@@ -50,9 +51,10 @@ use super::content::ContentIndex;
 use super::object::{Bucket, files as remote};
 use crate::error::{Error, Kind, Result};
 use crate::names;
-use crate::protocol::{Attrs, Entry, EntryKind, MODE_BITS};
+use crate::protocol::{Entry, EntryKind, MODE_BITS};
 
 pub use self::meta::stored_mode;
+pub use self::upload::{Published, Staged, Upload};
 
 /// Components with this prefix are the server's own short-lived names (used
 /// only while replacing a file); clients can neither see nor use them.
@@ -85,65 +87,6 @@ pub struct FileInfo {
 pub struct Existing {
     pub size: u64,
     pub owner: String,
-}
-
-/// A committed upload: the name it was stored under and, for an
-/// overwrite, the file it replaced.
-#[derive(Debug)]
-pub struct Published {
-    pub name: String,
-    pub replaced: Option<Existing>,
-}
-
-/// A complete, verified upload waiting to be made visible.
-pub struct Staged {
-    pub up: Upload,
-    pub sha256: [u8; 32],
-    pub overwrite: bool,
-    /// Recorded as the file's uploader (empty: none).
-    pub owner: String,
-    /// Mode and mtime the client sent (ATTRS), given to the file before it
-    /// becomes visible; `None`: the defaults (0644 less the umask, now).
-    pub attrs: Option<Attrs>,
-    /// The quota reservations it was stored under (`Reservation::ids`),
-    /// recorded with it on an object store.
-    pub holds: Vec<u64>,
-}
-
-/// An upload in progress: an unnamed file in its target directory.
-pub struct Upload {
-    pub file: File,
-    dir: OwnedFd,
-    parent: String,
-    component: String,
-    /// The reserved name the data is written under; empty once committed.
-    /// After an overwrite it holds the replaced file until the new name is
-    /// durable (so the replacement can be undone), then is removed.
-    tmp: String,
-    /// The final component the upload was renamed to, until its directory
-    /// is synced (what `unpublish` renames back).
-    published: Option<String>,
-    /// On the object store: the thread sending the parts already written
-    /// (`Store::follow_upload`); dropped with the upload, it removes them.
-    pub ship: Option<super::object::ship::Shipper>,
-    /// On the object store: the blob a CLONE copied, stored already.
-    pub cloned: Option<super::object::blob::Copied>,
-}
-
-impl Upload {
-    /// The name the client asked for.
-    pub fn name(&self) -> String {
-        join(&self.parent, &self.component)
-    }
-}
-
-impl Drop for Upload {
-    /// An upload that ends any way but committed leaves nothing behind.
-    fn drop(&mut self) {
-        if !self.tmp.is_empty() {
-            let _ = rustix::fs::unlinkat(&self.dir, self.tmp.as_str(), AtFlags::empty());
-        }
-    }
 }
 
 pub struct Store {

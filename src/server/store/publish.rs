@@ -24,27 +24,15 @@ impl Store {
     pub fn begin_upload(&self, name: &str) -> Result<Upload> {
         check_client_name(name)?;
         let (parent, component) = names::split_parent(name);
-        if self.object.is_some() {
+        let dir = if self.object.is_some() {
             // written flat in the scratch root; its parts go to the bucket
             // as they arrive (follow_upload) or at commit
-            let dir = self
-                .root
+            self.root
                 .try_clone()
-                .map_err(|e| Error::io("opening the scratch directory", &e))?;
-            let (file, tmp) =
-                create_reserved(&dir).map_err(|e| fs_err("creating upload for", name, e))?;
-            return Ok(Upload {
-                file,
-                dir,
-                parent: parent.to_string(),
-                component: component.to_string(),
-                tmp,
-                published: None,
-                ship: None,
-                cloned: None,
-            });
-        }
-        let dir = self.make_dirs(parent)?;
+                .map_err(|e| Error::io("opening the scratch directory", &e))?
+        } else {
+            self.make_dirs(parent)?
+        };
         let (file, tmp) =
             create_reserved(&dir).map_err(|e| fs_err("creating upload for", name, e))?;
         Ok(Upload {

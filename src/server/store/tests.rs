@@ -7,6 +7,7 @@ use sha2::{Digest, Sha256};
 
 use super::publish::{publish, unpublish};
 use super::*;
+use crate::protocol::Attrs;
 
 fn store() -> (tempfile::TempDir, Store) {
     let d = tempfile::tempdir().unwrap();
