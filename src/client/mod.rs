@@ -116,7 +116,8 @@ pub struct Client {
     /// The certificate the server presented (when pinned or first seen):
     /// joining connections must meet the same one.
     seen_pin: Option<[u8; 32]>,
-    /// The round trip of HELLO/WELCOME: whether the link is long.
+    /// The round trip of HELLO/WELCOME: whether the link is long (more
+    /// streams, and a higher level to start `auto` compression at).
     rtt: Duration,
     /// The session ends after the uploads of `put_many`: BYE goes out right
     /// after the last END, in the same flight, and its reply follows the
@@ -195,6 +196,11 @@ fn unexpected(m: &Msg, waiting_for: &str) -> Error {
 }
 
 impl Client {
+    /// The link to the server, as compression's `auto` needs to know it.
+    fn link(&self) -> crate::compress::Link {
+        crate::compress::Link::of(self.local_link, Some(self.rtt))
+    }
+
     /// Whether the server has ended this session while it sat idle between
     /// commands (idle timeout, shutdown): `Some(its reason)`. Never waits.
     pub async fn ended(&mut self) -> Option<String> {

@@ -12,7 +12,7 @@ mod policy;
 
 pub use codec::{Decoder, Encoder};
 pub use cpu::cores;
-pub use policy::{Policy, Sample, pays};
+pub use policy::{Link, Policy, Sample, pays};
 
 use crate::error::{Error, Result};
 use crate::protocol::MAX_BLOCK;

@@ -34,6 +34,46 @@ fn speed(level: i32) -> f64 {
     SPEED[(level.clamp(1, AUTO_MAX_LEVEL) - 1) as usize]
 }
 
+/// A round trip of this much or more marks a long link (a WAN): `auto`
+/// starts there at [`FAR_START`] instead of level 1.
+pub const FAR_RTT: Duration = Duration::from_millis(10);
+/// Where `auto` starts on a long link. A transfer's first windows measure the
+/// kernel's buffers filling, not the link: they look compression-bound and
+/// `auto` would spend its first tens of megabytes at levels 1..=5 (measured:
+/// 0.7 s of a 4 s kernel-tar upload over 100 Mbit + 20 ms, a ratio of 5.9
+/// instead of 6.1). Level 6 compresses at over 100 MB/s a core, faster than
+/// the long links two cores meet; where it is not, `auto` steps down.
+const FAR_START: i32 = 6;
+/// Compression-bound windows in a row before `auto` steps a level down: one
+/// alone is often the kernel's buffers refilling after a slow stretch, or a
+/// burst of other work, and stepping down for it costs ratio for nothing.
+const DOWN_AFTER: u32 = 2;
+
+/// What the policy knows of the link before the first block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Link {
+    /// The peer is on this machine (loopback).
+    Local,
+    /// Another machine, near or at an unknown distance.
+    Near,
+    /// Another machine at least [`FAR_RTT`] away.
+    Far,
+}
+
+impl Link {
+    /// The link to a peer: on this machine or not, and the round trip
+    /// measured to it, if any.
+    pub fn of(local: bool, rtt: Option<Duration>) -> Link {
+        if local {
+            Link::Local
+        } else if rtt.is_some_and(|r| r >= FAR_RTT) {
+            Link::Far
+        } else {
+            Link::Near
+        }
+    }
+}
+
 /// What one measurement window saw.
 #[derive(Debug, Clone, Copy)]
 pub struct Sample {
@@ -52,7 +92,8 @@ pub struct Sample {
 ///
 /// `auto` follows the idea of `zstd --adapt`: compress harder while the
 /// network is the bottleneck, lighter when compression is. It starts at
-/// level 1 and, per window (≥ 50 ms and 8 MiB, or 250 ms):
+/// level 1 (level 6 on a long link, see [`FAR_START`]) and, per window
+/// (≥ 50 ms and 8 MiB, or 250 ms):
 /// - network-bound (waiting on the network over half the time) with CPU to
 ///   spare: climb straight to the highest level (up to six steps) whose
 ///   predicted speed, from the measured speed of the current level and the
@@ -60,7 +101,8 @@ pub struct Sample {
 ///   throughput — so the ratio grows while compression keeps up; with the
 ///   machine's CPU all taken (by other work, or a peer on this machine):
 ///   one level a window, and only while the next stays 2× ahead;
-/// - compression-bound (waiting under a fifth of the time): one level lower;
+/// - compression-bound (waiting under a fifth of the time) for two windows in
+///   a row: one level lower;
 /// - at level 1 with the machine's CPU saturated for two windows: try raw
 ///   (on loopback the peer shares the CPU and the link is faster than any
 ///   compressor). After a settling window (buffers absorb data right after a
@@ -99,6 +141,8 @@ pub struct Policy {
     raw_rate: Option<(f64, u32)>,
     /// Consecutive windows at level 1 with the machine's CPU saturated.
     saturated: u32,
+    /// Consecutive compression-bound windows above level 1.
+    bound: u32,
     idle: Option<IdleMeter>,
 }
 
@@ -150,19 +194,27 @@ impl Policy {
             smooth: None,
             raw_rate: None,
             saturated: 0,
+            bound: 0,
             idle: (mode == Mode::Auto).then(IdleMeter::new),
         }
     }
 
-    /// For a peer on this machine (loopback), `auto` does not compress: the
-    /// "link" is a memory copy, so compression could only cost CPU that both
-    /// ends share, and the raw path is the lightest (measured: the adaptive
-    /// pipeline sending raw was 15-20 % slower than plain raw there).
-    pub fn on_local_link(mut self, local: bool) -> Policy {
-        if local && self.mode == Mode::Auto {
-            self.mode = Mode::Off;
-            self.level = 0;
-            self.idle = None;
+    /// Fits `auto` to the link. For a peer on this machine (loopback), `auto`
+    /// does not compress: the "link" is a memory copy, so compression could
+    /// only cost CPU that both ends share, and the raw path is the lightest
+    /// (measured: the adaptive pipeline sending raw was 15-20 % slower than
+    /// plain raw there). On a long link it starts at [`FAR_START`].
+    pub fn on_link(mut self, link: Link) -> Policy {
+        if self.mode == Mode::Auto {
+            match link {
+                Link::Local => {
+                    self.mode = Mode::Off;
+                    self.level = 0;
+                    self.idle = None;
+                }
+                Link::Far => self.level = FAR_START.min(self.max),
+                Link::Near => {}
+            }
         }
         self
     }
@@ -333,18 +385,26 @@ impl Policy {
             }
             if to > self.level || !saturated {
                 self.saturated = 0;
+                self.bound = 0;
                 self.level = to;
                 return;
             }
         }
         if network_bound && !saturated {
             self.saturated = 0;
+            self.bound = 0;
             return;
         }
         if self.level > 1 {
             if s.waiting < 0.2 {
                 // compression is the bottleneck
-                self.level -= 1;
+                self.bound += 1;
+                if self.bound >= DOWN_AFTER {
+                    self.bound = 0;
+                    self.level -= 1;
+                }
+            } else {
+                self.bound = 0;
             }
             return;
         }
@@ -382,13 +442,38 @@ mod tests {
 
     #[test]
     fn auto_sends_raw_to_a_peer_on_this_machine() {
-        let mut p = Policy::new(Mode::Auto, MAX_LEVEL).on_local_link(true);
+        let mut p = Policy::new(Mode::Auto, MAX_LEVEL).on_link(Link::Local);
         assert!(!p.may_compress(), "the plain raw path");
         assert_eq!(p.next_level(), None);
-        let mut fixed = Policy::new(Mode::Level(3), MAX_LEVEL).on_local_link(true);
+        let mut fixed = Policy::new(Mode::Level(3), MAX_LEVEL).on_link(Link::Local);
         assert_eq!(fixed.next_level(), Some(3), "an explicit level is obeyed");
-        let mut remote = Policy::new(Mode::Auto, MAX_LEVEL).on_local_link(false);
+        let mut remote = Policy::new(Mode::Auto, MAX_LEVEL).on_link(Link::Near);
         assert_eq!(remote.next_level(), Some(1));
+    }
+
+    #[test]
+    fn auto_starts_higher_on_a_long_link_and_only_auto_does() {
+        let ms = Duration::from_millis;
+        assert_eq!(Link::of(true, Some(ms(50))), Link::Local);
+        assert_eq!(Link::of(false, None), Link::Near);
+        assert_eq!(Link::of(false, Some(ms(1))), Link::Near);
+        assert_eq!(Link::of(false, Some(FAR_RTT)), Link::Far);
+        let far = |mode, max| Policy::new(mode, max).on_link(Link::Far).level();
+        assert_eq!(far(Mode::Auto, MAX_LEVEL), FAR_START);
+        assert_eq!(far(Mode::Auto, 3), 3, "never above the server's cap");
+        assert_eq!(
+            far(Mode::Level(2), MAX_LEVEL),
+            2,
+            "an explicit level is obeyed"
+        );
+        assert_eq!(far(Mode::Off, MAX_LEVEL), 0);
+        // the first windows, the kernel's buffers filling, look
+        // compression-bound: one such window does not cost a level
+        let mut p = Policy::new(Mode::Auto, MAX_LEVEL).on_link(Link::Far);
+        p.decide(sample(95.0, 0.01, Some(100.0), 0.1));
+        assert_eq!(p.level(), FAR_START);
+        p.decide(sample(50.0, 0.87, Some(250.0), 1.5));
+        assert!(p.level() > FAR_START, "network-bound with idle CPU: climbs");
     }
 
     #[test]
@@ -460,6 +545,13 @@ mod tests {
         let mut p = Policy::new(Mode::Auto, 19);
         p.level = 9;
         p.decide(sample(60.0, 0.05, Some(60.0), 0.6));
+        assert_eq!(p.level(), 9, "one window may be the buffers refilling");
+        p.decide(sample(60.0, 0.05, Some(60.0), 0.6));
+        assert_eq!(p.level(), 8, "two in a row: compression is the limit");
+        // a window between the two starts the count again
+        p.decide(sample(60.0, 0.05, Some(60.0), 0.6));
+        p.decide(sample(60.0, 0.3, Some(80.0), 0.6));
+        p.decide(sample(60.0, 0.05, Some(60.0), 0.6));
         assert_eq!(p.level(), 8);
     }
 
@@ -481,6 +573,7 @@ mod tests {
         assert!(fast.level() <= 1, "{}", fast.level());
         // at a level too high the next window is compression-bound: down
         p.level = 6;
+        p.decide(sample(40.0, 0.1, Some(40.0), 0.0));
         p.decide(sample(40.0, 0.1, Some(40.0), 0.0));
         assert_eq!(p.level(), 5);
     }

@@ -18,6 +18,7 @@ use tracing::{info, warn};
 use super::Shared;
 use super::auth::Identity;
 use super::gate::Pass;
+use crate::compress::Link;
 use crate::connection::{FrameReader, FrameWriter};
 use crate::error::{Error, Kind};
 use crate::net::{Socket, with_timeout};
@@ -41,6 +42,10 @@ pub struct Admitted {
     pub joined: Option<super::tickets::Bound>,
     /// The session slot (`--max-connections`), released when dropped.
     pub permit: OwnedSemaphorePermit,
+    /// The link to the client, as `auto` compression of downloads needs it:
+    /// loopback, or how long the TLS handshake took (one round trip, as the
+    /// client's Finished answers the server's flight).
+    pub link: Link,
 }
 
 /// What a connection became after its TLS handshake.
@@ -81,6 +86,7 @@ pub async fn admit(
     let sock = Socket::new(tcp);
     let grow = sock.grow_handle();
     let limits = &shared.limits;
+    let started = Instant::now();
     let tls = tokio::select! {
         r = with_timeout(
             async { acceptor.accept(sock).await.map_err(|e| Error::io("TLS handshake", &e)) },
@@ -98,6 +104,7 @@ pub async fn admit(
         _ = &mut pass.evicted => return None,
         _ = stop.wait_for(|s| *s) => return None,
     };
+    let link = Link::of(peer.ip().is_loopback(), Some(started.elapsed()));
     // the server offers h2 and http/1.1 only with --web on, so rustls
     // never selects them otherwise
     match tls.get_ref().1.alpn_protocol() {
@@ -197,6 +204,7 @@ pub async fn admit(
         streams,
         joined,
         permit,
+        link,
     })))
 }
 

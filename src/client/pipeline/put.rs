@@ -13,7 +13,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use super::{PIPELINE_BELOW, PUT_WINDOW, PutJob, REFUSED, Sent, acknowledged, slot};
 use crate::client::{Client, Pacer, Stream, Uploaded, frame_raw_len, unexpected};
-use crate::compress::{Mode, Policy};
+use crate::compress::{Link, Mode, Policy};
 use crate::connection::FrameWriter;
 use crate::error::{Error, Kind, Result};
 use crate::names;
@@ -93,7 +93,7 @@ fn spawn_preparer(
     jobs: Vec<PutJob>,
     base_flags: u32,
     mode: Mode,
-    local: bool,
+    link: Link,
     preserve: bool,
 ) -> mpsc::Receiver<Prepared> {
     let (tx, rx) = mpsc::channel(PREPARED_AHEAD);
@@ -123,7 +123,7 @@ fn spawn_preparer(
                         name: job.remote,
                     }
                     .encode(&mut frames);
-                    let policy = Policy::new(mode, crate::compress::MAX_LEVEL).on_local_link(local);
+                    let policy = Policy::new(mode, crate::compress::MAX_LEVEL).on_link(link);
                     let what = job.local.display().to_string();
                     let head = frames.len();
                     match transfer::encode_small(file, size, &what, policy, &mut frames) {
@@ -173,7 +173,7 @@ impl Client {
         // files large enough to wait for PUT_READY may resume (PROTOCOL.md §4.9)
         let resume_flag = if self.resume { protocol::PUT_RESUME } else { 0 };
         let mode = if self.zstd { self.compress } else { Mode::Off };
-        let (limit_rate, timeout, local) = (self.limit_rate, self.timeout, self.local_link);
+        let (limit_rate, timeout, link) = (self.limit_rate, self.timeout, self.link());
         let window = Arc::new(Semaphore::new(PUT_WINDOW));
         // jobs with an index below this were refused by the server: stop sending them
         let refused = AtomicUsize::new(0);
@@ -183,7 +183,7 @@ impl Client {
         let preserve = self.meta && self.preserve;
         let bye_after = self.bye_after_puts;
         let bye_queued = std::sync::atomic::AtomicBool::new(false);
-        let mut prepared = spawn_preparer(jobs.to_vec(), base_flags, mode, local, preserve);
+        let mut prepared = spawn_preparer(jobs.to_vec(), base_flags, mode, link, preserve);
         let sender = async {
             let mut pacer = Pacer::new(limit_rate);
             while let Some(item) = {
@@ -259,7 +259,7 @@ impl Client {
                     }
                 };
                 let job = &jobs[index];
-                let policy = || Policy::new(mode, crate::compress::MAX_LEVEL).on_local_link(local);
+                let policy = || Policy::new(mode, crate::compress::MAX_LEVEL).on_link(link);
                 // its first blocks are read (and compressed) while PUT_READY
                 // is on its way, from a handle of their own: what PARTIAL
                 // needs keeps `file` at its start

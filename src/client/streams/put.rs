@@ -116,8 +116,8 @@ impl Client {
         // each stream compresses as the one-connection upload does: `auto`
         // adapts its level to what limits that stream
         let mode = if self.zstd { self.compress } else { Mode::Off };
-        let local = self.local_link;
-        let level = move || Policy::new(mode, crate::compress::MAX_LEVEL).on_local_link(local);
+        let link = self.link();
+        let level = move || Policy::new(mode, crate::compress::MAX_LEVEL).on_link(link);
         let (opts, pin) = (self.origin.clone(), self.seen_pin);
         let spawn = |set: &mut tokio::task::JoinSet<Result<()>>, ticket| {
             let (o, f, w) = (opts.clone(), file.clone(), work.clone());

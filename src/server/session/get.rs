@@ -48,7 +48,7 @@ impl Session {
         } else {
             Mode::Off
         };
-        Policy::new(mode, self.shared.max_level).on_local_link(self.peer.ip().is_loopback())
+        Policy::new(mode, self.shared.max_level).on_link(self.link)
     }
 
     /// A GET that asks to resume after the client's first `offset` bytes

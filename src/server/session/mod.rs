@@ -32,7 +32,7 @@ use super::gate::Pass;
 use super::policy::check_owner;
 use super::verify::check_upload;
 use super::{Control, Gauge, Shared, handshake, partial};
-use crate::compress::{Mode, Policy};
+use crate::compress::{Link, Mode, Policy};
 use crate::connection::{FrameReader, FrameWriter};
 use crate::error::{Error, Kind, Result};
 use crate::names;
@@ -68,6 +68,8 @@ struct Session {
     meta: bool,
     /// Several connections per transfer (FEATURE_STREAMS) were negotiated.
     streams: bool,
+    /// The link to the client (for `auto` compression of downloads).
+    link: Link,
     /// An ATTRS waiting for the PUT that must follow it.
     attrs: Option<Attrs>,
     /// Small pipelined uploads being committed (started with the first).
@@ -103,6 +105,7 @@ pub async fn serve(
         streams,
         joined,
         permit,
+        link,
     } = admitted;
     // DATA buffers come from, and go back to, the pool all sessions share
     r.set_pool(shared.pool.clone());
@@ -117,6 +120,7 @@ pub async fn serve(
         zstd,
         meta,
         streams,
+        link,
         attrs: None,
         commits: None,
         fetches: None,
